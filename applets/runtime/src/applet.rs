@@ -1,0 +1,32 @@
+use std::ffi::OsString;
+use std::future::Future;
+
+use crate::Context;
+
+/// One applet of the multi-call binary.
+pub trait Applet: clap::Args + Send + 'static {
+    /// Matched against argv[0] and `sidecar NAME`.
+    const NAME: &'static str;
+    /// One line in `sidecar --help`.
+    const ABOUT: &'static str;
+    /// Default `--admin-addr`. Containers of a Pod share one network
+    /// namespace, so every applet has its own port.
+    const ADMIN_ADDR: &'static str;
+    /// A multi-threaded tokio runtime for applets that serve traffic; the
+    /// others idle cheaper on one thread.
+    const MULTI_THREAD: bool = true;
+
+    /// Rewrites argv before clap sees it, for drop-in compatibility with tools
+    /// whose flags clap cannot express (Go's single-dash long flags).
+    fn rewrite_args(args: Vec<OsString>) -> Vec<OsString> {
+        args
+    }
+
+    /// An applet-specific spelling of the admin address (a drop-in tool's own
+    /// flag) that overrides `--admin-addr`.
+    fn admin_addr_override(&self) -> Option<String> {
+        None
+    }
+
+    fn run(self, ctx: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

@@ -1,0 +1,90 @@
+//! The flags every applet takes, and value parsers applets share.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flattened into every applet's own flags.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Common options")]
+pub struct CommonArgs {
+    /// Address of the admin server (/healthz, /readyz, /metrics), or `off`.
+    #[arg(long, env = "SIDECAR_ADMIN_ADDR", value_name = "ADDR|off")]
+    pub admin_addr: Option<String>,
+
+    /// Log format on stderr.
+    #[arg(long, env = "SIDECAR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `debug,hyper=info`.
+    #[arg(long, env = "SIDECAR_LOG_LEVEL", default_value = "info", value_name = "FILTER")]
+    pub log_level: String,
+
+    /// Time the applet has to drain after SIGTERM before the process exits.
+    #[arg(long, env = "SIDECAR_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+}
+
+/// Parses `250ms`, `3m`, `1h30m` (humantime), and a bare `0` as zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (examples: 250ms, 10s, 3m)"))
+}
+
+/// Parses `Name: value` into a header pair.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid header {s:?}: expected 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!("invalid header name in {s:?}"));
+    }
+    let value = value.trim();
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err(format!("invalid header value in {s:?}"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid {s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("invalid {s:?}: empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("ten").unwrap_err().contains("ten"));
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(
+            parse_header("X-A:  b c").unwrap(),
+            ("X-A".to_string(), "b c".to_string())
+        );
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! The life of the process: flags → logging → admin server → run → drain → exit.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, FromArgMatches};
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::{self, AdminState};
+use crate::cli::CommonArgs;
+use crate::error::exit;
+use crate::{logging, process, Applet, Context, Shutdown, UsageError};
+
+/// Runs applet `A` with `args` (`args[0]` is the applet's name) and returns
+/// the process exit code.
+pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
+    let args = A::rewrite_args(args);
+    let cmd = clap::Command::new(A::NAME)
+        .about(A::ABOUT)
+        .version(env!("CARGO_PKG_VERSION"));
+    let cmd = CommonArgs::augment_args(A::augment_args(cmd));
+    let parsed = cmd
+        .try_get_matches_from(args)
+        .and_then(|m| Ok((A::from_arg_matches(&m)?, CommonArgs::from_arg_matches(&m)?)));
+    let (applet, common) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    if let Err(e) = logging::init(common.log_format, &common.log_level) {
+        eprintln!("{}: {e}", A::NAME);
+        return ExitCode::from(exit::USAGE);
+    }
+    process::start_reaper();
+
+    let mut rt = if A::MULTI_THREAD {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let code = rt.block_on(run_applet(applet, common));
+    // Do not wait for lingering blocking tasks (a stuck hook's pipe reader).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+async fn run_applet<A: Applet>(applet: A, common: CommonArgs) -> u8 {
+    match serve::<A>(applet, common).await {
+        Ok(()) => exit::OK,
+        Err(e) => match e.downcast_ref::<UsageError>() {
+            Some(u) => {
+                tracing::error!("{u}");
+                exit::USAGE
+            }
+            None => {
+                tracing::error!(error = %format!("{e:#}"), "{} failed", A::NAME);
+                exit::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve<A: Applet>(applet: A, common: CommonArgs) -> anyhow::Result<()> {
+    let raw_addr = applet
+        .admin_addr_override()
+        .or(common.admin_addr.clone())
+        .unwrap_or_else(|| A::ADMIN_ADDR.to_string());
+    let admin_addr = admin::parse_addr(&raw_addr)?;
+
+    let state = Arc::new(AdminState::default());
+    let shutdown = Shutdown::new();
+    // The admin server outlives the applet's drain, so probes keep answering 503.
+    let admin_stop = Shutdown::new();
+    let bound = match admin_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--admin-addr {addr}: cannot listen: {e}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, "admin server listening");
+            admin::spawn(listener, state.clone(), admin_stop.clone());
+            Some(local)
+        }
+        None => None,
+    };
+    let ctx = Context {
+        admin: state.clone(),
+        shutdown: shutdown.clone(),
+        shutdown_grace: common.shutdown_grace,
+        admin_addr: bound,
+    };
+    watch_signals(state, shutdown, common.shutdown_grace)?;
+    let result = applet.run(ctx).await;
+    admin_stop.trigger();
+    result
+}
+
+/// First SIGTERM/SIGINT: readiness drops, the applet is told to drain, and
+/// children get SIGTERM. If draining overruns the grace period, or a second
+/// signal arrives, the process exits at once.
+fn watch_signals(state: Arc<AdminState>, shutdown: Shutdown, grace: std::time::Duration) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let first = tokio::select! {
+            _ = term.recv() => Signal::SIGTERM,
+            _ = int.recv() => Signal::SIGINT,
+        };
+        tracing::info!(signal = %first, grace = ?grace, "shutting down");
+        state.start_draining();
+        shutdown.trigger();
+        process::signal_children(Signal::SIGTERM);
+        let second = tokio::select! {
+            _ = term.recv() => Signal::SIGTERM,
+            _ = int.recv() => Signal::SIGINT,
+            _ = tokio::time::sleep(grace + std::time::Duration::from_secs(1)) => {
+                tracing::error!(grace = ?grace, "did not drain within the shutdown grace period");
+                std::process::exit(exit::FAILURE as i32);
+            }
+        };
+        tracing::warn!(signal = %second, "second signal: exiting now");
+        process::signal_children(Signal::SIGKILL);
+        std::process::exit(128 + second as i32);
+    });
+    Ok(())
+}
