@@ -1,0 +1,125 @@
+//! The multi-call binary: dispatch, busybox conventions, static linking,
+//! exit codes, probes and signal handling shared by every applet.
+
+mod support;
+
+use std::process::Command;
+
+use support::{http, run, Sidecar};
+
+#[test]
+fn list_prints_every_applet() {
+    let out = run(&["--list"]);
+    assert!(out.status.success());
+    let list = String::from_utf8(out.stdout).unwrap();
+    for name in ["config-watch-reload", "git-sync", "log-tail-ship", "static-serve", "tcp-proxy"] {
+        assert!(list.lines().any(|l| l == name), "{name} missing from --list:\n{list}");
+    }
+}
+
+#[test]
+fn unknown_applet_exits_127() {
+    let out = run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "sidecar: applet not found: frobnicate"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sidecar "));
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("static-serve"));
+    let out = run(&["--help", "static-serve"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--admin-addr"), "{text}");
+    let out = run(&["--help", "nope"]);
+    assert_eq!(out.status.code(), Some(127));
+}
+
+#[test]
+fn install_links_dispatch_on_argv0() {
+    for symbolic in [false, true] {
+        let dir = support::tempdir();
+        let mut args = vec!["--install"];
+        if symbolic {
+            args.push("-s");
+        }
+        let path = dir.path().to_str().unwrap().to_string();
+        args.push(&path);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let link = dir.path().join("tcp-proxy");
+        assert_eq!(link.symlink_metadata().unwrap().file_type().is_symlink(), symbolic);
+        let out = support::run_cmd(Command::new(&link).arg("--version"));
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("tcp-proxy "));
+    }
+}
+
+#[test]
+fn bad_flag_and_bad_env_exit_2_naming_them() {
+    let out = run(&["tcp-proxy", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+
+    let out = support::run_cmd(
+        Command::new(support::bin())
+            .args(["tcp-proxy"])
+            .env("SIDECAR_SHUTDOWN_GRACE", "soon"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shutdown-grace"));
+
+    let out = run(&["tcp-proxy", "--log-format", "xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format"));
+}
+
+#[test]
+fn binary_is_static_and_runs_in_an_empty_root() {
+    let out = support::run_cmd(Command::new("file").arg("-L").arg(support::bin()));
+    let desc = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        desc.contains("static-pie linked") || desc.contains("statically linked"),
+        "not static: {desc}"
+    );
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED (needs root): chroot into an empty root; CI runs it as root");
+        return;
+    }
+    let root = support::tempdir();
+    std::fs::copy(support::bin(), root.path().join("sidecar")).unwrap();
+    let out = support::run_cmd(
+        Command::new("chroot")
+            .arg(root.path())
+            .args(["/sidecar", "--list"]),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("git-sync"));
+}
+
+/// `/readyz` turns 503 as soon as SIGTERM arrives, before the applet drains,
+/// and the process exits 0.
+#[test]
+fn sigterm_drops_readiness_then_exits_zero() {
+    let dir = support::tempdir();
+    let mut sc = Sidecar::start(
+        "config-watch-reload",
+        &["--watch", dir.path().to_str().unwrap(), "--exec", "true", "--log-level=debug"],
+    );
+    let admin = sc.admin_addr();
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+    assert_eq!(http::get(admin, "/healthz").status, 200);
+    let metrics = http::get(admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("# EOF"), "{}", metrics.text());
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    sc.wait_for_log("shutting down");
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+}
