@@ -12,8 +12,17 @@ fn list_prints_every_applet() {
     let out = run(&["--list"]);
     assert!(out.status.success());
     let list = String::from_utf8(out.stdout).unwrap();
-    for name in ["config-watch-reload", "git-sync", "log-tail-ship", "static-serve", "tcp-proxy"] {
-        assert!(list.lines().any(|l| l == name), "{name} missing from --list:\n{list}");
+    for name in [
+        "config-watch-reload",
+        "git-sync",
+        "log-tail-ship",
+        "static-serve",
+        "tcp-proxy",
+    ] {
+        assert!(
+            list.lines().any(|l| l == name),
+            "{name} missing from --list:\n{list}"
+        );
     }
 }
 
@@ -53,9 +62,16 @@ fn install_links_dispatch_on_argv0() {
         let path = dir.path().to_str().unwrap().to_string();
         args.push(&path);
         let out = run(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let link = dir.path().join("tcp-proxy");
-        assert_eq!(link.symlink_metadata().unwrap().file_type().is_symlink(), symbolic);
+        assert_eq!(
+            link.symlink_metadata().unwrap().file_type().is_symlink(),
+            symbolic
+        );
         let out = support::run_cmd(Command::new(&link).arg("--version"));
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("tcp-proxy "));
@@ -100,7 +116,11 @@ fn binary_is_static_and_runs_in_an_empty_root() {
             .arg(root.path())
             .args(["/sidecar", "--list"]),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("git-sync"));
 }
 
@@ -111,7 +131,13 @@ fn sigterm_drops_readiness_then_exits_zero() {
     let dir = support::tempdir();
     let mut sc = Sidecar::start(
         "config-watch-reload",
-        &["--watch", dir.path().to_str().unwrap(), "--exec", "true", "--log-level=debug"],
+        &[
+            "--watch",
+            dir.path().to_str().unwrap(),
+            "--exec",
+            "true",
+            "--log-level=debug",
+        ],
     );
     let admin = sc.admin_addr();
     support::wait_until("ready", || http::get(admin, "/readyz").status == 200);

@@ -30,7 +30,7 @@ impl Request {
 pub struct Receiver {
     pub addr: SocketAddr,
     rx: Rx<Request>,
-    respond: Arc<Mutex<Box<dyn FnMut(&Request) -> (u16, String) + Send>>>,
+    respond: Responder,
 }
 
 impl Receiver {
@@ -42,8 +42,7 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = channel();
-        let respond: Arc<Mutex<Box<dyn FnMut(&Request) -> (u16, String) + Send>>> =
-            Arc::new(Mutex::new(Box::new(respond)));
+        let respond: Responder = Arc::new(Mutex::new(Box::new(respond)));
         let r = respond.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -89,7 +88,9 @@ fn serve(stream: TcpStream, tx: Sender<Request>, respond: Responder) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
-        let Some(req) = read_request(&mut reader) else { return };
+        let Some(req) = read_request(&mut reader) else {
+            return;
+        };
         let (status, body) = (respond.lock().unwrap())(&req);
         let _ = tx.send(req);
         let resp = format!(
@@ -128,7 +129,10 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
         body: Vec::new(),
     };
     let mut body = Vec::new();
-    if let Some(len) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         body.resize(len, 0);
         r.read_exact(&mut body).ok()?;
     } else if req
@@ -172,7 +176,13 @@ impl Response {
 }
 
 /// One request on a fresh connection (`Connection: close`), raw bytes out.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(super::DEADLINE)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
@@ -234,8 +244,7 @@ pub fn parse_response(raw: &[u8], head: bool) -> Response {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).unwrap_or(0);
         if n == 0 {
             break;

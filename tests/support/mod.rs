@@ -21,7 +21,10 @@ pub fn bin() -> PathBuf {
 
 /// A fresh directory per test, removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("sidecar-test-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("sidecar-test-")
+        .tempdir()
+        .unwrap()
 }
 
 /// Runs `sidecar ARGS` to completion (bounded) and returns its output.
@@ -116,7 +119,10 @@ impl Sidecar {
         let (lock, cv) = &*self.stderr;
         let mut g = lock.lock().unwrap();
         loop {
-            if let Some(i) = g.lines[self.cursor..].iter().position(|l| l.contains(needle)) {
+            if let Some(i) = g.lines[self.cursor..]
+                .iter()
+                .position(|l| l.contains(needle))
+            {
                 self.cursor += i + 1;
                 return g.lines[self.cursor - 1].clone();
             }
@@ -132,7 +138,13 @@ impl Sidecar {
 
     /// Whether any line so far contains `needle` (does not move the cursor).
     pub fn logged(&self, needle: &str) -> bool {
-        self.stderr.0.lock().unwrap().lines.iter().any(|l| l.contains(needle))
+        self.stderr
+            .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .any(|l| l.contains(needle))
     }
 
     pub fn stderr(&self) -> String {

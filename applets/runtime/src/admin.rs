@@ -174,6 +174,7 @@ pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
     } else {
         raw.to_string()
     };
-    full.parse()
-        .map_err(|_| format!("invalid address {raw:?}: expected HOST:PORT (e.g. 127.0.0.1:9090 or :9090)"))
+    full.parse().map_err(|_| {
+        format!("invalid address {raw:?}: expected HOST:PORT (e.g. 127.0.0.1:9090 or :9090)")
+    })
 }

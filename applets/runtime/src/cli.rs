@@ -23,7 +23,12 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 
     /// Log filter, e.g. `info` or `debug,hyper=info`.
-    #[arg(long, env = "SIDECAR_LOG_LEVEL", default_value = "info", value_name = "FILTER")]
+    #[arg(
+        long,
+        env = "SIDECAR_LOG_LEVEL",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
     pub log_level: String,
 
     /// Time the applet has to drain after SIGTERM before the process exits.
@@ -37,7 +42,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (examples: 250ms, 10s, 3m)"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 250ms, 10s, 3m)"))
 }
 
 /// Parses `Name: value` into a header pair.

@@ -28,7 +28,11 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     if let Err(e) = logging::init(common.log_format, &common.log_level) {
@@ -109,7 +113,11 @@ async fn serve<A: Applet>(applet: A, common: CommonArgs) -> anyhow::Result<()> {
 /// First SIGTERM/SIGINT: readiness drops, the applet is told to drain, and
 /// children get SIGTERM. If draining overruns the grace period, or a second
 /// signal arrives, the process exits at once.
-fn watch_signals(state: Arc<AdminState>, shutdown: Shutdown, grace: std::time::Duration) -> anyhow::Result<()> {
+fn watch_signals(
+    state: Arc<AdminState>,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {

@@ -83,7 +83,11 @@ impl HttpAction {
         bail!(
             "{} {url}: status {status} (want {}): {}",
             self.method,
-            codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+            codes
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             body.trim()
         )
     }

@@ -26,7 +26,9 @@ impl<T: Send + Sync + 'static> Runner<T> {
                     r = rx.changed() => if r.is_err() { return },
                     _ = stop.requested() => return,
                 }
-                let Some(mut state) = rx.borrow_and_update().clone() else { continue };
+                let Some(mut state) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
                 let mut backoff = backoff.clone();
                 backoff.reset();
                 loop {

@@ -55,7 +55,11 @@ impl SignalAction {
                 let raw = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read pid file {}", path.display()))?;
                 let pid: i32 = raw.trim().parse().with_context(|| {
-                    format!("pid file {} holds {:?}, not a pid", path.display(), raw.trim())
+                    format!(
+                        "pid file {} holds {:?}, not a pid",
+                        path.display(),
+                        raw.trim()
+                    )
                 })?;
                 vec![pid]
             }
@@ -81,7 +85,11 @@ pub fn find_processes(target: &ProcessTarget) -> Result<Vec<i32>> {
     let mut matched: Vec<(i32, i32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -89,7 +97,9 @@ pub fn find_processes(target: &ProcessTarget) -> Result<Vec<i32>> {
         }
         let dir = entry.path();
         // Processes exit while we look: unreadable entries are skipped.
-        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
