@@ -1,16 +1,244 @@
 //! Reload an app when its mounted ConfigMaps or Secrets change.
+//!
+//! The life of the process: check the flags, render templates, take the
+//! initial snapshot (then report ready), and loop: wait for file system
+//! events (or the resync tick), let them settle (debounce, bounded by
+//! max-wait), re-hash, and hand a changed state to the reload runner, which
+//! validates and acts, retrying only the newest state.
 
+mod args;
+mod metrics;
+mod mountinfo;
+mod plan;
+mod reload;
+mod render;
+mod snapshot;
+mod watcher;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use sidecar_runtime::actions::Runner;
 use sidecar_runtime::{Applet, Context};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-#[derive(Debug, clap::Args)]
-pub struct ConfigWatchReload {}
+pub use args::ConfigWatchReload;
+use metrics::Metrics;
+use plan::{Mode, Plan};
+use reload::{Change, Outcome, Reloader};
+use snapshot::Snapshot;
+use watcher::Watcher;
 
 impl Applet for ConfigWatchReload {
     const NAME: &'static str = "config-watch-reload";
     const ABOUT: &'static str = "Reload an app when its mounted ConfigMaps or Secrets change";
+    /// configmap-reload's default port.
     const ADMIN_ADDR: &'static str = "0.0.0.0:9533";
+    const MULTI_THREAD: bool = false;
 
-    async fn run(self, _ctx: Context) -> anyhow::Result<()> {
-        anyhow::bail!("config-watch-reload is not implemented yet")
+    fn rewrite_args(args: Vec<OsString>) -> Vec<OsString> {
+        args::rewrite_args(args)
+    }
+
+    fn admin_addr_override(&self) -> Option<String> {
+        self.listen_address.clone()
+    }
+
+    async fn run(self, ctx: Context) -> Result<()> {
+        let plan = self.plan()?;
+        let metrics = Arc::new(Metrics::register(&mut ctx.registry(), plan.method));
+        mountinfo::warn_pinned(&plan.roots);
+        match plan.mode {
+            Mode::RenderOnly => render_all(&plan, &metrics, true).map(|_| ()),
+            Mode::Once => once(&plan, metrics).await,
+            Mode::Watch => watch(plan, metrics, ctx).await,
+        }
+    }
+}
+
+/// Renders every template. At start (`fatal`) an error ends the process;
+/// later it is logged and counted, and blocks the reload.
+fn render_all(plan: &Plan, metrics: &Metrics, fatal: bool) -> Result<bool> {
+    let lookup = |name: &str| plan.lookup(name);
+    let mut unset = 0;
+    for t in &plan.templates {
+        match t.render(&lookup) {
+            Ok(r) => {
+                if !r.unset.is_empty() {
+                    tracing::warn!(src = %t.src.display(), variables = %r.unset.join(","), "unset variables kept literally");
+                }
+                unset += r.unset.len();
+                if r.written {
+                    tracing::info!(src = %t.src.display(), dst = %t.dst.display(), "rendered");
+                }
+            }
+            Err(e) => {
+                metrics.render_errors.inc();
+                if fatal {
+                    return Err(e);
+                }
+                tracing::error!(error = %format!("{e:#}"), "render failed: reload blocked until the next change");
+                return Ok(false);
+            }
+        }
+    }
+    metrics.unset_variables.set(unset as i64);
+    Ok(true)
+}
+
+async fn snapshot(plan: &Plan) -> Snapshot {
+    let roots = plan.roots.clone();
+    let exclude = plan.exclude.clone();
+    let snap = tokio::task::spawn_blocking(move || snapshot::take(&roots, &exclude))
+        .await
+        .expect("snapshot task panicked");
+    for u in &snap.unreadable {
+        tracing::warn!(error = %u, "cannot read watched file");
+    }
+    snap
+}
+
+fn reloader(plan: &Plan, metrics: Arc<Metrics>) -> Reloader {
+    Reloader {
+        validate: plan.validate.clone(),
+        actions: plan.actions.clone(),
+        max_attempts: plan.max_attempts,
+        metrics,
+    }
+}
+
+/// `--once`: an init container prepares the config and exits; failure
+/// exits non-zero so the kubelet retries the container.
+async fn once(plan: &Plan, metrics: Arc<Metrics>) -> Result<()> {
+    render_all(plan, &metrics, true)?;
+    let change = Change::new(snapshot(plan).await);
+    let reloader = Reloader {
+        max_attempts: Some(1),
+        ..reloader(plan, metrics)
+    };
+    match reloader.apply(&change).await? {
+        Outcome::Reloaded => Ok(()),
+        Outcome::Blocked => anyhow::bail!("validation failed"),
+        Outcome::GaveUp => anyhow::bail!("reload failed"),
+    }
+}
+
+/// The directories to watch for `snap`.
+fn watch_dirs(plan: &Plan, snap: &Snapshot) -> HashSet<PathBuf> {
+    let mut dirs: HashSet<PathBuf> = plan
+        .roots
+        .iter()
+        .flat_map(|r| watcher::dirs_for(r))
+        .collect();
+    if plan.recursive {
+        dirs.extend(snap.dirs.iter().cloned());
+    }
+    dirs
+}
+
+async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
+    let wake = Arc::new(Notify::new());
+    let mut watcher = Watcher::new(wake.clone(), metrics.clone())?;
+    render_all(&plan, &metrics, true)?;
+    // Watch first, then hash: a change in between is seen by both.
+    let initial = snapshot(&plan).await;
+    watcher.reconcile(&watch_dirs(&plan, &initial));
+    let mut current = snapshot(&plan).await;
+    if plan.recursive && current.dirs != initial.dirs {
+        watcher.reconcile(&watch_dirs(&plan, &current));
+    }
+    tracing::info!(
+        paths = %plan.roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+        files = current.files,
+        hash = %current.short(),
+        actions = %plan.actions.iter().map(|a| a.describe()).collect::<Vec<_>>().join("; "),
+        "watching"
+    );
+
+    let reloader = Arc::new(reloader(&plan, metrics.clone()));
+    let runner = Runner::spawn(
+        "reload",
+        plan.backoff.clone(),
+        ctx.shutdown_handle(),
+        move |change: Arc<Arc<Change>>| {
+            let reloader = reloader.clone();
+            async move { reloader.run(&change).await }
+        },
+    );
+    let mut pending: Option<Arc<Change>> = None;
+    let submit = |snap: Snapshot, pending: &mut Option<Arc<Change>>| {
+        if let Some(p) = pending.as_ref().filter(|p| !p.is_finished()) {
+            metrics.superseded.inc();
+            tracing::info!(old = %p.snapshot.short(), new = %snap.short(), "pending reload superseded by a newer change");
+        }
+        let change = Arc::new(Change::new(snap));
+        *pending = Some(change.clone());
+        runner.submit(change);
+    };
+    if plan.reload_on_start {
+        tracing::info!(hash = %current.short(), "reloading at start");
+        submit(current.clone(), &mut pending);
+    }
+    ctx.set_ready(true);
+
+    let mut resync = plan
+        .resync
+        .map(|d| tokio::time::interval_at(Instant::now() + d, d));
+    loop {
+        tokio::select! {
+            _ = wake.notified() => settle(&plan, &wake, &ctx).await,
+            _ = tick(&mut resync) => tracing::debug!("resync"),
+            _ = ctx.shutdown() => return Ok(()),
+        }
+        if ctx.shutdown_handle().is_requested() {
+            return Ok(());
+        }
+        metrics.apply_operations.inc();
+        let snap = snapshot(&plan).await;
+        watcher.reconcile(&watch_dirs(&plan, &snap));
+        if snap.hash == current.hash {
+            continue;
+        }
+        metrics.changes.inc();
+        tracing::info!(old = %current.short(), new = %snap.short(), files = snap.files, "change detected");
+        // A failed render leaves `current` alone, so the next event or tick
+        // tries again.
+        if !render_all(&plan, &metrics, false)? {
+            continue;
+        }
+        current = snap.clone();
+        submit(snap, &mut pending);
+    }
+}
+
+/// Waits until events stop for `debounce`, or `max_wait` after the first.
+async fn settle(plan: &Plan, wake: &Notify, ctx: &Context) {
+    let first = Instant::now();
+    let cap = plan.max_wait.map(|m| first + m);
+    loop {
+        let quiet = Instant::now() + plan.debounce;
+        let until = cap.map_or(quiet, |c| c.min(quiet));
+        tokio::select! {
+            _ = wake.notified() => {
+                if cap.is_some_and(|c| Instant::now() >= c) {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(until) => return,
+            _ = ctx.shutdown() => return,
+        }
+    }
+}
+
+async fn tick(resync: &mut Option<tokio::time::Interval>) {
+    match resync {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,280 @@
+//! Flags → a checked plan. Every mistake here exits 2 with the flag named.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use sidecar_runtime::actions::{
+    parse_signal, Action, CommandAction, HttpAction, ProcessTarget, SignalAction, StatusMatch,
+};
+use sidecar_runtime::backoff::Backoff;
+use sidecar_runtime::process::CommandSpec;
+use sidecar_runtime::redact::redact_url;
+use sidecar_runtime::usage;
+
+use crate::args::{ConfigWatchReload, ReloadMethod};
+use crate::render::{self, Syntax, Template};
+
+/// prometheus-config-reloader's defaults for its modes.
+const PROMETHEUS_RELOAD_URL: &str = "http://127.0.0.1:9090/-/reload";
+const PROMETHEUS_PROCESS: &str = "prometheus";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Watch,
+    /// `--once`: render, validate, act once, exit.
+    Once,
+    /// `--watch-interval=0`: render once, no reload, exit.
+    RenderOnly,
+}
+
+pub struct Plan {
+    pub mode: Mode,
+    /// What is hashed, in order: watched paths, then template sources.
+    pub roots: Vec<PathBuf>,
+    pub templates: Vec<Template>,
+    /// Template outputs, left out of the hash.
+    pub exclude: HashSet<PathBuf>,
+    pub recursive: bool,
+    pub validate: Option<CommandSpec>,
+    pub actions: Vec<Action>,
+    pub debounce: Duration,
+    /// `None`: no bound.
+    pub max_wait: Option<Duration>,
+    pub resync: Option<Duration>,
+    pub backoff: Backoff,
+    pub max_attempts: Option<u64>,
+    pub reload_on_start: bool,
+    /// Variables that win over the process environment when rendering.
+    pub env: HashMap<String, String>,
+    /// `http`, `signal` or `command`, for `reloader_info{method}`.
+    pub method: &'static str,
+}
+
+impl Plan {
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        self.env
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    }
+}
+
+fn command(flag: &str, raw: &str, timeout: Duration) -> Result<CommandSpec> {
+    let mut spec = CommandSpec::parse(raw).map_err(|e| usage!("--{flag}: {e}"))?;
+    spec.timeout = Some(timeout);
+    Ok(spec)
+}
+
+/// The absolute form of a path whose file may not exist yet, so it can be
+/// compared with paths found while hashing.
+fn comparable(path: &Path) -> PathBuf {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (std::fs::canonicalize(parent), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+impl ConfigWatchReload {
+    pub fn plan(&self) -> Result<Plan> {
+        let a = self;
+        let mode = match (a.once, a.watch_interval) {
+            (_, Some(Duration::ZERO)) => Mode::RenderOnly,
+            (true, _) => Mode::Once,
+            _ => Mode::Watch,
+        };
+        let prometheus_style = a.config_file.is_some()
+            || a.config_envsubst_file.is_some()
+            || matches!(
+                a.reload_method,
+                Some(ReloadMethod::HttpMode | ReloadMethod::SignalMode)
+            );
+
+        let mut roots = a.watch.clone();
+        let mut templates: Vec<Template> = a
+            .render
+            .iter()
+            .map(|r| Template {
+                src: r.src.clone(),
+                dst: r.dst.clone(),
+                syntax: Syntax::Full,
+            })
+            .collect();
+        match (&a.config_file, &a.config_envsubst_file) {
+            (Some(src), Some(dst)) => templates.push(Template {
+                src: src.clone(),
+                dst: dst.clone(),
+                syntax: Syntax::Kubernetes,
+            }),
+            (Some(src), None) => roots.push(src.clone()),
+            (None, Some(_)) => return Err(usage!("--config-envsubst-file needs --config-file")),
+            (None, None) => {}
+        }
+        roots.extend(templates.iter().map(|t| t.src.clone()));
+        if roots.is_empty() {
+            return Err(usage!(
+                "--watch: nothing to watch (give --watch PATH, --render SRC:DST or --config-file)"
+            ));
+        }
+        let exclude = templates.iter().map(|t| comparable(&t.dst)).collect();
+
+        let mut actions = Vec::new();
+        let (http_method, method_is_mode) = match &a.reload_method {
+            Some(ReloadMethod::Http(m)) => (m.clone(), None),
+            Some(ReloadMethod::HttpMode) => (reqwest::Method::POST, Some("http")),
+            Some(ReloadMethod::SignalMode) => (reqwest::Method::POST, Some("signal")),
+            None => (reqwest::Method::POST, None),
+        };
+        let mut urls = a.reload_url.clone();
+        if urls.is_empty() && method_is_mode == Some("http") {
+            urls.push(PROMETHEUS_RELOAD_URL.into());
+        }
+        for url in &urls {
+            let mut h = HttpAction::new(url).map_err(|e| usage!("--reload-url: {e:#}"))?;
+            if !matches!(
+                reqwest::Url::parse(url)
+                    .map(|u| u.scheme().to_string())
+                    .as_deref(),
+                Ok("http" | "https")
+            ) {
+                return Err(usage!(
+                    "--reload-url: {:?} is not an http(s) URL",
+                    redact_url(url)
+                ));
+            }
+            h.method = http_method.clone();
+            h.headers = a.reload_header.clone();
+            h.bearer_token_file = a.reload_bearer_token_file.clone();
+            h.accept = StatusMatch::Codes(a.reload_status.0.clone());
+            h.timeout = a.reload_timeout;
+            actions.push(Action::Http(h));
+        }
+        if let Some(f) = &a.reload_bearer_token_file {
+            if !f.is_file() {
+                tracing::warn!(file = %f.display(), "--reload-bearer-token-file does not exist yet; it is read at each request");
+            }
+        }
+
+        let targets = [
+            a.pid_file.is_some(),
+            a.process_name.is_some(),
+            a.process_cmdline.is_some(),
+        ]
+        .iter()
+        .filter(|t| **t)
+        .count();
+        if targets > 1 {
+            return Err(usage!(
+                "--pid-file, --process-name and --process-cmdline exclude each other"
+            ));
+        }
+        let target = if let Some(p) = &a.pid_file {
+            Some(ProcessTarget::PidFile(p.clone()))
+        } else if let Some(n) = &a.process_name {
+            Some(ProcessTarget::Name(n.clone()))
+        } else if let Some(r) = &a.process_cmdline {
+            let re = regex::Regex::new(r)
+                .map_err(|e| usage!("--process-cmdline: invalid regex: {e}"))?;
+            Some(ProcessTarget::Cmdline(re))
+        } else if method_is_mode == Some("signal") {
+            Some(ProcessTarget::Name(PROMETHEUS_PROCESS.into()))
+        } else {
+            None
+        };
+        match (&a.signal, target) {
+            (Some(_), None) => {
+                return Err(usage!(
+                    "--signal needs a target: --pid-file, --process-name or --process-cmdline"
+                ))
+            }
+            (sig, Some(target)) => {
+                let signal = match sig {
+                    Some(s) => parse_signal(s).map_err(|e| usage!("--signal: {e}"))?,
+                    None => nix::sys::signal::Signal::SIGHUP,
+                };
+                actions.push(Action::Signal(SignalAction { signal, target }));
+            }
+            (None, None) => {}
+        }
+        if let Some(cmd) = &a.exec {
+            actions.push(Action::Command(CommandAction {
+                spec: command("exec", cmd, a.reload_timeout)?,
+            }));
+        }
+        if actions.is_empty() && prometheus_style {
+            actions.push(Action::Http(HttpAction::new(PROMETHEUS_RELOAD_URL)?));
+        }
+        if actions.is_empty() && templates.is_empty() && mode == Mode::Watch {
+            return Err(usage!(
+                "nothing to do on change: give --reload-url, --signal with a process, --exec, or --render"
+            ));
+        }
+        let validate = a
+            .validate_cmd
+            .as_deref()
+            .map(|c| command("validate-cmd", c, a.reload_timeout))
+            .transpose()?;
+
+        let max_attempts = match a.webhook_retries {
+            Some(0) => {
+                // configmap-reload makes no request at all for 0, which
+                // silently skips every reload; one attempt is what was meant.
+                tracing::warn!("--webhook-retries=0 makes one attempt per change");
+                Some(1)
+            }
+            Some(n) if n > 0 => Some(n as u64),
+            _ => None,
+        };
+        let resync = match a.watch_interval {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => Some(a.resync_interval).filter(|d| !d.is_zero()),
+        };
+        if a.web_config_file.is_some() {
+            tracing::warn!(
+                "--web-config-file is not supported: the admin server serves plain HTTP"
+            );
+        }
+        if a.telemetry_path.as_deref().is_some_and(|p| p != "/metrics") {
+            tracing::warn!("--web.telemetry-path: metrics are served on /metrics only");
+        }
+        if a.runtimeinfo_url.is_some() {
+            tracing::info!(
+                "--runtimeinfo-url is accepted but reloads are not confirmed through it"
+            );
+        }
+        let mut env = HashMap::new();
+        if let Some(n) = std::env::var(&a.statefulset_ordinal_from_envvar)
+            .ok()
+            .as_deref()
+            .and_then(render::ordinal)
+        {
+            env.insert("STATEFULSET_ORDINAL_NUMBER".to_string(), n);
+        }
+        let method = match actions.first() {
+            Some(a) => a.kind(),
+            None => "none",
+        };
+        Ok(Plan {
+            mode,
+            roots,
+            templates,
+            exclude,
+            recursive: a.recursive,
+            validate,
+            actions,
+            debounce: a.debounce,
+            max_wait: Some(a.max_wait).filter(|d| !d.is_zero()),
+            resync,
+            backoff: Backoff::new(a.retry_interval, a.retry_max_interval),
+            max_attempts,
+            reload_on_start: a.reload_on_start || (a.config_file.is_some() && mode == Mode::Watch),
+            env,
+            method,
+        })
+    }
+}

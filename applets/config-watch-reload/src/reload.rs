@@ -1,0 +1,168 @@
+//! One change's way to the app: validation, then each action in order.
+//!
+//! A change that fails part-way is retried by the runtime's `Runner` (with
+//! backoff, newest change only) from the action that failed: an app that
+//! already accepted the request is not asked twice because the signal after
+//! it failed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use sidecar_runtime::actions::{Action, Trigger};
+use sidecar_runtime::process::{self, CommandSpec};
+use sidecar_runtime::redact::redact_url;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// The environment variable that carries the content hash to `--exec` and
+/// `--validate-cmd`.
+pub const HASH_ENV: &str = "CONFIG_WATCH_RELOAD_HASH";
+
+/// A content state to bring the app to, and how far that has got.
+pub struct Change {
+    pub snapshot: Snapshot,
+    validated: AtomicBool,
+    next_action: AtomicUsize,
+    attempts: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl Change {
+    pub fn new(snapshot: Snapshot) -> Change {
+        Change {
+            snapshot,
+            validated: AtomicBool::new(false),
+            next_action: AtomicUsize::new(0),
+            attempts: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    /// Reloaded, blocked by validation, or given up.
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst)
+    }
+}
+
+pub struct Reloader {
+    pub validate: Option<CommandSpec>,
+    pub actions: Vec<Action>,
+    /// `--webhook-retries`: attempts per change; `None` = until success.
+    pub max_attempts: Option<u64>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why `Reloader::apply` stopped short.
+#[derive(Debug)]
+pub enum Outcome {
+    Reloaded,
+    /// `--validate-cmd` failed: the reload waits for the next change.
+    Blocked,
+    /// `--webhook-retries` attempts failed.
+    GaveUp,
+}
+
+impl Reloader {
+    /// The `Runner` job: `Err` asks for a retry.
+    pub async fn run(&self, change: &Change) -> Result<()> {
+        match self.apply(change).await? {
+            Outcome::Reloaded | Outcome::Blocked | Outcome::GaveUp => Ok(()),
+        }
+    }
+
+    /// Validates (once per change) and runs the remaining actions.
+    pub async fn apply(&self, change: &Change) -> Result<Outcome> {
+        let trigger = Trigger {
+            env: vec![(HASH_ENV.to_string(), change.snapshot.hex())],
+            ..Default::default()
+        };
+        let hash = change.snapshot.short();
+        if !change.validated.load(Ordering::SeqCst) {
+            if let Some(spec) = &self.validate {
+                if let Err(e) = self.validate(spec, &trigger).await {
+                    self.metrics.validation_failures.inc();
+                    tracing::warn!(hash, error = %format!("{e:#}"), "validation failed: reload blocked until the next change");
+                    change.finish();
+                    return Ok(Outcome::Blocked);
+                }
+                tracing::debug!(hash, "validation passed");
+            }
+            change.validated.store(true, Ordering::SeqCst);
+        }
+        let attempt = change.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let start = change.next_action.load(Ordering::SeqCst);
+        for (i, action) in self.actions.iter().enumerate().skip(start) {
+            let began = Instant::now();
+            let result = action.run(&trigger).await;
+            if let Action::Http(h) = action {
+                self.record_webhook(&redact_url(&h.url), &result, began);
+            }
+            if let Err(e) = result {
+                self.metrics.reload_failed();
+                self.metrics.action_failed(action.kind());
+                if self.max_attempts.is_some_and(|max| attempt >= max) {
+                    self.metrics.retries_exhausted.inc();
+                    if let Action::Http(h) = action {
+                        self.metrics
+                            .webhook_error(&redact_url(&h.url), "retries_exhausted");
+                    }
+                    tracing::error!(hash, attempts = attempt, action = %action.describe(), error = %format!("{e:#}"), "reload failed; giving up until the next change");
+                    change.finish();
+                    return Ok(Outcome::GaveUp);
+                }
+                return Err(e.context(format!("reload of {hash} ({})", action.describe())));
+            }
+            change.next_action.store(i + 1, Ordering::SeqCst);
+        }
+        self.metrics.reload_succeeded();
+        change.finish();
+        tracing::info!(hash, attempts = attempt, "reload succeeded");
+        Ok(Outcome::Reloaded)
+    }
+
+    async fn validate(&self, spec: &CommandSpec, trigger: &Trigger) -> Result<()> {
+        let mut spec = spec.clone();
+        spec.env.extend(trigger.env.iter().cloned());
+        let out = process::run(&spec).await?;
+        if out.exit.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let detail = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
+        bail!(
+            "{} ({}): {}",
+            shell_words::join(&spec.argv),
+            out.exit,
+            detail.trim()
+        )
+    }
+
+    fn record_webhook(&self, url: &str, result: &Result<()>, began: Instant) {
+        match result {
+            Ok(()) => self.metrics.webhook_request(url, true, began.elapsed()),
+            Err(e) => {
+                self.metrics.webhook_request(url, false, began.elapsed());
+                // configmap-reload tells a wrong status from a failed request.
+                let msg = format!("{e:#}");
+                let reason = if msg.contains(": status ") && msg.contains("(want ") {
+                    "client_response"
+                } else {
+                    "client_request_do"
+                };
+                self.metrics.webhook_error(url, reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `--render SRC:DST`: environment expansion into a file the app reads.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+/// Which references a template may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// `$(VAR)`, `${VAR}`, `${VAR:-default}` and `$$` (a literal `$`); an
+    /// unset variable without a default is an error.
+    Full,
+    /// prometheus-config-reloader's `--config-envsubst-file`: `$(VAR)` only,
+    /// so Prometheus' own `${1}` and `$1` pass through; an unset variable is
+    /// kept literally and counted.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub syntax: Syntax,
+}
+
+/// What one render did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// DST was rewritten (it did not already hold this content).
+    pub written: bool,
+    /// Unset variables left literally (Kubernetes syntax only).
+    pub unset: Vec<String>,
+}
+
+impl Template {
+    /// Reads SRC (gunzipping it when it starts with the gzip magic), expands
+    /// it, and replaces DST atomically when its content differs.
+    pub fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered> {
+        let raw = std::fs::read(&self.src)
+            .with_context(|| format!("cannot read {}", self.src.display()))?;
+        let input = gunzip_if_needed(raw)
+            .with_context(|| format!("cannot gunzip {}", self.src.display()))?;
+        // An unset variable is a configuration error (exit 2 at start).
+        let (out, unset) = expand(&input, self.syntax, lookup)
+            .map_err(|e| sidecar_runtime::usage!("--render {}: {e}", self.src.display()))?;
+        if std::fs::read(&self.dst).ok().as_deref() == Some(&out[..]) {
+            return Ok(Rendered {
+                written: false,
+                unset,
+            });
+        }
+        write_atomically(&self.dst, &out)?;
+        Ok(Rendered {
+            written: true,
+            unset,
+        })
+    }
+}
+
+/// gzip is recognised by its magic bytes (as thanos does), not the file name.
+fn gunzip_if_needed(raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out)?;
+        return Ok(out);
+    }
+    Ok(raw)
+}
+
+/// Writes a temporary file beside `dst` and renames it over `dst`, so the
+/// app never reads a half-written config.
+fn write_atomically(dst: &Path, content: &[u8]) -> Result<()> {
+    let dir = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".render-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(content)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .context("cannot chmod the rendered file")?;
+    tmp.persist(dst)
+        .map_err(|e| anyhow::anyhow!("cannot rename over {}: {}", dst.display(), e.error))?;
+    Ok(())
+}
+
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_'
+}
+
+fn is_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Expands references in `input`. Returns the output and, for the
+/// Kubernetes syntax, the unset names kept literally.
+pub fn expand(
+    input: &[u8],
+    syntax: Syntax,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<u8>, Vec<String>)> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut unset = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b != b'$' || i + 1 >= input.len() {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let rest = &input[i + 1..];
+        match (rest[0], syntax) {
+            (b'$', Syntax::Full) => {
+                out.push(b'$');
+                i += 2;
+            }
+            (b'(', _) => {
+                // $(VAR): thanos' `[a-zA-Z_0-9]+`.
+                let len = rest[1..].iter().take_while(|c| is_name(**c)).count();
+                if len == 0 || rest.get(1 + len) != Some(&b')') {
+                    out.push(b'$');
+                    i += 1;
+                    continue;
+                }
+                let name = std::str::from_utf8(&rest[1..1 + len]).expect("ascii");
+                let whole = &input[i..i + 3 + len];
+                match lookup(name) {
+                    Some(v) => out.extend_from_slice(v.as_bytes()),
+                    None if syntax == Syntax::Kubernetes => {
+                        out.extend_from_slice(whole);
+                        unset.push(name.to_string());
+                    }
+                    None => unset.push(name.to_string()),
+                }
+                i += 3 + len;
+            }
+            (b'{', Syntax::Full) if rest.len() > 1 && is_name_start(rest[1]) => {
+                let len = rest[1..].iter().take_while(|c| is_name(**c)).count();
+                let name = std::str::from_utf8(&rest[1..1 + len]).expect("ascii");
+                let after = &rest[1 + len..];
+                if after.first() == Some(&b'}') {
+                    match lookup(name) {
+                        Some(v) => out.extend_from_slice(v.as_bytes()),
+                        None => unset.push(name.to_string()),
+                    }
+                    i += 3 + len;
+                } else if after.starts_with(b":-") {
+                    let Some(close) = after.iter().position(|c| *c == b'}') else {
+                        bail!("unterminated ${{{name}:-…}}");
+                    };
+                    match lookup(name).filter(|v| !v.is_empty()) {
+                        Some(v) => out.extend_from_slice(v.as_bytes()),
+                        None => out.extend_from_slice(&after[2..close]),
+                    }
+                    i += 1 + 1 + len + close + 1;
+                } else {
+                    // `${1}`, `${a.b}`: not ours, kept as written.
+                    out.push(b'$');
+                    i += 1;
+                }
+            }
+            _ => {
+                out.push(b'$');
+                i += 1;
+            }
+        }
+    }
+    if syntax == Syntax::Full && !unset.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        unset.retain(|n| seen.insert(n.clone()));
+        bail!(
+            "unset environment variable{} without a default: {}",
+            if unset.len() > 1 { "s" } else { "" },
+            unset.join(", ")
+        );
+    }
+    Ok((out, unset))
+}
+
+/// prometheus-config-reloader's `--statefulset-ordinal-from-envvar`: the
+/// trailing digits of a pod name (`prometheus-10` → `10`), if the name ends
+/// in `-<digits>` or digits.
+pub fn ordinal(pod_name: &str) -> Option<String> {
+    let digits: String = pod_name
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!digits.is_empty()).then_some(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOST" => Some("db".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn full(s: &str) -> Result<String> {
+        expand(s.as_bytes(), Syntax::Full, &env).map(|(o, _)| String::from_utf8(o).unwrap())
+    }
+
+    #[test]
+    fn full_syntax() {
+        assert_eq!(
+            full("a=$(HOST) b=${HOST} c=${NOPE:-dflt} d=${EMPTY:-e} $$ $1 ${1} $").unwrap(),
+            "a=db b=db c=dflt d=e $ $1 ${1} $"
+        );
+        assert_eq!(full("$$(HOST)").unwrap(), "$(HOST)");
+        let err = full("x=${NOPE} y=$(ALSO)").unwrap_err().to_string();
+        assert!(err.contains("NOPE") && err.contains("ALSO"), "{err}");
+        assert!(full("${HOST:-oops").is_err());
+    }
+
+    #[test]
+    fn kubernetes_syntax_keeps_unset_and_prometheus_references() {
+        let (o, unset) =
+            expand(b"$(HOST) $(NOPE) ${HOST} $$ $1", Syntax::Kubernetes, &env).unwrap();
+        assert_eq!(String::from_utf8(o).unwrap(), "db $(NOPE) ${HOST} $$ $1");
+        assert_eq!(unset, ["NOPE"]);
+    }
+
+    #[test]
+    fn renders_gzip_atomically_and_only_on_change() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("in.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"host: $(HOST)\n").unwrap();
+        std::fs::write(&src, gz.finish().unwrap()).unwrap();
+        let t = Template {
+            src,
+            dst: d.path().join("out.yaml"),
+            syntax: Syntax::Full,
+        };
+        assert!(t.render(&env).unwrap().written);
+        assert_eq!(std::fs::read_to_string(&t.dst).unwrap(), "host: db\n");
+        let mode = std::fs::metadata(&t.dst).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert!(!t.render(&env).unwrap().written);
+    }
+
+    #[test]
+    fn ordinals() {
+        assert_eq!(ordinal("prometheus-0").as_deref(), Some("0"));
+        assert_eq!(ordinal("prometheus-10").as_deref(), Some("10"));
+        assert_eq!(ordinal("prometheus1").as_deref(), Some("1"));
+        assert_eq!(ordinal("prometheus-10a"), None);
+        assert_eq!(ordinal("pro-10-metheus"), None);
+    }
+}
