@@ -1,0 +1,305 @@
+//! Credentials for libgit2: https username/password (flags, password files
+//! re-read each sync, `--credential`, `--askpass-url`) and ssh keys with
+//! known_hosts checking.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
+
+use crate::config::{Config, Ssh};
+
+/// A username and password for URLs that match `url`.
+#[derive(Clone)]
+pub struct UserPass {
+    pub url: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// Everything the callbacks of one sync need.
+#[derive(Clone)]
+pub struct Auth {
+    pub userpass: Vec<UserPass>,
+    pub ssh: Ssh,
+}
+
+impl Auth {
+    /// Reads password files now, so a rotated secret is used by this sync.
+    pub fn load(cfg: &Config, askpass: Option<UserPass>) -> Result<Auth> {
+        let mut userpass: Vec<UserPass> = askpass.into_iter().collect();
+        for c in &cfg.credentials {
+            let password = if c.password_file.is_empty() {
+                c.password.clone()
+            } else {
+                std::fs::read_to_string(&c.password_file)
+                    .with_context(|| format!("can't read password file {}", c.password_file))?
+            };
+            userpass.push(UserPass {
+                url: c.url.clone(),
+                username: c.username.clone(),
+                password,
+            });
+        }
+        Ok(Auth {
+            userpass,
+            ssh: cfg.ssh.clone(),
+        })
+    }
+
+    /// The credential for `url`: the longest matching path on the same
+    /// scheme, host and port.
+    fn userpass_for(&self, url: &str) -> Option<&UserPass> {
+        let want = url::Url::parse(url).ok()?;
+        let mut best: Option<(usize, &UserPass)> = None;
+        for c in &self.userpass {
+            let Ok(have) = url::Url::parse(&c.url) else {
+                continue;
+            };
+            let same_host = have.scheme() == want.scheme()
+                && have.host_str() == want.host_str()
+                && have.port_or_known_default() == want.port_or_known_default();
+            if !same_host {
+                continue;
+            }
+            // git matches by host; a matching path prefix is preferred.
+            let path = have.path().trim_end_matches('/').trim_end_matches(".git");
+            let score = if want.path().starts_with(path) {
+                path.len() + 1
+            } else {
+                0
+            };
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, c));
+            }
+        }
+        best.map(|(_, c)| c)
+    }
+
+    /// libgit2 callbacks: credentials, host key checks, and cancellation
+    /// through the transfer progress callback.
+    pub fn callbacks(&self, repo_url: &str, cancel: Arc<AtomicBool>) -> RemoteCallbacks<'static> {
+        let mut cb = RemoteCallbacks::new();
+        let me = self.clone();
+        let repo_url = repo_url.to_string();
+        let attempt = Cell::new(0usize);
+        cb.credentials(move |url, user_from_url, allowed| {
+            let n = attempt.get();
+            attempt.set(n + 1);
+            if allowed.contains(CredentialType::SSH_KEY) {
+                let user = user_from_url.unwrap_or("git");
+                let Some(key) = me.ssh.key_files.get(n) else {
+                    return Err(git2::Error::from_str(
+                        "ssh: no key was accepted (--ssh-key-file)",
+                    ));
+                };
+                return Cred::ssh_key(user, None, key, None);
+            }
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(user_from_url.unwrap_or("git"));
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                // One try: libgit2 asks again after a 401, and the same
+                // answer would loop forever.
+                if n > 0 {
+                    return Err(git2::Error::from_str("authentication failed"));
+                }
+                if let Some(c) = me.userpass_for(url) {
+                    return Cred::userpass_plaintext(&c.username, &c.password);
+                }
+                return Err(git2::Error::from_str(
+                    "authentication required but no credentials configured",
+                ));
+            }
+            Err(git2::Error::from_str("no supported authentication method"))
+        });
+        let ssh = self.ssh.clone();
+        cb.certificate_check(move |cert, host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // TLS: let libgit2 and OpenSSL verify the chain.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            if !ssh.known_hosts {
+                return Ok(CertificateCheckStatus::CertificateOk);
+            }
+            let key = hostkey
+                .hostkey()
+                .ok_or_else(|| git2::Error::from_str("ssh: server sent no host key"))?;
+            let port = ssh_port(&repo_url);
+            match known_host(&ssh.known_hosts_file, host, port, key) {
+                Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
+                Ok(false) => Err(git2::Error::from_str(&format!(
+                    "Host key verification failed: {host} is not in {} with this key",
+                    ssh.known_hosts_file.display()
+                ))),
+                Err(e) => Err(git2::Error::from_str(&format!("{e:#}"))),
+            }
+        });
+        let c = cancel.clone();
+        cb.transfer_progress(move |_| !c.load(Ordering::Relaxed));
+        cb.sideband_progress(move |_| !cancel.load(Ordering::Relaxed));
+        cb
+    }
+}
+
+/// The port of an `ssh://` URL (22 otherwise, including scp-like syntax).
+fn ssh_port(url: &str) -> u16 {
+    url::Url::parse(url)
+        .ok()
+        .filter(|u| u.scheme() == "ssh")
+        .and_then(|u| u.port())
+        .unwrap_or(22)
+}
+
+/// Whether `file` lists `key` for `host` (`host` or `[host]:port` patterns,
+/// `*`/`?` wildcards, `!` negation). Hashed (`|1|`) entries are not supported.
+pub fn known_host(file: &Path, host: &str, port: u16, key: &[u8]) -> Result<bool> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("can't read --ssh-known-hosts-file {}", file.display()))?;
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let hosts = fields.next().unwrap_or_default();
+        if hosts.starts_with('@') {
+            // @cert-authority and @revoked need more than a key comparison.
+            continue;
+        }
+        let (Some(_kind), Some(b64)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let mut matched = false;
+        for pat in hosts.split(',') {
+            if let Some(neg) = pat.strip_prefix('!') {
+                if glob(neg, &name) {
+                    matched = false;
+                    break;
+                }
+            } else if glob(pat, &name) {
+                matched = true;
+            }
+        }
+        if matched {
+            if let Ok(k) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                if k == key {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// OpenSSH host patterns: `*` and `?`.
+fn glob(pat: &str, s: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && m(p, &s[1..])),
+            (Some(b'?'), Some(_)) => m(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => m(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    m(pat.as_bytes(), s.as_bytes())
+}
+
+/// `--askpass-url`: a GET (1s, no redirects) answering `username=` and
+/// `password=` lines.
+pub async fn askpass(url: &str, repo: &str) -> Result<UserPass> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(1))
+        .build()?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "askpass {}: {}",
+            sidecar_runtime::redact::redact_url(url),
+            e.without_url()
+        )
+    })?;
+    let status = resp.status();
+    anyhow::ensure!(
+        status == reqwest::StatusCode::OK,
+        "askpass: status {status} from --askpass-url"
+    );
+    let body = resp.text().await?;
+    let mut username = String::new();
+    let mut password = String::new();
+    for line in body.lines() {
+        if let Some(v) = line.strip_prefix("username=") {
+            username = v.to_string();
+        } else if let Some(v) = line.strip_prefix("password=") {
+            password = v.to_string();
+        }
+    }
+    Ok(UserPass {
+        url: repo.to_string(),
+        username,
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_matching() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kh");
+        let key = b"raw-key";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        std::fs::write(
+            &f,
+            format!("# c\nother ssh-rsa AAAA\n[127.0.0.1]:2222,h*.example ssh-ed25519 {b64}\n"),
+        )
+        .unwrap();
+        assert!(known_host(&f, "127.0.0.1", 2222, key).unwrap());
+        assert!(known_host(&f, "host.example", 22, key).unwrap());
+        assert!(!known_host(&f, "127.0.0.1", 22, key).unwrap());
+        assert!(!known_host(&f, "127.0.0.1", 2222, b"other").unwrap());
+    }
+
+    #[test]
+    fn credential_matching_prefers_longest_path() {
+        let a = Auth {
+            userpass: vec![
+                UserPass {
+                    url: "http://h:8/".into(),
+                    username: "any".into(),
+                    password: String::new(),
+                },
+                UserPass {
+                    url: "http://h:8/sub/repo".into(),
+                    username: "sub".into(),
+                    password: String::new(),
+                },
+            ],
+            ssh: Ssh {
+                key_files: vec![],
+                known_hosts: true,
+                known_hosts_file: "/x".into(),
+            },
+        };
+        assert_eq!(
+            a.userpass_for("http://h:8/sub/repo.git/info/refs")
+                .unwrap()
+                .username,
+            "sub"
+        );
+        assert_eq!(a.userpass_for("http://h:8/other").unwrap().username, "any");
+        assert!(a.userpass_for("http://elsewhere/").is_none());
+    }
+}

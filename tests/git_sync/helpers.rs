@@ -1,0 +1,241 @@
+//! Helpers for git-sync's integration tests: an upstream repository driven
+//! with the real git CLI, peers (git daemon, lighttpd + git-http-backend,
+//! sshd) on loopback, and checks of the published worktree with the git CLI.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::support::{self, Sidecar};
+
+/// Runs git with a fixed identity and no user or system config.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The upstream repository tests sync from (branch `e2e-branch`, file `file`).
+pub struct Upstream {
+    pub dir: PathBuf,
+}
+
+impl Upstream {
+    pub fn new(parent: &Path) -> Upstream {
+        let dir = parent.join("repo");
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "e2e-branch"]);
+        Upstream { dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    /// Commits `content` to `file` and returns the new hash.
+    pub fn commit(&self, content: &str) -> String {
+        self.commit_file("file", content.as_bytes())
+    }
+
+    pub fn commit_file(&self, name: &str, content: &[u8]) -> String {
+        let path = self.dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        git(&self.dir, &["add", "-A"]);
+        git(
+            &self.dir,
+            &["commit", "-q", "-m", &format!("{name}: {}", content.len())],
+        );
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        git(&self.dir, &["rev-parse", "HEAD"])
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.dir, args)
+    }
+}
+
+/// A test's root and upstream.
+pub struct Setup {
+    pub tmp: tempfile::TempDir,
+    pub up: Upstream,
+    pub root: PathBuf,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let tmp = support::tempdir();
+        let up = Upstream::new(tmp.path());
+        let root = tmp.path().join("root");
+        Setup { tmp, up, root }
+    }
+
+    pub fn link(&self) -> PathBuf {
+        self.root.join("link")
+    }
+
+    pub fn root_arg(&self) -> String {
+        format!("--root={}", self.root.display())
+    }
+
+    /// Flags every test uses, as upstream's e2e harness does: the touch file
+    /// is the sync barrier.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            format!("--repo={}", self.up.url()),
+            self.root_arg(),
+            "--link=link".to_string(),
+            "--touch-file=_sync_lock".to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    pub fn start(&self, extra: &[&str]) -> Sidecar {
+        let args = self.args(extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Sidecar::start("git-sync", &refs)
+    }
+
+    pub fn run_once(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "git-sync".to_string(),
+            "--admin-addr=off".into(),
+            "--one-time".into(),
+        ];
+        args.extend(self.args(extra));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::run(&refs)
+    }
+
+    /// Waits for the touch file (a completed sync) and removes it.
+    pub fn wait_for_sync(&self) {
+        let f = self.root.join("_sync_lock");
+        support::wait_until("a sync (touch file)", || f.exists());
+        std::fs::remove_file(&f).unwrap();
+    }
+
+    /// The published hash, `basename(readlink(link))`.
+    pub fn published(&self) -> String {
+        let t = std::fs::read_link(self.link()).expect("link exists");
+        t.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    pub fn content(&self) -> String {
+        std::fs::read_to_string(self.link().join("file")).unwrap()
+    }
+
+    /// The git CLI accepts the published worktree: HEAD, clean status,
+    /// history, archive.
+    pub fn assert_real_worktree(&self, hash: &str) {
+        let link = self.link();
+        assert_eq!(git(&link, &["rev-parse", "HEAD"]), hash);
+        assert_eq!(
+            git(&link, &["status", "--porcelain"]),
+            "",
+            "worktree is not clean"
+        );
+        git(&link, &["log", "--oneline", "-1"]);
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&link)
+            .args(["archive", "--format=tar", "HEAD"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "git archive failed"
+        );
+        let target = std::fs::read_link(&link).unwrap();
+        assert!(
+            target.is_relative(),
+            "link target {target:?} is not relative"
+        );
+    }
+
+    pub fn rev_count(&self) -> usize {
+        git(&self.link(), &["rev-list", "HEAD"]).lines().count()
+    }
+}
+
+/// A metric's value from the admin server's /metrics.
+pub fn metric(addr: SocketAddr, name_and_labels: &str) -> Option<f64> {
+    let body = support::http::get(addr, "/metrics").text();
+    body.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
+}
+
+/// A free loopback port for servers that cannot report an ephemeral one.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `git daemon` serving `base` on loopback.
+pub fn git_daemon(base: &Path) -> (Peer, u16) {
+    let port = free_port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--informative-errors",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.display()))
+        .arg(base)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start git daemon");
+    support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    (Peer(child), port)
+}
+
+/// Whether a program is installed; tests that need it say so loudly.
+pub fn have(program: &str) -> bool {
+    Path::new(program).exists()
+        || std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
+            .unwrap_or(false)
+}
