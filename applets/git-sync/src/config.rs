@@ -267,9 +267,11 @@ impl Config {
             "recursive" => Submodules::Recursive,
             "shallow" => Submodules::Shallow,
             "off" => Submodules::Off,
-            _ => return Err(usage!(
+            _ => {
+                return Err(usage!(
                 "invalid flag: --submodules must be one of \"recursive\", \"shallow\", or \"off\""
-            )),
+            ))
+            }
         };
 
         let gc = match l

@@ -48,8 +48,10 @@ impl Hooks {
             let mut a = HttpAction::new(&w.url)?;
             a.method = reqwest::Method::from_bytes(w.method.as_bytes())?;
             a.timeout = w.timeout;
+            // Upstream's 0 still sends the request and waits for an answer,
+            // it only ignores the status (so --one-time does not exit first).
             a.accept = match w.success_status {
-                0 => StatusMatch::FireAndForget,
+                0 => StatusMatch::Codes((100..=999).collect()),
                 s => StatusMatch::Codes(vec![s]),
             };
             hooks.push(Arc::new(Hook {
