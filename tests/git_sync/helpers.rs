@@ -239,3 +239,122 @@ pub fn have(program: &str) -> bool {
             .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
             .unwrap_or(false)
 }
+
+/// lighttpd serving `git-http-backend` for repositories under `base` at
+/// `/git/`, with basic auth from `users` (`name:password` lines).
+pub fn lighttpd(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16)> {
+    if !have("/usr/sbin/lighttpd") {
+        eprintln!("SKIPPED (lighttpd not installed; .ci/packages.d/git-sync lists it)");
+        return None;
+    }
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+        .trim()
+        .to_string();
+    let port = free_port();
+    let users_file = dir.join("users");
+    std::fs::write(&users_file, users).unwrap();
+    let conf = dir.join("lighttpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"server.document-root = "{dir}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.modules = ( "mod_access", "mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv" )
+server.errorlog = "{dir}/lighttpd.error.log"
+alias.url = ( "/git/" => "{exec_path}/git-http-backend/" )
+$HTTP["url"] =~ "^/git/" {{
+  cgi.assign = ( "" => "" )
+  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "{base}", "GIT_HTTP_EXPORT_ALL" => "1" )
+  auth.backend = "plain"
+  auth.backend.plain.userfile = "{users}"
+  auth.require = ( "" => ( "method" => "basic", "realm" => "git", "require" => "valid-user" ) )
+}}
+"#,
+            dir = dir.display(),
+            base = base.display(),
+            users = users_file.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/sbin/lighttpd")
+        .arg("-D")
+        .arg("-f")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lighttpd");
+    support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    Some((Peer(child), port))
+}
+
+/// An sshd on loopback that accepts `authorized` public keys for the
+/// current user and runs git-upload-pack. Returns the server and a
+/// known_hosts file for it.
+pub fn sshd(dir: &Path, authorized: &[PathBuf]) -> Option<(Peer, u16, PathBuf)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED (needs root): sshd");
+        return None;
+    }
+    if !have("/usr/sbin/sshd") {
+        eprintln!("SKIPPED (openssh-server not installed; .ci/packages.d/git-sync lists it)");
+        return None;
+    }
+    let host_key = dir.join("ssh_host_key");
+    keygen(&host_key);
+    let auth_keys = dir.join("authorized_keys");
+    let keys: String = authorized
+        .iter()
+        .map(|k| std::fs::read_to_string(k.with_extension("pub")).unwrap())
+        .collect();
+    std::fs::write(&auth_keys, keys).unwrap();
+    let port = free_port();
+    let conf = dir.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
+            host_key.display(),
+            auth_keys.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sshd");
+    support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let pubkey = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+    let mut fields = pubkey.split_whitespace();
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        ),
+    )
+    .unwrap();
+    Some((Peer(child), port, known_hosts))
+}
+
+/// A passphrase-less ed25519 key pair at `path` and `path.pub`.
+pub fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run ssh-keygen");
+    assert!(st.success());
+}

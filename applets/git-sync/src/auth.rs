@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
@@ -26,6 +26,9 @@ pub struct UserPass {
 pub struct Auth {
     pub userpass: Vec<UserPass>,
     pub ssh: Ssh,
+    /// Why a callback refused, since libgit2 replaces the callback's
+    /// error with a generic one ("invalid or unknown remote ssh hostkey").
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl Auth {
@@ -48,7 +51,21 @@ impl Auth {
         Ok(Auth {
             userpass,
             ssh: cfg.ssh.clone(),
+            refusal: Arc::default(),
         })
+    }
+
+    /// Turns a libgit2 error into ours, keeping a callback's own reason.
+    pub fn explain(&self, e: git2::Error) -> anyhow::Error {
+        match self
+            .refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(why) => anyhow::anyhow!("{why}"),
+            None => anyhow::anyhow!("{}", e.message()),
+        }
     }
 
     /// The credential for `url`: the longest matching path on the same
@@ -118,6 +135,7 @@ impl Auth {
             Err(git2::Error::from_str("no supported authentication method"))
         });
         let ssh = self.ssh.clone();
+        let refusal = self.refusal.clone();
         cb.certificate_check(move |cert, host| {
             let Some(hostkey) = cert.as_hostkey() else {
                 // TLS: let libgit2 and OpenSSL verify the chain.
@@ -130,14 +148,16 @@ impl Auth {
                 .hostkey()
                 .ok_or_else(|| git2::Error::from_str("ssh: server sent no host key"))?;
             let port = ssh_port(&repo_url);
-            match known_host(&ssh.known_hosts_file, host, port, key) {
-                Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
-                Ok(false) => Err(git2::Error::from_str(&format!(
+            let why = match known_host(&ssh.known_hosts_file, host, port, key) {
+                Ok(true) => return Ok(CertificateCheckStatus::CertificateOk),
+                Ok(false) => format!(
                     "Host key verification failed: {host} is not in {} with this key",
                     ssh.known_hosts_file.display()
-                ))),
-                Err(e) => Err(git2::Error::from_str(&format!("{e:#}"))),
-            }
+                ),
+                Err(e) => format!("Host key verification failed: {e:#}"),
+            };
+            *refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+            Err(git2::Error::from_str(&why))
         });
         let c = cancel.clone();
         cb.transfer_progress(move |_| !c.load(Ordering::Relaxed));

@@ -70,7 +70,7 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
         let cb = req.auth.callbacks(req.url, req.cancel.clone());
         let conn = remote
             .connect_auth(Direction::Fetch, Some(cb), None)
-            .map_err(|e| anyhow::anyhow!("{}", e.message()))
+            .map_err(|e| req.auth.explain(e))
             .with_context(|| {
                 format!(
                     "cannot connect to {}",
@@ -104,7 +104,7 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
     opts.depth(depth);
     remote
         .fetch(&[refspec.as_str()], Some(&mut opts), None)
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))
+        .map_err(|e| req.auth.explain(e))
         .with_context(|| {
             format!(
                 "cannot fetch {} from {}",

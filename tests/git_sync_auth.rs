@@ -1,0 +1,255 @@
+//! git-sync authentication against real servers on loopback: git
+//! http-backend behind lighttpd with basic auth, and sshd with keys and
+//! known_hosts. Ports upstream's auth e2e cases.
+
+#[path = "git_sync/helpers.rs"]
+mod helpers;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use helpers::{git, Setup};
+use support::http::Receiver;
+
+fn run_env(args: &[String], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(support::bin());
+    cmd.args(["git-sync", "--admin-addr=off", "--one-time"])
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    support::run_cmd(&mut cmd)
+}
+
+fn http_setup() -> Option<(Setup, helpers::Peer, String)> {
+    let s = Setup::new();
+    s.up.commit("one");
+    let (peer, port) = helpers::lighttpd(s.tmp.path(), s.tmp.path(), "testuser:testpass\n")?;
+    let url = format!("http://127.0.0.1:{port}/git/repo");
+    Some((s, peer, url))
+}
+
+fn base_args(s: &Setup, url: &str) -> Vec<String> {
+    vec![
+        format!("--repo={url}"),
+        s.root_arg(),
+        "--link=link".into(),
+        "--touch-file=_sync_lock".into(),
+    ]
+}
+
+#[test]
+fn http_basic_auth_username_and_password() {
+    let Some((s, _peer, url)) = http_setup() else {
+        return;
+    };
+    let mut args = base_args(&s, &url);
+    args.push("--username=wrong".into());
+    assert!(!run_env(&args, &[("GITSYNC_PASSWORD", "testpass")])
+        .status
+        .success());
+    assert!(!s.link().exists());
+
+    let mut args = base_args(&s, &url);
+    args.push("--username=testuser".into());
+    assert!(!run_env(&args, &[("GITSYNC_PASSWORD", "wrong")])
+        .status
+        .success());
+    let out = run_env(&args, &[("GITSYNC_PASSWORD", "testpass")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_real_worktree(&s.up.head());
+
+    // Upstream's e2e spelling of the password.
+    let mut args = base_args(&s, &url);
+    args.push("--username=testuser".into());
+    args.push("--__env__GITSYNC_PASSWORD=testpass".into());
+    assert!(run_env(&args, &[]).status.success());
+}
+
+#[test]
+fn http_password_in_url_is_used_and_never_logged() {
+    let Some((s, _peer, url)) = http_setup() else {
+        return;
+    };
+    let with_pass = url.replace("http://", "http://testuser:testpass@");
+    let out = run_env(&base_args(&s, &with_pass), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("testpass"), "{stderr}");
+    let bad = url.replace("http://", "http://testuser:nope@");
+    let out = run_env(&base_args(&s, &bad), &[]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[test]
+fn http_password_file_is_reread_every_sync() {
+    let Some((s, _peer, url)) = http_setup() else {
+        return;
+    };
+    let pw = s.tmp.path().join("password");
+    std::fs::write(&pw, "wrong").unwrap();
+    let mut args = base_args(&s, &url);
+    args.push("--username=testuser".into());
+    args.push(format!("--password-file={}", pw.display()));
+    assert!(!run_env(&args, &[]).status.success());
+
+    std::fs::write(&pw, "testpass").unwrap();
+    args.push("--period=100ms".into());
+    args.push("--max-failures=-1".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut sc = support::Sidecar::start("git-sync", &refs);
+    s.wait_for_sync();
+    // Rotated to a wrong secret: the next update fails...
+    std::fs::write(&pw, "rotated-wrong").unwrap();
+    let sha2 = s.up.commit("two");
+    sc.wait_for_log("authentication failed");
+    assert_ne!(s.published(), sha2);
+    // ...and the right one is picked up without a restart.
+    std::fs::write(&pw, "testpass").unwrap();
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha2);
+}
+
+#[test]
+fn http_credential_json_and_askpass_url() {
+    let Some((s, _peer, url)) = http_setup() else {
+        return;
+    };
+    let mut args = base_args(&s, &url);
+    args.push(format!(
+        r#"--credential={{"url":"{url}","username":"testuser","password":"testpass"}}"#
+    ));
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pwfile = s.tmp.path().join("pw");
+    std::fs::write(&pwfile, "testpass").unwrap();
+    let mut args = base_args(&s, &url);
+    args.push(format!(
+        r#"--credential=[{{"url":"{url}","username":"testuser","password-file":"{}"}}]"#,
+        pwfile.display()
+    ));
+    assert!(run_env(&args, &[]).status.success());
+
+    let askpass = Receiver::with(|_| (200, "username=testuser\npassword=testpass\n".into()));
+    let mut args = base_args(&s, &url);
+    args.push(format!("--askpass-url={}", askpass.url("/creds")));
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(askpass.next().path, "/creds");
+
+    let wrong = Receiver::with(|_| (200, "username=testuser\npassword=nope\n".into()));
+    let mut args = base_args(&s, &url);
+    args.push(format!("--askpass-url={}", wrong.url("/")));
+    assert!(!run_env(&args, &[]).status.success());
+}
+
+fn ssh_setup(
+    keys: &[&str],
+    authorized: &[&str],
+) -> Option<(Setup, helpers::Peer, u16, std::path::PathBuf)> {
+    let s = Setup::new();
+    s.up.commit("one");
+    for k in keys {
+        helpers::keygen(&s.tmp.path().join(k));
+    }
+    let auth: Vec<_> = authorized.iter().map(|k| s.tmp.path().join(k)).collect();
+    let (peer, port, known) = helpers::sshd(s.tmp.path(), &auth)?;
+    Some((s, peer, port, known))
+}
+
+fn key_arg(dir: &Path, k: &str) -> String {
+    format!("--ssh-key-file={}", dir.join(k).display())
+}
+
+#[test]
+fn ssh_with_keys_and_known_hosts() {
+    let Some((s, _peer, port, known)) = ssh_setup(&["wrong", "right"], &["right"]) else {
+        return;
+    };
+    let url = format!("ssh://root@127.0.0.1:{port}{}", s.up.dir.display());
+    let kh = format!("--ssh-known-hosts-file={}", known.display());
+    let dir = s.tmp.path();
+
+    let mut args = base_args(&s, &url);
+    args.extend([key_arg(dir, "wrong"), kh.clone()]);
+    assert!(
+        !run_env(&args, &[]).status.success(),
+        "a wrong key must fail"
+    );
+
+    // Several keys: the accepted one is found (auth_ssh).
+    let mut args = base_args(&s, &url);
+    args.extend([key_arg(dir, "wrong"), key_arg(dir, "right"), kh.clone()]);
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_real_worktree(&s.up.head());
+
+    // The env var form is ':'-separated.
+    let keys = format!(
+        "{}:{}",
+        dir.join("wrong").display(),
+        dir.join("right").display()
+    );
+    let out = run_env(
+        &base_args(&s, &url),
+        &[
+            ("GITSYNC_SSH_KEY_FILE", keys.as_str()),
+            ("GITSYNC_SSH_KNOWN_HOSTS_FILE", &known.display().to_string()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ssh_rejects_unknown_host_keys_unless_checking_is_off() {
+    let Some((s, _peer, port, _known)) = ssh_setup(&["right"], &["right"]) else {
+        return;
+    };
+    let url = format!("ssh://root@127.0.0.1:{port}{}", s.up.dir.display());
+    let other = s.tmp.path().join("other_known_hosts");
+    helpers::keygen(&s.tmp.path().join("impostor"));
+    let impostor = std::fs::read_to_string(s.tmp.path().join("impostor.pub")).unwrap();
+    std::fs::write(&other, format!("[127.0.0.1]:{port} {impostor}")).unwrap();
+
+    let mut args = base_args(&s, &url);
+    args.extend([
+        key_arg(s.tmp.path(), "right"),
+        format!("--ssh-known-hosts-file={}", other.display()),
+    ]);
+    let out = run_env(&args, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Host key verification failed"), "{err}");
+
+    args.push("--ssh-known-hosts=false".into());
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), s.up.head());
+}
