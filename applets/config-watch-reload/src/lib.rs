@@ -144,13 +144,7 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
     let wake = Arc::new(Notify::new());
     let mut watcher = Watcher::new(wake.clone(), metrics.clone())?;
     render_all(&plan, &metrics, true)?;
-    // Watch first, then hash: a change in between is seen by both.
-    let initial = snapshot(&plan).await;
-    watcher.reconcile(&watch_dirs(&plan, &initial));
-    let mut current = snapshot(&plan).await;
-    if plan.recursive && current.dirs != initial.dirs {
-        watcher.reconcile(&watch_dirs(&plan, &current));
-    }
+    let mut current = observe(&plan, &mut watcher).await;
     tracing::info!(
         paths = %plan.roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
         files = current.files,
@@ -198,8 +192,7 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
             return Ok(());
         }
         metrics.apply_operations.inc();
-        let snap = snapshot(&plan).await;
-        watcher.reconcile(&watch_dirs(&plan, &snap));
+        let snap = observe(&plan, &mut watcher).await;
         if snap.hash == current.hash {
             continue;
         }
@@ -213,6 +206,21 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
         current = snap.clone();
         submit(snap, &mut pending);
     }
+}
+
+/// Hashes the watched set and watches what it found. When that added a
+/// directory, hashes again: a change made in it before its watch existed
+/// would otherwise wait for the resync.
+async fn observe(plan: &Plan, watcher: &mut Watcher) -> Snapshot {
+    let mut snap = snapshot(plan).await;
+    // Bounded: directories that keep appearing are left to the next event.
+    for _ in 0..3 {
+        if !watcher.reconcile(&watch_dirs(plan, &snap)) {
+            break;
+        }
+        snap = snapshot(plan).await;
+    }
+    snap
 }
 
 /// Waits until events stop for `debounce`, or `max_wait` after the first.

@@ -52,8 +52,10 @@ impl Watcher {
 
     /// Makes the watched set exactly `dirs` (those that exist). Re-adding an
     /// already watched directory is cheap and picks up a directory that was
-    /// replaced by a new one under the same name.
-    pub fn reconcile(&mut self, dirs: &HashSet<PathBuf>) {
+    /// replaced by a new one under the same name. Returns whether a directory
+    /// was added: changes made in it before its watch existed were not seen.
+    pub fn reconcile(&mut self, dirs: &HashSet<PathBuf>) -> bool {
+        let mut added = false;
         for gone in self.watched.difference(dirs).cloned().collect::<Vec<_>>() {
             let _ = self.inner.unwatch(&gone);
             self.watched.remove(&gone);
@@ -62,6 +64,7 @@ impl Watcher {
             match self.inner.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     if self.watched.insert(dir.clone()) {
+                        added = true;
                         tracing::debug!(dir = %dir.display(), "watching");
                     }
                 }
@@ -78,6 +81,7 @@ impl Watcher {
             }
         }
         self.metrics.watches.set(self.watched.len() as i64);
+        added
     }
 }
 

@@ -1,0 +1,855 @@
+//! config-watch-reload driven the way a Pod drives it: real files changed the
+//! way the kubelet and editors change them, a real HTTP server receiving
+//! reloads, real processes receiving signals.
+
+mod support;
+
+#[path = "config_watch_reload/kubelet.rs"]
+mod kubelet;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use kubelet::Volume;
+use support::http::{self, Receiver};
+use support::{run, Sidecar};
+
+const APPLET: &str = "config-watch-reload";
+
+/// Starts the applet and waits until it took its initial snapshot.
+fn start(args: &[&str]) -> (Sidecar, SocketAddr) {
+    let mut sc = Sidecar::start(APPLET, args);
+    let admin = sc.admin_addr();
+    sc.wait_for_log("watching");
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+    (sc, admin)
+}
+
+/// The value of one sample in /metrics, e.g. `reloader_reloads_total` or
+/// `config_watch_reload_reloads_total{result="success"}`.
+fn metric(admin: SocketAddr, sample: &str) -> Option<f64> {
+    let text = http::get(admin, "/metrics").text();
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn successes(admin: SocketAddr) -> f64 {
+    metric(
+        admin,
+        r#"config_watch_reload_reloads_total{result="success"}"#,
+    )
+    .unwrap_or(0.0)
+}
+
+/// Replaces a file's content in one step (write beside it, rename over), so
+/// no snapshot can see it half-written.
+fn replace(path: &Path, content: &str) {
+    let tmp = path.with_extension("cwr-tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn kubelet_swaps_reload_once_each_and_identical_content_never() {
+    let d = support::tempdir();
+    let mut vol = Volume::new(&d.path().join("config"));
+    vol.write(&[("app.yaml", "v: 0"), ("nested/rules.yaml", "r: 0")]);
+    let rx = Receiver::start();
+    let url = rx.url("/-/reload");
+    let (_sc, admin) = start(&["--watch", s(&vol.dir), "--reload-url", &url]);
+
+    for i in 1..=12 {
+        let app = format!("v: {i}");
+        vol.write(&[("app.yaml", &app), ("nested/rules.yaml", "r: 0")]);
+        let req = rx.next();
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/-/reload")
+        );
+    }
+    // A nested key changes through the same swap.
+    vol.write(&[("app.yaml", "v: 12"), ("nested/rules.yaml", "r: 1")]);
+    rx.next();
+
+    // A swap to identical content, a touch and a chmod: no reload. The next
+    // real change proves it: only one more reload and change are counted.
+    vol.write(&[("app.yaml", "v: 12"), ("nested/rules.yaml", "r: 1")]);
+    let target = vol.dir.join("app.yaml").canonicalize().unwrap();
+    std::fs::write(&target, "v: 12").unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    vol.write(&[("app.yaml", "v: 13"), ("nested/rules.yaml", "r: 1")]);
+    rx.next();
+    support::wait_until("success counted", || successes(admin) == 14.0);
+    assert_eq!(
+        metric(admin, "config_watch_reload_changes_total"),
+        Some(14.0)
+    );
+    assert_eq!(metric(admin, "reloader_last_reload_successful"), Some(1.0));
+    assert!(metric(admin, "config_watch_reload_watch_events_total").unwrap() > 0.0);
+    assert!(rx.drain().is_empty());
+}
+
+#[test]
+fn watch_on_a_file_survives_any_number_of_swaps() {
+    let d = support::tempdir();
+    let mut vol = Volume::new(&d.path().join("secret"));
+    vol.write(&[("token", "t0"), ("other", "o")]);
+    let rx = Receiver::start();
+    let url = rx.url("/reload");
+    let file = vol.dir.join("token");
+    let (_sc, admin) = start(&["--watch", s(&file), "--reload-url", &url]);
+    for i in 1..=10 {
+        vol.write(&[("token", &format!("t{i}")), ("other", "o")]);
+        rx.next();
+    }
+    // Another key of the same volume is not watched.
+    vol.write(&[("token", "t10"), ("other", "changed")]);
+    vol.write(&[("token", "t11"), ("other", "changed")]);
+    rx.next();
+    support::wait_until("success counted", || successes(admin) == 11.0);
+    assert_eq!(
+        metric(admin, "config_watch_reload_changes_total"),
+        Some(11.0)
+    );
+}
+
+#[test]
+fn editors_writing_in_place_or_renaming_over_and_late_paths() {
+    let d = support::tempdir();
+    let file = d.path().join("app.conf");
+    support::write(&file, "a");
+    let late = d.path().join("not/yet/there.conf");
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let (_sc, _admin) = start(&[
+        "--watch",
+        s(&file),
+        "--watch",
+        s(&late),
+        "--reload-url",
+        &url,
+    ]);
+
+    // In place.
+    std::fs::write(&file, "b").unwrap();
+    rx.next();
+    // Rename over (most editors, `kubectl cp`, atomic writers).
+    let tmp = d.path().join(".app.conf.swp");
+    std::fs::write(&tmp, "c").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    rx.next();
+    // vim's backup dance: move away, write anew, delete the backup.
+    let backup = d.path().join("app.conf~");
+    std::fs::rename(&file, &backup).unwrap();
+    std::fs::write(&file, "d").unwrap();
+    std::fs::remove_file(&backup).unwrap();
+    rx.next();
+    // Deleted, then created again.
+    std::fs::remove_file(&file).unwrap();
+    rx.next();
+    std::fs::write(&file, "e").unwrap();
+    rx.next();
+    // A path whose directories did not exist at start.
+    support::write(&late, "x");
+    rx.next();
+    std::fs::write(&late, "y").unwrap();
+    rx.next();
+}
+
+#[test]
+fn a_burst_of_changes_gives_one_reload() {
+    let d = support::tempdir();
+    let dir = d.path().join("conf.d");
+    support::write(&dir.join("0.conf"), "start");
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    // A long quiet time, so the burst is one burst on a loaded machine too.
+    let (_sc, admin) = start(&[
+        "--watch",
+        s(&dir),
+        "--reload-url",
+        &url,
+        "--debounce",
+        "2s",
+        "--max-wait",
+        "5m",
+    ]);
+    for i in 0..100 {
+        std::fs::write(dir.join(format!("{}.conf", i % 10)), format!("burst {i}")).unwrap();
+    }
+    rx.next();
+    assert!(
+        rx.next_within(Duration::from_secs(4)).is_none(),
+        "a second reload for one burst"
+    );
+    assert_eq!(successes(admin), 1.0);
+}
+
+#[test]
+fn max_wait_bounds_coalescing_under_a_steady_stream() {
+    let d = support::tempdir();
+    let file = d.path().join("busy.conf");
+    support::write(&file, "0");
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    // The quiet time is never reached: only --max-wait can fire.
+    let (_sc, _admin) = start(&[
+        "--watch",
+        s(&file),
+        "--reload-url",
+        &url,
+        "--debounce",
+        "10m",
+        "--max-wait",
+        "300ms",
+    ]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, file) = (stop.clone(), file.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
+                i += 1;
+                std::fs::write(&file, i.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    rx.next();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+}
+
+#[test]
+fn failing_validation_blocks_and_rollback_reloads_again() {
+    let d = support::tempdir();
+    let file = d.path().join("nginx.conf");
+    support::write(&file, "good 1");
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let validate = format!("grep -q good {}", s(&file));
+    let (mut sc, admin) = start(&[
+        "--watch",
+        s(&file),
+        "--reload-url",
+        &url,
+        "--validate-cmd",
+        &validate,
+    ]);
+
+    replace(&file, "bad");
+    sc.wait_for_log("validation failed");
+    assert_eq!(
+        metric(admin, "config_watch_reload_validation_failures_total"),
+        Some(1.0)
+    );
+    // Back to the content the app already has: reloaded all the same, since
+    // the app may have seen the bad files.
+    replace(&file, "good 1");
+    rx.next();
+    let line = sc.wait_for_log("change detected");
+    let hash = line
+        .split("new=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    sc.wait_for_log(&format!("reload succeeded hash=\"{hash}\""));
+    assert_eq!(successes(admin), 1.0, "the bad config was never reloaded");
+    replace(&file, "good 2");
+    rx.next();
+}
+
+#[test]
+fn failed_reload_retries_newest_only_and_rollback_recovers() {
+    let d = support::tempdir();
+    let file = d.path().join("prometheus.yml");
+    support::write(&file, "config A");
+    let watched = file.clone();
+    // The app rejects config B, as Prometheus answers 500 for a bad config.
+    let rx = Receiver::with(move |_| {
+        if std::fs::read_to_string(&watched)
+            .unwrap_or_default()
+            .contains('B')
+        {
+            (500, "bad config".into())
+        } else {
+            (200, String::new())
+        }
+    });
+    let url = rx.url("/-/reload");
+    let (mut sc, admin) = start(&[
+        "--watch",
+        s(&file),
+        "--reload-url",
+        &url,
+        "--retry-interval",
+        "50ms",
+        "--retry-max-interval",
+        "200ms",
+    ]);
+    replace(&file, "config B");
+    rx.next();
+    rx.next();
+    sc.wait_for_log("action failed");
+    assert_eq!(metric(admin, "reloader_last_reload_successful"), Some(0.0));
+    // Back to A: the same content as the last success, reloaded again.
+    replace(&file, "config A");
+    let line = sc.wait_for_log("change detected");
+    let hash_a = line
+        .split("new=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    // A request for B still in flight may be answered 200 (the app reads
+    // the file at reload time); the reload of A itself must follow.
+    sc.wait_for_log(&format!("reload succeeded hash=\"{hash_a}\""));
+    support::wait_until("success metric", || {
+        metric(admin, "reloader_last_reload_successful") == Some(1.0)
+    });
+    assert!(metric(admin, "reloader_reloads_failed_total").unwrap() >= 2.0);
+    // B is not retried once A succeeded.
+    rx.drain();
+    assert!(rx.next_within(Duration::from_secs(1)).is_none());
+}
+
+/// A process with a unique name that records each SIGHUP in `dir/hups`.
+struct HupTarget {
+    child: std::process::Child,
+    name: String,
+    hups: std::path::PathBuf,
+    pid_file: std::path::PathBuf,
+}
+
+impl HupTarget {
+    fn start(dir: &Path) -> HupTarget {
+        // Unique per test: signals by name or command line reach every match.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("hup{}x{n}", std::process::id() % 10_000_000);
+        let script = dir.join(&name);
+        let hups = dir.join("hups");
+        let pid_file = dir.join("app.pid");
+        let ready = dir.join("ready");
+        support::write(
+            &script,
+            &format!(
+                "#!/bin/sh\ntrap 'echo hup >> {hups}' HUP\necho $$ > {pid}\ntouch {ready}\nwhile :; do sleep 1 & wait $!; done\n",
+                hups = hups.display(),
+                pid = pid_file.display(),
+                ready = ready.display()
+            ),
+        );
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let child = std::process::Command::new(&script).spawn().unwrap();
+        support::wait_until("signal target ready", || ready.exists());
+        HupTarget {
+            child,
+            name,
+            hups,
+            pid_file,
+        }
+    }
+
+    fn count(&self) -> usize {
+        std::fs::read_to_string(&self.hups)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for HupTarget {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sighup_by_process_name_and_by_pid_file() {
+    let d = support::tempdir();
+    let target = HupTarget::start(d.path());
+    let mut vol = Volume::new(&d.path().join("config"));
+    vol.write(&[("app.conf", "0")]);
+    let (_by_name, _) = start(&[
+        "--watch",
+        s(&vol.dir),
+        "--signal",
+        "HUP",
+        "--process-name",
+        &target.name,
+    ]);
+    let (_by_pid, _) = start(&[
+        "--watch",
+        s(&vol.dir),
+        "--signal",
+        "SIGHUP",
+        "--pid-file",
+        s(&target.pid_file),
+    ]);
+    vol.write(&[("app.conf", "1")]);
+    support::wait_until("two SIGHUPs", || target.count() == 2);
+}
+
+#[test]
+fn signal_by_command_line_with_exec_after_it() {
+    let d = support::tempdir();
+    let target = HupTarget::start(d.path());
+    let file = d.path().join("app.conf");
+    support::write(&file, "0");
+    let marker = d.path().join("exec-ran");
+    let exec = format!("sh -c 'echo $CONFIG_WATCH_RELOAD_HASH > {}'", s(&marker));
+    let re = format!("/{}$", target.name);
+    let (_sc, _) = start(&[
+        "--watch",
+        s(&file),
+        "--process-cmdline",
+        &re,
+        "--exec",
+        &exec,
+    ]);
+    std::fs::write(&file, "1").unwrap();
+    support::wait_until("exec ran", || marker.exists());
+    assert_eq!(target.count(), 1, "SIGHUP (the default) precedes --exec");
+    let hash = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(hash.trim().len(), 64, "{hash}");
+}
+
+#[test]
+fn render_expands_environment_and_reloads_on_template_change() {
+    let d = support::tempdir();
+    let src = d.path().join("templates/app.tmpl");
+    let dst = d.path().join("out/app.yaml");
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    support::write(
+        &src,
+        "host: $(DB_HOST)\nport: ${DB_PORT:-5432}\nuser: ${DB_USER}\nprice: $$5\nregex: ${1}\n",
+    );
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let render = format!("{}:{}", s(&src), s(&dst));
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        APPLET,
+        "--render",
+        &render,
+        "--reload-url",
+        &url,
+        "--admin-addr=127.0.0.1:0",
+    ])
+    .env("DB_HOST", "db.local")
+    .env("DB_USER", "app")
+    .env_remove("DB_PORT");
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let admin = sc.admin_addr();
+    sc.wait_for_log("watching");
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+    assert_eq!(
+        std::fs::read_to_string(&dst).unwrap(),
+        "host: db.local\nport: 5432\nuser: app\nprice: $5\nregex: ${1}\n"
+    );
+    // A gzip template, swapped in by rename.
+    let tmp = d.path().join("templates/.new");
+    let gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        gz.stdin
+            .as_ref()
+            .unwrap()
+            .write_all(b"host: ${DB_HOST}\n")
+            .unwrap();
+    }
+    let out = gz.wait_with_output().unwrap();
+    std::fs::write(&tmp, out.stdout).unwrap();
+    std::fs::rename(&tmp, &src).unwrap();
+    rx.next();
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "host: db.local\n");
+    // An unset variable blocks the reload and leaves the output alone.
+    support::write(&src, "x: ${NOT_SET_ANYWHERE}\n");
+    sc.wait_for_log("NOT_SET_ANYWHERE");
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "host: db.local\n");
+    assert_eq!(
+        metric(admin, "config_watch_reload_render_errors_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn unset_variable_at_start_exits_2_naming_it() {
+    let d = support::tempdir();
+    let src = d.path().join("t");
+    support::write(&src, "a: ${CWR_SURELY_UNSET}");
+    let render = format!("{}:{}", s(&src), s(&d.path().join("o")));
+    let out = run(&[
+        APPLET,
+        "--render",
+        &render,
+        "--exec",
+        "true",
+        "--admin-addr=off",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CWR_SURELY_UNSET") && err.contains(s(&src)),
+        "{err}"
+    );
+}
+
+#[test]
+fn once_renders_validates_acts_and_exits() {
+    let d = support::tempdir();
+    let src = d.path().join("t");
+    let dst = d.path().join("o");
+    support::write(&src, "a: ${HOME}");
+    let marker = d.path().join("ran");
+    let render = format!("{}:{}", s(&src), s(&dst));
+    let exec = format!("touch {}", s(&marker));
+    let validate = format!("test -s {}", s(&dst));
+    let out = run(&[
+        APPLET,
+        "--once",
+        "--render",
+        &render,
+        "--validate-cmd",
+        &validate,
+        "--exec",
+        &exec,
+        "--admin-addr=off",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(marker.exists());
+    assert!(std::fs::read_to_string(&dst).unwrap().starts_with("a: /"));
+    let out = run(&[
+        APPLET,
+        "--once",
+        "--watch",
+        s(&src),
+        "--exec",
+        "false",
+        "--admin-addr=off",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn configmap_reload_drop_in_flags() {
+    let d = support::tempdir();
+    let mut vol = Volume::new(&d.path().join("config"));
+    vol.write(&[("app.yaml", "0")]);
+    let rx = Receiver::with(|_| (204, String::new()));
+    let url = format!("http://reloader:s3cr3t-pw@{}/-/reload", rx.addr);
+    let mut sc = Sidecar::start(
+        APPLET,
+        &[
+            "-volume-dir",
+            s(&vol.dir),
+            &format!("-webhook-url={url}"),
+            "-webhook-method",
+            "GET",
+            "-webhook-status-code=204",
+            "-web.listen-address=127.0.0.1:0",
+            "-webhook-retries=-1",
+        ],
+    );
+    let admin = sc.admin_addr();
+    sc.wait_for_log("watching");
+    vol.write(&[("app.yaml", "1")]);
+    let req = rx.next();
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("GET", "/-/reload")
+    );
+    // user:pass@ becomes basic auth: base64("reloader:s3cr3t-pw").
+    assert_eq!(
+        req.header("authorization"),
+        Some("Basic cmVsb2FkZXI6czNjcjN0LXB3")
+    );
+    let sample = format!(
+        r#"configmap_reload_success_reloads_total{{webhook="http://reloader:xxxxx@{}/-/reload"}}"#,
+        rx.addr
+    );
+    support::wait_until("success metric", || metric(admin, &sample) == Some(1.0));
+    let metrics = http::get(admin, "/metrics").text();
+    assert!(!metrics.contains("s3cr3t"), "{metrics}");
+    assert!(!sc.stderr().contains("s3cr3t"), "{}", sc.stderr());
+}
+
+#[test]
+fn password_never_logged_when_the_webhook_fails() {
+    let d = support::tempdir();
+    let file = d.path().join("c");
+    support::write(&file, "0");
+    let rx = Receiver::with(|_| (401, "unauthorized".into()));
+    let url = format!("http://u:hunter2-secret@{}/reload", rx.addr);
+    let (mut sc, admin) = start(&[
+        "--watch",
+        s(&file),
+        "--webhook-url",
+        &url,
+        "--webhook-retries",
+        "2",
+        "--retry-interval",
+        "20ms",
+    ]);
+    std::fs::write(&file, "1").unwrap();
+    sc.wait_for_log("giving up");
+    assert!(sc.stderr().contains("status 401"), "{}", sc.stderr());
+    assert!(!sc.stderr().contains("hunter2"), "{}", sc.stderr());
+    let metrics = http::get(admin, "/metrics").text();
+    assert!(!metrics.contains("hunter2"));
+    assert!(
+        metrics.contains("reason=\"retries_exhausted\""),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(admin, "config_watch_reload_retries_exhausted_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn prometheus_config_reloader_drop_in_flags() {
+    let d = support::tempdir();
+    let cfg = d.path().join("config/prometheus.yaml.gz");
+    let out = d.path().join("config_out/prometheus.env.yaml");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let rules = d.path().join("rules");
+    let mut rule_vol = Volume::new(&rules);
+    rule_vol.write(&[("alerts.yaml", "groups: []")]);
+    let template = "external_labels:\n  replica: $(POD_NAME)\n  shard: $(STATEFULSET_ORDINAL_NUMBER)\n  keep: $(CWR_NOT_SET)\nrelabel: ${1}:9090 $1\n";
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let gz = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s' \"$T\" | gzip -c > {}", s(&cfg)))
+        .env("T", template)
+        .status()
+        .unwrap();
+    assert!(gz.success());
+    let rx = Receiver::start();
+    let url = rx.url("/-/reload");
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        APPLET,
+        "--listen-address=127.0.0.1:0",
+        &format!("--reload-url={url}"),
+        &format!("--config-file={}", s(&cfg)),
+        &format!("--config-envsubst-file={}", s(&out)),
+        &format!("--watched-dir={}", s(&rules)),
+        "--watch-interval=3m",
+        "--delay-interval=100ms",
+        "--retry-interval=100ms",
+        "--log-format=logfmt",
+        "--log-level=info",
+    ])
+    .env("POD_NAME", "prometheus-k8s-3")
+    .env_remove("CWR_NOT_SET");
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let admin = sc.admin_addr();
+    // prometheus-config-reloader reloads once at start (no stored hash).
+    let first = rx.next();
+    assert_eq!(first.method, "POST");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "external_labels:\n  replica: prometheus-k8s-3\n  shard: 3\n  keep: $(CWR_NOT_SET)\nrelabel: ${1}:9090 $1\n"
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "reloader_config_environment_variable_expansion_errors"
+        ),
+        Some(1.0)
+    );
+    rule_vol.write(&[("alerts.yaml", "groups: [a]")]);
+    rx.next();
+    assert!(metric(admin, r#"reloader_info{method="http"}"#).is_some());
+    sc.wait_for_log("reload succeeded");
+}
+
+#[test]
+fn watch_interval_zero_renders_once_without_reloading() {
+    let d = support::tempdir();
+    let cfg = d.path().join("prometheus.yaml");
+    let out = d.path().join("out.yaml");
+    support::write(&cfg, "replica: $(HOSTNAME_FOR_CWR)\n");
+    let rx = Receiver::start();
+    let url = rx.url("/-/reload");
+    let output = support::run_cmd(
+        std::process::Command::new(support::bin())
+            .args([
+                APPLET,
+                "--watch-interval=0",
+                &format!("--reload-url={url}"),
+                &format!("--config-file={}", s(&cfg)),
+                &format!("--config-envsubst-file={}", s(&out)),
+                "--listen-address=:0",
+            ])
+            .env("HOSTNAME_FOR_CWR", "r0"),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "replica: r0\n");
+    assert!(rx.drain().is_empty(), "no reload in init-container mode");
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    let d = support::tempdir();
+    let dir = s(d.path());
+    let cases: &[(&[&str], &str)] = &[
+        (&["--exec", "true"], "--watch"),
+        (&["--watch", dir], "nothing to do"),
+        (
+            &["--watch", dir, "--exec", "true", "--debounce", "soon"],
+            "--debounce",
+        ),
+        (&["--watch", dir, "--signal", "HUP"], "--signal"),
+        (
+            &["--watch", dir, "--signal", "NOPE", "--pid-file", "/x"],
+            "NOPE",
+        ),
+        (
+            &["--watch", dir, "--process-name", "a", "--pid-file", "/x"],
+            "--pid-file",
+        ),
+        (
+            &["--watch", dir, "--reload-url", "not a url"],
+            "--reload-url",
+        ),
+        (
+            &[
+                "--watch",
+                dir,
+                "--reload-url",
+                "http://h/",
+                "--reload-status",
+                "abc",
+            ],
+            "--reload-status",
+        ),
+        (
+            &[
+                "--watch",
+                dir,
+                "--reload-url",
+                "http://h/",
+                "--reload-header",
+                "nocolon",
+            ],
+            "--reload-header",
+        ),
+        (&["--watch", dir, "--render", "nocolon"], "--render"),
+        (&["--watch", dir, "--exec", "'unclosed"], "--exec"),
+        (
+            &["--watch", dir, "--exec", "true", "--no-such-flag"],
+            "--no-such-flag",
+        ),
+        (
+            &["--watch", dir, "--process-cmdline", "(", "--signal", "HUP"],
+            "--process-cmdline",
+        ),
+        (&["--config-envsubst-file", "/tmp/x"], "--config-file"),
+    ];
+    for (args, needle) in cases {
+        let mut full = vec![APPLET];
+        full.extend_from_slice(args);
+        full.push("--admin-addr=off");
+        let out = run(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = support::run_cmd(
+        std::process::Command::new(support::bin())
+            .args([APPLET, "--watch", dir, "--exec", "true", "--admin-addr=off"])
+            .env("CONFIG_WATCH_RELOAD_MAX_WAIT", "forever"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-wait"));
+}
+
+#[test]
+fn env_vars_configure_every_flag() {
+    let d = support::tempdir();
+    let file = d.path().join("c");
+    support::write(&file, "0");
+    let rx = Receiver::start();
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([APPLET, "--admin-addr=127.0.0.1:0"])
+        .env("CONFIG_WATCH_RELOAD_WATCH", s(&file))
+        .env("CONFIG_WATCH_RELOAD_RELOAD_URL", rx.url("/env"))
+        .env("CONFIG_WATCH_RELOAD_RELOAD_METHOD", "PUT")
+        .env("CONFIG_WATCH_RELOAD_RELOAD_HEADER", "X-Reason: config")
+        .env("CONFIG_WATCH_RELOAD_RELOAD_ON_START", "true");
+    let mut sc = Sidecar::spawn(&mut cmd);
+    sc.wait_for_log("watching");
+    let req = rx.next();
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("PUT", "/env"));
+    assert_eq!(req.header("x-reason"), Some("config"));
+}
+
+#[test]
+fn bearer_token_file_is_read_at_each_request() {
+    let d = support::tempdir();
+    let file = d.path().join("c");
+    support::write(&file, "0");
+    let token = d.path().join("token");
+    support::write(&token, "first\n");
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let (_sc, _) = start(&[
+        "--watch",
+        s(&file),
+        "--reload-url",
+        &url,
+        "--reload-bearer-token-file",
+        s(&token),
+    ]);
+    std::fs::write(&file, "1").unwrap();
+    assert_eq!(rx.next().header("authorization"), Some("Bearer first"));
+    support::write(&token, "second");
+    std::fs::write(&file, "2").unwrap();
+    assert_eq!(rx.next().header("authorization"), Some("Bearer second"));
+}
+
+#[test]
+fn recursive_watches_subdirectories() {
+    let d = support::tempdir();
+    let dir = d.path().join("rules");
+    support::write(&dir.join("team-a/alerts.yaml"), "0");
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let (_sc, _) = start(&["--watch", s(&dir), "--recursive", "--reload-url", &url]);
+    std::fs::write(dir.join("team-a/alerts.yaml"), "1").unwrap();
+    rx.next();
+    support::write(&dir.join("team-b/new/alerts.yaml"), "x");
+    rx.next();
+    std::fs::write(dir.join("team-b/new/alerts.yaml"), "y").unwrap();
+    rx.next();
+}
