@@ -312,6 +312,7 @@ mod tests {
                 known_hosts: true,
                 known_hosts_file: "/x".into(),
             },
+            refusal: Arc::default(),
         };
         assert_eq!(
             a.userpass_for("http://h:8/sub/repo.git/info/refs")
