@@ -1,16 +1,181 @@
 //! Serve static files, following atomic root swaps.
+//!
+//! The life of the process: flags → settings (bad ones exit 2) → bind every
+//! `--listen` address → serve until SIGTERM → stop accepting, let in-flight
+//! responses finish within `--shutdown-grace` → exit 0.
 
+mod auth;
+mod body;
+mod conditional;
+mod encoding;
+mod handler;
+mod listen;
+mod listing;
+mod metrics;
+mod path;
+mod range;
+mod server;
+mod settings;
+mod tree;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::ArgAction;
+use sidecar_runtime::cli::parse_duration;
 use sidecar_runtime::{Applet, Context};
 
 #[derive(Debug, clap::Args)]
-pub struct StaticServe {}
+#[command(next_help_heading = "static-serve options")]
+pub struct StaticServe {
+    /// Directory to serve. May be a symlink that is swapped atomically (git-sync):
+    /// it is resolved afresh for every request.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_ROOT",
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    root: PathBuf,
+
+    /// Address to listen on: HOST:PORT, :PORT, or unix:/path/to.sock. Repeatable.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    listen: Vec<String>,
+
+    /// Files tried, in order, when a directory is requested.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_INDEX_FILES",
+        default_value = "index.html",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    index_files: Vec<String>,
+
+    /// List directories that have no index file (HTML, or JSON for `Accept: application/json`).
+    #[arg(long, env = "STATIC_SERVE_LISTING")]
+    listing: bool,
+
+    /// File (relative to the root) served with 200 for paths that do not exist: single-page apps.
+    #[arg(long, env = "STATIC_SERVE_SPA_FALLBACK", value_name = "FILE")]
+    spa_fallback: Option<PathBuf>,
+
+    /// File (relative to the root, or absolute) served as the body of 404 responses.
+    #[arg(long, env = "STATIC_SERVE_NOT_FOUND_PAGE", value_name = "FILE")]
+    not_found_page: Option<PathBuf>,
+
+    /// Serve dotfiles (`.well-known/`, `.env`). `.git` is never served.
+    #[arg(long, env = "STATIC_SERVE_HIDDEN_FILES")]
+    hidden_files: bool,
+
+    /// Refuse every symlink below the root (by default symlinks are followed
+    /// when they resolve inside the root).
+    #[arg(long, env = "STATIC_SERVE_NO_SYMLINKS")]
+    no_symlinks: bool,
+
+    /// `Cache-Control` for paths matching GLOB (first match wins), e.g.
+    /// `*.html=no-cache` or `assets/**=public, max-age=31536000, immutable`. Repeatable.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_CACHE_CONTROL",
+        value_delimiter = '\n',
+        value_name = "GLOB=VALUE"
+    )]
+    cache_control: Vec<String>,
+
+    /// Extra response header, `Name: value`. Repeatable.
+    #[arg(long, env = "STATIC_SERVE_HEADER", value_delimiter = '\n', value_name = "HEADER",
+          value_parser = sidecar_runtime::cli::parse_header)]
+    header: Vec<(String, String)>,
+
+    /// Origins allowed by CORS, comma-separated, or `*`.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    cors_allow_origins: Vec<String>,
+
+    /// htpasswd file of `user:bcrypt-hash` lines (`htpasswd -B`); every request must authenticate.
+    #[arg(long, env = "STATIC_SERVE_BASIC_AUTH_FILE", value_name = "FILE")]
+    basic_auth_file: Option<PathBuf>,
+
+    /// Compress text responses with gzip on the fly when the client accepts it
+    /// and no precompressed variant exists (`--gzip=false` turns it off).
+    #[arg(long, env = "STATIC_SERVE_GZIP", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          value_name = "BOOL")]
+    gzip: bool,
+
+    /// Log one line per request (method, path, status, bytes, duration, peer).
+    #[arg(long, env = "STATIC_SERVE_ACCESS_LOG")]
+    access_log: bool,
+
+    /// Close a connection whose request head takes longer than this to arrive.
+    #[arg(long, env = "STATIC_SERVE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    header_timeout: Duration,
+
+    /// Close a connection with no traffic for this long (between requests, or a
+    /// client that stops reading).
+    #[arg(long, env = "STATIC_SERVE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    idle_timeout: Duration,
+
+    /// Most client connections open at once; further clients wait in the listen backlog.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    max_connections: usize,
+}
 
 impl Applet for StaticServe {
     const NAME: &'static str = "static-serve";
     const ABOUT: &'static str = "Serve static files, following atomic root swaps";
     const ADMIN_ADDR: &'static str = "0.0.0.0:9541";
 
-    async fn run(self, _ctx: Context) -> anyhow::Result<()> {
-        anyhow::bail!("static-serve is not implemented yet")
+    async fn run(self, ctx: Context) -> anyhow::Result<()> {
+        let settings = settings::Settings::from_args(&self)?;
+        let limits = server::Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        };
+        let listeners = listen::bind_all(&self.listen).await?;
+        let metrics = metrics::Metrics::register(&mut ctx.registry());
+        let handler = Arc::new(handler::Handler::new(settings, metrics));
+        watch_root(&ctx, self.root.clone());
+        server::serve(listeners, handler, limits, ctx).await
     }
+}
+
+/// Ready once the root resolves to a directory: git-sync may still be cloning
+/// when both containers start.
+fn watch_root(ctx: &Context, root: PathBuf) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            if root.is_dir() {
+                tracing::info!(root = %root.display(), "root is available");
+                ctx.set_ready(true);
+                return;
+            }
+            if !warned {
+                tracing::warn!(root = %root.display(), "root does not exist yet; answering 503 until it does");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
 }

@@ -1,0 +1,151 @@
+//! HTTP basic auth against an htpasswd file of bcrypt hashes.
+//!
+//! bcrypt is deliberately slow (tens of ms per check), so a successful check is
+//! remembered as a SHA-256 digest of user, password and hash, compared in
+//! constant time; the file's own hash is only run again when the password
+//! differs. Unknown users are checked against a dummy hash so response time does
+//! not reveal which user names exist (SWS v2.41.0, darkhttpd CVE-2024-23771).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+pub struct BasicAuth {
+    users: HashMap<String, String>,
+    dummy: String,
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// Bounds the CPU that unauthenticated clients can make us burn on bcrypt.
+    slots: Semaphore,
+}
+
+impl BasicAuth {
+    /// Reads `user:bcrypt-hash` lines (`#` comments and blank lines skipped).
+    pub fn load(path: &Path) -> Result<BasicAuth, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| format!("{}:{}: expected user:hash", path.display(), i + 1))?;
+            if !["$2a$", "$2b$", "$2x$", "$2y$"]
+                .iter()
+                .any(|p| hash.starts_with(p))
+            {
+                return Err(format!(
+                    "{}:{}: only bcrypt hashes are supported (htpasswd -B)",
+                    path.display(),
+                    i + 1
+                ));
+            }
+            users.insert(user.to_string(), hash.to_string());
+        }
+        if users.is_empty() {
+            return Err(format!("{}: no users", path.display()));
+        }
+        let dummy =
+            bcrypt::hash("static-serve-dummy", bcrypt::DEFAULT_COST).map_err(|e| e.to_string())?;
+        Ok(BasicAuth {
+            users,
+            dummy,
+            verified: Mutex::new(HashMap::new()),
+            slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        })
+    }
+
+    /// Whether the `Authorization` header carries valid credentials.
+    pub async fn check(self: &Arc<Self>, header: Option<&http::HeaderValue>) -> bool {
+        let Some((user, pass)) = header.and_then(decode) else {
+            return false;
+        };
+        let known = self.users.get(&user);
+        let hash = known.unwrap_or(&self.dummy).clone();
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(pass.as_bytes())
+            .chain_update([0])
+            .chain_update(hash.as_bytes())
+            .finalize()
+            .into();
+        if known.is_some() {
+            let cached = self.lock().get(&user).copied();
+            if cached.is_some_and(|c| bool::from(c.ct_eq(&digest))) {
+                return true;
+            }
+        }
+        let Ok(_slot) = self.slots.acquire().await else {
+            return false;
+        };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if ok && known.is_some() {
+            self.lock().insert(user, digest);
+            return true;
+        }
+        false
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, [u8; 32]>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `Basic base64(user:pass)` → (user, pass).
+fn decode(v: &http::HeaderValue) -> Option<(String, String)> {
+    let v = v.to_str().ok()?.trim();
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (u, p) = raw.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, pass: &str) -> http::HeaderValue {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        format!("Basic {b}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn bcrypt_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("htpasswd");
+        std::fs::write(
+            &f,
+            format!("# users\nalice:{}\n", bcrypt::hash("s3cret", 4).unwrap()),
+        )
+        .unwrap();
+        let a = Arc::new(BasicAuth::load(&f).unwrap());
+        assert!(a.check(Some(&basic("alice", "s3cret"))).await);
+        // Second time from the cache.
+        assert!(a.check(Some(&basic("alice", "s3cret"))).await);
+        assert!(!a.check(Some(&basic("alice", "wrong"))).await);
+        assert!(!a.check(Some(&basic("bob", "s3cret"))).await);
+        assert!(!a.check(None).await);
+        assert!(!a.check(Some(&"Bearer x".parse().unwrap())).await);
+
+        std::fs::write(&f, "alice:{SHA}abc\n").unwrap();
+        assert!(BasicAuth::load(&f)
+            .err()
+            .unwrap()
+            .contains(":1: only bcrypt"));
+    }
+}

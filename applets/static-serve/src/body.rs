@@ -1,0 +1,235 @@
+//! The response body: in-memory pieces and byte ranges of one open file.
+//!
+//! A whole file, a single range and a multipart/byteranges response are all a
+//! queue of parts, so one type covers them and the exact length is known up
+//! front (hyper sends `Content-Length`, never chunked, for files). File bytes are
+//! read with `pread` when hyper asks for them: the file was opened from the
+//! pinned tree, so even if the root is swapped and the old worktree deleted
+//! mid-response, the body still comes from the version the headers describe.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Frame, SizeHint};
+use sidecar_runtime::prometheus_client::metrics::counter::Counter;
+
+/// Largest read per frame: big enough for few syscalls, small enough that a
+/// slow client does not pin much memory.
+const CHUNK: u64 = 128 * 1024;
+
+enum Part {
+    Bytes(Bytes),
+    File { offset: u64, len: u64 },
+}
+
+/// Something to drop when the response is finished (end of a request for
+/// the connection's idle tracking).
+pub type Guard = Box<dyn Send + Sync>;
+
+pub struct Body {
+    parts: VecDeque<Part>,
+    file: Option<File>,
+    remaining: u64,
+    sent: Option<Counter>,
+    guard: Option<Guard>,
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body {
+            parts: VecDeque::new(),
+            file: None,
+            remaining: 0,
+            sent: None,
+            guard: None,
+        }
+    }
+
+    pub fn bytes(b: impl Into<Bytes>) -> Body {
+        let mut body = Body::empty();
+        body.push_bytes(b.into());
+        body
+    }
+
+    /// A body that will read from `file`; add ranges with [`Body::push_file`].
+    pub fn file(file: File) -> Body {
+        Body {
+            file: Some(file),
+            ..Body::empty()
+        }
+    }
+
+    pub fn push_bytes(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.remaining += b.len() as u64;
+            self.parts.push_back(Part::Bytes(b));
+        }
+    }
+
+    pub fn push_file(&mut self, offset: u64, len: u64) {
+        if len > 0 {
+            self.remaining += len;
+            self.parts.push_back(Part::File { offset, len });
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Counts the bytes handed to the connection.
+    pub fn count_into(&mut self, c: Counter) {
+        self.sent = Some(c);
+    }
+
+    pub fn guard(&mut self, g: Guard) {
+        self.guard = Some(g);
+    }
+
+    /// Drops the content but keeps length-independent state (HEAD, 304).
+    pub fn discard(&mut self) {
+        self.parts.clear();
+        self.remaining = 0;
+        self.file = None;
+    }
+
+    fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        let part = self.parts.pop_front()?;
+        let chunk = match part {
+            Part::Bytes(b) => Ok(b),
+            Part::File { offset, len } => {
+                let n = len.min(CHUNK);
+                match self.read_at(offset, n as usize) {
+                    Ok(b) => {
+                        if n < len {
+                            self.parts.push_front(Part::File {
+                                offset: offset + n,
+                                len: len - n,
+                            });
+                        }
+                        Ok(b)
+                    }
+                    Err(e) => {
+                        self.parts.clear();
+                        Err(e)
+                    }
+                }
+            }
+        };
+        if let Ok(b) = &chunk {
+            self.remaining -= b.len() as u64;
+            if let Some(c) = &self.sent {
+                c.inc_by(b.len() as u64);
+            }
+        }
+        Some(chunk)
+    }
+
+    /// Reads exactly `n` bytes at `offset`; a file truncated under us is an
+    /// error (the connection is aborted rather than sending a short body).
+    fn read_at(&self, offset: u64, n: usize) -> io::Result<Bytes> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no file"))?;
+        let mut buf = BytesMut::with_capacity(n);
+        while buf.len() < n {
+            let want = n - buf.len();
+            let pos = offset + buf.len() as u64;
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: pread writes at most `want` bytes into the spare capacity,
+            // which holds at least `want` bytes; only the bytes written are
+            // then marked initialised.
+            let got = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    want,
+                    pos as libc::off_t,
+                )
+            };
+            if got < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if got == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            // SAFETY: pread initialised `got` more bytes.
+            unsafe { buf.set_len(buf.len() + got as usize) };
+        }
+        Ok(buf.freeze())
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        // Reads come from the page cache in the common case; a blocking pool
+        // hop per chunk would cost more than the read itself.
+        Poll::Ready(self.next_chunk().map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn collect(mut b: Body) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = b.next_chunk() {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn parts_in_order_across_chunks() {
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        f.write_all(&data).unwrap();
+        let mut b = Body::file(f);
+        b.push_bytes(Bytes::from_static(b"<"));
+        b.push_file(10, 200_000);
+        b.push_bytes(Bytes::from_static(b">"));
+        assert_eq!(b.len(), 200_002);
+        let out = collect(b);
+        assert_eq!(out[0], b'<');
+        assert_eq!(&out[1..200_001], &data[10..200_010]);
+        assert_eq!(out[200_001], b'>');
+    }
+
+    #[test]
+    fn truncated_file_is_an_error() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"short").unwrap();
+        let mut b = Body::file(f);
+        b.push_file(0, 100);
+        assert!(b.next_chunk().unwrap().is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! Content negotiation for `Accept-Encoding`: precompressed `.br`/`.zst`/`.gz`
+//! variants next to a file, and on-the-fly gzip for text above a threshold.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+/// Smaller bodies gain too little from gzip to pay for it.
+pub const GZIP_MIN_SIZE: u64 = 1024;
+/// Larger files are sent as they are rather than compressed in memory.
+pub const GZIP_MAX_SIZE: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Br,
+    Zstd,
+    Gzip,
+}
+
+impl Coding {
+    /// Server preference for precompressed variants: best ratio first.
+    pub const PREFERENCE: [Coding; 3] = [Coding::Br, Coding::Zstd, Coding::Gzip];
+
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+            Coding::Gzip => "gzip",
+        }
+    }
+
+    /// File-name suffix of the precompressed variant.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Coding::Br => ".br",
+            Coding::Zstd => ".zst",
+            Coding::Gzip => ".gz",
+        }
+    }
+}
+
+/// Which codings the client accepts (q > 0).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    br: bool,
+    zstd: bool,
+    gzip: bool,
+}
+
+impl Accepted {
+    pub fn from_headers(headers: &HeaderMap) -> Accepted {
+        let mut acc = Accepted::default();
+        let mut explicit = Accepted::default();
+        let mut star = false;
+        for v in headers.get_all(http::header::ACCEPT_ENCODING) {
+            let Ok(v) = v.to_str() else { continue };
+            for item in v.split(',') {
+                let mut params = item.split(';');
+                let token = params.next().unwrap_or("").trim().to_ascii_lowercase();
+                let ok = params
+                    .filter_map(|p| {
+                        p.trim()
+                            .strip_prefix("q=")
+                            .or_else(|| p.trim().strip_prefix("Q="))
+                    })
+                    .all(|q| q.trim().parse::<f32>().map(|q| q > 0.0).unwrap_or(false));
+                let (flag, seen) = match token.as_str() {
+                    "br" => (&mut acc.br, &mut explicit.br),
+                    "zstd" => (&mut acc.zstd, &mut explicit.zstd),
+                    "gzip" | "x-gzip" => (&mut acc.gzip, &mut explicit.gzip),
+                    "*" => {
+                        star = ok;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                *flag = ok;
+                *seen = true;
+            }
+        }
+        if star {
+            acc.br |= !explicit.br;
+            acc.zstd |= !explicit.zstd;
+            acc.gzip |= !explicit.gzip;
+        }
+        acc
+    }
+
+    pub fn accepts(self, c: Coding) -> bool {
+        match c {
+            Coding::Br => self.br,
+            Coding::Zstd => self.zstd,
+            Coding::Gzip => self.gzip,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.br || self.zstd || self.gzip
+    }
+}
+
+/// Text-like types worth compressing (images, archives, fonts in woff are already compressed).
+pub fn compressible(mime: &mime_guess::Mime) -> bool {
+    match (mime.type_().as_str(), mime.subtype().as_str()) {
+        ("text", _) => true,
+        ("image", "svg") => true,
+        ("application", sub) => {
+            matches!(
+                sub,
+                "javascript" | "json" | "xml" | "wasm" | "xhtml" | "rss" | "atom" | "manifest"
+            ) || mime.suffix().is_some_and(|s| s == "json" || s == "xml")
+        }
+        _ => false,
+    }
+}
+
+/// gzip output per exact file version (keyed by its ETag, which changes with
+/// every rewrite), so popular text is compressed once, not per request.
+pub struct GzipCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+/// Total compressed bytes the cache may hold.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+impl GzipCache {
+    pub fn new() -> GzipCache {
+        GzipCache {
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    pub fn get(&self, etag: &str) -> Option<Bytes> {
+        self.lock().map.get(etag).cloned()
+    }
+
+    pub fn insert(&self, etag: String, gz: Bytes) {
+        let mut c = self.lock();
+        if gz.len() > CACHE_BYTES / 4 || c.map.contains_key(&etag) {
+            return;
+        }
+        c.bytes += gz.len();
+        c.order.push_back(etag.clone());
+        c.map.insert(etag, gz);
+        while c.bytes > CACHE_BYTES {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = c.map.remove(&old) {
+                c.bytes -= b.len();
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Compresses `data` at a level that favours speed (it runs per cache miss).
+pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 3 + 64),
+        flate2::Compression::new(5),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc(v: &str) -> Accepted {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT_ENCODING, v.parse().unwrap());
+        Accepted::from_headers(&h)
+    }
+
+    #[test]
+    fn accept_encoding_q_values() {
+        let a = acc("gzip, deflate, br");
+        assert!(a.accepts(Coding::Gzip) && a.accepts(Coding::Br) && !a.accepts(Coding::Zstd));
+        let a = acc("br;q=0, gzip;q=0.5");
+        assert!(!a.accepts(Coding::Br) && a.accepts(Coding::Gzip));
+        let a = acc("*;q=1, zstd;q=0");
+        assert!(a.accepts(Coding::Br) && !a.accepts(Coding::Zstd) && a.accepts(Coding::Gzip));
+        assert!(!acc("identity").any());
+    }
+
+    #[test]
+    fn text_is_compressible_images_are_not() {
+        assert!(compressible(
+            &mime_guess::from_path("a.html").first_or_octet_stream()
+        ));
+        assert!(compressible(
+            &mime_guess::from_path("a.js").first_or_octet_stream()
+        ));
+        assert!(compressible(
+            &mime_guess::from_path("a.svg").first_or_octet_stream()
+        ));
+        assert!(!compressible(
+            &mime_guess::from_path("a.png").first_or_octet_stream()
+        ));
+    }
+
+    #[test]
+    fn gzip_round_trips_and_cache_is_bounded() {
+        let data = b"hello hello hello hello".repeat(100);
+        let gz = gzip(&data).unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out).unwrap();
+        assert_eq!(out, data);
+        let c = GzipCache::new();
+        c.insert("\"a\"".into(), Bytes::from(gz.clone()));
+        assert_eq!(c.get("\"a\"").unwrap(), gz);
+        assert!(c.get("\"b\"").is_none());
+    }
+}

@@ -1,0 +1,509 @@
+//! One request: method → auth → path checks → pinned tree → file, index,
+//! listing or fallback → conditional and range handling → common headers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+
+use crate::body::Body;
+use crate::conditional::{Outcome, Validators};
+use crate::encoding::{self, Accepted, Coding, GzipCache};
+use crate::listing;
+use crate::metrics::Metrics;
+use crate::path::{Rejected, RequestPath};
+use crate::range::{self, Ranges};
+use crate::settings::{PageFile, Settings};
+use crate::tree::{Entry, OpenError, OpenFile, Tree};
+
+const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
+/// A request that misses on a tree that was swapped out meanwhile is retried on
+/// the new one, at most this many times.
+const SWAP_RETRIES: usize = 3;
+
+pub struct Handler {
+    s: Settings,
+    pub metrics: Metrics,
+    gzip_cache: GzipCache,
+}
+
+/// What the request asked for, borrowed from it.
+struct Ask<'a> {
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+}
+
+/// The result of looking a path up in one tree.
+enum Found {
+    Response(Response<Body>),
+    /// Nothing there (or refused by policy): fallback page or 404.
+    Missing,
+}
+
+impl Handler {
+    pub fn new(s: Settings, metrics: Metrics) -> Handler {
+        Handler {
+            s,
+            metrics,
+            gzip_cache: GzipCache::new(),
+        }
+    }
+
+    /// Answers one request and records it.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: &str) -> Response<Body> {
+        let start = Instant::now();
+        let mut resp = self.respond(&req).await;
+        self.finish_headers(req.headers(), &mut resp);
+        let status = resp.status().as_u16();
+        self.metrics.observe(status, start.elapsed().as_secs_f64());
+        if self.s.access_log {
+            tracing::info!(
+                target: "static_serve::access",
+                method = %req.method(),
+                path = %req.uri().path(),
+                status,
+                bytes = resp.body().len(),
+                micros = start.elapsed().as_micros() as u64,
+                peer,
+                "request"
+            );
+        }
+        resp.body_mut().count_into(self.metrics.bytes_sent.clone());
+        resp
+    }
+
+    async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            Method::OPTIONS => return self.options(req.headers()),
+            _ => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                r.headers_mut().insert(header::ALLOW, ALLOW);
+                return r;
+            }
+        };
+        if let Some(auth) = &self.s.auth {
+            if !auth.check(req.headers().get(header::AUTHORIZATION)).await {
+                let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"static-serve\", charset=\"UTF-8\""),
+                );
+                return r;
+            }
+        }
+        let ask = Ask {
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        let path = RequestPath::parse(req.uri().path(), self.s.policy.hidden_files);
+        let mut resp = self.respond_path(&ask, path);
+        if head {
+            resp.body_mut().discard();
+        }
+        resp
+    }
+
+    fn respond_path(&self, ask: &Ask, path: Result<RequestPath, Rejected>) -> Response<Body> {
+        let path = match path {
+            Ok(p) => Some(p),
+            Err(Rejected::BadRequest(why)) => {
+                return text(StatusCode::BAD_REQUEST, format!("bad request: {why}\n"))
+            }
+            Err(Rejected::Hidden) => None,
+        };
+        for attempt in 0..=SWAP_RETRIES {
+            let tree = match Tree::pin(&self.s.root) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(root = %self.s.root.display(), error = %e, "root unavailable");
+                    self.metrics.root_missing.inc();
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "root not available\n");
+                }
+            };
+            let found = match &path {
+                Some(p) => self.lookup(&tree, ask, p),
+                None => Found::Missing,
+            };
+            match found {
+                Found::Response(r) => return r,
+                Found::Missing if attempt < SWAP_RETRIES && !tree.is_current(&self.s.root) => {
+                    continue
+                }
+                Found::Missing => return self.not_found(&tree, ask, path.is_some()),
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    /// Looks `path` up in `tree`: a file, a directory's index or listing, or a redirect.
+    fn lookup(&self, tree: &Tree, ask: &Ask, path: &RequestPath) -> Found {
+        let rel = path.relative();
+        let dir = match tree.open(&rel, self.s.policy) {
+            Ok(Entry::File(f)) => return Found::Response(self.file(tree, ask, &rel, f)),
+            Ok(Entry::Dir(d)) => d,
+            Err(OpenError::NotFound) => return Found::Missing,
+            Err(e) => return Found::Response(open_error(e)),
+        };
+        if !path.trailing_slash && !path.is_root() {
+            let mut location = path.url(true);
+            if let Some(q) = ask.query {
+                location.push('?');
+                location.push_str(q);
+            }
+            let mut r = text(StatusCode::PERMANENT_REDIRECT, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return Found::Response(r);
+        }
+        for index in &self.s.index_files {
+            let irel = rel.join(index);
+            match tree.open_file(&irel, self.s.policy) {
+                Ok(f) => return Found::Response(self.file(tree, ask, &irel, f)),
+                Err(OpenError::NotFound) => continue,
+                Err(e) => return Found::Response(open_error(e)),
+            }
+        }
+        if !self.s.listing {
+            return Found::Missing;
+        }
+        match tree.list(dir, &rel, self.s.policy) {
+            Ok(entries) => {
+                let (body, ctype) = if listing::wants_json(ask.headers) {
+                    (listing::json(&entries), "application/json")
+                } else {
+                    (
+                        listing::html(&path.url(true), &entries),
+                        "text/html; charset=utf-8",
+                    )
+                };
+                let mut r = Response::new(Body::bytes(body));
+                set_length(&mut r);
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert(header::VARY, HeaderValue::from_static("Accept"));
+                Found::Response(r)
+            }
+            Err(e) => Found::Response(open_error(OpenError::Io(e))),
+        }
+    }
+
+    /// 404: the SPA fallback (200) if set and the path was not a refused one,
+    /// else the custom 404 page, else plain text. All from the same tree.
+    fn not_found(&self, tree: &Tree, ask: &Ask, fallback_allowed: bool) -> Response<Body> {
+        if fallback_allowed {
+            if let Some(page) = &self.s.spa_fallback {
+                if let Some((rel, f)) = self.open_page(tree, page) {
+                    return self.file(tree, ask, &rel, f);
+                }
+            }
+        }
+        if let Some(page) = &self.s.not_found_page {
+            if let Some((rel, f)) = self.open_page(tree, page) {
+                let mut r = Response::new(Body::file(f.file));
+                r.body_mut().push_file(0, f.meta.size);
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                set_length(&mut r);
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type(&rel));
+                return r;
+            }
+        }
+        text(StatusCode::NOT_FOUND, "404 Not Found\n")
+    }
+
+    fn open_page(&self, tree: &Tree, page: &PageFile) -> Option<(PathBuf, OpenFile)> {
+        match page {
+            PageFile::InTree(rel) => tree
+                .open_file(rel, self.s.policy)
+                .ok()
+                .map(|f| (rel.clone(), f)),
+            PageFile::Absolute(p) => {
+                let file = std::fs::File::open(p).ok()?;
+                let md = file.metadata().ok()?;
+                md.is_file().then(|| {
+                    let meta = crate::tree::Meta::from_metadata(&md);
+                    (p.clone(), OpenFile { file, meta })
+                })
+            }
+        }
+    }
+
+    /// Serves a regular file: precompressed variant or on-the-fly gzip,
+    /// preconditions, ranges.
+    fn file(&self, tree: &Tree, ask: &Ask, rel: &Path, f: OpenFile) -> Response<Body> {
+        let mime = mime_guess::from_path(rel).first_or_octet_stream();
+        let compressible = encoding::compressible(&mime);
+        let accepted = Accepted::from_headers(ask.headers);
+        let mut vary = compressible;
+        let mut coding = None;
+        let mut f = f;
+        if accepted.any() {
+            for c in Coding::PREFERENCE
+                .into_iter()
+                .filter(|c| accepted.accepts(*c))
+            {
+                let mut vrel = rel.as_os_str().to_owned();
+                vrel.push(c.suffix());
+                if let Ok(v) = tree.open_file(Path::new(&vrel), self.s.policy) {
+                    f = v;
+                    coding = Some(c);
+                    vary = true;
+                    break;
+                }
+            }
+        }
+        let range_header = ask.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        let mut etag = f.meta.etag.clone();
+        let mut gzipped = None;
+        if coding.is_none()
+            && self.s.gzip
+            && compressible
+            && accepted.accepts(Coding::Gzip)
+            && range_header.is_none()
+            && (encoding::GZIP_MIN_SIZE..=encoding::GZIP_MAX_SIZE).contains(&f.meta.size)
+        {
+            let gz_etag = format!("{}-gz\"", etag.trim_end_matches('"'));
+            if let Some(gz) = self.gzip_on_the_fly(&f, &gz_etag) {
+                gzipped = Some(gz);
+                coding = Some(Coding::Gzip);
+                etag = gz_etag;
+            }
+        }
+
+        let mut r = Response::new(Body::empty());
+        {
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, content_type_of(&mime));
+            h.insert(header::LAST_MODIFIED, http_date(f.meta.modified));
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                h.insert(header::ETAG, v);
+            }
+            if let Some(cc) = self.s.cache_control(rel) {
+                h.insert(header::CACHE_CONTROL, cc.clone());
+            }
+            if vary {
+                h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            }
+        }
+        let validators = Validators {
+            etag: &etag,
+            modified: f.meta.modified,
+        };
+        match validators.evaluate(ask.headers) {
+            Outcome::Proceed => {}
+            Outcome::NotModified => {
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                return r;
+            }
+            Outcome::PreconditionFailed => {
+                let mut p = text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+                p.headers_mut()
+                    .insert(header::ETAG, r.headers()[header::ETAG].clone());
+                return p;
+            }
+        }
+        if let Some(c) = coding {
+            r.headers_mut().insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(c.token()),
+            );
+        }
+        if let Some(gz) = gzipped {
+            *r.body_mut() = Body::bytes(gz);
+            set_length(&mut r);
+            return r;
+        }
+        r.headers_mut()
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let len = f.meta.size;
+        let ranges = match range_header {
+            Some(h) if validators.range_allowed(ask.headers) => range::parse(h, len),
+            _ => Ranges::Full,
+        };
+        let mut body = Body::file(f.file);
+        match ranges {
+            Ranges::Full => body.push_file(0, len),
+            Ranges::Unsatisfiable => {
+                let mut u = text(StatusCode::RANGE_NOT_SATISFIABLE, "");
+                u.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{len}")),
+                );
+                return u;
+            }
+            Ranges::Partial(parts) if parts.len() == 1 => {
+                let p = &parts[0];
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                r.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes {}-{}/{len}", p.start, p.end - 1)),
+                );
+                body.push_file(p.start, p.end - p.start);
+            }
+            Ranges::Partial(parts) => {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let boundary = boundary(&etag);
+                let ctype = r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header_value(format!("multipart/byteranges; boundary={boundary}")),
+                );
+                let part_type = ctype
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/octet-stream");
+                for p in &parts {
+                    body.push_bytes(Bytes::from(format!(
+                        "\r\n--{boundary}\r\nContent-Type: {part_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+                        p.start,
+                        p.end - 1
+                    )));
+                    body.push_file(p.start, p.end - p.start);
+                }
+                body.push_bytes(Bytes::from(format!("\r\n--{boundary}--\r\n")));
+            }
+        }
+        *r.body_mut() = body;
+        set_length(&mut r);
+        r
+    }
+
+    /// The gzip of `f`, from the cache or compressed now. None when gzip would
+    /// not make it smaller, or the file could not be read whole.
+    fn gzip_on_the_fly(&self, f: &OpenFile, key: &str) -> Option<Bytes> {
+        if let Some(gz) = self.gzip_cache.get(key) {
+            return (!gz.is_empty()).then_some(gz);
+        }
+        let mut data = vec![0; f.meta.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
+        let gz = encoding::gzip(&data).ok()?;
+        // Remember "not worth it" too (as empty), so we do not retry per request.
+        let gz = if gz.len() as u64 >= f.meta.size {
+            Bytes::new()
+        } else {
+            Bytes::from(gz)
+        };
+        self.gzip_cache.insert(key.to_string(), gz.clone());
+        (!gz.is_empty()).then_some(gz)
+    }
+
+    /// OPTIONS: a CORS preflight, or the allowed methods.
+    fn options(&self, headers: &HeaderMap) -> Response<Body> {
+        let mut r = text(StatusCode::NO_CONTENT, "");
+        r.headers_mut().remove(header::CONTENT_TYPE);
+        r.headers_mut().insert(header::ALLOW, ALLOW);
+        let preflight = headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if let (true, Some(_)) = (preflight, &self.s.cors) {
+            let h = r.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW);
+            let allow_headers = headers
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static(
+                    "origin, content-type, authorization",
+                ));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+        }
+        r
+    }
+
+    /// Headers every response gets: `--header`, CORS.
+    fn finish_headers(&self, req: &HeaderMap, r: &mut Response<Body>) {
+        let h = r.headers_mut();
+        for (k, v) in &self.s.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        if let Some(cors) = &self.s.cors {
+            if let Some(allow) = req
+                .get(header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .and_then(|o| cors.allow(o))
+            {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("content-length, content-range, etag"),
+                );
+            }
+            if cors.varies() {
+                h.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+    }
+}
+
+fn open_error(e: OpenError) -> Response<Body> {
+    match e {
+        OpenError::NotFound => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
+        OpenError::Forbidden => text(StatusCode::FORBIDDEN, "403 Forbidden\n"),
+        OpenError::Io(e) => {
+            tracing::warn!(error = %e, "cannot read from the root");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Body::bytes(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    set_length(&mut r);
+    r
+}
+
+/// An explicit length, so HEAD answers carry the same `Content-Length` as GET.
+fn set_length(r: &mut Response<Body>) {
+    let len = r.body().len();
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+fn content_type(rel: &Path) -> HeaderValue {
+    content_type_of(&mime_guess::from_path(rel).first_or_octet_stream())
+}
+
+/// The MIME type, with `charset=utf-8` for text.
+fn content_type_of(mime: &mime_guess::Mime) -> HeaderValue {
+    let texty = mime.type_() == "text"
+        || matches!(mime.subtype().as_str(), "javascript" | "json")
+        || mime.suffix().is_some_and(|s| s == "json");
+    let s = if texty && mime.get_param("charset").is_none() {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    };
+    header_value(s)
+}
+
+fn http_date(t: std::time::SystemTime) -> HeaderValue {
+    header_value(httpdate::fmt_http_date(t))
+}
+
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A multipart boundary that cannot occur by chance in the file: derived from
+/// the representation and a process-wide counter.
+fn boundary(etag: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut h = std::hash::DefaultHasher::new();
+    (etag, n, std::process::id()).hash(&mut h);
+    format!("{:016x}{:08x}", h.finish(), n as u32)
+}

@@ -1,0 +1,358 @@
+//! The accept loops and per-connection HTTP/1.1 driver.
+//!
+//! Slow clients cannot hold the server: a connection cap (accepting pauses
+//! while it is reached), a header timeout (request head must arrive within
+//! `--header-timeout` of its first byte), an idle timeout (no traffic between
+//! requests, or a client that stops reading), and a cap on the request head
+//! size (431). hyper's own header timeout also runs while a keep-alive
+//! connection waits for its next request, which would make the two flags one,
+//! so both are tracked here from the bytes the socket actually moves.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use sidecar_runtime::{Context, Shutdown};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::handler::Handler;
+use crate::listen::Listener;
+
+/// Request line plus headers; larger heads get 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves until shutdown, then drains in-flight requests within the grace period.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    handler: Arc<Handler>,
+    limits: Limits,
+    ctx: Context,
+) -> anyhow::Result<()> {
+    let shutdown = ctx.shutdown_handle();
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut sockets = Vec::new();
+    let mut loops = Vec::new();
+    for l in listeners {
+        if let Listener::Unix(_, p) = &l {
+            sockets.push(p.clone());
+        }
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            handler.clone(),
+            limits,
+            slots.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )));
+    }
+    ctx.shutdown().await;
+    for l in loops {
+        let _ = l.await;
+    }
+    for p in sockets {
+        let _ = std::fs::remove_file(p);
+    }
+    tracker.close();
+    let open = tracker.len();
+    tracing::info!(connections = open, "draining");
+    if tokio::time::timeout(ctx.shutdown_grace(), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = tracker.len(),
+            "connections still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: Listener,
+    handler: Arc<Handler>,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: Shutdown,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.requested() => return,
+        };
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            _ = shutdown.requested() => return,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let h = handler.clone();
+                let s = shutdown.clone();
+                tracker.spawn(async move {
+                    connection(stream, peer.to_string(), h, limits, s).await;
+                    drop(permit);
+                });
+            }
+            Ok(Accepted::Unix(stream)) => {
+                let h = handler.clone();
+                let s = shutdown.clone();
+                tracker.spawn(async move {
+                    connection(stream, "unix".to_string(), h, limits, s).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> io::Result<Accepted> {
+    match l {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+async fn connection<S>(
+    stream: S,
+    peer: String,
+    handler: Arc<Handler>,
+    limits: Limits,
+    shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    handler.metrics.connections.inc();
+    handler.metrics.connections_open.inc();
+    let activity = Arc::new(Activity::new());
+    let io = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let peer: Arc<str> = peer.into();
+    let log_peer = peer.clone();
+    let svc_activity = activity.clone();
+    let svc_handler = handler.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let guard = svc_activity.begin_request();
+        let handler = svc_handler.clone();
+        let peer = peer.clone();
+        async move {
+            let mut resp = handler.handle(req, &peer).await;
+            resp.body_mut().guard(Box::new(guard));
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .max_header_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut draining = false;
+    loop {
+        sleep.as_mut().reset(activity.deadline(&limits).into());
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = shutdown.requested(), if !draining => {
+                // Idle connections close now; a response in flight finishes first.
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = &mut sleep => {
+                if activity.deadline(&limits) <= Instant::now() {
+                    handler.metrics.timeouts.inc();
+                    tracing::debug!(peer = %log_peer, "connection timed out");
+                    break;
+                }
+            }
+        }
+    }
+    handler.metrics.connections_open.dec();
+}
+
+/// Milliseconds since a process-wide epoch, so timestamps fit in atomics.
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// What the connection's socket has been doing, updated by [`Tracked`] and by
+/// the service as requests start and their responses finish.
+struct Activity {
+    last_io: AtomicU64,
+    /// When the first byte of a request head arrived (0: not reading a head).
+    head_started: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            last_io: AtomicU64::new(now_ms()),
+            head_started: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    fn read(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let now = now_ms();
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.head_started
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.last_io.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    /// When the connection should be closed unless something happens first.
+    fn deadline(&self, l: &Limits) -> Instant {
+        let head = self.head_started.load(Ordering::Relaxed);
+        let ms = if self.in_flight.load(Ordering::Relaxed) == 0 && head != 0 {
+            head + l.header_timeout.as_millis() as u64
+        } else {
+            self.last_io.load(Ordering::Relaxed) + l.idle_timeout.as_millis() as u64
+        };
+        epoch() + Duration::from_millis(ms.saturating_sub(1))
+    }
+}
+
+/// Held by a response body; dropped when the response is done.
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.last_io.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The socket, reporting every byte moved to [`Activity`].
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            self.activity.read(buf.filled().len() - before);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.activity.wrote(n);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.activity.wrote(n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_deadline_runs_from_the_first_byte_until_the_request_starts() {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(100),
+            max_connections: 1,
+        };
+        let a = Arc::new(Activity::new());
+        let idle = a.deadline(&limits);
+        assert!(idle > Instant::now() + Duration::from_secs(50));
+        a.read(3);
+        assert!(a.deadline(&limits) < Instant::now() + Duration::from_secs(6));
+        let g = a.begin_request();
+        // Bytes read while a request is in flight (pipelining) do not start the header clock.
+        a.read(3);
+        assert!(a.deadline(&limits) > Instant::now() + Duration::from_secs(50));
+        drop(g);
+        assert!(a.deadline(&limits) > Instant::now() + Duration::from_secs(50));
+    }
+}
