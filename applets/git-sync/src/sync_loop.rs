@@ -272,16 +272,14 @@ fn sync_once(
     if changed {
         anyhow::ensure!(!cancel.load(Ordering::SeqCst), "cancelled");
         let auth2 = auth.clone();
-        let url = cfg.repo.clone();
-        let depth = if crate::local::local_path(&cfg.repo).is_some() {
-            0
-        } else {
-            cfg.depth
-        };
-        let sub_fetch = move || {
+        let depth = cfg.depth;
+        // libgit2's local transport refuses a depth: local submodules come whole.
+        let sub_fetch = move |url: &str| {
             let mut o = git2::FetchOptions::new();
-            o.remote_callbacks(auth2.callbacks(&url, Arc::new(AtomicBool::new(false))));
-            o.depth(i32::try_from(depth).unwrap_or(0));
+            o.remote_callbacks(auth2.callbacks(url, Arc::new(AtomicBool::new(false))));
+            if crate::local::local_path(url).is_none() {
+                o.depth(i32::try_from(depth).unwrap_or(0));
+            }
             o
         };
         worktree::create(l, fetched.commit, cfg.submodules, &sub_fetch)?;

@@ -12,6 +12,9 @@ use git2::{Oid, Repository};
 use crate::config::Submodules;
 use crate::layout::{self, Layout};
 
+/// Fetch options for a submodule's URL (auth, depth).
+pub type SubFetch = dyn Fn(&str) -> git2::FetchOptions<'static>;
+
 fn admin_dir(root: &Path, hash: &str) -> PathBuf {
     root.join(".git/worktrees").join(hash)
 }
@@ -28,7 +31,7 @@ pub fn create(
     l: &Layout,
     commit: Oid,
     submodules: Submodules,
-    sub_fetch: &dyn Fn() -> git2::FetchOptions<'static>,
+    sub_fetch: &SubFetch,
 ) -> Result<PathBuf> {
     let hash = commit.to_string();
     remove(l, &hash)?;
@@ -63,15 +66,11 @@ pub fn create(
 }
 
 /// `git submodule update --init [--recursive]`.
-fn update_submodules(
-    repo: &Repository,
-    recursive: bool,
-    fetch: &dyn Fn() -> git2::FetchOptions<'static>,
-) -> Result<()> {
+fn update_submodules(repo: &Repository, recursive: bool, fetch: &SubFetch) -> Result<()> {
     for mut sm in repo.submodules()? {
         let name = sm.name().unwrap_or_default().to_string();
         let mut opts = git2::SubmoduleUpdateOptions::new();
-        opts.fetch(fetch());
+        opts.fetch(fetch(sm.url().unwrap_or_default()));
         let mut co = CheckoutBuilder::new();
         co.force();
         opts.checkout(co);

@@ -1,0 +1,133 @@
+//! git-sync's `--submodules`: recursive (with a relative URL), shallow, off,
+//! and submodule updates. Ports upstream's submodule e2e cases.
+
+#[path = "git_sync/helpers.rs"]
+mod helpers;
+mod support;
+
+use std::path::Path;
+
+use helpers::{git, Setup, Upstream};
+
+const FILE_OK: &str = "protocol.file.allow=always";
+
+fn commit_all(dir: &Path, msg: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", msg]);
+}
+
+/// `repo` (the upstream) holds submodule `sub`, which holds `nested` by a
+/// relative URL.
+fn setup() -> (Setup, Upstream) {
+    let s = Setup::new();
+    let base = s.tmp.path().join("subs");
+    let nested = Upstream::new(&base.join("n"));
+    std::fs::rename(&nested.dir, base.join("nested")).unwrap();
+    let nested = Upstream {
+        dir: base.join("nested"),
+    };
+    nested.commit("nested one");
+    let sub = Upstream::new(&base);
+    std::fs::rename(&sub.dir, base.join("sub")).unwrap();
+    let sub = Upstream {
+        dir: base.join("sub"),
+    };
+    sub.commit("sub one");
+    git(
+        &sub.dir,
+        &[
+            "-c",
+            FILE_OK,
+            "submodule",
+            "-q",
+            "add",
+            "../nested",
+            "nested",
+        ],
+    );
+    commit_all(&sub.dir, "add nested");
+    s.up.commit("top one");
+    let sub_url = sub.dir.display().to_string();
+    git(
+        &s.up.dir,
+        &["-c", FILE_OK, "submodule", "-q", "add", &sub_url, "sub"],
+    );
+    commit_all(&s.up.dir, "add sub");
+    (s, sub)
+}
+
+fn clean_submodules(link: &Path) {
+    assert_eq!(git(link, &["status", "--porcelain"]), "");
+    let status = git(link, &["submodule", "status", "--recursive"]);
+    for line in status.lines() {
+        // `-` not initialised, `+` other commit, `U` conflicts.
+        assert!(
+            !line.starts_with(['-', '+', 'U']),
+            "submodule not checked out at its commit: {line}"
+        );
+    }
+}
+
+#[test]
+fn recursive_submodules_follow_updates() {
+    let (s, sub) = setup();
+    let mut sc = s.start(&["--period=100ms"]);
+    s.wait_for_sync();
+    let link = s.link();
+    assert_eq!(
+        std::fs::read_to_string(link.join("sub/file")).unwrap(),
+        "sub one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(link.join("sub/nested/file")).unwrap(),
+        "nested one"
+    );
+    clean_submodules(&link);
+
+    // A new submodule commit, recorded in the upstream.
+    sub.commit("sub two");
+    git(
+        &s.up.dir,
+        &[
+            "-c",
+            FILE_OK,
+            "submodule",
+            "-q",
+            "update",
+            "--remote",
+            "sub",
+        ],
+    );
+    commit_all(&s.up.dir, "bump sub");
+    s.wait_for_sync();
+    assert_eq!(
+        std::fs::read_to_string(s.link().join("sub/file")).unwrap(),
+        "sub two"
+    );
+    clean_submodules(&s.link());
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+}
+
+#[test]
+fn shallow_and_off_submodule_modes() {
+    let (s, _sub) = setup();
+    let out = s.run_once(&["--submodules=shallow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.link().join("sub/file").exists());
+    assert!(!s.link().join("sub/nested/file").exists());
+
+    let out = s.run_once(&["--submodules=off", "--link=off"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let off = s.root.join("off");
+    assert!(off.join("sub").is_dir());
+    assert!(!off.join("sub/file").exists());
+}
