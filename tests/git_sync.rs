@@ -561,3 +561,91 @@ fn readiness_expires_with_ready_max_staleness() {
     sc.wait_for_log("last successful sync is too old");
     assert_eq!(http::get(admin, "/readyz").status, 503);
 }
+
+#[test]
+fn accepts_upstream_e2e_harness_flags() {
+    // The flags upstream's e2e suite passes to every run.
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let out = s.run_once(&[
+        "-v=6",
+        "--add-user",
+        "--group-write",
+        "--git-config-add=protocol.file.allow:always",
+        "--git-config-add=safe.directory:*",
+        "--git-config=http.lowSpeedLimit:1,\"core.quotePath\":\"false\"",
+        "--http-bind=127.0.0.1:0",
+        "--http-metrics",
+        "--http-pprof",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_real_worktree(&sha);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.root.join(".worktrees"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o020,
+        0o020,
+        "--group-write makes directories group-writable"
+    );
+}
+
+#[test]
+fn v3_layout_is_upgraded_in_place() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    std::fs::create_dir_all(s.root.join(&sha)).unwrap();
+    std::fs::write(s.root.join(&sha).join("file"), "v3").unwrap();
+    std::os::unix::fs::symlink(&sha, s.link()).unwrap();
+    let out = s.run_once(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_link(s.link()).unwrap().to_str().unwrap(),
+        format!(".worktrees/{sha}")
+    );
+    assert!(!s.root.join(&sha).exists());
+    s.assert_real_worktree(&sha);
+}
+
+#[test]
+fn stale_worktrees_are_kept_for_the_timeout() {
+    let s = Setup::new();
+    let sha1 = s.up.commit("one");
+    assert!(s
+        .run_once(&["--stale-worktree-timeout=1h"])
+        .status
+        .success());
+    let sha2 = s.up.commit("two");
+    assert!(s
+        .run_once(&["--stale-worktree-timeout=1h"])
+        .status
+        .success());
+    assert_eq!(s.published(), sha2);
+    let old = s.root.join(".worktrees").join(&sha1);
+    assert!(old.is_dir(), "replaced worktree kept within the timeout");
+    git(&old, &["rev-parse", "HEAD"]);
+    // Once older than the timeout it goes (its mtime starts the clock).
+    let st = Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(s
+        .run_once(&["--stale-worktree-timeout=1h"])
+        .status
+        .success());
+    assert!(!old.exists());
+    assert!(!s.root.join(".git/worktrees").join(&sha1).exists());
+    git(&s.root, &["fsck", "--no-progress"]);
+}

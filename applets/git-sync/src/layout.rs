@@ -55,14 +55,17 @@ impl Layout {
         }
     }
 
+    /// The absolute path the link points at, if it is a symlink.
+    pub fn link_target(&self) -> Option<PathBuf> {
+        let target = std::fs::read_link(&self.link).ok()?;
+        let dir = self.link.parent().unwrap_or(Path::new("/"));
+        Some(crate::config::absolute_clean(&dir.join(target)))
+    }
+
     /// Whether the link points at `<root>/.worktrees/<hash>` (not a v3
     /// `<root>/<hash>` layout or somewhere else).
     pub fn link_points_at(&self, hash: &str) -> bool {
-        let Ok(target) = std::fs::read_link(&self.link) else {
-            return false;
-        };
-        let dir = self.link.parent().unwrap_or(Path::new("/"));
-        crate::config::absolute_clean(&dir.join(target)) == self.worktree(hash)
+        self.link_target() == Some(self.worktree(hash))
     }
 
     /// Points the link at `.worktrees/<hash>`: a relative symlink made under a

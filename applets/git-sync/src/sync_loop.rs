@@ -284,8 +284,9 @@ fn sync_once(
         };
         worktree::create(l, fetched.commit, cfg.submodules, &sub_fetch)?;
         anyhow::ensure!(!cancel.load(Ordering::SeqCst), "cancelled");
+        let old_target = l.link_target();
         l.publish(&hash)?;
-        if let Some(old) = current.filter(|o| *o != hash) {
+        if let Some(old) = old_target.filter(|o| *o != l.worktree(&hash)) {
             retire_old(l, &old);
         }
     }
@@ -297,16 +298,21 @@ fn sync_once(
 }
 
 /// Starts the stale timer of the replaced worktree, and removes a v3-layout
-/// `<root>/<sha>` directory outright.
-fn retire_old(l: &Layout, old: &str) {
-    let wt = l.worktree(old);
-    if wt.exists() {
-        layout::touch_dir(&wt);
+/// `<root>/<sha>` directory outright (upstream's in-place upgrade).
+fn retire_old(l: &Layout, old: &std::path::Path) {
+    if old.parent() == Some(l.worktrees().as_path()) {
+        layout::touch_dir(old);
+        return;
     }
-    let v3 = l.root.join(old);
-    if Oid::from_str(old).is_ok() && v3.is_dir() {
-        tracing::info!(path = %v3.display(), "removing v3-layout worktree");
-        let _ = layout::remove_any(&v3);
+    let is_hash = old
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| Oid::from_str(n).is_ok() && n.len() == 40);
+    if is_hash && old.parent() == Some(l.root.as_path()) && old.is_dir() {
+        tracing::info!(path = %old.display(), "removing v3-layout worktree");
+        if let Err(e) = layout::remove_any(old) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot remove v3-layout worktree");
+        }
     }
 }
 
