@@ -1,16 +1,258 @@
 //! L4 proxy: forward, reverse and transparent, with load balancing and health.
+//!
+//! The life of the process: flags → discovery → bind every listener → ready
+//! → serve → SIGTERM: stop accepting (readiness is already 503) → let open
+//! connections finish within the grace period → close what is left.
 
-use sidecar_runtime::{Applet, Context};
+mod access_log;
+mod config;
+mod discovery;
+mod health;
+mod limits;
+mod metrics;
+mod pool;
+mod proxy;
+mod proxy_protocol;
+mod relay;
+mod transparent;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sidecar_runtime::{usage, Applet, Context};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::discovery::Discovery;
+use crate::limits::{ConnectionLimit, TokenBucket};
+use crate::metrics::Metrics;
+use crate::pool::{Pool, PoolSettings};
+use crate::proxy::{Route, Shared, Upstreams};
 
 #[derive(Debug, clap::Args)]
-pub struct TcpProxy {}
+pub struct TcpProxy {
+    #[command(flatten)]
+    args: config::Args,
+}
 
 impl Applet for TcpProxy {
     const NAME: &'static str = "tcp-proxy";
-    const ABOUT: &'static str = "L4 proxy: forward, reverse and transparent, with load balancing and health";
+    const ABOUT: &'static str =
+        "L4 proxy: forward, reverse and transparent, with load balancing and health";
     const ADMIN_ADDR: &'static str = "0.0.0.0:15000";
 
-    async fn run(self, _ctx: Context) -> anyhow::Result<()> {
-        anyhow::bail!("tcp-proxy is not implemented yet")
+    async fn run(self, ctx: Context) -> anyhow::Result<()> {
+        run(self.args, ctx).await
     }
+}
+
+async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let metrics = Metrics::register(&mut ctx.registry());
+    let access_log =
+        access_log::AccessLog::open(&args.access_log, metrics.access_log_dropped.clone())?;
+
+    // The file's first content must be valid: a typo should fail the rollout,
+    // not start a proxy with no upstreams.
+    let file_routes = match &args.upstreams_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage!("--upstreams-file: cannot read {}: {e}", path.display()))?;
+            let routes = config::parse_upstreams_file(&text)
+                .map_err(|e| usage!("--upstreams-file {}: {e}", path.display()))?;
+            check_file_routes(&routes, &plan.routes, args.listen.is_some())
+                .map_err(|e| usage!("--upstreams-file {}: {e}", path.display()))?;
+            Some(routes)
+        }
+        None => None,
+    };
+
+    let settings = PoolSettings {
+        lb: args.lb,
+        max_per_endpoint: args.max_connections_per_upstream,
+        outlier_failures: args.outlier_failures,
+        ejection_time: args.outlier_ejection_time,
+        max_ejection_time: args
+            .outlier_max_ejection_time
+            .max(args.outlier_ejection_time),
+        unhealthy_threshold: args.health_check_unhealthy_threshold,
+        healthy_threshold: args.health_check_healthy_threshold,
+    };
+    let shared = Arc::new(Shared {
+        connect_timeout: args.connect_timeout,
+        connect_retries: args.connect_retries,
+        idle_timeout: args.idle_timeout,
+        splice_after: args.splice_after,
+        send_proxy_protocol: args.send_proxy_protocol,
+        accept_proxy_protocol: args.accept_proxy_protocol,
+        proxy_protocol_timeout: args.proxy_protocol_timeout,
+        metrics: metrics.clone(),
+        limit: ConnectionLimit::new(args.max_connections),
+        access_log,
+        tracker: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+    });
+    let stop = CancellationToken::new();
+
+    // Bind everything before serving anything: a port conflict fails start-up.
+    let mut listeners = Vec::new();
+    let mut discoveries: Vec<(SocketAddr, Arc<Discovery>)> = Vec::new();
+    for (i, spec) in plan.routes.iter().enumerate() {
+        let flag = if i == 0 && args.listen.is_some() {
+            "--listen"
+        } else {
+            "--route"
+        };
+        let listener = bind(spec.listen, flag).await?;
+        let local = listener.local_addr()?;
+        let name = local.to_string();
+        let pool = Pool::new(name.clone(), settings.clone(), metrics.clone());
+        let mut targets = spec.upstreams.clone();
+        if let Some(fr) = &file_routes {
+            let is_listen_route = flag == "--listen";
+            for (key, ups) in fr {
+                if key.is_none() && is_listen_route || *key == Some(spec.listen) {
+                    targets.extend(ups.iter().cloned());
+                }
+            }
+        }
+        let d = Discovery::start(pool.clone(), targets, args.dns_refresh, metrics.clone()).await;
+        discoveries.push((spec.listen, Arc::new(d)));
+        if !args.health_check_interval.is_zero() {
+            health::spawn(
+                pool.clone(),
+                args.health_check_interval,
+                args.connect_timeout,
+            );
+        }
+        tracing::info!(addr = %local, listen = %spec.listen, upstreams = %spec.upstreams.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","), "listening");
+        listeners.push((
+            listener,
+            Route {
+                name,
+                local,
+                upstreams: Upstreams::Balanced(pool),
+                rate: args.rate_limit.map(TokenBucket::new),
+            },
+        ));
+    }
+    if let Some(addr) = plan.transparent {
+        let listener = bind(addr, "--transparent-listen").await?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, mode = "transparent", "listening");
+        listeners.push((
+            listener,
+            Route {
+                name: local.to_string(),
+                local,
+                upstreams: Upstreams::OriginalDst,
+                rate: args.rate_limit.map(TokenBucket::new),
+            },
+        ));
+    }
+
+    let _watcher = match (&args.upstreams_file, file_routes) {
+        (Some(path), Some(_)) => {
+            let static_targets: HashMap<SocketAddr, Vec<config::Target>> = plan
+                .routes
+                .iter()
+                .map(|r| (r.listen, r.upstreams.clone()))
+                .collect();
+            let listen_route = args
+                .listen
+                .as_ref()
+                .and_then(|_| plan.routes.first().map(|r| r.listen));
+            let known: Vec<SocketAddr> = plan.routes.iter().map(|r| r.listen).collect();
+            let ds = discoveries.clone();
+            let has_listen = args.listen.is_some();
+            Some(discovery::watch_file(
+                path.clone(),
+                metrics.clone(),
+                move |fr| {
+                    let specs: Vec<config::RouteSpec> = known
+                        .iter()
+                        .map(|l| config::RouteSpec {
+                            listen: *l,
+                            upstreams: Vec::new(),
+                        })
+                        .collect();
+                    check_file_routes(&fr, &specs, has_listen)?;
+                    for (listen, d) in &ds {
+                        let mut targets = static_targets.get(listen).cloned().unwrap_or_default();
+                        for (key, ups) in &fr {
+                            let matches = match key {
+                                None => Some(*listen) == listen_route,
+                                Some(k) => k == listen,
+                            };
+                            if matches {
+                                targets.extend(ups.iter().cloned());
+                            }
+                        }
+                        d.set_targets(targets);
+                    }
+                    Ok(())
+                },
+            )?)
+        }
+        _ => None,
+    };
+
+    for (listener, route) in listeners {
+        tokio::spawn(proxy::serve(
+            listener,
+            Arc::new(route),
+            shared.clone(),
+            stop.clone(),
+        ));
+    }
+    ctx.set_ready(true);
+
+    ctx.shutdown().await;
+    stop.cancel();
+    shared.tracker.close();
+    let open = shared.limit.open();
+    tracing::info!(open_connections = open, grace = ?ctx.shutdown_grace(), "stopped accepting; draining");
+    if tokio::time::timeout(ctx.shutdown_grace(), shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open_connections = shared.tracker.len(),
+            "grace period over; closing the remaining connections"
+        );
+        shared.hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_millis(500), shared.tracker.wait()).await;
+    } else {
+        tracing::info!("drained");
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{flag} {addr}: cannot listen: {e}"))
+}
+
+/// Every route the file names must be one the flags set up.
+fn check_file_routes(
+    fr: &config::FileRoutes,
+    routes: &[config::RouteSpec],
+    has_listen: bool,
+) -> Result<(), String> {
+    for (key, _) in fr {
+        match key {
+            None if !has_listen => {
+                return Err("bare HOST:PORT lines need --listen; use LISTEN=UP1,UP2 lines".into())
+            }
+            Some(k) if !routes.iter().any(|r| r.listen == *k) => {
+                return Err(format!("route {k} is not a --listen or --route address"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

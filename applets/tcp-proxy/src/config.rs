@@ -1,0 +1,430 @@
+//! Flags, and the checks that turn them into routes. Bad input is a
+//! `UsageError` (exit 2) naming the flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use sidecar_runtime::cli::parse_duration;
+use sidecar_runtime::usage;
+
+use crate::proxy_protocol::Version;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lb {
+    RoundRobin,
+    LeastConn,
+    RandomTwo,
+    HashSource,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Listen address of the single route (with --upstream).
+    #[arg(long, env = "TCP_PROXY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Upstream HOST:PORT of the --listen route; repeatable, or comma separated.
+    #[arg(
+        long,
+        env = "TCP_PROXY_UPSTREAM",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<String>,
+
+    /// A route `LISTEN=UP1,UP2`; repeatable (env: separate routes with `;`).
+    #[arg(
+        long,
+        env = "TCP_PROXY_ROUTE",
+        value_name = "LISTEN=UP1,UP2",
+        value_delimiter = ';'
+    )]
+    pub route: Vec<String>,
+
+    /// Listener for iptables-redirected traffic; proxied to each connection's
+    /// original destination (SO_ORIGINAL_DST).
+    #[arg(long, env = "TCP_PROXY_TRANSPARENT_LISTEN", value_name = "ADDR")]
+    pub transparent_listen: Option<String>,
+
+    /// File of upstreams (file-based discovery), watched and reloaded: lines
+    /// `HOST:PORT` for the --listen route or `LISTEN=UP1,UP2` per route.
+    #[arg(long, env = "TCP_PROXY_UPSTREAMS_FILE", value_name = "FILE")]
+    pub upstreams_file: Option<PathBuf>,
+
+    /// How often upstream names are resolved again (0 = only at start-up).
+    #[arg(long, env = "TCP_PROXY_DNS_REFRESH", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub dns_refresh: Duration,
+
+    /// Load-balancing algorithm.
+    #[arg(long, env = "TCP_PROXY_LB", value_enum, default_value = "round-robin")]
+    pub lb: Lb,
+
+    /// Time allowed for one upstream connect.
+    #[arg(long, env = "TCP_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+
+    /// Further connect attempts, each to another endpoint when there is one.
+    #[arg(
+        long,
+        env = "TCP_PROXY_CONNECT_RETRIES",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub connect_retries: u32,
+
+    /// Close a connection with no bytes either way for this long (0 = never).
+    #[arg(long, env = "TCP_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Open client connections over all routes (0 = unlimited); more are closed at once.
+    #[arg(
+        long,
+        env = "TCP_PROXY_MAX_CONNECTIONS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Open connections to one upstream endpoint (0 = unlimited).
+    #[arg(
+        long,
+        env = "TCP_PROXY_MAX_CONNECTIONS_PER_UPSTREAM",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_connections_per_upstream: usize,
+
+    /// New connections per route, as a token bucket: `100/s`, `600/m` (burst = the rate).
+    #[arg(long, env = "TCP_PROXY_RATE_LIMIT", value_name = "N/s", value_parser = parse_rate)]
+    pub rate_limit: Option<Rate>,
+
+    /// Active TCP health checks of every endpoint at this interval (0 = off).
+    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_INTERVAL", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub health_check_interval: Duration,
+
+    /// Consecutive failed checks that mark an endpoint unhealthy.
+    #[arg(
+        long,
+        env = "TCP_PROXY_HEALTH_CHECK_UNHEALTHY_THRESHOLD",
+        default_value_t = 3,
+        value_name = "N"
+    )]
+    pub health_check_unhealthy_threshold: u32,
+
+    /// Consecutive passed checks that mark it healthy again.
+    #[arg(
+        long,
+        env = "TCP_PROXY_HEALTH_CHECK_HEALTHY_THRESHOLD",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub health_check_healthy_threshold: u32,
+
+    /// Consecutive connect failures that eject an endpoint (0 = no ejection).
+    #[arg(
+        long,
+        env = "TCP_PROXY_OUTLIER_FAILURES",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub outlier_failures: u32,
+
+    /// Base ejection time, multiplied by the number of recent ejections.
+    #[arg(long, env = "TCP_PROXY_OUTLIER_EJECTION_TIME", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub outlier_ejection_time: Duration,
+
+    /// Upper bound of the growing ejection time.
+    #[arg(long, env = "TCP_PROXY_OUTLIER_MAX_EJECTION_TIME", default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
+    pub outlier_max_ejection_time: Duration,
+
+    /// Send a PROXY protocol header of this version to upstreams.
+    #[arg(
+        long,
+        env = "TCP_PROXY_SEND_PROXY_PROTOCOL",
+        value_enum,
+        value_name = "v1|v2"
+    )]
+    pub send_proxy_protocol: Option<Version>,
+
+    /// Expect a PROXY protocol v1 or v2 header on every accepted connection.
+    #[arg(long, env = "TCP_PROXY_ACCEPT_PROXY_PROTOCOL")]
+    pub accept_proxy_protocol: bool,
+
+    /// Time a client has to send its PROXY protocol header.
+    #[arg(long, env = "TCP_PROXY_PROXY_PROTOCOL_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub proxy_protocol_timeout: Duration,
+
+    /// JSON access log, one line per closed connection: `off`, `stdout` or a file path.
+    #[arg(
+        long,
+        env = "TCP_PROXY_ACCESS_LOG",
+        default_value = "off",
+        value_name = "off|stdout|FILE"
+    )]
+    pub access_log: String,
+
+    /// Relay bulk transfers with splice(2) once a direction has moved this many
+    /// bytes (0 = never; small exchanges stay on plain copies).
+    #[arg(long, env = "TCP_PROXY_SPLICE_AFTER", default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub splice_after: u64,
+}
+
+/// A token-bucket rate: `per_sec` tokens a second, bucket size `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    let bad = || format!("invalid rate {s:?}: expected N/s or N/m, e.g. 100/s");
+    let (n, unit) = s.split_once('/').unwrap_or((s, "s"));
+    let n: f64 = n.trim().parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(bad());
+    }
+    Ok(Rate {
+        per_sec: n / secs,
+        burst: n.max(1.0),
+    })
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 64KiB, 1MiB, 0"))?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        _ => return Err(format!("invalid size {s:?}: expected e.g. 64KiB, 1MiB, 0")),
+    };
+    Ok(n * mul)
+}
+
+/// One explicit route: a listen address and the upstream targets it balances over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub listen: SocketAddr,
+    pub upstreams: Vec<Target>,
+}
+
+/// An upstream as written: a host name or IP literal, and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid listen address {s:?}"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse().map_err(|_| {
+        format!("invalid listen address {s:?}: expected IP:PORT, [IPv6]:PORT or :PORT")
+    })
+}
+
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    let s = s.trim();
+    let bad = || format!("invalid upstream {s:?}: expected HOST:PORT");
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        s.rsplit_once(':').ok_or_else(bad)?
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if !valid_host || port == 0 {
+        return Err(bad());
+    }
+    Ok(Target {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses `LISTEN=UP1,UP2`.
+pub fn parse_route(s: &str) -> Result<RouteSpec, String> {
+    let (listen, ups) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid route {s:?}: expected LISTEN=UP1,UP2"))?;
+    let listen = parse_listen(listen)?;
+    let upstreams = ups
+        .split(',')
+        .filter(|u| !u.trim().is_empty())
+        .map(parse_target)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RouteSpec { listen, upstreams })
+}
+
+/// The content of --upstreams-file: per listen address (None = the --listen route).
+pub type FileRoutes = Vec<(Option<SocketAddr>, Vec<Target>)>;
+
+pub fn parse_upstreams_file(text: &str) -> Result<FileRoutes, String> {
+    let mut out: FileRoutes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let entry = if line.contains('=') {
+            parse_route(line).map(|r| (Some(r.listen), r.upstreams))
+        } else {
+            line.split(',')
+                .filter(|u| !u.trim().is_empty())
+                .map(parse_target)
+                .collect::<Result<Vec<_>, _>>()
+                .map(|t| (None, t))
+        }
+        .map_err(|e| format!("line {}: {e}", i + 1))?;
+        match out.iter_mut().find(|(l, _)| *l == entry.0) {
+            Some((_, ups)) => ups.extend(entry.1),
+            None => out.push(entry),
+        }
+    }
+    // A half-written file reads as empty; dropping every upstream is never
+    // what a reload means.
+    if out.iter().all(|(_, ups)| ups.is_empty()) {
+        return Err("lists no upstreams".into());
+    }
+    Ok(out)
+}
+
+/// What the flags ask for, checked.
+pub struct Plan {
+    pub routes: Vec<RouteSpec>,
+    pub transparent: Option<SocketAddr>,
+}
+
+impl Args {
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let mut routes = Vec::new();
+        if let Some(l) = &self.listen {
+            let listen = parse_listen(l).map_err(|e| usage!("--listen: {e}"))?;
+            let upstreams = self
+                .upstream
+                .iter()
+                .map(|u| parse_target(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| usage!("--upstream: {e}"))?;
+            if upstreams.is_empty() && self.upstreams_file.is_none() {
+                return Err(usage!("--listen needs --upstream or --upstreams-file"));
+            }
+            routes.push(RouteSpec { listen, upstreams });
+        } else if !self.upstream.is_empty() {
+            return Err(usage!("--upstream needs --listen"));
+        }
+        for r in &self.route {
+            routes.push(parse_route(r).map_err(|e| usage!("--route: {e}"))?);
+        }
+        let transparent = self
+            .transparent_listen
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
+            .map_err(|e| usage!("--transparent-listen: {e}"))?;
+        if routes.is_empty() && transparent.is_none() {
+            return Err(usage!(
+                "nothing to proxy: give --listen with --upstream, --route or --transparent-listen"
+            ));
+        }
+        let mut seen: Vec<SocketAddr> = transparent.into_iter().collect();
+        for r in &routes {
+            if r.listen.port() != 0 && seen.contains(&r.listen) {
+                return Err(usage!("--route: listen address {} is used twice", r.listen));
+            }
+            seen.push(r.listen);
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(usage!("--connect-timeout: must be more than 0"));
+        }
+        if self.outlier_ejection_time.is_zero() && self.outlier_failures > 0 {
+            return Err(usage!("--outlier-ejection-time: must be more than 0"));
+        }
+        if self.health_check_unhealthy_threshold == 0 || self.health_check_healthy_threshold == 0 {
+            return Err(usage!("--health-check-*-threshold: must be at least 1"));
+        }
+        Ok(Plan {
+            routes,
+            transparent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("db.svc:5432").unwrap(),
+            Target {
+                host: "db.svc".into(),
+                port: 5432
+            }
+        );
+        assert_eq!(parse_target("[::1]:80").unwrap().host, "::1");
+        assert_eq!(parse_target("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert!(parse_target("nohost").is_err());
+        assert!(parse_target("a b:1").is_err());
+        assert!(parse_target("x:0").is_err());
+    }
+
+    #[test]
+    fn routes_and_files() {
+        let r = parse_route("127.0.0.1:9000=a:1,b:2").unwrap();
+        assert_eq!(r.listen.port(), 9000);
+        assert_eq!(r.upstreams.len(), 2);
+        assert_eq!(parse_listen(":80").unwrap().port(), 80);
+        let f = parse_upstreams_file("# c\na:1\nb:2, c:3\n127.0.0.1:9=d:4\n").unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].1.len(), 3);
+        assert!(parse_upstreams_file("a:1\nbad\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse_upstreams_file("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn rates_and_sizes() {
+        assert_eq!(parse_rate("100/s").unwrap().per_sec, 100.0);
+        assert_eq!(parse_rate("60/m").unwrap().per_sec, 1.0);
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("1XB").is_err());
+    }
+}

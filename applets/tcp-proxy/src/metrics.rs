@@ -1,0 +1,144 @@
+//! Prometheus metrics per route (listener) and upstream endpoint. Byte
+//! counters move while a connection is open, so long-lived connections show
+//! up before they close.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use sidecar_runtime::prometheus_client;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub connections: Family<Labels, Counter>,
+    pub active: Family<Labels, Gauge>,
+    pub upstream_connections: Family<Labels, Counter>,
+    pub upstream_active: Family<Labels, Gauge>,
+    pub bytes: Family<Labels, Counter>,
+    pub connect_failures: Family<Labels, Counter>,
+    pub rejected: Family<Labels, Counter>,
+    pub ejections: Family<Labels, Counter>,
+    pub endpoints: Family<Labels, Gauge>,
+    pub closes: Family<Labels, Counter>,
+    pub duration: Family<Labels, Histogram>,
+    pub accept_errors: Family<Labels, Counter>,
+    pub discovery_errors: Family<Labels, Counter>,
+    pub access_log_dropped: Counter,
+    pub spliced_bytes: Counter,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms … ~9 h
+    Histogram::new(exponential_buckets(0.001, 4.0, 13))
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            connections: Family::default(),
+            active: Family::default(),
+            upstream_connections: Family::default(),
+            upstream_active: Family::default(),
+            bytes: Family::default(),
+            connect_failures: Family::default(),
+            rejected: Family::default(),
+            ejections: Family::default(),
+            endpoints: Family::default(),
+            closes: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            accept_errors: Family::default(),
+            discovery_errors: Family::default(),
+            access_log_dropped: Counter::default(),
+            spliced_bytes: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("tcp_proxy");
+        r.register(
+            "connections",
+            "Client connections accepted, by route",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_active",
+            "Client connections open, by route",
+            m.active.clone(),
+        );
+        r.register(
+            "upstream_connections",
+            "Connections established to an upstream endpoint",
+            m.upstream_connections.clone(),
+        );
+        r.register(
+            "upstream_connections_active",
+            "Connections open to an upstream endpoint",
+            m.upstream_active.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes relayed; direction=upstream is client to upstream, downstream is upstream to client",
+            m.bytes.clone(),
+        );
+        r.register(
+            "connect_failures",
+            "Failed upstream connects, by reason (refused, timeout, unreachable, other)",
+            m.connect_failures.clone(),
+        );
+        r.register(
+            "rejected_connections",
+            "Client connections closed without proxying, by reason (rate_limited, max_connections, \
+             upstream_limit, no_upstream, connect_failed, loop, proxy_protocol, original_dst)",
+            m.rejected.clone(),
+        );
+        r.register(
+            "ejections",
+            "Outlier ejections of an endpoint",
+            m.ejections.clone(),
+        );
+        r.register(
+            "endpoints",
+            "Endpoints per route, by state (healthy, unhealthy, ejected)",
+            m.endpoints.clone(),
+        );
+        r.register(
+            "closes",
+            "Relayed connections closed, by reason (done, reset, idle_timeout, shutdown)",
+            m.closes.clone(),
+        );
+        r.register(
+            "connection_duration_seconds",
+            "Lifetime of relayed connections",
+            m.duration.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accepts (e.g. out of file descriptors)",
+            m.accept_errors.clone(),
+        );
+        r.register(
+            "discovery_errors",
+            "Failed DNS resolutions and upstreams-file reloads (the previous endpoints stay)",
+            m.discovery_errors.clone(),
+        );
+        r.register(
+            "access_log_dropped",
+            "Access log records dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
+        r.register(
+            "spliced_bytes",
+            "Bytes relayed with splice(2) (included in tcp_proxy_bytes_total)",
+            m.spliced_bytes.clone(),
+        );
+        m
+    }
+}
+
+pub fn route(route: &str) -> Labels {
+    vec![("route", route.to_string())]
+}
+
+pub fn route_with(route: &str, key: &'static str, value: &str) -> Labels {
+    vec![("route", route.to_string()), (key, value.to_string())]
+}

@@ -1,0 +1,444 @@
+//! The endpoints of one route: load balancing over them, per-endpoint
+//! connection limits, health state and passive outlier ejection.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+use rand::Rng;
+use sidecar_runtime::prometheus_client;
+
+use crate::config::Lb;
+use crate::metrics::{self, Metrics};
+
+/// Outlier-ejection and limit settings shared by every pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub lb: Lb,
+    pub max_per_endpoint: usize,
+    pub outlier_failures: u32,
+    pub ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+#[derive(Default)]
+struct Ejection {
+    until: Option<Instant>,
+    /// Ejections in a row; each one lasts `ejection_time` times this.
+    count: u32,
+    last_end: Option<Instant>,
+}
+
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// The name it was resolved from (`db.svc:5432`), for logs.
+    pub target: String,
+    active: AtomicUsize,
+    failures: AtomicU32,
+    ejection: Mutex<Ejection>,
+    healthy: AtomicBool,
+    check_streak: AtomicU32,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr, target: String) -> Self {
+        Endpoint {
+            addr,
+            target,
+            active: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejection: Mutex::new(Ejection::default()),
+            healthy: AtomicBool::new(true),
+            check_streak: AtomicU32::new(0),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn ejected(&self, now: Instant) -> bool {
+        let e = self.ejection.lock().unwrap_or_else(|e| e.into_inner());
+        e.until.is_some_and(|u| now < u)
+    }
+
+    fn available(&self, now: Instant) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected(now)
+    }
+}
+
+/// Why no endpoint could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEndpoint {
+    /// Discovery has found no address.
+    Empty,
+    /// Every endpoint is at --max-connections-per-upstream.
+    Full,
+}
+
+/// An endpoint chosen for one connection; counts as active until dropped.
+pub struct Lease {
+    pub endpoint: Arc<Endpoint>,
+    gauge: Gauge,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+pub struct Pool {
+    pub route: String,
+    endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    next: AtomicUsize,
+    settings: PoolSettings,
+    metrics: Metrics,
+}
+
+impl Pool {
+    pub fn new(route: String, settings: PoolSettings, metrics: Metrics) -> Arc<Pool> {
+        Arc::new(Pool {
+            route,
+            endpoints: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            settings,
+            metrics,
+        })
+    }
+
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the endpoint set, keeping the state (active count, ejection)
+    /// of addresses that stay. Connections to removed endpoints carry on.
+    pub fn set_endpoints(&self, addrs: Vec<(SocketAddr, String)>) {
+        let old = self.endpoints();
+        let new: Vec<Arc<Endpoint>> = addrs
+            .into_iter()
+            .map(|(addr, target)| match old.iter().find(|e| e.addr == addr) {
+                Some(e) => e.clone(),
+                None => Arc::new(Endpoint::new(addr, target)),
+            })
+            .collect();
+        let changed =
+            new.len() != old.len() || new.iter().zip(old.iter()).any(|(a, b)| a.addr != b.addr);
+        let list: Vec<String> = new.iter().map(|e| e.addr.to_string()).collect();
+        *self.endpoints.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        if changed {
+            tracing::info!(route = %self.route, endpoints = %list.join(","), "endpoints updated");
+        }
+        self.update_gauges();
+    }
+
+    /// Picks an endpoint for a connection from `client`, avoiding `tried`
+    /// (endpoints that already failed this connection) while others remain.
+    pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Result<Lease, NoEndpoint> {
+        let all = self.endpoints();
+        if all.is_empty() {
+            return Err(NoEndpoint::Empty);
+        }
+        let now = Instant::now();
+        let max = self.settings.max_per_endpoint;
+        let has_room = |e: &Endpoint| max == 0 || e.active() < max;
+        // Healthy ones first; when none is left, every endpoint (Envoy's
+        // "panic mode"): sending to a possibly-bad endpoint beats refusing all.
+        let tiers: [&dyn Fn(&Endpoint) -> bool; 3] = [
+            &|e| e.available(now) && !tried.contains(&e.addr),
+            &|e| !tried.contains(&e.addr),
+            &|_| true,
+        ];
+        for tier in tiers {
+            let mut candidates: Vec<&Arc<Endpoint>> =
+                all.iter().filter(|e| tier(e) && has_room(e)).collect();
+            while !candidates.is_empty() {
+                let i = self.choose(&candidates, client);
+                let e = candidates[i];
+                let acquired = e
+                    .active
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                        (max == 0 || n < max).then_some(n + 1)
+                    })
+                    .is_ok();
+                if acquired {
+                    let gauge = self
+                        .metrics
+                        .upstream_active
+                        .get_or_create(&metrics::route_with(
+                            &self.route,
+                            "upstream",
+                            &e.addr.to_string(),
+                        ))
+                        .clone();
+                    gauge.inc();
+                    return Ok(Lease {
+                        endpoint: e.clone(),
+                        gauge,
+                    });
+                }
+                candidates.remove(i);
+            }
+        }
+        Err(NoEndpoint::Full)
+    }
+
+    fn choose(&self, c: &[&Arc<Endpoint>], client: IpAddr) -> usize {
+        if c.len() == 1 {
+            return 0;
+        }
+        match self.settings.lb {
+            Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % c.len(),
+            Lb::LeastConn => {
+                // Among equally loaded endpoints, rotate so ties spread out.
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % c.len();
+                (0..c.len())
+                    .map(|k| (start + k) % c.len())
+                    .min_by_key(|&i| c[i].active())
+                    .unwrap_or(0)
+            }
+            Lb::RandomTwo => {
+                let mut rng = rand::thread_rng();
+                let a = rng.gen_range(0..c.len());
+                let mut b = rng.gen_range(0..c.len() - 1);
+                if b >= a {
+                    b += 1;
+                }
+                if c[b].active() < c[a].active() {
+                    b
+                } else {
+                    a
+                }
+            }
+            // Rendezvous hashing: a client keeps its endpoint while that
+            // endpoint stays, and only its clients move when it goes.
+            Lb::HashSource => (0..c.len())
+                .max_by_key(|&i| {
+                    let mut h = DefaultHasher::new();
+                    client.hash(&mut h);
+                    c[i].addr.hash(&mut h);
+                    h.finish()
+                })
+                .unwrap_or(0),
+        }
+    }
+
+    pub fn report_success(&self, e: &Endpoint) {
+        e.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A connect failure. Enough in a row eject the endpoint, unless it is the
+    /// last one available.
+    pub fn report_failure(self: &Arc<Self>, e: &Arc<Endpoint>) {
+        let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let s = &self.settings;
+        if s.outlier_failures == 0 || failures < s.outlier_failures {
+            return;
+        }
+        let now = Instant::now();
+        let others = self
+            .endpoints()
+            .iter()
+            .filter(|o| o.addr != e.addr && o.available(now))
+            .count();
+        if others == 0 {
+            tracing::warn!(route = %self.route, endpoint = %e.addr, failures, "not ejecting the last available endpoint");
+            return;
+        }
+        let duration = {
+            let mut ej = e.ejection.lock().unwrap_or_else(|e| e.into_inner());
+            if ej.until.is_some_and(|u| now < u) {
+                return;
+            }
+            // Ejections keep growing while they follow each other closely.
+            let recent = ej
+                .last_end
+                .is_some_and(|t| now.duration_since(t) < s.max_ejection_time);
+            ej.count = if recent { ej.count + 1 } else { 1 };
+            let d = (s.ejection_time * ej.count).min(s.max_ejection_time);
+            ej.until = Some(now + d);
+            ej.last_end = Some(now + d);
+            d
+        };
+        e.failures.store(0, Ordering::Relaxed);
+        self.metrics
+            .ejections
+            .get_or_create(&metrics::route_with(
+                &self.route,
+                "upstream",
+                &e.addr.to_string(),
+            ))
+            .inc();
+        tracing::warn!(route = %self.route, endpoint = %e.addr, failures, duration = ?duration, "endpoint ejected");
+        self.update_gauges();
+        let (pool, e) = (self.clone(), e.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            tracing::info!(route = %pool.route, endpoint = %e.addr, "endpoint returned from ejection");
+            pool.update_gauges();
+        });
+    }
+
+    /// The result of one active health check.
+    pub fn report_check(&self, e: &Endpoint, passed: bool) {
+        let was = e.healthy.load(Ordering::Relaxed);
+        if passed == was {
+            e.check_streak.store(0, Ordering::Relaxed);
+            return;
+        }
+        let streak = e.check_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let threshold = if was {
+            self.settings.unhealthy_threshold
+        } else {
+            self.settings.healthy_threshold
+        };
+        if streak >= threshold {
+            e.check_streak.store(0, Ordering::Relaxed);
+            e.healthy.store(passed, Ordering::Relaxed);
+            if passed {
+                e.failures.store(0, Ordering::Relaxed);
+                tracing::info!(route = %self.route, endpoint = %e.addr, "endpoint healthy");
+            } else {
+                tracing::warn!(route = %self.route, endpoint = %e.addr, "endpoint unhealthy");
+            }
+            self.update_gauges();
+        }
+    }
+
+    fn update_gauges(&self) {
+        let now = Instant::now();
+        let (mut healthy, mut unhealthy, mut ejected) = (0, 0, 0);
+        for e in self.endpoints().iter() {
+            if e.ejected(now) {
+                ejected += 1;
+            } else if e.healthy.load(Ordering::Relaxed) {
+                healthy += 1;
+            } else {
+                unhealthy += 1;
+            }
+        }
+        for (state, n) in [
+            ("healthy", healthy),
+            ("unhealthy", unhealthy),
+            ("ejected", ejected),
+        ] {
+            self.metrics
+                .endpoints
+                .get_or_create(&metrics::route_with(&self.route, "state", state))
+                .set(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn pool(lb: Lb, max: usize, n: u16) -> Arc<Pool> {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let p = Pool::new(
+            "r".into(),
+            PoolSettings {
+                lb,
+                max_per_endpoint: max,
+                outlier_failures: 2,
+                ejection_time: Duration::from_secs(10),
+                max_ejection_time: Duration::from_secs(300),
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+            },
+            Metrics::register(&mut reg),
+        );
+        p.set_endpoints(
+            (1..=n)
+                .map(|i| (SocketAddr::from(([127, 0, 0, 1], i)), "t".into()))
+                .collect(),
+        );
+        p
+    }
+
+    fn client() -> IpAddr {
+        IpAddr::from([10, 0, 0, 1])
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly() {
+        let p = pool(Lb::RoundRobin, 0, 3);
+        let mut seen = HashMap::new();
+        for _ in 0..30 {
+            *seen
+                .entry(p.pick(client(), &[]).unwrap().endpoint.addr)
+                .or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|&n| n == 10), "{seen:?}");
+    }
+
+    #[test]
+    fn least_conn_and_limits() {
+        let p = pool(Lb::LeastConn, 1, 2);
+        let a = p.pick(client(), &[]).unwrap();
+        let b = p.pick(client(), &[]).unwrap();
+        assert_ne!(a.endpoint.addr, b.endpoint.addr);
+        assert_eq!(p.pick(client(), &[]).err(), Some(NoEndpoint::Full));
+        drop(a);
+        assert!(p.pick(client(), &[]).is_ok());
+    }
+
+    #[test]
+    fn hash_source_is_sticky() {
+        let p = pool(Lb::HashSource, 0, 5);
+        let first = p.pick(client(), &[]).unwrap().endpoint.addr;
+        for _ in 0..10 {
+            assert_eq!(p.pick(client(), &[]).unwrap().endpoint.addr, first);
+        }
+    }
+
+    #[test]
+    fn random_two_prefers_the_less_loaded() {
+        let p = pool(Lb::RandomTwo, 0, 2);
+        let held = p.pick(client(), &[]).unwrap();
+        for _ in 0..10 {
+            assert_ne!(
+                p.pick(client(), &[]).unwrap().endpoint.addr,
+                held.endpoint.addr
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn ejection_grows_and_spares_the_last() {
+        let p = pool(Lb::RoundRobin, 0, 2);
+        let eps = p.endpoints();
+        p.report_failure(&eps[0]);
+        p.report_failure(&eps[0]);
+        assert!(eps[0].ejected(Instant::now()));
+        // the other is the last available one: it stays
+        p.report_failure(&eps[1]);
+        p.report_failure(&eps[1]);
+        assert!(!eps[1].ejected(Instant::now()));
+        for _ in 0..4 {
+            assert_eq!(p.pick(client(), &[]).unwrap().endpoint.addr, eps[1].addr);
+        }
+        // a retry avoids the endpoint that just failed, even if ejected ones remain
+        assert_eq!(
+            p.pick(client(), &[eps[1].addr]).unwrap().endpoint.addr,
+            eps[0].addr
+        );
+        // a second ejection soon after lasts longer
+        eps[0].ejection.lock().unwrap().until = None;
+        p.report_failure(&eps[0]);
+        p.report_failure(&eps[0]);
+        let e = eps[0].ejection.lock().unwrap();
+        assert_eq!(e.count, 2);
+    }
+}

@@ -1,0 +1,399 @@
+//! One connection's life: admission (limits, rate), PROXY header in,
+//! destination (load balancer or original destination), connect with
+//! retries, PROXY header out, relay, then metrics and the access-log record.
+//! And the accept loop that feeds it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sidecar_runtime::backoff::Backoff;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access_log::AccessLog;
+use crate::limits::{ConnectionLimit, TokenBucket};
+use crate::metrics::{self, Metrics};
+use crate::pool::{Lease, NoEndpoint, Pool};
+use crate::proxy_protocol::{self, Version};
+use crate::relay::{self, Close, Direction};
+use crate::transparent;
+
+/// Settings and state every route shares.
+pub struct Shared {
+    pub connect_timeout: Duration,
+    pub connect_retries: u32,
+    pub idle_timeout: Duration,
+    pub splice_after: u64,
+    pub send_proxy_protocol: Option<Version>,
+    pub accept_proxy_protocol: bool,
+    pub proxy_protocol_timeout: Duration,
+    pub metrics: Metrics,
+    pub limit: ConnectionLimit,
+    pub access_log: Option<AccessLog>,
+    pub tracker: TaskTracker,
+    /// Fires when the shutdown grace period is over: open relays close.
+    pub hard_stop: CancellationToken,
+}
+
+pub enum Upstreams {
+    Balanced(Arc<Pool>),
+    /// Transparent mode: each connection's original destination.
+    OriginalDst,
+}
+
+pub struct Route {
+    /// The bound listen address, as metrics label and in logs.
+    pub name: String,
+    pub local: SocketAddr,
+    pub upstreams: Upstreams,
+    pub rate: Option<TokenBucket>,
+}
+
+/// Accepts until `stop` fires; then the listener closes (new connects are
+/// refused) while accepted connections carry on under `shared.tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.reset();
+                let (route, shared2) = (route.clone(), shared.clone());
+                shared.tracker.spawn(handle(stream, peer, route, shared2));
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .accept_errors
+                    .get_or_create(&metrics::route(&route.name))
+                    .inc();
+                if is_resource_error(&e) {
+                    // Out of fds or memory: spinning on accept would burn a
+                    // core and fix nothing. Wait for connections to close.
+                    let delay = backoff.next_delay();
+                    tracing::warn!(route = %route.name, error = %e, retry_in = ?delay, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                } else {
+                    tracing::debug!(route = %route.name, error = %e, "accept failed");
+                }
+            }
+        }
+    }
+}
+
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// What the access log and metrics learn about one connection.
+struct Record {
+    start: Instant,
+    started: SystemTime,
+    peer: SocketAddr,
+    /// The client as announced by an accepted PROXY header, else `peer`.
+    client: SocketAddr,
+    original_dst: Option<SocketAddr>,
+    upstream: Option<SocketAddr>,
+    sent: u64,
+    received: u64,
+    close: &'static str,
+}
+
+async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: Arc<Shared>) {
+    let m = &shared.metrics;
+    let labels = metrics::route(&route.name);
+    m.connections.get_or_create(&labels).inc();
+    let active = m.active.get_or_create(&labels).clone();
+    active.inc();
+    let peer = transparent::unmap(peer);
+    let mut rec = Record {
+        start: Instant::now(),
+        started: SystemTime::now(),
+        peer,
+        client: peer,
+        original_dst: None,
+        upstream: None,
+        sent: 0,
+        received: 0,
+        close: "",
+    };
+    let result = tokio::select! {
+        r = proxy(&client, &route, &shared, &mut rec) => r,
+        _ = shared.hard_stop.cancelled() => {
+            relay::reset(&client);
+            Err("shutdown")
+        }
+    };
+    active.dec();
+    match result {
+        Ok(close) => {
+            rec.close = close.as_str();
+            m.closes
+                .get_or_create(&metrics::route_with(&route.name, "reason", rec.close))
+                .inc();
+            m.duration
+                .get_or_create(&labels)
+                .observe(rec.start.elapsed().as_secs_f64());
+        }
+        Err(reason) => {
+            rec.close = reason;
+            let family = if reason == "shutdown" {
+                &m.closes
+            } else {
+                &m.rejected
+            };
+            family
+                .get_or_create(&metrics::route_with(&route.name, "reason", reason))
+                .inc();
+        }
+    }
+    if let Some(log) = &shared.access_log {
+        log.record(serde_json::json!({
+            "start_time": humantime::format_rfc3339_millis(rec.started).to_string(),
+            "route": route.name,
+            "peer": rec.peer.to_string(),
+            "client": rec.client.to_string(),
+            "original_dst": rec.original_dst.map(|a| a.to_string()),
+            "upstream": rec.upstream.map(|a| a.to_string()),
+            "bytes_sent": rec.sent,
+            "bytes_received": rec.received,
+            "duration_ms": rec.start.elapsed().as_millis() as u64,
+            "close": rec.close,
+        }));
+    }
+}
+
+/// Ok: relayed, with how it closed. Err: the reason it was turned away.
+async fn proxy(
+    client: &TcpStream,
+    route: &Route,
+    shared: &Shared,
+    rec: &mut Record,
+) -> Result<Close, &'static str> {
+    if let Some(rate) = &route.rate {
+        if !rate.try_take() {
+            return Err("rate_limited");
+        }
+    }
+    let Some(_slot) = shared.limit.try_acquire() else {
+        tracing::debug!(route = %route.name, "over --max-connections");
+        return Err("max_connections");
+    };
+    let _ = client.set_nodelay(true);
+    let local = client
+        .local_addr()
+        .map(transparent::unmap)
+        .unwrap_or(route.local);
+
+    // Bytes the client sent behind its PROXY header go to the upstream first.
+    let mut early = Vec::new();
+    let mut announced_dst = None;
+    if shared.accept_proxy_protocol {
+        let (header, rest) = tokio::time::timeout(shared.proxy_protocol_timeout, read_proxy_header(client))
+            .await
+            .map_err(|_| "proxy_protocol")?
+            .map_err(|e| {
+                tracing::debug!(route = %route.name, peer = %rec.peer, error = %e, "bad PROXY protocol header");
+                "proxy_protocol"
+            })?;
+        if let Some(a) = header {
+            rec.client = transparent::unmap(a.src);
+            announced_dst = Some(transparent::unmap(a.dst));
+        }
+        early = rest;
+    }
+
+    let (upstream, _lease) = match &route.upstreams {
+        Upstreams::OriginalDst => {
+            let dst = transparent::original_dst(client).map_err(|e| {
+                tracing::warn!(route = %route.name, peer = %rec.peer, error = %e, "no original destination");
+                "original_dst"
+            })?;
+            rec.original_dst = Some(dst);
+            if transparent::is_loop(dst, local, route.local) {
+                tracing::warn!(route = %route.name, peer = %rec.peer, original_dst = %dst, "refusing a connection addressed to the proxy itself");
+                relay::reset(client);
+                return Err("loop");
+            }
+            (connect_direct(dst, route, shared, rec).await?, None)
+        }
+        Upstreams::Balanced(pool) => {
+            let (s, lease) = connect_balanced(pool, route, shared, rec).await?;
+            (s, Some(lease))
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let up_addr = rec.upstream.expect("set on connect").to_string();
+    shared
+        .metrics
+        .upstream_connections
+        .get_or_create(&metrics::route_with(&route.name, "upstream", &up_addr))
+        .inc();
+
+    let bytes = |dir: &str| {
+        let labels = vec![
+            ("route", route.name.clone()),
+            ("upstream", up_addr.clone()),
+            ("direction", dir.to_string()),
+        ];
+        Direction::new(shared.metrics.bytes.get_or_create(&labels).clone())
+    };
+    let (up, down) = (bytes("upstream"), bytes("downstream"));
+
+    if let Some(version) = shared.send_proxy_protocol {
+        let dst = announced_dst.or(rec.original_dst).unwrap_or(local);
+        let mut header = proxy_protocol::encode(version, rec.client, dst);
+        header.extend_from_slice(&early);
+        early = header;
+    }
+    if !early.is_empty() {
+        if let Err(e) = write_all(&upstream, &early).await {
+            tracing::debug!(route = %route.name, error = %e, "upstream closed before the first write");
+            relay::reset(client);
+            return Ok(Close::Reset);
+        }
+    }
+    let opts = relay::Options {
+        idle_timeout: shared.idle_timeout,
+        splice_after: shared.splice_after,
+        spliced: &shared.metrics.spliced_bytes,
+    };
+    let close = relay::relay(client, &upstream, &up, &down, &opts).await;
+    rec.sent = up.bytes();
+    rec.received = down.bytes();
+    Ok(close)
+}
+
+async fn write_all(s: &TcpStream, buf: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        s.writable().await?;
+        match s.try_write(&buf[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until a complete PROXY header; returns its addresses and any bytes
+/// read past it.
+async fn read_proxy_header(
+    s: &TcpStream,
+) -> Result<(Option<proxy_protocol::Addresses>, Vec<u8>), String> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        match proxy_protocol::parse(&buf) {
+            Ok(Some(p)) => return Ok((p.addresses, buf.split_off(p.len))),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        buf.reserve(256);
+        s.readable().await.map_err(|e| e.to_string())?;
+        match s.try_read_buf(&mut buf) {
+            Ok(0) => return Err("connection closed before the PROXY header ended".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn failure_reason(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable",
+        _ => "other",
+    }
+}
+
+async fn connect_once(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+fn count_failure(shared: &Shared, route: &Route, addr: SocketAddr, e: &io::Error) {
+    let reason = failure_reason(e);
+    let labels = vec![
+        ("route", route.name.clone()),
+        ("upstream", addr.to_string()),
+        ("reason", reason.to_string()),
+    ];
+    shared.metrics.connect_failures.get_or_create(&labels).inc();
+    tracing::debug!(route = %route.name, upstream = %addr, error = %e, "connect failed");
+}
+
+async fn connect_direct(
+    dst: SocketAddr,
+    route: &Route,
+    shared: &Shared,
+    rec: &mut Record,
+) -> Result<TcpStream, &'static str> {
+    for _ in 0..=shared.connect_retries {
+        match connect_once(dst, shared.connect_timeout).await {
+            Ok(s) => {
+                rec.upstream = Some(dst);
+                return Ok(s);
+            }
+            Err(e) => {
+                count_failure(shared, route, dst, &e);
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    break; // the destination has nothing listening; retrying will not change that
+                }
+            }
+        }
+    }
+    Err("connect_failed")
+}
+
+async fn connect_balanced(
+    pool: &Arc<Pool>,
+    route: &Route,
+    shared: &Shared,
+    rec: &mut Record,
+) -> Result<(TcpStream, Lease), &'static str> {
+    let mut tried = Vec::new();
+    for _ in 0..=shared.connect_retries {
+        let lease = match pool.pick(rec.client.ip(), &tried) {
+            Ok(l) => l,
+            Err(NoEndpoint::Empty) => return Err("no_upstream"),
+            Err(NoEndpoint::Full) => return Err("upstream_limit"),
+        };
+        let addr = lease.endpoint.addr;
+        match connect_once(addr, shared.connect_timeout).await {
+            Ok(s) => {
+                pool.report_success(&lease.endpoint);
+                rec.upstream = Some(addr);
+                return Ok((s, lease));
+            }
+            Err(e) => {
+                count_failure(shared, route, addr, &e);
+                pool.report_failure(&lease.endpoint);
+                tried.push(addr);
+            }
+        }
+    }
+    tracing::warn!(route = %route.name, client = %rec.client, attempts = shared.connect_retries + 1, "no upstream connect succeeded");
+    Err("connect_failed")
+}
