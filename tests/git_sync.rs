@@ -649,3 +649,69 @@ fn stale_worktrees_are_kept_for_the_timeout() {
     assert!(!s.root.join(".git/worktrees").join(&sha1).exists());
     git(&s.root, &["fsck", "--no-progress"]);
 }
+
+#[test]
+fn sync_timeout_bounds_a_stuck_server() {
+    // A git:// server that accepts and never answers (error_slow_git_short_timeout).
+    let s = Setup::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let out = support::run(&[
+        "git-sync",
+        "--admin-addr=off",
+        "--one-time",
+        &format!("--repo=git://127.0.0.1:{port}/repo"),
+        &s.root_arg(),
+        "--sync-timeout=1s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("timed out") || err.contains("timeout"),
+        "{err}"
+    );
+    assert!(!s.root.join("repo").exists());
+}
+
+#[test]
+fn runs_as_a_uid_without_passwd_entry_and_empty_env() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED (needs root): switching to an unknown uid");
+        return;
+    }
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    // The upstream is owned by root: ownership checks must not refuse it.
+    let st = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(s.tmp.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = support::run_cmd(
+        Command::new("setpriv")
+            .args(["--reuid=54321", "--regid=54321", "--clear-groups"])
+            .arg(support::bin())
+            .args(["git-sync", "--admin-addr=off", "--one-time", "--link=link"])
+            .arg(format!("--repo={}", s.up.url()))
+            .arg(s.root_arg())
+            .env_clear(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Owned by another uid: the CLI (as root) needs safe.directory.
+    let link = s.link();
+    assert_eq!(git(&link, &["-c", "safe.directory=*", "rev-parse", "HEAD"]), sha);
+    assert_eq!(git(&link, &["-c", "safe.directory=*", "status", "--porcelain"]), "");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(s.root.join(".git")).unwrap().uid(), 54321);
+}

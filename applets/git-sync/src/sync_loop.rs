@@ -35,6 +35,14 @@ pub async fn run(cfg: Config, ctx: Context) -> Result<()> {
         let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
         git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
         git2::opts::set_server_timeout_in_milliseconds(ms)?;
+        // A scratch image has no OpenSSL default paths: the CA bundle comes
+        // from SSL_CERT_FILE / SSL_CERT_DIR (the Dockerfile sets the first).
+        if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+            git2::opts::set_ssl_cert_file(f).context("SSL_CERT_FILE")?;
+        }
+        if let Some(d) = std::env::var_os("SSL_CERT_DIR") {
+            git2::opts::set_ssl_cert_dir(d).context("SSL_CERT_DIR")?;
+        }
     }
     if cfg.add_user {
         tracing::info!(
