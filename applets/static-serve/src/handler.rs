@@ -40,6 +40,9 @@ struct Ask<'a> {
 /// The result of looking a path up in one tree.
 enum Found {
     Response(Response<Body>),
+    /// A listing: only valid if the tree was not swapped (and perhaps deleted)
+    /// while its entries were read.
+    Listing(Response<Body>),
     /// Nothing there (or refused by policy): fallback page or 404.
     Missing,
 }
@@ -132,6 +135,10 @@ impl Handler {
             };
             match found {
                 Found::Response(r) => return r,
+                Found::Listing(r) if attempt == SWAP_RETRIES || tree.is_current(&self.s.root) => {
+                    return r
+                }
+                Found::Listing(_) => continue,
                 Found::Missing if attempt < SWAP_RETRIES && !tree.is_current(&self.s.root) => {
                     continue
                 }
@@ -145,6 +152,7 @@ impl Handler {
     fn lookup(&self, tree: &Tree, ask: &Ask, path: &RequestPath) -> Found {
         let rel = path.relative();
         let dir = match tree.open(&rel, self.s.policy) {
+            Ok(Entry::File(_)) if path.trailing_slash => return Found::Missing,
             Ok(Entry::File(f)) => return Found::Response(self.file(tree, ask, &rel, f)),
             Ok(Entry::Dir(d)) => d,
             Err(OpenError::NotFound) => return Found::Missing,
@@ -189,7 +197,7 @@ impl Handler {
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 h.insert(header::VARY, HeaderValue::from_static("Accept"));
-                Found::Response(r)
+                Found::Listing(r)
             }
             Err(e) => Found::Response(open_error(OpenError::Io(e))),
         }

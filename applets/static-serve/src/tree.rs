@@ -141,6 +141,11 @@ impl Tree {
     /// Whether `root` still resolves to this tree. A miss on a tree that was
     /// swapped out (and perhaps deleted) since it was pinned is retried on the new one.
     pub fn is_current(&self, root: &Path) -> bool {
+        // A deleted directory's inode number can be reused by the next
+        // worktree, so a removed tree (no links left) is never current.
+        if fstat(self.fd.as_raw_fd()).map_or(true, |st| st.st_nlink == 0) {
+            return false;
+        }
         match nix::sys::stat::stat(root) {
             Ok(st) => (st.st_dev, st.st_ino) == self.id,
             Err(_) => false,

@@ -1,0 +1,987 @@
+//! static-serve against a real client: the std harness client for ordinary
+//! requests, raw TCP for malformed and slow ones, real files, symlinks and
+//! root swaps on disk.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+
+use support::http::{self, Response};
+use support::{write, Sidecar};
+
+/// Starts static-serve on an ephemeral loopback port.
+fn serve(root: &Path, args: &[&str]) -> (Sidecar, SocketAddr) {
+    let (sc, addr, _) = serve_admin(root, args);
+    (sc, addr)
+}
+
+/// Also returns the admin server's address (/metrics, /readyz).
+fn serve_admin(root: &Path, args: &[&str]) -> (Sidecar, SocketAddr, SocketAddr) {
+    let mut all = vec!["--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut sc = Sidecar::start("static-serve", &all);
+    let admin = sc.admin_addr();
+    let line = sc.wait_for_log("static-serve listening");
+    let addr = support::addr_field(&line, "addr=").expect("addr= in the listening line");
+    (sc, addr, admin)
+}
+
+fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    http::request(addr, "GET", path, headers, b"")
+}
+
+/// Writes `raw` on a fresh connection and reads until the server closes it.
+fn raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn site() -> tempfile::TempDir {
+    let dir = support::tempdir();
+    let www = dir.path().join("www");
+    write(&www.join("index.html"), "<h1>home</h1>\n");
+    write(&www.join("hello.txt"), "hello world\n");
+    write(&www.join("docs/index.html"), "docs\n");
+    write(&www.join("evil.com/index.html"), "not evil\n");
+    write(&www.join("data.bin"), &"0123456789".repeat(100));
+    dir
+}
+
+#[test]
+fn serves_files_indexes_and_directory_redirects() {
+    let dir = site();
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+
+    let r = http::get(addr, "/hello.txt");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world\n");
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("content-length"), Some("12"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert!(r.header("etag").is_some() && r.header("last-modified").is_some());
+
+    assert_eq!(http::get(addr, "/").text(), "<h1>home</h1>\n");
+    assert_eq!(http::get(addr, "/docs/").text(), "docs\n");
+    let r = http::get(addr, "/docs?x=1");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("/docs/?x=1"));
+    // A directory named like a host never yields a protocol-relative Location.
+    let r = http::get(addr, "//evil.com");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("/evil.com/"));
+    assert_eq!(http::get(addr, "/hello.txt/").status, 404);
+    assert_eq!(http::get(addr, "/missing").status, 404);
+    assert_eq!(
+        http::get(addr, "/data.bin").header("content-type"),
+        Some("application/octet-stream")
+    );
+    // An encoded dot inside a name is just a dot.
+    assert_eq!(http::get(addr, "/hello%2etxt").status, 200);
+
+    // HEAD: GET's headers, no body.
+    let head = http::request(addr, "HEAD", "/hello.txt", &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("12"));
+    assert_eq!(
+        head.header("etag"),
+        http::get(addr, "/hello.txt").header("etag")
+    );
+    let raw_head = raw(
+        addr,
+        b"HEAD /hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(raw_head.ends_with(b"\r\n\r\n"), "HEAD sent a body");
+
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = http::request(addr, method, "/hello.txt", &[], b"x");
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
+    }
+    let r = http::request(addr, "OPTIONS", "/hello.txt", &[], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
+}
+
+#[test]
+fn traversal_in_every_spelling_stays_inside_the_root() {
+    let dir = site();
+    write(&dir.path().join("secret.txt"), "TOP-SECRET\n");
+    write(
+        &dir.path().join("www-private/s.txt"),
+        "TOP-SECRET sibling\n",
+    );
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    for path in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/.%2e/secret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/..%2fsecret.txt",
+        "/..%2f..%2f..%2fetc/passwd",
+        "/%252e%252e/secret.txt",
+        "/%%32%65%%32%65/secret.txt",
+        "/..%5csecret.txt",
+        "/%5c..%5csecret.txt",
+        "/..\\secret.txt",
+        "/docs/../../secret.txt",
+        "//..//secret.txt",
+        "/./docs/./../../secret.txt",
+        "/../www-private/s.txt",
+        "/secret.txt%00.html",
+        "/hello.txt%00",
+        "/C:/secret.txt",
+        "/c:%5csecret.txt",
+        "/C:%5C..%5Csecret.txt",
+        "/../../../../../../etc/passwd",
+    ] {
+        let r = get_with(addr, path, &[]);
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{path}: status {} body {}",
+            r.status,
+            r.text()
+        );
+        assert!(
+            !r.text().contains("SECRET") && !r.text().contains("root:"),
+            "{path} leaked"
+        );
+    }
+    // Traversal spellings are refused outright (400), not looked up.
+    assert_eq!(http::get(addr, "/%2e%2e/secret.txt").status, 400);
+    assert_eq!(http::get(addr, "/a%00b").status, 400);
+    // `//a///b` collapses to a/b.
+    assert_eq!(http::get(addr, "//docs///index.html").text(), "docs\n");
+}
+
+#[test]
+fn dotfiles_git_and_symlinks_follow_the_policy() {
+    let dir = site();
+    let www = dir.path().join("www");
+    write(&www.join(".env"), "PASSWORD=x\n");
+    write(&www.join(".git/config"), "[core]\n");
+    write(&www.join("sub/.hidden"), "h\n");
+    write(&www.join(".well-known/security.txt"), "contact\n");
+    write(&dir.path().join("outside.txt"), "OUTSIDE\n");
+    std::os::unix::fs::symlink("hello.txt", www.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("docs", www.join("docs-link")).unwrap();
+    std::os::unix::fs::symlink("../outside.txt", www.join("escape.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside.txt"), www.join("abs.txt")).unwrap();
+    std::os::unix::fs::symlink("..", www.join("up")).unwrap();
+    std::os::unix::fs::symlink(".git/config", www.join("gitconfig")).unwrap();
+    std::os::unix::fs::symlink("nowhere", www.join("dangling")).unwrap();
+    std::fs::remove_file(www.join("index.html")).unwrap();
+
+    let (_sc, addr) = serve(&www, &["--listing"]);
+    for p in [
+        "/.env",
+        "/.git/config",
+        "/.git/",
+        "/sub/.hidden",
+        "/%2egit/config",
+        "/.well-known/security.txt",
+    ] {
+        assert_eq!(http::get(addr, p).status, 404, "{p}");
+    }
+    assert_eq!(http::get(addr, "/link.txt").text(), "hello world\n");
+    assert_eq!(http::get(addr, "/docs-link/").text(), "docs\n");
+    for p in [
+        "/escape.txt",
+        "/abs.txt",
+        "/up/outside.txt",
+        "/gitconfig",
+        "/dangling",
+    ] {
+        let r = http::get(addr, p);
+        assert_eq!(r.status, 404, "{p}");
+        assert!(!r.text().contains("OUTSIDE"));
+    }
+    let listing = get_with(addr, "/", &[("accept", "application/json")]);
+    let names: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&listing.body)
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"link.txt".to_string()) && names.contains(&"docs-link".to_string()));
+    for hidden in [
+        ".env",
+        ".git",
+        "escape.txt",
+        "abs.txt",
+        "up",
+        "gitconfig",
+        "dangling",
+    ] {
+        assert!(
+            !names.contains(&hidden.to_string()),
+            "{hidden} listed: {names:?}"
+        );
+    }
+    drop(_sc);
+
+    let (_sc, addr) = serve(&www, &["--hidden-files", "--no-symlinks"]);
+    assert_eq!(http::get(addr, "/.env").status, 200);
+    assert_eq!(http::get(addr, "/.well-known/security.txt").status, 200);
+    assert_eq!(
+        http::get(addr, "/.git/config").status,
+        404,
+        ".git is never served"
+    );
+    for p in [
+        "/link.txt",
+        "/docs-link/",
+        "/docs-link/index.html",
+        "/escape.txt",
+    ] {
+        assert_eq!(http::get(addr, p).status, 404, "{p} under --no-symlinks");
+    }
+    assert_eq!(http::get(addr, "/hello.txt").status, 200);
+}
+
+#[test]
+fn a_symlinked_root_is_served_and_its_hidden_parent_does_not_count() {
+    let dir = site();
+    // git-sync's layout: ROOT/.worktrees/<hash>, ROOT/current -> .worktrees/<hash>.
+    let wt = dir.path().join(".worktrees/abc");
+    std::fs::create_dir_all(dir.path().join(".worktrees")).unwrap();
+    std::fs::rename(dir.path().join("www"), &wt).unwrap();
+    std::os::unix::fs::symlink(".worktrees/abc", dir.path().join("current")).unwrap();
+    let (_sc, addr) = serve(&dir.path().join("current"), &["--no-symlinks"]);
+    assert_eq!(http::get(addr, "/hello.txt").text(), "hello world\n");
+}
+
+#[test]
+fn conditional_requests() {
+    let dir = site();
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    let r = http::get(addr, "/hello.txt");
+    let etag = r.header("etag").unwrap().to_string();
+    let lm = r.header("last-modified").unwrap().to_string();
+    assert!(etag.starts_with('"'), "strong ETag: {etag}");
+
+    let status = |h: &[(&str, &str)]| get_with(addr, "/hello.txt", h).status;
+    assert_eq!(status(&[("if-none-match", &etag)]), 304);
+    assert_eq!(status(&[("if-none-match", "*")]), 304);
+    assert_eq!(
+        status(&[("if-none-match", &format!("\"other\", W/{etag}"))]),
+        304
+    );
+    assert_eq!(status(&[("if-none-match", "\"other\"")]), 200);
+    assert_eq!(status(&[("if-modified-since", &lm)]), 304);
+    assert_eq!(
+        status(&[("if-modified-since", "Thu, 01 Jan 1970 00:00:01 GMT")]),
+        200
+    );
+    assert_eq!(
+        status(&[("if-none-match", "\"other\""), ("if-modified-since", &lm)]),
+        200
+    );
+    assert_eq!(status(&[("if-match", &etag)]), 200);
+    assert_eq!(status(&[("if-match", "\"other\"")]), 412);
+    assert_eq!(status(&[("if-match", &format!("W/{etag}"))]), 412);
+    assert_eq!(
+        status(&[("if-unmodified-since", "Thu, 01 Jan 1970 00:00:01 GMT")]),
+        412
+    );
+    assert_eq!(status(&[("if-unmodified-since", &lm)]), 200);
+
+    let r = get_with(addr, "/hello.txt", &[("if-none-match", &etag)]);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+
+    // If-Range: a matching validator honours the range, a stale one sends everything.
+    let r = get_with(
+        addr,
+        "/hello.txt",
+        &[("range", "bytes=0-4"), ("if-range", &etag)],
+    );
+    assert_eq!((r.status, r.text().as_str()), (206, "hello"));
+    let r = get_with(
+        addr,
+        "/hello.txt",
+        &[("range", "bytes=0-4"), ("if-range", "\"stale\"")],
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world\n"));
+    let r = get_with(
+        addr,
+        "/hello.txt",
+        &[("range", "bytes=0-4"), ("if-range", &lm)],
+    );
+    assert_eq!(r.status, 206);
+    let r = get_with(
+        addr,
+        "/hello.txt",
+        &[
+            ("range", "bytes=0-4"),
+            ("if-range", "Thu, 01 Jan 1970 00:00:01 GMT"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn etag_changes_when_a_checkout_rewrites_same_size_same_second() {
+    let dir = site();
+    let file = dir.path().join("www/hello.txt");
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    let before = http::get(addr, "/hello.txt");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    // In place (same inode), and as a new file (what git does), both with the old mtime.
+    std::fs::write(&file, "HELLO WORLD\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let in_place = http::get(addr, "/hello.txt");
+    assert_eq!(
+        in_place.header("last-modified"),
+        before.header("last-modified")
+    );
+    assert_ne!(in_place.header("etag"), before.header("etag"));
+    assert_eq!(
+        get_with(
+            addr,
+            "/hello.txt",
+            &[("if-none-match", before.header("etag").unwrap())]
+        )
+        .status,
+        200
+    );
+    let tmp = dir.path().join("www/.hello.tmp");
+    std::fs::write(&tmp, "hello_world\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let replaced = http::get(addr, "/hello.txt");
+    assert_eq!(replaced.text(), "hello_world\n");
+    assert_ne!(replaced.header("etag"), in_place.header("etag"));
+    assert_ne!(replaced.header("etag"), before.header("etag"));
+}
+
+#[test]
+fn single_and_multiple_ranges() {
+    let dir = site();
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    let data = "0123456789".repeat(100);
+    let range = |h: &str| get_with(addr, "/data.bin", &[("range", h)]);
+
+    let r = range("bytes=10-19");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 10-19/1000"));
+    assert_eq!(r.header("content-length"), Some("10"));
+    assert_eq!(r.text(), &data[10..20]);
+    assert_eq!(range("bytes=-5").text(), &data[995..]);
+    assert_eq!(range("bytes=990-").text(), &data[990..]);
+    let r = range("bytes=100-99999");
+    assert_eq!(r.header("content-range"), Some("bytes 100-999/1000"));
+    assert_eq!(r.body.len(), 900);
+
+    for bad in [
+        "bytes=100-10",
+        "bytes=",
+        "bytes=xyx-abc",
+        "bytes=1000-",
+        "bytes=5000-6000",
+    ] {
+        let r = range(bad);
+        assert_eq!(r.status, 416, "{bad}");
+        assert_eq!(r.header("content-range"), Some("bytes */1000"), "{bad}");
+    }
+    // Integer overflow spellings (CVE-2017-7529 class) are harmless.
+    let r = range("bytes=-1,-9223372036854775807");
+    assert_eq!((r.status, r.body.len()), (206, 1000));
+    let r = range("bytes=0-18446744073709551616");
+    assert_eq!((r.status, r.body.len()), (206, 1000));
+
+    // Two ranges: multipart/byteranges with each part's Content-Range.
+    let r = range("bytes=0-1,5-6");
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_string();
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect(&ct);
+    let body = r.text();
+    assert_eq!(r.header("content-length").unwrap(), body.len().to_string());
+    assert!(
+        body.contains("Content-Range: bytes 0-1/1000\r\n\r\n01\r\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Content-Range: bytes 5-6/1000\r\n\r\n56\r\n"),
+        "{body}"
+    );
+    assert!(body.ends_with(&format!("--{boundary}--\r\n")));
+
+    // A thousand adjacent ranges merge into one; many sparse ones hit the cap.
+    let adjacent: Vec<String> = (0..1000).map(|i| format!("{i}-{i}")).collect();
+    let r = range(&format!("bytes={}", adjacent.join(",")));
+    assert_eq!((r.status, r.body.len()), (206, 1000));
+    let sparse: Vec<String> = (0..200).map(|i| format!("{}-{}", i * 5, i * 5)).collect();
+    assert_eq!(range(&format!("bytes={}", sparse.join(","))).status, 416);
+}
+
+#[test]
+fn precompressed_variants_and_on_the_fly_gzip() {
+    let dir = site();
+    let www = dir.path().join("www");
+    let css = "body { color: red; }\n".repeat(200);
+    write(&www.join("app.css"), &css);
+    std::fs::write(www.join("app.css.br"), b"BROTLI-BYTES").unwrap();
+    std::fs::write(www.join("app.css.gz"), gzip(css.as_bytes())).unwrap();
+    // A variant larger than the original is still served whole (SWS #722).
+    let small = "tiny\n";
+    write(&www.join("small.js"), small);
+    std::fs::write(www.join("small.js.zst"), vec![b'z'; 5000]).unwrap();
+    let big_text = "lorem ipsum dolor sit amet ".repeat(1000);
+    write(&www.join("page.html"), &big_text);
+    let (_sc, addr) = serve(&www, &[]);
+
+    let r = get_with(addr, "/app.css", &[("accept-encoding", "gzip, br")]);
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.body, b"BROTLI-BYTES");
+    let r = get_with(addr, "/app.css", &[("accept-encoding", "gzip")]);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&r.body), css.as_bytes());
+    let r = get_with(addr, "/app.css", &[("accept-encoding", "br;q=0, gzip;q=0")]);
+    assert_eq!(
+        (r.header("content-encoding"), r.text()),
+        (None, css.clone())
+    );
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+
+    let r = get_with(addr, "/small.js", &[("accept-encoding", "zstd")]);
+    assert_eq!(r.header("content-encoding"), Some("zstd"));
+    assert_eq!(r.header("content-length"), Some("5000"));
+    assert_eq!(r.body.len(), 5000);
+
+    // On the fly: text above the threshold, only when asked, not for ranges.
+    let r = get_with(addr, "/page.html", &[("accept-encoding", "gzip")]);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        r.header("content-length").unwrap(),
+        r.body.len().to_string()
+    );
+    assert!(r.body.len() < big_text.len() / 10);
+    assert_eq!(gunzip(&r.body), big_text.as_bytes());
+    let gz_etag = r.header("etag").unwrap().to_string();
+    assert_ne!(
+        Some(gz_etag.as_str()),
+        http::get(addr, "/page.html").header("etag")
+    );
+    assert_eq!(
+        get_with(
+            addr,
+            "/page.html",
+            &[("accept-encoding", "gzip"), ("if-none-match", &gz_etag)]
+        )
+        .status,
+        304
+    );
+    assert_eq!(
+        http::get(addr, "/page.html").header("content-encoding"),
+        None
+    );
+    let r = get_with(
+        addr,
+        "/page.html",
+        &[("accept-encoding", "gzip"), ("range", "bytes=0-4")],
+    );
+    assert_eq!(
+        (r.status, r.header("content-encoding"), r.text().as_str()),
+        (206, None, "lorem")
+    );
+    // Small text is not worth compressing; images are never compressed.
+    assert_eq!(
+        get_with(addr, "/hello.txt", &[("accept-encoding", "gzip")]).header("content-encoding"),
+        None
+    );
+    drop(_sc);
+
+    let (_sc, addr) = serve(&www, &["--gzip=false"]);
+    assert_eq!(
+        get_with(addr, "/page.html", &[("accept-encoding", "gzip")]).header("content-encoding"),
+        None
+    );
+}
+
+/// Compresses with the system gzip, a peer independent of our encoder.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let dir = support::tempdir();
+    let f = dir.path().join("x");
+    std::fs::write(&f, data).unwrap();
+    let out = support::run_cmd(Command::new("gzip").arg("-cn").arg(&f));
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Decompresses with the system gzip, a peer independent of our encoder.
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let dir = support::tempdir();
+    let f = dir.path().join("x.gz");
+    std::fs::write(&f, data).unwrap();
+    let out = support::run_cmd(Command::new("gzip").arg("-dc").arg(&f));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn listings_are_escaped_and_negotiated() {
+    let dir = site();
+    let www = dir.path().join("www");
+    write(&www.join("list/<img src=x onerror=alert(1)>.txt"), "x");
+    write(&www.join("list/escape(this)name"), "y");
+    write(&www.join("list/sub dir/f"), "z");
+    let (_sc, addr) = serve(&www, &["--listing"]);
+    let r = http::get(addr, "/list/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = r.text();
+    assert!(!html.contains("<img"), "{html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;.txt"),
+        "{html}"
+    );
+    assert!(html.contains("href=\"./escape%28this%29name\""), "{html}");
+    assert!(html.contains("href=\"./sub%20dir/\""), "{html}");
+    let j = get_with(addr, "/list/", &[("accept", "application/json")]);
+    assert_eq!(j.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&j.body).unwrap();
+    assert_eq!(v[0]["name"], "sub dir");
+    assert_eq!(v[0]["type"], "directory");
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "escape(this)name" && e["size"] == 1));
+    // A directory with an index file shows the index, not a listing.
+    assert_eq!(http::get(addr, "/docs/").text(), "docs\n");
+    drop(_sc);
+    let (_sc, addr) = serve(&www, &[]);
+    assert_eq!(
+        http::get(addr, "/list/").status,
+        404,
+        "listing is off by default"
+    );
+}
+
+#[test]
+fn spa_fallback_and_custom_404_page() {
+    let dir = site();
+    let www = dir.path().join("www");
+    write(&www.join("404.html"), "<p>custom missing</p>\n");
+    let (_sc, addr) = serve(&www, &["--not-found-page", "404.html"]);
+    let r = http::get(addr, "/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "<p>custom missing</p>\n");
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    drop(_sc);
+
+    let (_sc, addr) = serve(
+        &www,
+        &[
+            "--spa-fallback",
+            "index.html",
+            "--not-found-page",
+            "404.html",
+        ],
+    );
+    let r = http::get(addr, "/app/route/42");
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>home</h1>\n"));
+    assert_eq!(http::get(addr, "/hello.txt").text(), "hello world\n");
+    // Refused paths are not rescued by the fallback.
+    assert_eq!(http::get(addr, "/.env").status, 404);
+    assert_eq!(http::get(addr, "/../x").status, 400);
+}
+
+#[test]
+fn cors_custom_headers_and_cache_control() {
+    let dir = site();
+    write(&dir.path().join("www/assets/app.js"), "x()");
+    let (_sc, addr) = serve(
+        &dir.path().join("www"),
+        &[
+            "--cors-allow-origins",
+            "https://a.example,https://b.example",
+            "--header",
+            "X-Frame-Options: DENY",
+            "--cache-control",
+            "assets/**=public, max-age=31536000, immutable",
+            "--cache-control",
+            "*.html=no-cache",
+        ],
+    );
+    let r = get_with(addr, "/assets/app.js", &[("origin", "https://a.example")]);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("vary") && v.contains("Origin")));
+    let r = get_with(addr, "/", &[("origin", "https://evil.example")]);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(http::get(addr, "/hello.txt").header("cache-control"), None);
+
+    let pre = http::request(
+        addr,
+        "OPTIONS",
+        "/assets/app.js",
+        &[
+            ("origin", "https://b.example"),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "x-custom"),
+        ],
+        b"",
+    );
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://b.example")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(pre.header("access-control-allow-headers"), Some("x-custom"));
+}
+
+#[test]
+fn basic_auth_with_bcrypt_htpasswd() {
+    let dir = site();
+    let htpasswd = dir.path().join("htpasswd");
+    // bcrypt of "s3cret" at cost 4 (htpasswd -bnBC 4 alice s3cret).
+    std::fs::write(
+        &htpasswd,
+        "# team\nalice:$2b$04$dN.gIIRohXuUmgkED/BVJ.qVO50pLLT65pl63SxDIvIL3GX0Dwjlm\n",
+    )
+    .unwrap();
+    let (_sc, addr) = serve(
+        &dir.path().join("www"),
+        &["--basic-auth-file", htpasswd.to_str().unwrap()],
+    );
+    let r = http::get(addr, "/hello.txt");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Basic realm="));
+    let ok = "Basic YWxpY2U6czNjcmV0"; // alice:s3cret
+    for _ in 0..2 {
+        assert_eq!(
+            get_with(addr, "/hello.txt", &[("authorization", ok)]).text(),
+            "hello world\n"
+        );
+    }
+    for bad in [
+        "Basic YWxpY2U6d3Jvbmc=",
+        "Basic Ym9iOnMzY3JldA==",
+        "Bearer x",
+        "Basic !!!",
+    ] {
+        assert_eq!(
+            get_with(addr, "/hello.txt", &[("authorization", bad)]).status,
+            401,
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn slow_malformed_and_oversized_requests_are_cut_off() {
+    let dir = site();
+    let (_sc, addr, admin) = serve_admin(
+        &dir.path().join("www"),
+        &[
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "2s",
+            "--max-connections",
+            "2",
+        ],
+    );
+    // Malformed request lines get 400 and the server carries on.
+    let out = raw(addr, b"GARBAGE\r\n\r\n");
+    assert!(
+        out.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // A head above 16 KiB: 431.
+    let mut big = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    let out = raw(addr, &big);
+    assert!(
+        out.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out[..out.len().min(200)])
+    );
+    assert_eq!(http::get(addr, "/hello.txt").status, 200);
+
+    // Slowloris: half a head and silence is closed (read returns EOF, no response).
+    let out = raw(addr, b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // An idle keep-alive connection is closed after a served request.
+    let out = raw(addr, b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(out.starts_with(b"HTTP/1.1 200") && out.ends_with(b"hello world\n"));
+
+    // --max-connections 2: a third client waits until a slot frees.
+    let a = TcpStream::connect(addr).unwrap();
+    let b = TcpStream::connect(addr).unwrap();
+    let waiter = std::thread::spawn(move || http::get(addr, "/hello.txt").status);
+    drop(a);
+    drop(b);
+    assert_eq!(waiter.join().unwrap(), 200);
+    let metrics = http::get(admin, "/metrics").text();
+    assert!(
+        metrics.contains("static_serve_connection_timeouts_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn unix_socket_listener() {
+    let dir = site();
+    let sock = dir.path().join("s.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut sc = Sidecar::start(
+        "static-serve",
+        &[
+            "--root",
+            dir.path().join("www").to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+    );
+    sc.wait_for_log("static-serve listening");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let r = http::parse_response(&out, false);
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world\n"));
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sc.wait_exit().code(), Some(0));
+    assert!(!sock.exists(), "socket removed at exit");
+
+    // A regular file at the socket path is somebody's data: refuse, exit 2.
+    std::fs::write(&sock, "data").unwrap();
+    let out = support::run(&["static-serve", "--admin-addr=off", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "data");
+}
+
+#[test]
+fn sigterm_finishes_the_response_in_flight_then_exits_zero() {
+    let dir = site();
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("www/big.bin"), &big).unwrap();
+    let (mut sc, addr) = serve(&dir.path().join("www"), &[]);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    sc.wait_for_log("draining");
+    // New connections are refused once draining.
+    assert!(TcpStream::connect(addr).is_err());
+    let mut out = first[..n].to_vec();
+    s.read_to_end(&mut out).unwrap();
+    let r = http::parse_response(&out, false);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == big,
+        "body truncated: {} of {}",
+        r.body.len(),
+        big.len()
+    );
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+}
+
+#[test]
+fn missing_root_answers_503_until_it_appears_and_metrics_count() {
+    let dir = site();
+    let root = dir.path().join("later");
+    let (_sc, addr, admin) = serve_admin(&root, &[]);
+    assert_eq!(http::get(addr, "/").status, 503);
+    assert_eq!(http::get(admin, "/readyz").status, 503);
+    std::os::unix::fs::symlink("www", &root).unwrap();
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+    assert_eq!(http::get(addr, "/hello.txt").status, 200);
+    let m = http::get(admin, "/metrics").text();
+    for needle in [
+        "static_serve_requests_total{class=\"2xx\"}",
+        "static_serve_requests_total{class=\"5xx\"}",
+        "static_serve_response_body_bytes_total",
+        "static_serve_request_duration_seconds_bucket",
+        "static_serve_root_unavailable_total 1",
+    ] {
+        assert!(m.contains(needle), "{needle} missing:\n{m}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    let dir = site();
+    let www = dir.path().join("www");
+    let www = www.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["--cache-control", "nonsense"], "--cache-control"),
+        (vec!["--cache-control", "a[=x"], "--cache-control"),
+        (
+            vec!["--basic-auth-file", "/nonexistent/htpasswd"],
+            "--basic-auth-file",
+        ),
+        (vec!["--listen", "nohost"], "--listen"),
+        (vec!["--header", "bad header"], "--header"),
+        (vec!["--spa-fallback", "../x.html"], "--spa-fallback"),
+        (vec!["--idle-timeout", "soon"], "--idle-timeout"),
+        (vec!["--gzip=maybe"], "--gzip"),
+    ] {
+        let mut all = vec!["static-serve", "--admin-addr=off", "--root", www];
+        all.extend(args.iter().copied());
+        let out = support::run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    let hello = dir.path().join("www/hello.txt");
+    let out = support::run(&[
+        "static-serve",
+        "--admin-addr=off",
+        "--root",
+        hello.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// git-sync's publish step, repeated under load: build a new tree, point the
+/// root link at it with an atomic rename, delete the old tree at once. Every
+/// response must succeed and come whole from exactly one version.
+#[test]
+fn root_swaps_under_load_never_mix_or_fail_responses() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const SWAPS: usize = 200;
+    const BIG: usize = 300 * 1024;
+    let dir = support::tempdir();
+    let base = dir.path().to_path_buf();
+    let make = |v: usize| {
+        let t = base.join(format!("v{v}"));
+        write(
+            &t.join("index.html"),
+            &format!("version {v}\n{}", v.to_string().repeat(3000)),
+        );
+        std::fs::write(t.join("big.bin"), vec![b'a' + (v % 26) as u8; BIG]).unwrap();
+        write(&t.join(format!("list/v{v}-a")), "a");
+        write(&t.join(format!("list/v{v}-b")), "b");
+        std::os::unix::fs::symlink(format!("v{v}"), base.join("next")).unwrap();
+        std::fs::rename(base.join("next"), base.join("current")).unwrap();
+    };
+    make(0);
+    let (_sc, addr) = serve(&base.join("current"), &["--listing"]);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (done, served) = (done.clone(), served.clone());
+            std::thread::spawn(move || {
+                let mut i = c;
+                while !done.load(Ordering::SeqCst) {
+                    i += 1;
+                    match i % 3 {
+                        0 => {
+                            let r = http::get(addr, "/");
+                            assert_eq!(r.status, 200, "{}", r.text());
+                            let text = r.text();
+                            let v = text
+                                .lines()
+                                .next()
+                                .unwrap()
+                                .strip_prefix("version ")
+                                .unwrap()
+                                .to_string();
+                            assert_eq!(
+                                text,
+                                format!("version {v}\n{}", v.repeat(3000)),
+                                "mixed index"
+                            );
+                        }
+                        1 => {
+                            let r = http::get(addr, "/big.bin");
+                            assert_eq!(r.status, 200, "{}", r.text());
+                            assert_eq!(r.body.len(), BIG);
+                            assert!(r.body.iter().all(|b| *b == r.body[0]), "mixed big.bin");
+                        }
+                        _ => {
+                            let r = get_with(addr, "/list/", &[("accept", "application/json")]);
+                            assert_eq!(r.status, 200, "{}", r.text());
+                            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                            let names: Vec<&str> = v
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|e| e["name"].as_str().unwrap())
+                                .collect();
+                            assert_eq!(names.len(), 2, "{names:?}");
+                            let ver = names[0].trim_end_matches("-a");
+                            assert_eq!(names[1], format!("{ver}-b"), "mixed listing {names:?}");
+                        }
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+
+    for v in 1..=SWAPS {
+        // Swap only after clients made progress on the current version.
+        let target = served.load(Ordering::SeqCst) + 4;
+        support::wait_until("clients to make progress", || {
+            served.load(Ordering::SeqCst) >= target
+        });
+        make(v);
+        std::fs::remove_dir_all(base.join(format!("v{}", v - 1))).unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("a client saw a failed or mixed response");
+    }
+    let r = http::get(addr, "/");
+    assert!(r.text().starts_with(&format!("version {SWAPS}\n")));
+}
