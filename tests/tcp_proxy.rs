@@ -693,3 +693,48 @@ fn port_in_use_fails_start_up_clearly() {
         "{err}"
     );
 }
+
+/// Out of file descriptors, accept fails: the proxy backs off instead of
+/// spinning, and serves again once connections close.
+#[test]
+fn fd_exhaustion_backs_off_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let up = Upstream::echo();
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        "tcp-proxy",
+        "--admin-addr=127.0.0.1:0",
+        "--listen=127.0.0.1:0",
+        &format!("--upstream={}", up.addr),
+    ]);
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Proxy::spawn(&mut cmd, 1);
+    let mut held = Vec::new();
+    for i in 0..40 {
+        let mut c = p.connect();
+        c.write_all(format!("{i:03}").as_bytes()).unwrap();
+        held.push(c);
+    }
+    p.sidecar.wait_for_log("accept failed");
+    drop(held);
+    wait_until("proxy serves again", || {
+        let mut c = p.connect();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.write_all(b"ok?").is_ok() && {
+            let mut buf = [0u8; 3];
+            c.read_exact(&mut buf).is_ok() && &buf == b"ok?"
+        }
+    });
+    assert!(p.metric("tcp_proxy_accept_errors_total", &[]) >= 1.0);
+}

@@ -38,6 +38,23 @@ impl Proxy {
         }
     }
 
+    /// Like `start`, for a command the test prepared (limits, uid, namespace).
+    pub fn spawn(cmd: &mut std::process::Command, routes: usize) -> Proxy {
+        let mut sidecar = Sidecar::spawn(cmd);
+        let admin = sidecar.admin_addr();
+        let listens = (0..routes)
+            .map(|_| {
+                let line = sidecar.wait_for_log("listening addr=");
+                support::addr_field(&line, "addr=").expect("addr= in listening line")
+            })
+            .collect();
+        Proxy {
+            sidecar,
+            listens,
+            admin,
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.listens[0]
     }

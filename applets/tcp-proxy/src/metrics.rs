@@ -82,7 +82,7 @@ impl Metrics {
         );
         r.register(
             "connect_failures",
-            "Failed upstream connects, by reason (refused, timeout, unreachable, other)",
+            "Failed upstream connects, by reason (refused, timeout, unreachable, local = our own fd/memory shortage, other)",
             m.connect_failures.clone(),
         );
         r.register(

@@ -251,7 +251,9 @@ impl Pool {
             .filter(|o| o.addr != e.addr && o.available(now))
             .count();
         if others == 0 {
-            tracing::warn!(route = %self.route, endpoint = %e.addr, failures, "not ejecting the last available endpoint");
+            if failures == s.outlier_failures {
+                tracing::warn!(route = %self.route, endpoint = %e.addr, failures, "not ejecting the last available endpoint");
+            }
             return;
         }
         let duration = {

@@ -318,6 +318,9 @@ async fn read_proxy_header(
 }
 
 fn failure_reason(e: &io::Error) -> &'static str {
+    if is_resource_error(e) {
+        return "local";
+    }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "refused",
         io::ErrorKind::TimedOut => "timeout",
@@ -389,7 +392,10 @@ async fn connect_balanced(
             }
             Err(e) => {
                 count_failure(shared, route, addr, &e);
-                pool.report_failure(&lease.endpoint);
+                // Our own fd or memory shortage says nothing about the endpoint.
+                if !is_resource_error(&e) {
+                    pool.report_failure(&lease.endpoint);
+                }
                 tried.push(addr);
             }
         }
