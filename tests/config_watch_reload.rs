@@ -382,27 +382,33 @@ impl Drop for HupTarget {
 #[test]
 fn sighup_by_process_name_and_by_pid_file() {
     let d = support::tempdir();
-    let target = HupTarget::start(d.path());
+    // Two targets: signals sent at the same moment to one process coalesce.
+    let by_name = HupTarget::start(&d.path().join("a"));
+    let by_pid = HupTarget::start(&d.path().join("b"));
     let mut vol = Volume::new(&d.path().join("config"));
     vol.write(&[("app.conf", "0")]);
-    let (_by_name, _) = start(&[
+    let (_a, _) = start(&[
         "--watch",
         s(&vol.dir),
         "--signal",
         "HUP",
         "--process-name",
-        &target.name,
+        &by_name.name,
     ]);
-    let (_by_pid, _) = start(&[
+    let (_b, _) = start(&[
         "--watch",
         s(&vol.dir),
         "--signal",
         "SIGHUP",
         "--pid-file",
-        s(&target.pid_file),
+        s(&by_pid.pid_file),
     ]);
     vol.write(&[("app.conf", "1")]);
-    support::wait_until("two SIGHUPs", || target.count() == 2);
+    support::wait_until("SIGHUP by name", || by_name.count() == 1);
+    support::wait_until("SIGHUP by pid file", || by_pid.count() == 1);
+    vol.write(&[("app.conf", "2")]);
+    support::wait_until("second SIGHUP by name", || by_name.count() == 2);
+    support::wait_until("second SIGHUP by pid file", || by_pid.count() == 2);
 }
 
 #[test]
@@ -852,4 +858,99 @@ fn recursive_watches_subdirectories() {
     rx.next();
     std::fs::write(dir.join("team-b/new/alerts.yaml"), "y").unwrap();
     rx.next();
+}
+
+/// thanos' `TestReloader_DirectoriesApply` steps, plus its
+/// `…BasedOnWatchInterval` case (a symlink target outside the watched
+/// directories), which here needs no poll: link targets are watched too.
+#[test]
+fn symlinked_directories_and_link_targets_outside() {
+    let d = support::tempdir();
+    let watched = d.path().join("watched");
+    let (rules_a, rules_b, ext) = (
+        d.path().join("rules-a"),
+        d.path().join("rules-b"),
+        d.path().join("ext"),
+    );
+    support::write(&rules_a.join("r.yaml"), "a0");
+    support::write(&rules_b.join("r.yaml"), "b0");
+    support::write(&ext.join("x.yaml"), "x0");
+    std::fs::create_dir_all(&watched).unwrap();
+    std::os::unix::fs::symlink(&rules_a, watched.join("rule-dir")).unwrap();
+    std::os::unix::fs::symlink(ext.join("x.yaml"), watched.join("x.yaml")).unwrap();
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let rule_dir = watched.join("rule-dir");
+    let (_sc, admin) = start(&[
+        "--watch",
+        s(&watched),
+        "--watch",
+        s(&rule_dir),
+        "--reload-url",
+        &url,
+    ]);
+
+    support::write(&watched.join("new.yaml"), "n0"); // create a file
+    rx.next();
+    replace(&watched.join("new.yaml"), "n1"); // edit a file
+    rx.next();
+    std::fs::write(rules_a.join("r.yaml"), "a1").unwrap(); // edit through the linked dir
+    rx.next();
+    let tmp_link = watched.join(".rule-dir.tmp");
+    std::os::unix::fs::symlink(&rules_b, &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, &rule_dir).unwrap(); // repoint the symlink
+    rx.next();
+    std::fs::write(rules_b.join("r.yaml"), "b1").unwrap(); // edit in the new target
+    rx.next();
+    std::fs::write(ext.join("x.yaml"), "x1").unwrap(); // a linked file's target, outside
+    rx.next();
+    support::wait_until("six successes", || successes(admin) == 6.0);
+    assert_eq!(
+        metric(admin, "config_watch_reload_watch_errors_total"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn warns_when_a_watched_path_is_a_subpath_mount() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED (needs root): bind mounts in a private mount namespace");
+        return;
+    }
+    let d = support::tempdir();
+    // The kubelet bind-mounts the resolved file of a subPath volume mount.
+    let mut vol = Volume::new(&d.path().join("volume"));
+    vol.write(&[("app.yaml", "v: 1")]);
+    let source = vol.dir.join("app.yaml").canonicalize().unwrap();
+    let target = d.path().join("etc/app.yaml");
+    support::write(&target, "");
+    let script = format!(
+        "mount --bind '{}' '{}' && exec '{}' {APPLET} --once --watch '{}' --exec true --admin-addr=off",
+        s(&source),
+        s(&target),
+        support::bin().display(),
+        s(&target)
+    );
+    let out = support::run_cmd(std::process::Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("subPath"), "{err}");
+    // The whole volume mounted as a directory gets no warning.
+    let out = run(&[
+        APPLET,
+        "--once",
+        "--watch",
+        s(&vol.dir),
+        "--exec",
+        "true",
+        "--admin-addr=off",
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("subPath"));
 }

@@ -94,7 +94,7 @@ pub struct ConfigWatchReload {
     /// working; it may not exist yet.
     #[arg(long = "watch", env = "CONFIG_WATCH_RELOAD_WATCH", value_name = "PATH",
           value_delimiter = ',', action = ArgAction::Append,
-          alias = "volume-dir", alias = "watched-dir")]
+          alias = "volume-dir")]
     pub watch: Vec<PathBuf>,
 
     /// Also watch subdirectories of watched directories (contents are always
@@ -233,6 +233,12 @@ pub struct ConfigWatchReload {
         help_heading = "Drop-in flags"
     )]
     pub config_file: Option<PathBuf>,
+
+    /// prometheus-config-reloader: directory to watch (repeatable), like
+    /// --watch; with no action given, reloads Prometheus at its default URL.
+    #[arg(long = "watched-dir", env = "CONFIG_WATCH_RELOAD_WATCHED_DIR", value_name = "DIR",
+          value_delimiter = ',', action = ArgAction::Append, help_heading = "Drop-in flags")]
+    pub watched_dir: Vec<PathBuf>,
 
     /// prometheus-config-reloader: where --config-file is rendered, expanding
     /// only `$(VAR)` and keeping unset ones literally (Prometheus' own `${1}`
@@ -455,7 +461,8 @@ mod tests {
             "--delay-interval=1s",
         ])
         .unwrap();
-        assert_eq!(a.watch, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(a.watch, [PathBuf::from("/a")]);
+        assert_eq!(a.watched_dir, [PathBuf::from("/b")]);
         assert_eq!(a.reload_url, ["http://h/"]);
         assert_eq!(
             a.reload_method,

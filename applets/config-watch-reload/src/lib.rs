@@ -134,6 +134,7 @@ fn watch_dirs(plan: &Plan, snap: &Snapshot) -> HashSet<PathBuf> {
         .iter()
         .flat_map(|r| watcher::dirs_for(r))
         .collect();
+    dirs.extend(snap.link_dirs.iter().cloned());
     if plan.recursive {
         dirs.extend(snap.dirs.iter().cloned());
     }

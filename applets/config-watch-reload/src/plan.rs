@@ -89,6 +89,7 @@ impl ConfigWatchReload {
             _ => Mode::Watch,
         };
         let prometheus_style = a.config_file.is_some()
+            || !a.watched_dir.is_empty()
             || a.config_envsubst_file.is_some()
             || matches!(
                 a.reload_method,
@@ -96,6 +97,7 @@ impl ConfigWatchReload {
             );
 
         let mut roots = a.watch.clone();
+        roots.extend(a.watched_dir.iter().cloned());
         let mut templates: Vec<Template> = a
             .render
             .iter()

@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub files: usize,
     /// Every directory found under the roots (for `--recursive` watches).
     pub dirs: Vec<PathBuf>,
+    /// Directories outside the roots that symlinked files point into: an
+    /// edit there changes what the app reads, so they are watched too.
+    pub link_dirs: Vec<PathBuf>,
     /// Files that exist but could not be read (permissions…).
     pub unreadable: Vec<String>,
 }
@@ -50,18 +53,28 @@ pub fn take(roots: &[PathBuf], exclude: &HashSet<PathBuf>) -> Snapshot {
         hasher: Sha256::new(),
         files: 0,
         dirs: Vec::new(),
+        link_dirs: Vec::new(),
         unreadable: Vec::new(),
         exclude,
         seen: HashSet::new(),
+        base: PathBuf::new(),
     };
     for (i, root) in roots.iter().enumerate() {
         walk.hasher.update(format!("root\0{i}\0").as_bytes());
+        // Each root is hashed whole, even where it overlaps another.
+        walk.seen.clear();
         match std::fs::metadata(root) {
             Ok(m) if m.is_dir() => {
-                let base = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+                walk.base = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+                let base = walk.base.clone();
                 walk.dir(&base, "", 0, &m);
             }
-            Ok(m) if m.is_file() => walk.file(root, ""),
+            Ok(m) if m.is_file() => {
+                let parent = root.parent().and_then(|p| std::fs::canonicalize(p).ok());
+                walk.base = parent.unwrap_or_default();
+                walk.note_link(root);
+                walk.file(root, "")
+            }
             Ok(_) => walk.hasher.update(b"special\0"),
             Err(_) => walk.hasher.update(b"missing\0"),
         }
@@ -70,6 +83,7 @@ pub fn take(roots: &[PathBuf], exclude: &HashSet<PathBuf>) -> Snapshot {
         hash: walk.hasher.finalize().into(),
         files: walk.files,
         dirs: walk.dirs,
+        link_dirs: walk.link_dirs,
         unreadable: walk.unreadable,
     }
 }
@@ -78,13 +92,33 @@ struct Walk<'a> {
     hasher: Sha256,
     files: usize,
     dirs: Vec<PathBuf>,
+    link_dirs: Vec<PathBuf>,
     unreadable: Vec<String>,
     exclude: &'a HashSet<PathBuf>,
     /// (dev, inode) of directories entered: symlinks may form cycles.
     seen: HashSet<(u64, u64)>,
+    /// The canonical directory of the root being walked.
+    base: PathBuf,
 }
 
 impl Walk<'_> {
+    /// Records where a symlinked file really lives, when that is outside
+    /// the root (the kubelet's links point inside it, into `..data`).
+    fn note_link(&mut self, path: &Path) {
+        if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return;
+        }
+        let Some(dir) = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|t| t.parent().map(Path::to_path_buf))
+        else {
+            return;
+        };
+        if !dir.starts_with(&self.base) && !self.link_dirs.contains(&dir) {
+            self.link_dirs.push(dir);
+        }
+    }
+
     fn dir(&mut self, path: &Path, rel: &str, depth: usize, meta: &std::fs::Metadata) {
         if depth > MAX_DEPTH || !self.seen.insert((meta.dev(), meta.ino())) {
             return;
@@ -119,7 +153,10 @@ impl Walk<'_> {
                     self.hasher.update(format!("dir\0{child_rel}\0").as_bytes());
                     self.dir(&child, &child_rel, depth + 1, &m);
                 }
-                Ok(m) if m.is_file() => self.file(&child, &child_rel),
+                Ok(m) if m.is_file() => {
+                    self.note_link(&child);
+                    self.file(&child, &child_rel)
+                }
                 // Dangling links, sockets, fifos: their name is all there is.
                 _ => self
                     .hasher
@@ -211,6 +248,24 @@ mod tests {
             &HashSet::from([d.path().canonicalize().unwrap().join("out")]),
         );
         assert_eq!(before.hash, after.hash);
+    }
+
+    #[test]
+    fn links_to_files_outside_the_root_are_noted() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("x"), "1").unwrap();
+        std::fs::write(root.join("inside"), "1").unwrap();
+        symlink("../outside/x", root.join("x")).unwrap();
+        symlink("inside", root.join("y")).unwrap();
+        let s = snap(&[&root]);
+        assert_eq!(s.link_dirs, [outside.canonicalize().unwrap()]);
+        assert_eq!(
+            snap(&[&root.join("x")]).link_dirs,
+            [outside.canonicalize().unwrap()]
+        );
     }
 
     #[test]
