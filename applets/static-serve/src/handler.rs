@@ -220,7 +220,7 @@ impl Handler {
                 *r.status_mut() = StatusCode::NOT_FOUND;
                 set_length(&mut r);
                 r.headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type(&rel));
+                    .insert(header::CONTENT_TYPE, content_type(mime_of(&rel)));
                 return r;
             }
         }
@@ -247,8 +247,8 @@ impl Handler {
     /// Serves a regular file: precompressed variant or on-the-fly gzip,
     /// preconditions, ranges.
     fn file(&self, tree: &Tree, ask: &Ask, rel: &Path, f: OpenFile) -> Response<Body> {
-        let mime = mime_guess::from_path(rel).first_or_octet_stream();
-        let compressible = encoding::compressible(&mime);
+        let mime = mime_of(rel);
+        let compressible = encoding::compressible(mime);
         let accepted = Accepted::from_headers(ask.headers);
         let mut vary = compressible;
         let mut coding = None;
@@ -289,7 +289,7 @@ impl Handler {
         let mut r = Response::new(Body::empty());
         {
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, content_type_of(&mime));
+            h.insert(header::CONTENT_TYPE, content_type(mime));
             h.insert(header::LAST_MODIFIED, http_date(f.meta.modified));
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 h.insert(header::ETAG, v);
@@ -480,21 +480,24 @@ fn set_length(r: &mut Response<Body>) {
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }
 
-fn content_type(rel: &Path) -> HeaderValue {
-    content_type_of(&mime_guess::from_path(rel).first_or_octet_stream())
+/// mime_guess's raw type for a file name (no parsing per request).
+fn mime_of(rel: &Path) -> &'static str {
+    mime_guess::from_path(rel)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
 }
 
-/// The MIME type, with `charset=utf-8` for text.
-fn content_type_of(mime: &mime_guess::Mime) -> HeaderValue {
-    let texty = mime.type_() == "text"
-        || matches!(mime.subtype().as_str(), "javascript" | "json")
-        || mime.suffix().is_some_and(|s| s == "json");
-    let s = if texty && mime.get_param("charset").is_none() {
-        format!("{mime}; charset=utf-8")
+/// The `Content-Type` header, with `charset=utf-8` for text.
+fn content_type(mime: &'static str) -> HeaderValue {
+    let texty = mime.starts_with("text/")
+        || mime == "application/javascript"
+        || mime == "application/json"
+        || mime.ends_with("+json");
+    if texty {
+        header_value(format!("{mime}; charset=utf-8"))
     } else {
-        mime.to_string()
-    };
-    header_value(s)
+        HeaderValue::from_static(mime)
+    }
 }
 
 fn http_date(t: std::time::SystemTime) -> HeaderValue {

@@ -118,11 +118,10 @@ pub enum Entry {
 /// The root as resolved at the start of one request.
 pub struct Tree {
     fd: OwnedFd,
-    id: (u64, u64),
 }
 
 impl Tree {
-    /// Resolves the root (following a swapped symlink) once.
+    /// Resolves the root (following a swapped symlink) once: one syscall.
     pub fn pin(root: &Path) -> io::Result<Tree> {
         let fd = nix::fcntl::open(
             root,
@@ -131,23 +130,22 @@ impl Tree {
         )?;
         // SAFETY: `open` just returned this descriptor and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let st = fstat(fd.as_raw_fd())?;
-        Ok(Tree {
-            fd,
-            id: (st.st_dev, st.st_ino),
-        })
+        Ok(Tree { fd })
     }
 
     /// Whether `root` still resolves to this tree. A miss on a tree that was
     /// swapped out (and perhaps deleted) since it was pinned is retried on the new one.
     pub fn is_current(&self, root: &Path) -> bool {
+        let Ok(pinned) = fstat(self.fd.as_raw_fd()) else {
+            return false;
+        };
         // A deleted directory's inode number can be reused by the next
         // worktree, so a removed tree (no links left) is never current.
-        if fstat(self.fd.as_raw_fd()).map_or(true, |st| st.st_nlink == 0) {
+        if pinned.st_nlink == 0 {
             return false;
         }
         match nix::sys::stat::stat(root) {
-            Ok(st) => (st.st_dev, st.st_ino) == self.id,
+            Ok(st) => (st.st_dev, st.st_ino) == (pinned.st_dev, pinned.st_ino),
             Err(_) => false,
         }
     }

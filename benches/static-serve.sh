@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# static-serve vs nginx, side by side in one run, with wrk (Debian packages wrk, nginx).
+#
+#   benches/static-serve.sh                      # builds the release binary first
+#   BIN=path/to/sidecar benches/static-serve.sh  # or uses this one
+#
+# Both servers get the same number of workers (WORKERS, default: CPU count;
+# tokio's TOKIO_WORKER_THREADS for us, worker_processes for nginx), nginx with
+# access_log off and sendfile on, static-serve with its defaults (access log
+# off). Cases: a 1 KiB file, a 100 KiB file, a 404. Prints requests/s, p99
+# latency, RSS after the run, and the static-serve/nginx requests/s ratio.
+# Knobs: DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx)" >&2; exit 2; }
+done
+WORKERS=${WORKERS:-$(nproc)}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+if [[ -z "${BIN:-}" ]]; then
+  cargo build --release --no-default-features --features static-serve >&2
+  BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/site"
+head -c 1024 /dev/urandom > "$work/site/1k.bin"
+head -c $((100 * 1024)) /dev/urandom > "$work/site/100k.bin"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NGINX_PORT=$(free_port)
+OURS_PORT=$(free_port)
+
+cat > "$work/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/tmp-body;
+  proxy_temp_path $work/tmp-proxy;
+  fastcgi_temp_path $work/tmp-fastcgi;
+  uwsgi_temp_path $work/tmp-uwsgi;
+  scgi_temp_path $work/tmp-scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $work/site;
+  }
+}
+EOF
+nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" &
+pids+=($!)
+nginx_master=$!
+
+TOKIO_WORKER_THREADS=$WORKERS "$BIN" static-serve --root "$work/site" \
+  --listen "127.0.0.1:$OURS_PORT" --admin-addr off --log-level warn &
+pids+=($!)
+ours=$!
+
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listening on port $1" >&2; exit 1
+}
+wait_port "$NGINX_PORT"
+wait_port "$OURS_PORT"
+
+# RSS in KiB of a process and its children (nginx's master plus workers).
+rss() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+
+# Prints "requests/s p99" for one wrk run.
+measure() {
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+  local rps p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  echo "$rps $p99"
+}
+
+printf '%-8s %-12s %12s %10s %10s\n' case server "req/s" p99 "RSS KiB"
+for case in 1k.bin 100k.bin missing; do
+  # Warm both (page cache, connection pools) before measuring.
+  wrk -t1 -c8 -d1s "http://127.0.0.1:$NGINX_PORT/$case" >/dev/null
+  wrk -t1 -c8 -d1s "http://127.0.0.1:$OURS_PORT/$case" >/dev/null
+  read -r n_rps n_p99 < <(measure "http://127.0.0.1:$NGINX_PORT/$case")
+  n_rss=$(rss "$nginx_master")
+  read -r o_rps o_p99 < <(measure "http://127.0.0.1:$OURS_PORT/$case")
+  o_rss=$(rss "$ours")
+  printf '%-8s %-12s %12s %10s %10s\n' "$case" nginx "$n_rps" "$n_p99" "$n_rss"
+  printf '%-8s %-12s %12s %10s %10s\n' "$case" static-serve "$o_rps" "$o_p99" "$o_rss"
+  printf '%-8s %-12s %12s\n' "$case" ratio "$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')"
+done
+echo "workers=$WORKERS connections=$CONNECTIONS wrk-threads=$THREADS duration=$DURATION $(nginx -v 2>&1)"
