@@ -444,7 +444,7 @@ fn precompressed_variants_and_on_the_fly_gzip() {
     let small = "tiny\n";
     write(&www.join("small.js"), small);
     std::fs::write(www.join("small.js.zst"), vec![b'z'; 5000]).unwrap();
-    let big_text = "lorem ipsum dolor sit amet ".repeat(1000);
+    let big_text = "lorem ipsum dolor sit amet ".repeat(6000);
     write(&www.join("page.html"), &big_text);
     let (_sc, addr) = serve(&www, &[]);
 

@@ -389,9 +389,18 @@ impl Handler {
         if let Some(gz) = self.gzip_cache.get(key) {
             return (!gz.is_empty()).then_some(gz);
         }
-        let mut data = vec![0; f.meta.size as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
-        let gz = encoding::gzip(&data).ok()?;
+        let compress = || {
+            let mut data = vec![0; f.meta.size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
+            encoding::gzip(&data).ok()
+        };
+        // Large files take milliseconds of CPU: let the runtime move other
+        // connections off this worker meanwhile.
+        let gz = if f.meta.size > 128 * 1024 {
+            tokio::task::block_in_place(compress)?
+        } else {
+            compress()?
+        };
         // Remember "not worth it" too (as empty), so we do not retry per request.
         let gz = if gz.len() as u64 >= f.meta.size {
             Bytes::new()
