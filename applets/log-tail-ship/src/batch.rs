@@ -1,0 +1,88 @@
+//! A batch: events as NDJSON in one buffer, where each one ends, and how far
+//! each file is covered once the sink acknowledges the batch.
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::checkpoint::Mark;
+
+#[derive(Default)]
+pub struct Batch {
+    /// Documents, each followed by `\n`.
+    pub body: Vec<u8>,
+    /// End offset in `body` (after the `\n`) of each document.
+    pub ends: Vec<usize>,
+    /// Event time of each document, Unix nanoseconds.
+    pub times: Vec<i64>,
+    /// One per file touched: the offset just past its last line in this batch.
+    pub marks: Vec<Mark>,
+    /// Holds `body.len()` bytes of `--buffer-max-bytes` until acknowledged.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Document `i` without its newline.
+    pub fn doc(&self, i: usize) -> &[u8] {
+        doc(&self.body, &self.ends, i)
+    }
+
+    /// Records that everything before `end` in the file is in this batch (or
+    /// was skipped, like empty lines).
+    pub fn mark(&mut self, m: Mark) {
+        // Batches touch few files; the last mark is almost always the one.
+        match self.marks.iter_mut().rev().find(|x| x.key == m.key) {
+            Some(x) if x.generation == m.generation => x.end = x.end.max(m.end),
+            Some(x) => *x = m,
+            None => self.marks.push(m),
+        }
+    }
+}
+
+/// Document `i` of an NDJSON `body` whose documents end at `ends`.
+pub fn doc<'a>(body: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &body[start..ends[i] - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::FileKey;
+
+    #[test]
+    fn docs_and_marks() {
+        let mut b = Batch::default();
+        for d in [&b"{\"a\":1}"[..], b"{}"] {
+            b.body.extend_from_slice(d);
+            b.body.push(b'\n');
+            b.ends.push(b.body.len());
+        }
+        assert_eq!(b.doc(0), b"{\"a\":1}");
+        assert_eq!(b.doc(1), b"{}");
+        let key = FileKey { dev: 1, ino: 1 };
+        b.mark(Mark {
+            key,
+            generation: 0,
+            end: 5,
+        });
+        b.mark(Mark {
+            key,
+            generation: 0,
+            end: 9,
+        });
+        b.mark(Mark {
+            key,
+            generation: 1,
+            end: 2,
+        });
+        assert_eq!(b.marks.len(), 1);
+        assert_eq!((b.marks[0].generation, b.marks[0].end), (1, 2));
+    }
+}

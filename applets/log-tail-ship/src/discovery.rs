@@ -1,0 +1,208 @@
+//! Which files to tail: `--path` globs minus `--exclude`, found by a glob
+//! rescan that inotify (through notify) triggers at once and a timer repeats
+//! as a safety net for missed events.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::Sender;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+
+/// Why the reader thread wakes up.
+pub enum Wake {
+    /// Something changed on disk; `rescan` when names changed (create,
+    /// rename, delete), not just contents.
+    Fs {
+        rescan: bool,
+    },
+    Shutdown,
+}
+
+pub struct Discovery {
+    patterns: Vec<String>,
+    exclude: GlobSet,
+    watcher: Option<RecommendedWatcher>,
+    /// Directory watched → recursively or not.
+    watched: HashMap<PathBuf, RecursiveMode>,
+}
+
+impl Discovery {
+    pub fn new(
+        patterns: &[String],
+        excludes: &[String],
+        wake: Sender<Wake>,
+    ) -> anyhow::Result<Discovery> {
+        for p in patterns {
+            glob::Pattern::new(p)
+                .map_err(|e| sidecar_runtime::usage!("--path {p:?}: invalid glob: {e}"))?;
+        }
+        let mut b = GlobSetBuilder::new();
+        for e in excludes {
+            b.add(
+                Glob::new(e).map_err(|err| {
+                    sidecar_runtime::usage!("--exclude {e:?}: invalid glob: {err}")
+                })?,
+            );
+        }
+        let exclude = b.build()?;
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let rescan = match res {
+                Ok(ev) => !matches!(
+                    ev.kind,
+                    EventKind::Modify(notify::event::ModifyKind::Data(_)) | EventKind::Access(_)
+                ),
+                // An overflowed queue lost events: look again.
+                Err(_) => true,
+            };
+            let _ = wake.send(Wake::Fs { rescan });
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify unavailable; discovery relies on --scan-interval");
+                None
+            }
+        };
+        Ok(Discovery {
+            patterns: patterns.to_vec(),
+            exclude,
+            watcher,
+            watched: HashMap::new(),
+        })
+    }
+
+    /// Every regular file (symlinks followed) the globs match now.
+    pub fn scan(&mut self) -> Vec<(PathBuf, std::fs::Metadata)> {
+        self.watch_roots();
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            let Ok(paths) = glob::glob(p) else { continue };
+            for path in paths.flatten() {
+                if self.exclude.is_match(&path) {
+                    continue;
+                }
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => out.push((path, m)),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Watches the deepest existing directory above each glob, recursively
+    /// when the glob reaches below it. A missing directory is watched
+    /// through its nearest existing parent until it appears.
+    fn watch_roots(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        for p in &self.patterns {
+            let (root, deep) = literal_root(Path::new(p));
+            let mut dir = root.as_path();
+            let mut mode = if deep {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            while !dir.is_dir() {
+                mode = RecursiveMode::NonRecursive;
+                match dir.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+                    _ => break,
+                }
+            }
+            if !dir.is_dir() || self.watched.get(dir) == Some(&mode) {
+                continue;
+            }
+            if let Some(old) = self.watched.get(dir) {
+                if *old == RecursiveMode::Recursive {
+                    continue;
+                }
+                let _ = watcher.unwatch(dir);
+            }
+            match watcher.watch(dir, mode) {
+                Ok(()) => {
+                    tracing::debug!(dir = %dir.display(), ?mode, "watching");
+                    self.watched.insert(dir.to_path_buf(), mode);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on rescans")
+                }
+            }
+        }
+    }
+}
+
+/// The directory part of `pattern` before any glob character, and whether
+/// the pattern reaches more than one level below it.
+fn literal_root(pattern: &Path) -> (PathBuf, bool) {
+    let mut root = PathBuf::new();
+    let comps: Vec<Component> = pattern.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        let s = c.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[', '{']) || i == comps.len() - 1 {
+            let below = comps.len() - i;
+            return (
+                if root.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    root
+                },
+                below > 1,
+            );
+        }
+        root.push(c);
+    }
+    (root, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots() {
+        assert_eq!(
+            literal_root(Path::new("/var/log/app/*.log")),
+            (PathBuf::from("/var/log/app"), false)
+        );
+        assert_eq!(
+            literal_root(Path::new("/var/log/app/a.log")),
+            (PathBuf::from("/var/log/app"), false)
+        );
+        assert_eq!(
+            literal_root(Path::new("/var/log/**/a.log")),
+            (PathBuf::from("/var/log"), true)
+        );
+        assert_eq!(
+            literal_root(Path::new("/var/*/x/a.log")),
+            (PathBuf::from("/var"), true)
+        );
+        assert_eq!(
+            literal_root(Path::new("a.log")),
+            (PathBuf::from("."), false)
+        );
+    }
+
+    #[test]
+    fn scan_applies_globs_and_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        for f in ["x.log", "a/y.log", "a/b/z.log", "a/b/z.log.gz"] {
+            std::fs::write(d.join(f), "1\n").unwrap();
+        }
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let pat = format!("{}/**/*.log*", d.display());
+        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], tx).unwrap();
+        let mut found: Vec<String> = disc
+            .scan()
+            .into_iter()
+            .map(|(p, _)| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
+        found.sort();
+        assert_eq!(found, ["a/b/z.log", "a/y.log", "x.log"]);
+    }
+}

@@ -1,0 +1,311 @@
+//! Turns complete lines into events in the current batch, groups multiline
+//! events, and hands full batches to the sink task. Handing over takes
+//! `--buffer-max-bytes` budget, so the reader pauses while the sink is behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use regex::bytes::Regex;
+use sidecar_runtime::Shutdown;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::batch::Batch;
+use crate::checkpoint::{FileKey, Mark};
+use crate::event::{Line, Template};
+use crate::metrics::Metrics;
+
+/// The file a line came from.
+pub struct Source<'a> {
+    pub key: FileKey,
+    pub generation: u32,
+    pub path_json: &'a str,
+}
+
+pub struct Limits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    pub max_line_bytes: usize,
+}
+
+pub struct MultilineRule {
+    pub start: Regex,
+    pub max_lines: usize,
+    pub timeout: Duration,
+}
+
+/// A multiline event still collecting lines.
+struct Pending {
+    generation: u32,
+    path_json: String,
+    text: Vec<u8>,
+    offset: u64,
+    end: u64,
+    lines: usize,
+    truncated: bool,
+    last: Instant,
+}
+
+/// Event time, formatted once per millisecond rather than once per line.
+struct Clock {
+    millis: i64,
+    nanos: i64,
+    text: String,
+}
+
+impl Clock {
+    fn update(&mut self) {
+        let now = SystemTime::now();
+        let nanos = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        self.nanos = nanos;
+        if nanos / 1_000_000 != self.millis {
+            self.millis = nanos / 1_000_000;
+            self.text = humantime::format_rfc3339_millis(now).to_string();
+        }
+    }
+}
+
+pub struct Emitter {
+    template: Template,
+    multiline: Option<MultilineRule>,
+    pending: HashMap<FileKey, Pending>,
+    batch: Batch,
+    first_at: Option<Instant>,
+    limits: Limits,
+    tx: mpsc::UnboundedSender<Batch>,
+    budget: Arc<Semaphore>,
+    rt: tokio::runtime::Handle,
+    shutdown: Shutdown,
+    clock: Clock,
+    metrics: Metrics,
+}
+
+impl Emitter {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        template: Template,
+        multiline: Option<MultilineRule>,
+        limits: Limits,
+        tx: mpsc::UnboundedSender<Batch>,
+        budget: Arc<Semaphore>,
+        rt: tokio::runtime::Handle,
+        shutdown: Shutdown,
+        metrics: Metrics,
+    ) -> Emitter {
+        let mut clock = Clock {
+            millis: -1,
+            nanos: 0,
+            text: String::new(),
+        };
+        clock.update();
+        Emitter {
+            template,
+            multiline,
+            pending: HashMap::new(),
+            batch: Batch::default(),
+            first_at: None,
+            limits,
+            tx,
+            budget,
+            rt,
+            shutdown,
+            clock,
+            metrics,
+        }
+    }
+
+    /// Called once per read chunk: lines of one chunk share a timestamp.
+    pub fn tick_clock(&mut self) {
+        self.clock.update();
+    }
+
+    /// One complete line (without its newline) that starts at `offset`;
+    /// `end` is just past its newline. Returns false when shutdown
+    /// interrupted a wait for buffer space.
+    pub fn line(
+        &mut self,
+        src: &Source,
+        text: &[u8],
+        offset: u64,
+        end: u64,
+        truncated: bool,
+    ) -> bool {
+        if let Some(rule) = &self.multiline {
+            let continues = text.is_empty() || !rule.start.is_match(text);
+            if let Some(p) = self.pending.get_mut(&src.key) {
+                if continues && p.generation == src.generation && p.lines < rule.max_lines {
+                    let room = self.limits.max_line_bytes.saturating_sub(p.text.len());
+                    let add = text.len() + 1;
+                    if add <= room {
+                        p.text.push(b'\n');
+                        p.text.extend_from_slice(text);
+                    } else {
+                        if room > 0 {
+                            p.text.push(b'\n');
+                            p.text.extend_from_slice(&text[..room - 1]);
+                        }
+                        p.truncated = true;
+                    }
+                    p.truncated |= truncated;
+                    p.end = end;
+                    p.lines += 1;
+                    p.last = Instant::now();
+                    return true;
+                }
+            }
+            if !self.flush_pending(&src.key) {
+                return false;
+            }
+            if text.is_empty() {
+                return self.skip(src, end);
+            }
+            self.pending.insert(
+                src.key,
+                Pending {
+                    generation: src.generation,
+                    path_json: src.path_json.to_string(),
+                    text: text.to_vec(),
+                    offset,
+                    end,
+                    lines: 1,
+                    truncated,
+                    last: Instant::now(),
+                },
+            );
+            return true;
+        }
+        if text.is_empty() {
+            return self.skip(src, end);
+        }
+        let line = Line {
+            text,
+            offset,
+            truncated,
+            multiline: false,
+        };
+        self.push(src.key, src.generation, src.path_json, &line, end)
+    }
+
+    /// An empty line: nothing to send, but the checkpoint may pass it.
+    fn skip(&mut self, src: &Source, end: u64) -> bool {
+        self.batch.mark(Mark {
+            key: src.key,
+            generation: src.generation,
+            end,
+        });
+        self.first_at.get_or_insert_with(Instant::now);
+        true
+    }
+
+    fn push(
+        &mut self,
+        key: FileKey,
+        generation: u32,
+        path_json: &str,
+        line: &Line,
+        end: u64,
+    ) -> bool {
+        let b = &mut self.batch;
+        self.template
+            .write(&mut b.body, &self.clock.text, path_json, line);
+        b.body.push(b'\n');
+        b.ends.push(b.body.len());
+        b.times.push(self.clock.nanos);
+        b.mark(Mark {
+            key,
+            generation,
+            end,
+        });
+        self.first_at.get_or_insert_with(Instant::now);
+        if b.len() >= self.limits.max_events || b.body.len() >= self.limits.max_bytes {
+            return self.flush();
+        }
+        true
+    }
+
+    /// Sends the multiline event collecting for `key`, if any.
+    pub fn flush_pending(&mut self, key: &FileKey) -> bool {
+        let Some(p) = self.pending.remove(key) else {
+            return true;
+        };
+        let line = Line {
+            text: &p.text,
+            offset: p.offset,
+            truncated: p.truncated,
+            multiline: p.lines > 1,
+        };
+        self.push(*key, p.generation, &p.path_json, &line, p.end)
+    }
+
+    /// Sends what is due: multiline events idle past their timeout, and the
+    /// batch once `--batch-timeout` passed since its first event.
+    pub fn tick(&mut self) -> bool {
+        if let Some(rule) = &self.multiline {
+            let due: Vec<FileKey> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.last.elapsed() >= rule.timeout)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in due {
+                if !self.flush_pending(&k) {
+                    return false;
+                }
+            }
+        }
+        match self.first_at {
+            Some(t) if t.elapsed() >= self.limits.timeout => self.flush(),
+            _ => true,
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has work.
+    pub fn deadline(&self) -> Option<Instant> {
+        let batch = self.first_at.map(|t| t + self.limits.timeout);
+        let ml = self
+            .multiline
+            .as_ref()
+            .and_then(|r| self.pending.values().map(|p| p.last + r.timeout).min());
+        [batch, ml].into_iter().flatten().min()
+    }
+
+    /// Hands the batch to the sink, first waiting for buffer budget.
+    pub fn flush(&mut self) -> bool {
+        self.first_at = None;
+        if self.batch.is_empty() && self.batch.marks.is_empty() {
+            return true;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let want = batch.body.len().clamp(1, u32::MAX as usize) as u32;
+        let budget = self.budget.clone();
+        let permit = if self.shutdown.is_requested() {
+            // Draining: take what is free, never wait. A batch that does not
+            // fit is not sent, so its lines are read again after the restart.
+            budget.try_acquire_many_owned(want).ok()
+        } else {
+            let stop = self.shutdown.clone();
+            self.rt.block_on(async move {
+                tokio::select! {
+                    p = budget.acquire_many_owned(want) => p.ok(),
+                    _ = stop.requested() => None,
+                }
+            })
+        };
+        let Some(permit) = permit else { return false };
+        self.metrics.buffer_bytes.inc_by(want as i64);
+        batch.permit = Some(permit);
+        self.metrics.events_sent.inc_by(batch.len() as u64);
+        self.tx.send(batch).is_ok()
+    }
+
+    /// Drops the multiline events still collecting: at shutdown they are
+    /// not sent, so the checkpoint stays before them and a restart reads
+    /// them whole instead of splitting them.
+    pub fn drop_pending(&mut self) {
+        self.pending.clear();
+    }
+}

@@ -1,0 +1,329 @@
+//! `--sink elasticsearch`: the `_bulk` API.
+//!
+//! Wire format (https://www.elastic.co/guide/en/elasticsearch/reference/current/docs-bulk.html):
+//! `POST /_bulk`, `Content-Type: application/x-ndjson`, an action line then
+//! the document, each ending in `\n`. The response is 200 even when items
+//! fail: `"errors":true` and `items[]` in request order, each
+//! `{"<action>":{"status":N,"error":{"type":…,"reason":…}}}`.
+//!
+//! Per item, as Filebeat does: 2xx is done; 409 on `create` means the
+//! document is already there (a resend after a crash) and counts as done;
+//! 429 and 5xx items, and only those, are sent again after a backoff; other
+//! 4xx items (mapping errors) go to the dead letter with the reason. A
+//! whole-request 429/5xx or connection error retries the batch on the next
+//! `--es-url`; 401/403 are logged as errors and retried, never dropped.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use chrono::format::{Item, StrftimeItems};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde::Deserialize;
+
+use super::{check_url, excerpt, post, retryable, Common};
+use crate::batch::Batch;
+use crate::config::{Args, EsAction};
+
+pub struct EsSink {
+    common: Common,
+    /// `<base>/_bulk[?pipeline=…]` per `--es-url`.
+    urls: Vec<String>,
+    current: usize,
+    index: IndexName,
+    action: EsAction,
+    headers: HeaderMap,
+}
+
+/// The action line for an event, from `--es-index`.
+enum IndexName {
+    Fixed(Vec<u8>),
+    /// A strftime pattern on the event time; the last second's line is cached.
+    Pattern {
+        pattern: String,
+        action: EsAction,
+        cached_secs: i64,
+        cached: Vec<u8>,
+    },
+}
+
+impl IndexName {
+    fn new(pattern: &str, action: EsAction) -> anyhow::Result<IndexName> {
+        if pattern.is_empty() {
+            return Err(sidecar_runtime::usage!("--es-index: must not be empty"));
+        }
+        if !pattern.contains('%') {
+            return Ok(IndexName::Fixed(action_line(action, pattern)));
+        }
+        if StrftimeItems::new(pattern).any(|i| matches!(i, Item::Error)) {
+            return Err(sidecar_runtime::usage!(
+                "--es-index {pattern:?}: invalid strftime pattern"
+            ));
+        }
+        Ok(IndexName::Pattern {
+            pattern: pattern.to_string(),
+            action,
+            cached_secs: i64::MIN,
+            cached: Vec::new(),
+        })
+    }
+
+    fn line(&mut self, time_ns: i64) -> &[u8] {
+        match self {
+            IndexName::Fixed(l) => l,
+            IndexName::Pattern {
+                pattern,
+                action,
+                cached_secs,
+                cached,
+            } => {
+                let secs = time_ns.div_euclid(1_000_000_000);
+                if secs != *cached_secs {
+                    let t = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
+                    *cached = action_line(*action, &t.format(pattern).to_string());
+                    *cached_secs = secs;
+                }
+                cached
+            }
+        }
+    }
+}
+
+fn action_line(action: EsAction, index: &str) -> Vec<u8> {
+    let mut l = format!("{{\"{}\":{{\"_index\":", action.as_str()).into_bytes();
+    crate::event::write_str(&mut l, index.as_bytes());
+    l.extend_from_slice(b"}}\n");
+    l
+}
+
+#[derive(Deserialize)]
+struct BulkErrors {
+    #[serde(default)]
+    errors: bool,
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl EsSink {
+    pub fn new(args: &Args, common: Common) -> anyhow::Result<EsSink> {
+        if args.es_urls.is_empty() {
+            return Err(sidecar_runtime::usage!(
+                "--sink elasticsearch needs --es-url"
+            ));
+        }
+        let mut urls = Vec::new();
+        for raw in &args.es_urls {
+            let mut u = check_url("--es-url", raw)?;
+            let path = format!("{}/_bulk", u.path().trim_end_matches('/'));
+            u.set_path(&path);
+            if let Some(p) = &args.es_pipeline {
+                u.query_pairs_mut().append_pair("pipeline", p);
+            }
+            urls.push(u.to_string());
+        }
+        let mut headers = HeaderMap::new();
+        if let (Some(user), Some(file)) = (&args.es_user, &args.es_password_file) {
+            let pass = read_secret("--es-password-file", file)?;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            headers.insert(
+                AUTHORIZATION,
+                sensitive(&format!("Basic {token}"), "--es-user")?,
+            );
+        }
+        if let Some(file) = &args.es_api_key_file {
+            let key = read_secret("--es-api-key-file", file)?;
+            headers.insert(
+                AUTHORIZATION,
+                sensitive(&format!("ApiKey {key}"), "--es-api-key-file")?,
+            );
+        }
+        Ok(EsSink {
+            common,
+            urls,
+            current: 0,
+            index: IndexName::new(&args.es_index, args.es_action)?,
+            action: args.es_action,
+            headers,
+        })
+    }
+
+    fn failover(&mut self) {
+        if self.urls.len() > 1 {
+            self.current = (self.current + 1) % self.urls.len();
+            let next = sidecar_runtime::redact::redact_url(&self.urls[self.current]);
+            tracing::warn!(url = %next, "switching to the next --es-url");
+        }
+    }
+
+    pub async fn deliver(&mut self, batch: &mut Batch) {
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut backoff = self.common.backoff();
+        loop {
+            let mut body = Vec::with_capacity(batch.body.len() + pending.len() * 48);
+            for &i in &pending {
+                body.extend_from_slice(self.index.line(batch.times[i]));
+                body.extend_from_slice(batch.doc(i));
+                body.push(b'\n');
+            }
+            let (body, encoding) = self.common.encode(&body);
+            let url = self.urls[self.current].clone();
+            let redacted = sidecar_runtime::redact::redact_url(&url);
+            match post(
+                &self.common,
+                &url,
+                body,
+                encoding,
+                "application/x-ndjson",
+                &self.headers,
+            )
+            .await
+            {
+                Ok((s, resp)) if (200..300).contains(&s) => {
+                    match self.settle(batch, &pending, &resp) {
+                        Some(retry) if retry.is_empty() => return,
+                        Some(retry) => {
+                            tracing::warn!(url = %redacted, items = retry.len(), "bulk items rejected for now (429/5xx); retrying them");
+                            self.common.metrics.retries.inc_by(retry.len() as u64);
+                            pending = retry;
+                        }
+                        None => {
+                            tracing::warn!(url = %redacted, body = %excerpt(&resp), "unreadable bulk response; retrying the batch");
+                            self.common.metrics.retries.inc();
+                        }
+                    }
+                }
+                Ok((s @ (401 | 403), resp)) => {
+                    tracing::error!(url = %redacted, status = s, body = %excerpt(&resp), "elasticsearch refused the credentials; retrying (check --es-user/--es-api-key-file)");
+                    self.common.metrics.retries.inc();
+                }
+                Ok((s, resp)) if retryable(s) => {
+                    tracing::warn!(url = %redacted, status = s, body = %excerpt(&resp), "bulk request failed; retrying");
+                    self.common.metrics.retries.inc();
+                    if s >= 500 {
+                        self.failover();
+                    }
+                }
+                Ok((s, resp)) => {
+                    let reason = format!("HTTP {s}: {}", excerpt(&resp));
+                    tracing::error!(url = %redacted, status = s, reason, "bulk request rejected; events go to the dead letter");
+                    for &i in &pending {
+                        self.common.dead_letter.reject(
+                            &self.common.metrics,
+                            batch.doc(i),
+                            Some(s),
+                            &reason,
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(url = %redacted, error = %e, "elasticsearch unreachable; retrying");
+                    self.common.metrics.retries.inc();
+                    self.failover();
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Applies a 2xx bulk response to the `pending` items: returns those to
+    /// send again, or None if the response does not say what happened.
+    fn settle(&self, batch: &Batch, pending: &[usize], resp: &[u8]) -> Option<Vec<usize>> {
+        let m = &self.common.metrics;
+        if !serde_json::from_slice::<BulkErrors>(resp).ok()?.errors {
+            m.events_acked.inc_by(pending.len() as u64);
+            return Some(Vec::new());
+        }
+        let parsed: BulkResponse = serde_json::from_slice(resp).ok()?;
+        if parsed.items.len() != pending.len() {
+            return None;
+        }
+        let mut retry = Vec::new();
+        for (&i, item) in pending.iter().zip(parsed.items) {
+            let r = item.into_values().next()?;
+            match r.status {
+                200..=299 => {
+                    m.events_acked.inc();
+                }
+                409 if self.action == EsAction::Create => {
+                    m.events_acked.inc();
+                    m.events_duplicate.inc();
+                }
+                s if s == 429 || s >= 500 => retry.push(i),
+                s => {
+                    let reason = describe(r.error.as_ref());
+                    self.common
+                        .dead_letter
+                        .reject(m, batch.doc(i), Some(s), &reason);
+                }
+            }
+        }
+        Some(retry)
+    }
+}
+
+/// `type: reason` from a bulk item's `error`.
+fn describe(error: Option<&serde_json::Value>) -> String {
+    match error {
+        Some(e @ serde_json::Value::Object(_)) => {
+            let t = e.get("type").and_then(|v| v.as_str()).unwrap_or("error");
+            let r = e.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+            format!("{t}: {r}")
+        }
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "rejected without an error description".into(),
+    }
+}
+
+fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| sidecar_runtime::usage!("{flag} {}: {e}", path.display()))?;
+    let s = raw.trim().to_string();
+    if s.is_empty() {
+        return Err(sidecar_runtime::usage!(
+            "{flag} {}: file is empty",
+            path.display()
+        ));
+    }
+    Ok(s)
+}
+
+fn sensitive(value: &str, flag: &str) -> anyhow::Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| sidecar_runtime::usage!("{flag}: credentials contain invalid characters"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_patterns() {
+        let mut fixed = IndexName::new("logs-app-default", EsAction::Create).unwrap();
+        assert_eq!(
+            fixed.line(0),
+            b"{\"create\":{\"_index\":\"logs-app-default\"}}\n"
+        );
+        let mut daily = IndexName::new("app-%Y.%m.%d", EsAction::Index).unwrap();
+        // 2026-11-26T00:00:00Z
+        let t = 1_795_651_200i64 * 1_000_000_000;
+        assert_eq!(
+            daily.line(t),
+            b"{\"index\":{\"_index\":\"app-2026.11.26\"}}\n"
+        );
+        assert!(IndexName::new("x-%Q", EsAction::Create).is_err());
+    }
+}

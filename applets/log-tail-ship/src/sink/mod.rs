@@ -1,0 +1,194 @@
+//! Delivery: one batch at a time, in order, until every event in it is
+//! acknowledged or dead-lettered; only then do the batch's checkpoint marks
+//! count. Failures that can heal (429, 5xx, 401/403, connection errors) are
+//! retried forever with backoff; nothing is dropped silently.
+
+mod dead_letter;
+mod elasticsearch;
+mod http;
+mod loki;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sidecar_runtime::backoff::Backoff;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::batch::Batch;
+use crate::checkpoint::Store;
+use crate::config::{Args, Compress, SinkKind};
+use crate::metrics::Metrics;
+
+pub use dead_letter::DeadLetter;
+
+/// First retry wait; it doubles up to --retry-max-backoff.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every sink shares: the HTTP client, compression, the dead letter
+/// file, counters and the retry pacing.
+pub struct Common {
+    pub client: reqwest::Client,
+    pub compress: Compress,
+    pub dead_letter: DeadLetter,
+    pub metrics: Metrics,
+    pub max_backoff: Duration,
+}
+
+impl Common {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(FIRST_BACKOFF, self.max_backoff)
+    }
+
+    /// The request body, gzipped (level 1, as Filebeat) if asked.
+    pub fn encode(&self, body: &[u8]) -> (Bytes, Option<&'static str>) {
+        match self.compress {
+            Compress::None => (Bytes::copy_from_slice(body), None),
+            Compress::Gzip => {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(body.len() / 4),
+                    flate2::Compression::fast(),
+                );
+                // Writing into a Vec cannot fail.
+                let _ = gz.write_all(body);
+                (Bytes::from(gz.finish().unwrap_or_default()), Some("gzip"))
+            }
+        }
+    }
+}
+
+pub enum Sink {
+    Stdout,
+    Http(http::HttpSink),
+    Elasticsearch(elasticsearch::EsSink),
+    Loki(loki::LokiSink),
+}
+
+impl Sink {
+    pub fn from_args(args: &Args, metrics: &Metrics) -> anyhow::Result<Sink> {
+        let common = || -> anyhow::Result<Common> {
+            Ok(Common {
+                client: client(args)?,
+                compress: args.compress,
+                dead_letter: DeadLetter::open(args.dead_letter.as_deref())?,
+                metrics: metrics.clone(),
+                max_backoff: args.retry_max_backoff,
+            })
+        };
+        Ok(match args.sink {
+            SinkKind::Stdout => Sink::Stdout,
+            SinkKind::Http => Sink::Http(http::HttpSink::new(args, common()?)?),
+            SinkKind::Elasticsearch => {
+                Sink::Elasticsearch(elasticsearch::EsSink::new(args, common()?)?)
+            }
+            SinkKind::Loki => Sink::Loki(loki::LokiSink::new(args, common()?)?),
+        })
+    }
+
+    /// Returns once every event of the batch is acknowledged or dead-lettered.
+    async fn deliver(&mut self, batch: &mut Batch) {
+        match self {
+            Sink::Stdout => {
+                let mut out = tokio::io::stdout();
+                let written = async {
+                    out.write_all(&batch.body).await?;
+                    out.flush().await
+                };
+                if let Err(e) = written.await {
+                    // stdout closed: nobody can receive events any more.
+                    tracing::error!(error = %e, "cannot write to stdout");
+                    std::future::pending::<()>().await;
+                }
+            }
+            Sink::Http(s) => s.deliver(batch).await,
+            Sink::Elasticsearch(s) => s.deliver(batch).await,
+            Sink::Loki(s) => s.deliver(batch).await,
+        }
+    }
+}
+
+fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &args.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| sidecar_runtime::usage!("--ca-file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            sidecar_runtime::usage!("--ca-file {}: not PEM certificates: {e}", ca.display())
+        })?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b.build()?)
+}
+
+/// Delivers batches in order and acknowledges them in the checkpoint store.
+pub async fn run(
+    mut sink: Sink,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    store: Arc<Mutex<Store>>,
+    metrics: Metrics,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        if !batch.is_empty() {
+            sink.deliver(&mut batch).await;
+        }
+        store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ack(&batch.marks);
+        if let Some(p) = batch.permit.take() {
+            metrics.buffer_bytes.dec_by(p.num_permits() as i64);
+        }
+    }
+}
+
+/// A short, single-line excerpt of a response body for logs and dead letters.
+pub fn excerpt(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a status is worth retrying: the server may accept the same
+/// request later (overload, outage, credentials being rotated).
+pub fn retryable(status: u16) -> bool {
+    matches!(status, 401 | 403 | 408 | 429) || status >= 500
+}
+
+/// One POST; the response body is read whole (bulk responses are needed).
+pub async fn post(
+    common: &Common,
+    url: &str,
+    body: Bytes,
+    encoding: Option<&str>,
+    content_type: &str,
+    headers: &reqwest::header::HeaderMap,
+) -> Result<(u16, Bytes), reqwest::Error> {
+    let mut req = common
+        .client
+        .post(url)
+        .headers(headers.clone())
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body);
+    if let Some(enc) = encoding {
+        req = req.header(reqwest::header::CONTENT_ENCODING, enc);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.bytes().await?))
+}
+
+/// An absolute http(s) URL, or exit 2 naming the flag.
+pub fn check_url(flag: &str, raw: &str) -> anyhow::Result<url::Url> {
+    match url::Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        _ => Err(sidecar_runtime::usage!(
+            "{flag} {raw:?}: expected an http:// or https:// URL"
+        )),
+    }
+}

@@ -1,0 +1,517 @@
+//! log-tail-ship: tailing real files through appends, partial lines,
+//! restarts (clean and kill -9), rotation by the real logrotate (create and
+//! copytruncate), deletion, long lines, and backpressure.
+
+#[path = "log_tail_ship/common.rs"]
+mod common;
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::{counts, messages, metric, Ship, Writer};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{http, Sidecar};
+
+fn glob(dir: &Path, pat: &str) -> String {
+    format!("{}/{pat}", dir.display())
+}
+
+/// The real logrotate with its own state file, forced to rotate now.
+fn logrotate(dir: &Path, log: &Path, directives: &str) {
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{} {{\n{directives}\nrotate 5\nmissingok\n}}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let out = support::run_cmd(
+        Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(dir.join("logrotate.state"))
+            .arg(&conf),
+    );
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every one of `expected` arrived exactly once.
+fn assert_exactly_once(got: &[String], expected: &[String]) {
+    let c = counts(got);
+    let missing: Vec<&String> = expected.iter().filter(|m| !c.contains_key(*m)).collect();
+    let dups: Vec<(&String, &usize)> = c.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} lines, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        dups.is_empty(),
+        "duplicated lines, e.g. {:?}",
+        &dups[..dups.len().min(5)]
+    );
+}
+
+#[test]
+fn ships_ecs_events_and_holds_a_partial_line_until_complete() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let mut w = Writer::append(&log);
+    w.line("first");
+    w.raw("second ha");
+    let ship = Ship::start_env(
+        &[
+            "--path",
+            &glob(dir.path(), "*.log"),
+            "--field",
+            "kubernetes.pod.name=$(LTS_POD)",
+            "--field",
+            "team=${LTS_TEAM}",
+            "--host-name",
+            "node-a",
+        ],
+        &[("LTS_POD", "web-1"), ("LTS_TEAM", "core")],
+    );
+    let evs = ship.wait_message("first");
+    let e = &evs[0];
+    assert_eq!(e["log"]["file"]["path"], log.to_str().unwrap());
+    assert_eq!(e["log"]["offset"], 0);
+    assert_eq!(e["host"]["name"], "node-a");
+    assert_eq!(e["kubernetes"]["pod"]["name"], "web-1");
+    assert_eq!(e["team"], "core");
+    assert!(e["@timestamp"].as_str().unwrap().ends_with('Z'));
+
+    w.raw("lf\r\n");
+    w.line("");
+    w.line("third");
+    let evs = ship.wait_message("third");
+    assert_eq!(messages(&evs), ["first", "second half", "third"]);
+    assert_eq!(evs[1]["log"]["offset"], 6);
+}
+
+#[test]
+fn restart_resumes_from_the_checkpoint_and_completes_a_partial_line_once() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let data = dir.path().join("data");
+    let args = [
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut w = Writer::append(&log);
+    w.line("a");
+    w.line("b");
+    w.raw("parti");
+    let ship = Ship::start(&args);
+    ship.wait_message("b");
+    assert_eq!(ship.stop(), Some(0));
+    let ck: Value =
+        serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap();
+    assert_eq!(ck["files"][0]["offset"], 4, "{ck}");
+
+    w.raw("al line\n");
+    w.line("c");
+    let ship = Ship::start(&args);
+    let evs = ship.wait_message("c");
+    assert_eq!(messages(&evs), ["partial line", "c"]);
+    assert_eq!(evs[0]["log"]["offset"], 4);
+    assert_eq!(ship.stop(), Some(0));
+}
+
+/// kill -9 in the middle of batches: the restart sends again what was not
+/// acknowledged, and nothing is lost.
+#[test]
+fn kill_9_mid_batch_loses_nothing() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let data = dir.path().join("data");
+    let total = 20_000;
+    let mut w = Writer::append(&log);
+    for i in 0..total {
+        w.line(&format!("line {i:05} {}", "x".repeat(40)));
+    }
+    let recv = http::Receiver::start();
+    let args = [
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--sink",
+        "http",
+        "--http-url",
+        &recv.url("/ingest"),
+        "--batch-max-events",
+        "500",
+    ];
+    let mut seen = HashSet::new();
+    let collect = |seen: &mut HashSet<String>, req: http::Request| {
+        assert_eq!(req.header("content-type"), Some("application/x-ndjson"));
+        for l in String::from_utf8(req.body).unwrap().lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            seen.insert(v["message"].as_str().unwrap().to_string());
+        }
+    };
+    let mut sc = Sidecar::start("log-tail-ship", &args);
+    for _ in 0..5 {
+        collect(&mut seen, recv.next());
+    }
+    sc.signal(Signal::SIGKILL);
+    sc.wait_exit();
+    drop(sc);
+    let _sc = Sidecar::start("log-tail-ship", &args);
+    while seen.len() < total {
+        collect(&mut seen, recv.next());
+    }
+}
+
+#[test]
+fn logrotate_create_while_writing_loses_and_duplicates_nothing() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let mut ship = Ship::start(&[
+        "--path",
+        &glob(dir.path(), "app.log"),
+        "--rotate-wait",
+        "1s",
+    ]);
+    ship.sc.wait_for_log("tailing file");
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel();
+    let (reopen_tx, reopen_rx) = std::sync::mpsc::channel::<bool>();
+    let path = log.clone();
+    // The application: appends through its open file without pause and
+    // reopens the path when told (as after SIGHUP), so lines written between
+    // the rename and the reopen land in the rotated file.
+    let writer = std::thread::spawn(move || {
+        let mut w = Writer::append(&path);
+        let mut expected = Vec::new();
+        for i in 0.. {
+            match reopen_rx.try_recv() {
+                Ok(true) => w = Writer::append(&path),
+                Ok(false) => break,
+                Err(_) => {}
+            }
+            let line = format!("create {i}");
+            w.line(&line);
+            expected.push(line);
+            if i % 200 == 199 {
+                let _ = progress_tx.send(());
+            }
+        }
+        expected
+    });
+    for _ in 0..3 {
+        progress_rx.recv().unwrap();
+        logrotate(dir.path(), &log, "create");
+        reopen_tx.send(true).unwrap();
+    }
+    progress_rx.recv().unwrap();
+    reopen_tx.send(false).unwrap();
+    let mut expected = writer.join().unwrap();
+    // After the writer's last reopen, the final line marks the end.
+    Writer::append(&log).line("END");
+    expected.push("END".into());
+    ship.wait_message("END");
+    ship.wait_message(expected[expected.len() - 2].as_str());
+    assert_exactly_once(&ship.messages(), &expected);
+}
+
+fn copytruncate_rounds(glob_pat: &str, stale_writer: bool) {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let mut ship = Ship::start(&["--path", &glob(dir.path(), glob_pat), "--rotate-wait", "1s"]);
+    ship.sc.wait_for_log("tailing file");
+    let mut w = if stale_writer {
+        Writer::at_offset(&log)
+    } else {
+        Writer::append(&log)
+    };
+    let mut expected = Vec::new();
+    for round in 0..4 {
+        for i in 0..400 {
+            let line = format!("round {round} line {i} {}", "y".repeat(30));
+            w.line(&line);
+            expected.push(line);
+        }
+        // Lines of a file nobody read before it was copied and emptied exist
+        // only in the copy: the first line read makes the copy recognisable,
+        // and the rest of the round may be unread yet (then it comes from the
+        // copy). The writer keeps its file open across the rotation.
+        ship.wait_message(&format!("round {round} line 0 {}", "y".repeat(30)));
+        logrotate(dir.path(), &log, "copytruncate");
+    }
+    w.line("END");
+    expected.push("END".into());
+    ship.wait_message("END");
+    // Lines of the last round may still come from its copy.
+    ship.wait_message(expected[expected.len() - 2].as_str());
+    let got = ship.messages();
+    assert!(got.iter().all(|m| !m.contains('\0')), "NUL bytes shipped");
+    assert_exactly_once(&got, &expected);
+}
+
+#[test]
+fn logrotate_copytruncate_loses_and_duplicates_nothing() {
+    copytruncate_rounds("app.log", false);
+}
+
+#[test]
+fn logrotate_copytruncate_with_copies_matched_by_the_glob() {
+    copytruncate_rounds("app.log*", false);
+}
+
+#[test]
+fn copytruncate_with_a_writer_lacking_o_append_skips_nul_bytes() {
+    copytruncate_rounds("app.log", true);
+}
+
+#[test]
+fn deleted_file_is_closed_promptly_and_a_recreated_path_is_read() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    Writer::append(&log).line("before delete");
+    let mut ship = Ship::start(&["--path", &glob(dir.path(), "*.log")]);
+    ship.wait_message("before delete");
+    std::fs::remove_file(&log).unwrap();
+    ship.sc.wait_for_log("reason=\"deleted\"");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", ship.sc.pid())).unwrap();
+    for fd in fds.flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().contains("app.log"),
+            "still open: {target:?}"
+        );
+    }
+    Writer::append(&log).line("after recreate");
+    ship.wait_message("after recreate");
+    assert_eq!(ship.messages(), ["before delete", "after recreate"]);
+    let m = ship.metrics();
+    assert_eq!(metric(&m, "log_tail_ship_files_closed_total"), 1.0);
+}
+
+#[test]
+fn long_lines_are_truncated_flagged_and_counted() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let mut w = Writer::append(&log);
+    w.line("before");
+    w.line(&"z".repeat(10 * 1024));
+    w.line("after");
+    let ship = Ship::start(&[
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--max-line-bytes",
+        "1000",
+    ]);
+    let evs = ship.wait_message("after");
+    assert_eq!(evs.len(), 3);
+    assert_eq!(evs[1]["message"].as_str().unwrap().len(), 1000);
+    assert_eq!(evs[1]["log"]["flags"], serde_json::json!(["truncated"]));
+    assert_eq!(evs[2]["log"]["offset"], 7 + 10 * 1024 + 1);
+    assert_eq!(
+        metric(&ship.metrics(), "log_tail_ship_lines_truncated_total"),
+        1.0
+    );
+}
+
+#[test]
+fn read_from_end_applies_to_files_found_at_start_only() {
+    let dir = support::tempdir();
+    let old = dir.path().join("old.log");
+    Writer::append(&old).line("old line");
+    let mut ship = Ship::start(&["--path", &glob(dir.path(), "*.log"), "--read-from", "end"]);
+    ship.sc.wait_for_log("--read-from end");
+    Writer::append(&old).line("appended");
+    ship.wait_message("appended");
+    Writer::append(&dir.path().join("new.log")).line("fresh file");
+    ship.wait_message("fresh file");
+    let mut got = ship.messages();
+    got.sort();
+    assert_eq!(got, ["appended", "fresh file"]);
+}
+
+#[test]
+fn parse_json_merges_fields_and_flags_bad_lines() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let mut w = Writer::append(&log);
+    w.line(r#"{"message":"structured","level":"warn","http":{"status":503}}"#);
+    w.line("plain text");
+    let ship = Ship::start(&[
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--parse",
+        "json",
+        "--field",
+        "env=prod",
+    ]);
+    let evs = ship.wait_message("plain text");
+    assert_eq!(evs[0]["message"], "structured");
+    assert_eq!(evs[0]["level"], "warn");
+    assert_eq!(evs[0]["http"]["status"], 503);
+    assert_eq!(evs[0]["env"], "prod");
+    assert_eq!(evs[0]["log"]["offset"], 0);
+    assert_eq!(evs[1]["error"]["type"], "json");
+}
+
+#[test]
+fn multiline_groups_stack_traces() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let mut w = Writer::append(&log);
+    for l in ["2026-01-01 boom", "  at a()", "  at b()", "2026-01-01 next"] {
+        w.line(l);
+    }
+    let ship = Ship::start(&[
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--multiline-start",
+        r"^\d{4}-",
+        "--multiline-timeout",
+        "200ms",
+    ]);
+    let evs = ship.wait_message("2026-01-01 next");
+    assert_eq!(
+        messages(&evs),
+        ["2026-01-01 boom\n  at a()\n  at b()", "2026-01-01 next"]
+    );
+    assert_eq!(evs[0]["log"]["flags"], serde_json::json!(["multiline"]));
+}
+
+/// The sink is down while the application writes: memory stays under
+/// --buffer-max-bytes (reading pauses), and everything arrives afterwards.
+#[test]
+fn backpressure_bounds_memory_and_loses_nothing() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let total = 40_000;
+    let mut w = Writer::append(&log);
+    for i in 0..total {
+        w.line(&format!("bp {i:06} {}", "b".repeat(150)));
+    }
+    let file_size = std::fs::metadata(&log).unwrap().len();
+    let recv = http::Receiver::with(|_| (503, "down".into()));
+    let mut sc = Sidecar::start(
+        "log-tail-ship",
+        &[
+            "--path",
+            &glob(dir.path(), "*.log"),
+            "--sink=http",
+            "--http-url",
+            &recv.url("/"),
+            "--buffer-max-bytes=256KiB",
+            "--batch-max-bytes=64KiB",
+            "--retry-max-backoff=200ms",
+        ],
+    );
+    let admin = sc.admin_addr();
+    let m = || http::get(admin, "/metrics").text();
+    support::wait_until("retries while the sink is down", || {
+        common::metric_opt(&m(), "log_tail_ship_retries_total").unwrap_or(0.0) >= 5.0
+    });
+    let text = m();
+    let read = metric(&text, "log_tail_ship_bytes_read_total");
+    assert!(
+        metric(&text, "log_tail_ship_buffer_bytes") <= 256.0 * 1024.0,
+        "{text}"
+    );
+    // At most the buffer, the batch being built and one read chunk.
+    assert!(
+        read <= (256 * 1024 + 64 * 1024 + (1 << 20)) as f64,
+        "read {read} of {file_size} while the sink was down"
+    );
+    assert!(read < file_size as f64);
+    recv.set_response(|_| (200, String::new()));
+    let mut seen = HashSet::new();
+    while seen.len() < total {
+        let req = recv.next();
+        for l in String::from_utf8(req.body).unwrap().lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            seen.insert(v["message"].as_str().unwrap()[..9].to_string());
+        }
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--path", "/tmp/x.log", "--multiline-start", "("],
+            "--multiline-start",
+        ),
+        (
+            &["--path", "/tmp/x.log", "--sink", "elasticsearch"],
+            "--es-url",
+        ),
+        (&["--path", "/tmp/x.log", "--sink", "loki"], "--loki-url"),
+        (
+            &[
+                "--path",
+                "/tmp/x.log",
+                "--sink",
+                "http",
+                "--http-url",
+                "ftp://x",
+            ],
+            "--http-url",
+        ),
+        (
+            &["--path", "/tmp/x.log", "--max-line-bytes", "0"],
+            "--max-line-bytes",
+        ),
+        (
+            &["--path", "/tmp/x.log", "--max-line-bytes", "lots"],
+            "--max-line-bytes",
+        ),
+        (
+            &[
+                "--path",
+                "/tmp/x.log",
+                "--batch-max-bytes",
+                "2MiB",
+                "--buffer-max-bytes",
+                "1MiB",
+            ],
+            "--batch-max-bytes",
+        ),
+        (&["--path", "/tmp/[x.log"], "--path"),
+        (
+            &[
+                "--path",
+                "/tmp/x.log",
+                "--sink",
+                "elasticsearch",
+                "--es-url",
+                "http://h:9200",
+                "--es-index",
+                "x-%Q",
+            ],
+            "--es-index",
+        ),
+        (&[], "--path"),
+    ];
+    for (args, flag) in cases {
+        let mut full = vec!["log-tail-ship", "--admin-addr=off"];
+        full.extend_from_slice(args);
+        let out = support::run(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(flag),
+            "{args:?}: message does not name {flag}: {err}"
+        );
+    }
+}
