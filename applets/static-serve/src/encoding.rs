@@ -1,7 +1,7 @@
 //! Content negotiation for `Accept-Encoding`: precompressed `.br`/`.zst`/`.gz`
 //! variants next to a file, and on-the-fly gzip for text above a threshold.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -140,6 +140,8 @@ struct CacheInner {
     map: HashMap<String, Bytes>,
     order: VecDeque<String>,
     bytes: usize,
+    /// Being compressed in the background.
+    pending: HashSet<String>,
 }
 
 /// Total compressed bytes the cache may hold.
@@ -156,8 +158,14 @@ impl GzipCache {
         self.lock().map.get(etag).cloned()
     }
 
+    /// Claims `etag` for a background compression; false if one already runs.
+    pub fn claim(&self, etag: &str) -> bool {
+        self.lock().pending.insert(etag.to_string())
+    }
+
     pub fn insert(&self, etag: String, gz: Bytes) {
         let mut c = self.lock();
+        c.pending.remove(&etag);
         if gz.len() > CACHE_BYTES / 4 || c.map.contains_key(&etag) {
             return;
         }

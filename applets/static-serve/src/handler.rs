@@ -28,7 +28,7 @@ const SWAP_RETRIES: usize = 3;
 pub struct Handler {
     s: Settings,
     pub metrics: Metrics,
-    gzip_cache: GzipCache,
+    gzip_cache: Arc<GzipCache>,
 }
 
 /// What the request asked for, borrowed from it.
@@ -52,7 +52,7 @@ impl Handler {
         Handler {
             s,
             metrics,
-            gzip_cache: GzipCache::new(),
+            gzip_cache: Arc::new(GzipCache::new()),
         }
     }
 
@@ -389,24 +389,24 @@ impl Handler {
         if let Some(gz) = self.gzip_cache.get(key) {
             return (!gz.is_empty()).then_some(gz);
         }
-        let compress = || {
-            let mut data = vec![0; f.meta.size as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
-            encoding::gzip(&data).ok()
-        };
-        // Large files take milliseconds of CPU: let the runtime move other
-        // connections off this worker meanwhile.
-        let gz = if f.meta.size > 128 * 1024 {
-            tokio::task::block_in_place(compress)?
-        } else {
-            compress()?
-        };
-        // Remember "not worth it" too (as empty), so we do not retry per request.
-        let gz = if gz.len() as u64 >= f.meta.size {
-            Bytes::new()
-        } else {
-            Bytes::from(gz)
-        };
+        if f.meta.size > GZIP_INLINE_MAX {
+            // Milliseconds of CPU: compress on the blocking pool for the next
+            // requests, and send this one as it is rather than stall the worker.
+            if !self.gzip_cache.claim(key) {
+                return None;
+            }
+            let Ok(file) = f.file.try_clone() else {
+                return None;
+            };
+            let (size, key) = (f.meta.size, key.to_string());
+            let cache = self.gzip_cache.clone();
+            tokio::task::spawn_blocking(move || {
+                let gz = compress(&file, size).unwrap_or_default();
+                cache.insert(key, gz);
+            });
+            return None;
+        }
+        let gz = compress(&f.file, f.meta.size)?;
         self.gzip_cache.insert(key.to_string(), gz.clone());
         (!gz.is_empty()).then_some(gz)
     }
@@ -458,6 +458,22 @@ impl Handler {
             }
         }
     }
+}
+
+/// Files above this are compressed off the request path (see `gzip_on_the_fly`).
+const GZIP_INLINE_MAX: u64 = 1024 * 1024;
+
+/// gzip of a whole file; empty means "not worth it" (no smaller), so the cache
+/// remembers that too and the file is not retried per request.
+fn compress(file: &std::fs::File, size: u64) -> Option<Bytes> {
+    let mut data = vec![0; size as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut data, 0).ok()?;
+    let gz = encoding::gzip(&data).ok()?;
+    Some(if gz.len() as u64 >= size {
+        Bytes::new()
+    } else {
+        Bytes::from(gz)
+    })
 }
 
 fn open_error(e: OpenError) -> Response<Body> {

@@ -20,6 +20,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use sidecar_runtime::{Context, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -36,7 +37,21 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// How many threads serve TCP connections: the CPUs this container may use,
+/// or `TOKIO_WORKER_THREADS` (as for any tokio program).
+pub fn worker_count() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Serves until shutdown, then drains in-flight requests within the grace period.
+///
+/// TCP: one OS thread per worker, each with a single-threaded runtime and its
+/// own `SO_REUSEPORT` socket per address, so a connection lives and dies on
+/// the thread that accepted it. Unix sockets: on the applet's runtime.
 pub async fn serve(
     listeners: Vec<Listener>,
     handler: Arc<Handler>,
@@ -44,23 +59,47 @@ pub async fn serve(
     ctx: Context,
 ) -> anyhow::Result<()> {
     let shutdown = ctx.shutdown_handle();
-    let tracker = TaskTracker::new();
+    let grace = ctx.shutdown_grace();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut sockets = Vec::new();
+    let tracker = TaskTracker::new();
     let mut loops = Vec::new();
+    let mut sockets = Vec::new();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = Vec::new();
     for l in listeners {
-        if let Listener::Unix(_, p) = &l {
-            sockets.push(p.clone());
+        match l {
+            Listener::Tcp(_, group) => {
+                per_worker.resize_with(per_worker.len().max(group.len()), Vec::new);
+                for (i, sock) in group.into_iter().enumerate() {
+                    per_worker[i].push(sock);
+                }
+            }
+            Listener::Unix(l, path) => {
+                sockets.push(path);
+                loops.push(tokio::spawn(accept_loop(
+                    Acceptor::Unix(l),
+                    handler.clone(),
+                    limits,
+                    slots.clone(),
+                    tracker.clone(),
+                    shutdown.clone(),
+                )));
+            }
         }
-        loops.push(tokio::spawn(accept_loop(
-            l,
-            handler.clone(),
-            limits,
-            slots.clone(),
-            tracker.clone(),
-            shutdown.clone(),
-        )));
     }
+    let mut workers = Vec::new();
+    for (i, socks) in per_worker.into_iter().enumerate() {
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (handler, slots, shutdown) = (handler.clone(), slots.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name(format!("static-serve-{i}"))
+            .spawn(move || {
+                worker(socks, handler, limits, slots, shutdown, grace, closed_tx);
+                let _ = done_tx.send(());
+            })?;
+        workers.push((closed_rx, done_rx));
+    }
+
     ctx.shutdown().await;
     for l in loops {
         let _ = l.await;
@@ -68,23 +107,85 @@ pub async fn serve(
     for p in sockets {
         let _ = std::fs::remove_file(p);
     }
+    let mut done = Vec::new();
+    for (closed, d) in workers {
+        // Every listener is closed before we say so.
+        let _ = closed.await;
+        done.push(d);
+    }
     tracker.close();
-    let open = tracker.len();
-    tracing::info!(connections = open, "draining");
-    if tokio::time::timeout(ctx.shutdown_grace(), tracker.wait())
-        .await
-        .is_err()
-    {
+    tracing::info!(
+        connections = handler.metrics.connections_open.get(),
+        "draining"
+    );
+    let drained = async {
+        tracker.wait().await;
+        for d in done {
+            let _ = d.await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
-            connections = tracker.len(),
+            connections = handler.metrics.connections_open.get(),
             "connections still open after the grace period"
         );
     }
     Ok(())
 }
 
+/// One TCP worker thread: accept on its sockets until shutdown, then give its
+/// connections the grace period to finish.
+fn worker(
+    socks: Vec<std::net::TcpListener>,
+    handler: Arc<Handler>,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    shutdown: Shutdown,
+    grace: Duration,
+    listeners_closed: tokio::sync::oneshot::Sender<()>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let tracker = TaskTracker::new();
+        let mut loops = Vec::new();
+        for sock in socks {
+            match tokio::net::TcpListener::from_std(sock) {
+                Ok(l) => loops.push(tokio::spawn(accept_loop(
+                    Acceptor::Tcp(l),
+                    handler.clone(),
+                    limits,
+                    slots.clone(),
+                    tracker.clone(),
+                    shutdown.clone(),
+                ))),
+                Err(e) => tracing::error!(error = %e, "cannot register a listener"),
+            }
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        let _ = listeners_closed.send(());
+        tracker.close();
+        let _ = tokio::time::timeout(grace, tracker.wait()).await;
+    });
+}
+
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(UnixListener),
+}
+
 async fn accept_loop(
-    listener: Listener,
+    listener: Acceptor,
     handler: Arc<Handler>,
     limits: Limits,
     slots: Arc<Semaphore>,
@@ -132,10 +233,10 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(l: &Listener) -> io::Result<Accepted> {
+async fn accept(l: &Acceptor) -> io::Result<Accepted> {
     match l {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        Acceptor::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }
 
