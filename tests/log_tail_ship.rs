@@ -515,3 +515,61 @@ fn bad_flags_exit_2_naming_the_flag() {
         );
     }
 }
+
+#[test]
+fn a_data_dir_in_use_exits_2() {
+    let dir = support::tempdir();
+    let data = dir.path().join("data");
+    let args = [
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut first = Ship::start(&args);
+    first.sc.wait_for_log("log-tail-ship started");
+    let mut full = vec!["log-tail-ship", "--admin-addr=off"];
+    full.extend_from_slice(&args);
+    let out = support::run(&full);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--data-dir") && err.contains("in use"),
+        "{err}"
+    );
+}
+
+/// SIGTERM while the sink is down: the process still exits 0 within the
+/// grace period, the checkpoint stays before the unacknowledged lines, and
+/// the next start delivers them.
+#[test]
+fn sigterm_with_the_sink_down_keeps_unacknowledged_lines_for_the_restart() {
+    let dir = support::tempdir();
+    let data = dir.path().join("data");
+    Writer::append(&dir.path().join("app.log")).line("undelivered");
+    let recv = http::Receiver::with(|_| (503, "down".into()));
+    let args = [
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--sink=http",
+        "--http-url",
+        &recv.url("/"),
+        "--batch-timeout=20ms",
+        "--shutdown-grace=2s",
+    ];
+    let mut sc = Sidecar::start("log-tail-ship", &args);
+    recv.next();
+    sc.signal(Signal::SIGTERM);
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+    let ck: Value =
+        serde_json::from_slice(&std::fs::read(data.join("checkpoints.json")).unwrap()).unwrap();
+    assert_eq!(ck["files"][0]["offset"], 0, "{ck}");
+    recv.drain();
+    recv.set_response(|_| (200, String::new()));
+    let _sc = Sidecar::start("log-tail-ship", &args);
+    let req = recv.next();
+    let ev: Value = serde_json::from_slice(req.body.strip_suffix(b"\n").unwrap()).unwrap();
+    assert_eq!(ev["message"], "undelivered");
+}

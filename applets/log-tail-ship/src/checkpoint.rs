@@ -70,6 +70,9 @@ pub struct Mark {
 }
 
 pub struct Store {
+    /// Held for the life of the process: two shippers writing one
+    /// checkpoint file would each undo the other's progress.
+    _lock: Option<nix::fcntl::Flock<fs::File>>,
     dir: Option<PathBuf>,
     entries: HashMap<FileKey, Entry>,
     dirty: bool,
@@ -80,10 +83,24 @@ impl Store {
     /// interrupted write and is ignored: the renamed file is the last good one.
     pub fn load(dir: Option<&Path>) -> anyhow::Result<Store> {
         let mut entries = HashMap::new();
+        let mut lock = None;
         if let Some(dir) = dir {
             fs::create_dir_all(dir).map_err(|e| {
                 sidecar_runtime::usage!("--data-dir {}: cannot create: {e}", dir.display())
             })?;
+            let f = fs::File::create(dir.join("lock")).map_err(|e| {
+                sidecar_runtime::usage!("--data-dir {}: not writable: {e}", dir.display())
+            })?;
+            lock = Some(
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+                    |(_, e)| {
+                        sidecar_runtime::usage!(
+                            "--data-dir {}: in use by another log-tail-ship ({e})",
+                            dir.display()
+                        )
+                    },
+                )?,
+            );
             let path = dir.join(FILE_NAME);
             match fs::read(&path) {
                 Ok(raw) => {
@@ -99,6 +116,7 @@ impl Store {
             }
         }
         Ok(Store {
+            _lock: lock,
             dir: dir.map(Path::to_path_buf),
             entries,
             dirty: false,

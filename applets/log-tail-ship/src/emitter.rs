@@ -78,6 +78,8 @@ pub struct Emitter {
     limits: Limits,
     tx: mpsc::UnboundedSender<Batch>,
     budget: Arc<Semaphore>,
+    /// Permits in `budget` when none is taken: --buffer-max-bytes.
+    capacity: u32,
     rt: tokio::runtime::Handle,
     shutdown: Shutdown,
     clock: Clock,
@@ -96,6 +98,7 @@ impl Emitter {
         shutdown: Shutdown,
         metrics: Metrics,
     ) -> Emitter {
+        let capacity = budget.available_permits().min(u32::MAX as usize) as u32;
         let mut clock = Clock {
             millis: -1,
             nanos: 0,
@@ -111,6 +114,7 @@ impl Emitter {
             limits,
             tx,
             budget,
+            capacity,
             rt,
             shutdown,
             clock,
@@ -280,7 +284,9 @@ impl Emitter {
             return true;
         }
         let mut batch = std::mem::take(&mut self.batch);
-        let want = batch.body.len().clamp(1, u32::MAX as usize) as u32;
+        // A batch can outgrow the whole budget by its last event (a long
+        // line); it then takes all of it rather than waiting forever.
+        let want = batch.body.len().clamp(1, self.capacity as usize) as u32;
         let budget = self.budget.clone();
         let permit = if self.shutdown.is_requested() {
             // Draining: take what is free, never wait. A batch that does not

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# log-tail-ship vs rsyslog (imfile → omelasticsearch), side by side in one run.
+#
+# Both tail the same pre-written file from its beginning and ship every line
+# as a _bulk request to the same local Elasticsearch stand-in
+# (benches/log-tail-ship-receiver.py, which only counts). Measured from start
+# until the receiver has every event: MiB/s and lines/s of log read, CPU
+# seconds per MiB (user+system of the shipper), and peak RSS. Prints ratios.
+#
+# usage: benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
+# needs: rsyslog rsyslog-elasticsearch python3 (Debian packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${1:-512}
+LINE_BYTES=${2:-200}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/log-tail-ship}
+cargo build -q --release --no-default-features --features log-tail-ship
+BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/sidecar
+command -v rsyslogd >/dev/null || { echo "rsyslogd missing: apt-get install rsyslog rsyslog-elasticsearch" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+RECV_PID=""
+SHIP_PID=""
+cleanup() {
+  [ -n "$SHIP_PID" ] && kill "$SHIP_PID" 2>/dev/null || true
+  [ -n "$RECV_PID" ] && kill "$RECV_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+LOG=$WORK/logs/app.log
+mkdir -p "$WORK/logs"
+# Lines like an access log, each LINE_BYTES long with its newline, all distinct.
+python3 - "$LOG" "$SIZE_MIB" "$LINE_BYTES" <<'EOF'
+import sys
+path, mib, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+total = mib << 20
+pad = "x" * width
+with open(path, "w", buffering=1 << 20) as f:
+    n, i = 0, 0
+    while n < total:
+        head = f'2026-11-26T00:00:00.{i % 1000:03d}Z INFO 10.0.{i % 256}.{i % 199} "GET /api/v1/items/{i} HTTP/1.1" 200 {i % 9999} '
+        line = (head + pad)[: width - 1] + "\n"
+        f.write(line)
+        n += len(line)
+        i += 1
+EOF
+LINES=$(wc -l < "$LOG")
+BYTES=$(stat -c %s "$LOG")
+MIB=$(python3 -c "print($BYTES / 1048576)")
+echo "input: $LINES lines, $MIB MiB ($LINE_BYTES-byte lines); $(nproc) CPUs"
+
+start_receiver() {
+  rm -f "$WORK/port"
+  python3 benches/log-tail-ship-receiver.py "$WORK/port" &
+  RECV_PID=$!
+  for _ in $(seq 1 100); do [ -s "$WORK/port" ] && break; sleep 0.05; done
+  PORT=$(cat "$WORK/port")
+}
+
+events() { curl -s "http://127.0.0.1:$PORT/stats" | cut -d' ' -f1; }
+
+# Waits until the receiver has every line, then samples the shipper's CPU
+# time and peak RSS. Prints "seconds cpu_seconds rss_kib".
+measure() {
+  local t0=$1 pid=$2
+  until [ "$(events)" -ge "$LINES" ]; do
+    kill -0 "$pid" 2>/dev/null || { echo "shipper died" >&2; exit 1; }
+    sleep 0.05
+  done
+  local t1 ticks rss
+  t1=$(date +%s.%N)
+  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  python3 -c "print($t1 - $t0, $ticks / $(getconf CLK_TCK), $rss)"
+}
+
+run_ours() {
+  start_receiver
+  local t0; t0=$(date +%s.%N)
+  "$BIN" log-tail-ship --admin-addr=off --path "$LOG" --data-dir "$WORK/ours" \
+    --sink elasticsearch --es-url "http://127.0.0.1:$PORT" \
+    --batch-max-bytes 8MiB --batch-max-events 40000 --log-level warn &
+  SHIP_PID=$!
+  OURS=$(measure "$t0" "$SHIP_PID")
+  kill "$SHIP_PID"; wait "$SHIP_PID" 2>/dev/null || true; SHIP_PID=""
+  kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true; RECV_PID=""
+}
+
+run_rsyslog() {
+  start_receiver
+  mkdir -p "$WORK/rsyslog"
+  cat > "$WORK/rsyslog.conf" <<EOF
+global(workDirectory="$WORK/rsyslog" maxMessageSize="64k")
+module(load="imfile")
+module(load="omelasticsearch")
+template(name="ecs" type="list" option.jsonf="on") {
+  property(outname="@timestamp" name="timereported" dateFormat="rfc3339" format="jsonf")
+  property(outname="message" name="msg" format="jsonf")
+  property(outname="log.file.path" name="\$!metadata!filename" format="jsonf")
+  property(outname="host.name" name="hostname" format="jsonf")
+}
+input(type="imfile" file="$LOG" tag="app" addMetadata="on" freshStartTail="off")
+action(type="omelasticsearch" server="127.0.0.1" serverport="$PORT" template="ecs"
+       searchIndex="bench" bulkmode="on" maxbytes="8m" esVersion.major="8"
+       queue.type="linkedList" queue.size="200000" queue.dequeueBatchSize="20000"
+       action.resumeRetryCount="-1")
+EOF
+  local t0; t0=$(date +%s.%N)
+  rsyslogd -n -f "$WORK/rsyslog.conf" -i "$WORK/rsyslog.pid" &
+  SHIP_PID=$!
+  RSYSLOG=$(measure "$t0" "$SHIP_PID")
+  kill "$SHIP_PID"; wait "$SHIP_PID" 2>/dev/null || true; SHIP_PID=""
+  kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true; RECV_PID=""
+}
+
+run_ours
+run_rsyslog
+
+python3 - "$MIB" "$LINES" "$OURS" "$RSYSLOG" <<'EOF'
+import sys
+mib, lines = float(sys.argv[1]), int(sys.argv[2])
+rows = {}
+for name, raw in (("log-tail-ship", sys.argv[3]), ("rsyslog", sys.argv[4])):
+    secs, cpu, rss = map(float, raw.split())
+    rows[name] = (mib / secs, lines / secs, cpu / mib, rss / 1024)
+print(f"{'':14} {'MiB/s':>8} {'lines/s':>11} {'CPU s/MiB':>10} {'peak RSS MiB':>13}")
+for name, (mbs, lps, cpm, rss) in rows.items():
+    print(f"{name:14} {mbs:8.1f} {lps:11.0f} {cpm:10.4f} {rss:13.1f}")
+o, r = rows["log-tail-ship"], rows["rsyslog"]
+print(f"{'ratio':14} {o[0]/r[0]:7.2f}x {o[1]/r[1]:10.2f}x {o[2]/r[2]:9.2f}x {o[3]/r[3]:12.2f}x  (log-tail-ship / rsyslog)")
+EOF
