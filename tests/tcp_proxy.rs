@@ -176,6 +176,26 @@ fn idle_connections_are_closed() {
     p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 1.0);
 }
 
+#[test]
+fn busy_connections_are_closed_at_the_lifetime_cap() {
+    let up = Upstream::echo();
+    let p = proxy_to(&[&up], &["--max-connection-duration=500ms"]);
+    let mut c = p.connect();
+    // Keep the connection busy: the cap applies regardless of traffic.
+    let mut buf = [0u8; 4];
+    let reason = loop {
+        if c.write_all(b"ping").is_err() {
+            break "write failed";
+        }
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break "closed",
+            Ok(_) => {}
+        }
+    };
+    assert!(!reason.is_empty());
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"max_duration\""], 1.0);
+}
+
 /// 50 MiB from the upstream to a client that does not read: the proxy's
 /// memory stays flat (backpressure), and once the client reads every byte
 /// arrives intact, after the client already half-closed its side.

@@ -78,6 +78,10 @@ pub struct Args {
     #[arg(long, env = "TCP_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
+    /// Close a connection this long after it was accepted, busy or not (0 = never).
+    #[arg(long, env = "TCP_PROXY_MAX_CONNECTION_DURATION", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_connection_duration: Duration,
+
     /// Open client connections over all routes (0 = unlimited); more are closed at once.
     #[arg(
         long,

@@ -85,6 +85,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
         connect_retries: args.connect_retries,
         idle_timeout: args.idle_timeout,
+        max_connection_duration: args.max_connection_duration,
         splice_after: args.splice_after,
         send_proxy_protocol: args.send_proxy_protocol,
         accept_proxy_protocol: args.accept_proxy_protocol,

@@ -103,7 +103,7 @@ impl Metrics {
         );
         r.register(
             "closes",
-            "Relayed connections closed, by reason (done, reset, idle_timeout, shutdown)",
+            "Relayed connections closed, by reason (done, reset, idle_timeout, max_duration, shutdown)",
             m.closes.clone(),
         );
         r.register(

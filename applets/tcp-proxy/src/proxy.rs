@@ -26,6 +26,7 @@ pub struct Shared {
     pub connect_timeout: Duration,
     pub connect_retries: u32,
     pub idle_timeout: Duration,
+    pub max_connection_duration: Duration,
     pub splice_after: u64,
     pub send_proxy_protocol: Option<Version>,
     pub accept_proxy_protocol: bool,
@@ -196,7 +197,7 @@ async fn proxy(
         tracing::debug!(route = %route.name, "over --max-connections");
         return Err("max_connections");
     };
-    let _ = client.set_nodelay(true);
+    tune(client);
     let local = client
         .local_addr()
         .map(transparent::unmap)
@@ -239,7 +240,7 @@ async fn proxy(
             (s, Some(lease))
         }
     };
-    let _ = upstream.set_nodelay(true);
+    tune(&upstream);
     let up_addr = rec.upstream.expect("set on connect").to_string();
     shared
         .metrics
@@ -272,6 +273,7 @@ async fn proxy(
     }
     let opts = relay::Options {
         idle_timeout: shared.idle_timeout,
+        max_duration: shared.max_connection_duration,
         splice_after: shared.splice_after,
         spliced: &shared.metrics.spliced_bytes,
     };
@@ -279,6 +281,17 @@ async fn proxy(
     rec.sent = up.bytes();
     rec.received = down.bytes();
     Ok(close)
+}
+
+/// No Nagle delay on relayed bytes, and keepalive probes so a peer that
+/// vanished without FIN or RST (node gone) is noticed on idle connections.
+fn tune(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
 }
 
 async fn write_all(s: &TcpStream, buf: &[u8]) -> io::Result<()> {

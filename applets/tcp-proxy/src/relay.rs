@@ -35,6 +35,8 @@ pub enum Close {
     /// A side reset or failed; the other side was reset too.
     Reset,
     IdleTimeout,
+    /// --max-connection-duration ran out.
+    MaxDuration,
 }
 
 impl Close {
@@ -43,6 +45,7 @@ impl Close {
             Close::Done => "done",
             Close::Reset => "reset",
             Close::IdleTimeout => "idle_timeout",
+            Close::MaxDuration => "max_duration",
         }
     }
 }
@@ -73,6 +76,8 @@ impl Direction {
 
 pub struct Options<'a> {
     pub idle_timeout: Duration,
+    /// Zero: no cap.
+    pub max_duration: Duration,
     pub splice_after: u64,
     pub spliced: &'a Counter,
 }
@@ -94,7 +99,8 @@ impl Activity {
     }
 }
 
-/// Relays until both directions are done, one fails, or the idle timeout.
+/// Relays until both directions are done, one fails, the idle timeout or
+/// the lifetime cap.
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -117,7 +123,8 @@ pub async fn relay(
             tokio::time::sleep_until(deadline.into()).await;
         }
     };
-    tokio::pin!(to_upstream, to_client, idle);
+    let lifetime = tokio::time::sleep(opts.max_duration);
+    tokio::pin!(to_upstream, to_client, idle, lifetime);
     let (mut up_done, mut down_done) = (false, false);
     let close = loop {
         tokio::select! {
@@ -136,6 +143,7 @@ pub async fn relay(
                 }
             },
             _ = &mut idle, if !opts.idle_timeout.is_zero() => break Close::IdleTimeout,
+            _ = &mut lifetime, if !opts.max_duration.is_zero() => break Close::MaxDuration,
         }
         if up_done && down_done {
             break Close::Done;
