@@ -417,6 +417,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn refresh_keeps_the_state_of_endpoints_that_stay() {
+        let p = pool(Lb::LeastConn, 0, 2);
+        let held = p.pick(client(), &[]).unwrap();
+        let kept = held.endpoint.addr;
+        let new = SocketAddr::from(([127, 0, 0, 2], 9));
+        p.set_endpoints(vec![(kept, "t".into()), (new, "t".into())]);
+        let eps = p.endpoints();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps.iter().find(|e| e.addr == kept).unwrap().active(), 1);
+        // least-conn sees the open connection across the refresh
+        assert_eq!(p.pick(client(), &[]).unwrap().endpoint.addr, new);
+        drop(held);
+        assert_eq!(eps.iter().find(|e| e.addr == kept).unwrap().active(), 0);
+    }
+
     #[tokio::test]
     async fn ejection_grows_and_spares_the_last() {
         let p = pool(Lb::RoundRobin, 0, 2);
