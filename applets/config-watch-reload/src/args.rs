@@ -109,7 +109,7 @@ pub struct ConfigWatchReload {
 
     /// URL to request on change (repeatable). `user:pass@` becomes basic auth.
     #[arg(long = "reload-url", env = "CONFIG_WATCH_RELOAD_RELOAD_URL", value_name = "URL",
-          value_delimiter = ',', action = ArgAction::Append, alias = "webhook-url")]
+          action = ArgAction::Append, alias = "webhook-url")]
     pub reload_url: Vec<String>,
 
     /// HTTP method of the reload request [default: POST]; `http` or `signal`

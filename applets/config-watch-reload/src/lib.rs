@@ -180,6 +180,7 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
     }
     ctx.set_ready(true);
 
+    let mut render_failed = None;
     let mut resync = plan
         .resync
         .map(|d| tokio::time::interval_at(Instant::now() + d, d));
@@ -194,16 +195,18 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
         }
         metrics.apply_operations.inc();
         let snap = observe(&plan, &mut watcher).await;
-        if snap.hash == current.hash {
+        if snap.hash == current.hash || Some(snap.hash) == render_failed {
             continue;
         }
         metrics.changes.inc();
         tracing::info!(old = %current.short(), new = %snap.short(), files = snap.files, "change detected");
-        // A failed render leaves `current` alone, so the next event or tick
-        // tries again.
+        // The environment is fixed for the process's life: a template that
+        // failed to render is tried again only once its content changes.
         if !render_all(&plan, &metrics, false)? {
+            render_failed = Some(snap.hash);
             continue;
         }
+        render_failed = None;
         current = snap.clone();
         submit(snap, &mut pending);
     }
