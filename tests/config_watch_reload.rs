@@ -624,6 +624,7 @@ fn password_never_logged_when_the_webhook_fails() {
     std::fs::write(&file, "1").unwrap();
     sc.wait_for_log("giving up");
     assert!(sc.stderr().contains("status 401"), "{}", sc.stderr());
+    assert!(sc.stderr().contains("wants credentials"), "{}", sc.stderr());
     assert!(!sc.stderr().contains("hunter2"), "{}", sc.stderr());
     let metrics = http::get(admin, "/metrics").text();
     assert!(!metrics.contains("hunter2"));
@@ -953,4 +954,54 @@ fn warns_when_a_watched_path_is_a_subpath_mount() {
         "--admin-addr=off",
     ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("subPath"));
+}
+
+#[test]
+fn configmap_and_secret_swapped_together_give_one_reload() {
+    let d = support::tempdir();
+    let mut config = Volume::new(&d.path().join("config"));
+    let mut secret = Volume::new(&d.path().join("secret"));
+    config.write(&[("app.yaml", "password_file: /secret/pw")]);
+    secret.write(&[("pw", "one")]);
+    let rx = Receiver::start();
+    let url = rx.url("/");
+    let (_sc, admin) = start(&[
+        "--watch",
+        s(&config.dir),
+        "--watch",
+        s(&secret.dir),
+        "--reload-url",
+        &url,
+        "--debounce",
+        "2s",
+    ]);
+    config.write(&[("app.yaml", "password_file: /secret/pw2")]);
+    secret.write(&[("pw2", "two")]);
+    rx.next();
+    assert!(
+        rx.next_within(Duration::from_secs(3)).is_none(),
+        "one reload for both volumes"
+    );
+    assert_eq!(
+        metric(admin, "config_watch_reload_changes_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn prometheus_signal_reload_method() {
+    let d = support::tempdir();
+    let target = HupTarget::start(&d.path().join("app"));
+    let mut vol = Volume::new(&d.path().join("config"));
+    vol.write(&[("prometheus.yml", "a")]);
+    let name = format!("--process-executable-name={}", target.name);
+    let (_sc, admin) = start(&[
+        "--watched-dir",
+        s(&vol.dir),
+        "--reload-method=signal",
+        &name,
+    ]);
+    vol.write(&[("prometheus.yml", "b")]);
+    support::wait_until("SIGHUP", || target.count() == 1);
+    assert!(metric(admin, r#"reloader_info{method="signal"}"#).is_some());
 }

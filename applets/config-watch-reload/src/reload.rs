@@ -105,6 +105,7 @@ impl Reloader {
                 self.record_webhook(&redact_url(&h.url), &result, began);
             }
             if let Err(e) = result {
+                let e = with_hint(e);
                 self.metrics.reload_failed();
                 self.metrics.action_failed(action.kind());
                 if self.max_attempts.is_some_and(|max| attempt >= max) {
@@ -164,5 +165,18 @@ impl Reloader {
                 self.metrics.webhook_error(url, reason);
             }
         }
+    }
+}
+
+/// Says what to do about the failures users ask about most: an endpoint that
+/// wants credentials, and Prometheus without `--web.enable-lifecycle`.
+fn with_hint(e: anyhow::Error) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    if msg.contains(": status 401 ") {
+        e.context("the reload endpoint wants credentials: give --reload-bearer-token-file, --reload-header, or user:pass@ in the URL")
+    } else if msg.contains(": status 403 ") && msg.contains("ifecycle") {
+        e.context("Prometheus refuses reloads: start it with --web.enable-lifecycle")
+    } else {
+        e
     }
 }

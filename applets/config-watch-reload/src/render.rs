@@ -176,11 +176,12 @@ pub fn expand(
     if syntax == Syntax::Full && !unset.is_empty() {
         let mut seen = std::collections::HashSet::new();
         unset.retain(|n| seen.insert(n.clone()));
-        bail!(
-            "unset environment variable{} without a default: {}",
-            if unset.len() > 1 { "s" } else { "" },
-            unset.join(", ")
-        );
+        // thanos' wording, which prometheus-operator users search for.
+        let refs: Vec<String> = unset
+            .iter()
+            .map(|n| format!("found reference to unset environment variable {n:?}"))
+            .collect();
+        bail!("{} (and no ${{VAR:-default}})", refs.join("; "));
     }
     Ok((out, unset))
 }
