@@ -157,7 +157,11 @@ fn upstream_reset_is_passed_on_to_the_client() {
     let (up, accepted) = Upstream::manual();
     let p = proxy_to(&[&up], &[]);
     let mut c = p.connect();
-    let u = recv(&accepted);
+    // A byte through first, so the proxy's connect has surely completed (a
+    // reset racing the connect is a connect failure, and retried).
+    c.write_all(b"x").unwrap();
+    let mut u = recv(&accepted);
+    assert_eq!(read_n(&mut u, 1), b"x");
     peers::set_reset_on_close(&u);
     drop(u);
     let mut buf = [0u8; 16];
@@ -689,6 +693,9 @@ fn bad_flags_exit_2_naming_the_flag() {
             "--upstreams-file",
         ),
     ] {
+        // Off, so the default admin port in use elsewhere cannot decide the exit code.
+        let mut args = args;
+        args.push("--admin-addr=off");
         let out = support::run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");

@@ -22,31 +22,33 @@ pub enum Lb {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Listen address of the single route (with --upstream).
-    #[arg(long, env = "TCP_PROXY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
+    #[arg(long, env = "TCP_PROXY_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
 
     /// Upstream HOST:PORT of the --listen route; repeatable, or comma separated.
     #[arg(
         long,
         env = "TCP_PROXY_UPSTREAM",
         value_name = "HOST:PORT",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_target
     )]
-    pub upstream: Vec<String>,
+    pub upstream: Vec<Target>,
 
     /// A route `LISTEN=UP1,UP2`; repeatable (env: separate routes with `;`).
     #[arg(
         long,
         env = "TCP_PROXY_ROUTE",
         value_name = "LISTEN=UP1,UP2",
-        value_delimiter = ';'
+        value_delimiter = ';',
+        value_parser = parse_route
     )]
-    pub route: Vec<String>,
+    pub route: Vec<RouteSpec>,
 
     /// Listener for iptables-redirected traffic; proxied to each connection's
     /// original destination (SO_ORIGINAL_DST).
-    #[arg(long, env = "TCP_PROXY_TRANSPARENT_LISTEN", value_name = "ADDR")]
-    pub transparent_listen: Option<String>,
+    #[arg(long, env = "TCP_PROXY_TRANSPARENT_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub transparent_listen: Option<SocketAddr>,
 
     /// File of upstreams (file-based discovery), watched and reloaded: lines
     /// `HOST:PORT` for the --listen route or `LISTEN=UP1,UP2` per route.
@@ -334,30 +336,19 @@ pub struct Plan {
 impl Args {
     pub fn plan(&self) -> anyhow::Result<Plan> {
         let mut routes = Vec::new();
-        if let Some(l) = &self.listen {
-            let listen = parse_listen(l).map_err(|e| usage!("--listen: {e}"))?;
-            let upstreams = self
-                .upstream
-                .iter()
-                .map(|u| parse_target(u))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| usage!("--upstream: {e}"))?;
-            if upstreams.is_empty() && self.upstreams_file.is_none() {
+        if let Some(listen) = self.listen {
+            if self.upstream.is_empty() && self.upstreams_file.is_none() {
                 return Err(usage!("--listen needs --upstream or --upstreams-file"));
             }
-            routes.push(RouteSpec { listen, upstreams });
+            routes.push(RouteSpec {
+                listen,
+                upstreams: self.upstream.clone(),
+            });
         } else if !self.upstream.is_empty() {
             return Err(usage!("--upstream needs --listen"));
         }
-        for r in &self.route {
-            routes.push(parse_route(r).map_err(|e| usage!("--route: {e}"))?);
-        }
-        let transparent = self
-            .transparent_listen
-            .as_deref()
-            .map(parse_listen)
-            .transpose()
-            .map_err(|e| usage!("--transparent-listen: {e}"))?;
+        routes.extend(self.route.iter().cloned());
+        let transparent = self.transparent_listen;
         if routes.is_empty() && transparent.is_none() {
             return Err(usage!(
                 "nothing to proxy: give --listen with --upstream, --route or --transparent-listen"
