@@ -616,6 +616,12 @@ fn metrics_count_bytes_per_route_and_upstream_and_access_log_records() {
     assert_eq!(rec["close"], "done");
     assert_eq!(rec["upstream"], up.addr.to_string());
     assert_eq!(rec["client"], c.local_addr().unwrap().to_string());
+    assert!(
+        rec["upstream_local"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{rec}"
+    );
 }
 
 #[test]

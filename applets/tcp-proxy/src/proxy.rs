@@ -112,6 +112,8 @@ struct Record {
     client: SocketAddr,
     original_dst: Option<SocketAddr>,
     upstream: Option<SocketAddr>,
+    /// Our side of the upstream connection (to find it in upstream logs).
+    upstream_local: Option<SocketAddr>,
     sent: u64,
     received: u64,
     close: &'static str,
@@ -131,6 +133,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
         client: peer,
         original_dst: None,
         upstream: None,
+        upstream_local: None,
         sent: 0,
         received: 0,
         close: "",
@@ -173,6 +176,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
             "client": rec.client.to_string(),
             "original_dst": rec.original_dst.map(|a| a.to_string()),
             "upstream": rec.upstream.map(|a| a.to_string()),
+            "upstream_local": rec.upstream_local.map(|a| a.to_string()),
             "bytes_sent": rec.sent,
             "bytes_received": rec.received,
             "duration_ms": rec.start.elapsed().as_millis() as u64,
@@ -241,6 +245,7 @@ async fn proxy(
         }
     };
     tune(&upstream);
+    rec.upstream_local = upstream.local_addr().ok();
     let up_addr = rec.upstream.expect("set on connect").to_string();
     shared
         .metrics
