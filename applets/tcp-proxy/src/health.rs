@@ -25,14 +25,14 @@ pub fn spawn(pool: Arc<Pool>, interval: Duration, timeout: Duration) {
                     pool.report_check(&e, passed);
                 }
             });
-            futures_join_all(checks).await;
+            run_all(checks).await;
         }
     });
 }
 
 /// Runs the checks of one round concurrently, so one slow endpoint does not
 /// delay the others.
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+async fn run_all<F: std::future::Future<Output = ()> + Send + 'static>(
     futs: impl Iterator<Item = F>,
 ) {
     let mut set = tokio::task::JoinSet::new();

@@ -16,7 +16,6 @@ mod proxy_protocol;
 mod relay;
 mod transparent;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +100,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
 
     // Bind everything before serving anything: a port conflict fails start-up.
     let mut listeners = Vec::new();
-    let mut discoveries: Vec<(SocketAddr, Arc<Discovery>)> = Vec::new();
+    let mut discoveries: Vec<Discovery> = Vec::new();
     for (i, spec) in plan.routes.iter().enumerate() {
         let flag = if i == 0 && args.listen.is_some() {
             "--listen"
@@ -112,17 +111,9 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         let name = local.to_string();
         let pool = Pool::new(name.clone(), settings.clone(), metrics.clone());
-        let mut targets = spec.upstreams.clone();
-        if let Some(fr) = &file_routes {
-            let is_listen_route = flag == "--listen";
-            for (key, ups) in fr {
-                if key.is_none() && is_listen_route || *key == Some(spec.listen) {
-                    targets.extend(ups.iter().cloned());
-                }
-            }
-        }
-        let d = Discovery::start(pool.clone(), targets, args.dns_refresh, metrics.clone()).await;
-        discoveries.push((spec.listen, Arc::new(d)));
+        let targets = route_targets(spec, flag == "--listen", file_routes.as_ref());
+        discoveries
+            .push(Discovery::start(pool.clone(), targets, args.dns_refresh, metrics.clone()).await);
         if !args.health_check_interval.is_zero() {
             health::spawn(
                 pool.clone(),
@@ -156,50 +147,23 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         ));
     }
 
-    let _watcher = match (&args.upstreams_file, file_routes) {
-        (Some(path), Some(_)) => {
-            let static_targets: HashMap<SocketAddr, Vec<config::Target>> = plan
-                .routes
-                .iter()
-                .map(|r| (r.listen, r.upstreams.clone()))
-                .collect();
-            let listen_route = args
-                .listen
-                .as_ref()
-                .and_then(|_| plan.routes.first().map(|r| r.listen));
-            let known: Vec<SocketAddr> = plan.routes.iter().map(|r| r.listen).collect();
-            let ds = discoveries.clone();
+    let _watcher = match &args.upstreams_file {
+        Some(path) => {
+            let routes = plan.routes.clone();
             let has_listen = args.listen.is_some();
             Some(discovery::watch_file(
                 path.clone(),
                 metrics.clone(),
                 move |fr| {
-                    let specs: Vec<config::RouteSpec> = known
-                        .iter()
-                        .map(|l| config::RouteSpec {
-                            listen: *l,
-                            upstreams: Vec::new(),
-                        })
-                        .collect();
-                    check_file_routes(&fr, &specs, has_listen)?;
-                    for (listen, d) in &ds {
-                        let mut targets = static_targets.get(listen).cloned().unwrap_or_default();
-                        for (key, ups) in &fr {
-                            let matches = match key {
-                                None => Some(*listen) == listen_route,
-                                Some(k) => k == listen,
-                            };
-                            if matches {
-                                targets.extend(ups.iter().cloned());
-                            }
-                        }
-                        d.set_targets(targets);
+                    check_file_routes(&fr, &routes, has_listen)?;
+                    for (i, (spec, d)) in routes.iter().zip(&discoveries).enumerate() {
+                        d.set_targets(route_targets(spec, has_listen && i == 0, Some(&fr)));
                     }
                     Ok(())
                 },
             )?)
         }
-        _ => None,
+        None => None,
     };
 
     for (listener, route) in listeners {
@@ -258,6 +222,26 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("{flag} {addr}: cannot listen: {e}"))
+}
+
+/// A route's upstreams: its flags' plus the file's (bare `HOST:PORT` lines
+/// belong to the --listen route).
+fn route_targets(
+    spec: &config::RouteSpec,
+    is_listen_route: bool,
+    file: Option<&config::FileRoutes>,
+) -> Vec<config::Target> {
+    let mut targets = spec.upstreams.clone();
+    for (key, ups) in file.into_iter().flatten() {
+        let ours = match key {
+            None => is_listen_route,
+            Some(k) => *k == spec.listen,
+        };
+        if ours {
+            targets.extend(ups.iter().cloned());
+        }
+    }
+    targets
 }
 
 /// Every route the file names must be one the flags set up.
