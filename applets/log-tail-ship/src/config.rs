@@ -111,7 +111,7 @@ pub struct Args {
 
     /// Extra field on every event, `KEY=VALUE` (repeatable; dotted keys nest;
     /// `$(VAR)` and `${VAR}` expand from the environment).
-    #[arg(long = "field", env = "LOG_TAIL_SHIP_FIELD", value_name = "KEY=VALUE", value_parser = parse_key_value, value_delimiter = ',')]
+    #[arg(long = "field", env = "LOG_TAIL_SHIP_FIELD", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub fields: Vec<(String, String)>,
 
     /// Where events go.
@@ -185,7 +185,7 @@ pub struct Args {
     pub loki_url: Option<String>,
 
     /// Stream label, `KEY=VALUE` (repeatable; `$(VAR)` expands). Default `job=log-tail-ship`.
-    #[arg(long = "loki-label", env = "LOG_TAIL_SHIP_LOKI_LABEL", value_name = "KEY=VALUE", value_parser = parse_key_value, value_delimiter = ',')]
+    #[arg(long = "loki-label", env = "LOG_TAIL_SHIP_LOKI_LABEL", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub loki_labels: Vec<(String, String)>,
 
     /// Tenant sent as `X-Scope-OrgID`.
