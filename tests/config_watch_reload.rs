@@ -418,7 +418,11 @@ fn signal_by_command_line_with_exec_after_it() {
     let file = d.path().join("app.conf");
     support::write(&file, "0");
     let marker = d.path().join("exec-ran");
-    let exec = format!("sh -c 'echo $CONFIG_WATCH_RELOAD_HASH > {}'", s(&marker));
+    // Written beside and renamed, so the test never reads it half-written.
+    let exec = format!(
+        "sh -c 'echo $CONFIG_WATCH_RELOAD_HASH > {m}.tmp && mv {m}.tmp {m}'",
+        m = s(&marker)
+    );
     let re = format!("/{}$", target.name);
     let (_sc, _) = start(&[
         "--watch",
@@ -988,20 +992,82 @@ fn configmap_and_secret_swapped_together_give_one_reload() {
     );
 }
 
+/// A fake Prometheus `/api/v1/status/runtimeinfo` for a `HupTarget`: each
+/// SIGHUP "reloads" the config file, which fails while it contains `bad`;
+/// `lastConfigTime` moves on successful reloads only, as Prometheus does.
+fn fake_runtimeinfo(target: &HupTarget, config: std::path::PathBuf) -> Receiver {
+    let hups = target.hups.clone();
+    let (mut seen, mut success, mut time) = (0, true, 0);
+    Receiver::with(move |_| {
+        let count = std::fs::read_to_string(&hups)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if count > seen {
+            seen = count;
+            success = !std::fs::read_to_string(&config)
+                .unwrap_or_default()
+                .contains("bad");
+            if success {
+                time += 1;
+            }
+        }
+        let body = format!(
+            r#"{{"status":"success","data":{{"reloadConfigSuccess":{success},"lastConfigTime":"2026-01-01T00:00:{time:02}Z"}}}}"#
+        );
+        (200, body)
+    })
+}
+
 #[test]
-fn prometheus_signal_reload_method() {
+fn prometheus_signal_mode_confirms_through_runtimeinfo() {
+    let d = support::tempdir();
+    let target = HupTarget::start(&d.path().join("app"));
+    let mut vol = Volume::new(&d.path().join("config"));
+    vol.write(&[("prometheus.yml", "a")]);
+    let info = fake_runtimeinfo(&target, vol.dir.join("prometheus.yml"));
+    let name = format!("--process-executable-name={}", target.name);
+    let info_url = format!(
+        "--runtimeinfo-url={}",
+        info.url("/api/v1/status/runtimeinfo")
+    );
+    let (mut sc, admin) = start(&[
+        "--watched-dir",
+        s(&vol.dir),
+        "--reload-method=signal",
+        &name,
+        &info_url,
+        "--reload-timeout=3s",
+        "--retry-interval=100ms",
+        "--retry-max-interval=500ms",
+    ]);
+    assert!(metric(admin, r#"reloader_info{method="signal"}"#).is_some());
+    vol.write(&[("prometheus.yml", "b")]);
+    sc.wait_for_log("reload succeeded");
+    assert_eq!(target.count(), 1);
+    // Prometheus rejects the config: the signal "worked", the reload did not.
+    vol.write(&[("prometheus.yml", "bad")]);
+    sc.wait_for_log("reloading the configuration failed");
+    assert_eq!(metric(admin, "reloader_last_reload_successful"), Some(0.0));
+    // Fixed: confirmed again.
+    vol.write(&[("prometheus.yml", "c")]);
+    sc.wait_for_log("reload succeeded");
+    assert_eq!(metric(admin, "reloader_last_reload_successful"), Some(1.0));
+}
+
+#[test]
+fn prometheus_signal_mode_without_confirmation() {
     let d = support::tempdir();
     let target = HupTarget::start(&d.path().join("app"));
     let mut vol = Volume::new(&d.path().join("config"));
     vol.write(&[("prometheus.yml", "a")]);
     let name = format!("--process-executable-name={}", target.name);
-    let (_sc, admin) = start(&[
+    let (_sc, _) = start(&[
         "--watched-dir",
         s(&vol.dir),
         "--reload-method=signal",
         &name,
+        "--runtimeinfo-url=",
     ]);
     vol.write(&[("prometheus.yml", "b")]);
     support::wait_until("SIGHUP", || target.count() == 1);
-    assert!(metric(admin, r#"reloader_info{method="signal"}"#).is_some());
 }

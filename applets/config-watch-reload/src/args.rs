@@ -267,9 +267,16 @@ pub struct ConfigWatchReload {
     )]
     pub statefulset_ordinal_from_envvar: String,
 
-    /// prometheus-config-reloader: accepted; reloads are not confirmed
-    /// through it.
-    #[arg(long, value_name = "URL", hide = true)]
+    /// prometheus-config-reloader: Prometheus' runtimeinfo URL, read before
+    /// each signal and polled after it to confirm the reload [default with
+    /// --reload-method=signal: http://127.0.0.1:9090/api/v1/status/runtimeinfo;
+    /// empty = off].
+    #[arg(
+        long,
+        env = "CONFIG_WATCH_RELOAD_RUNTIMEINFO_URL",
+        value_name = "URL",
+        help_heading = "Drop-in flags"
+    )]
     pub runtimeinfo_url: Option<String>,
 
     /// configmap-reload's -web.listen-address, prometheus-config-reloader's

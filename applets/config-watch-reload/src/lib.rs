@@ -12,6 +12,7 @@ mod mountinfo;
 mod plan;
 mod reload;
 mod render;
+mod runtimeinfo;
 mod snapshot;
 mod watcher;
 
@@ -107,6 +108,7 @@ fn reloader(plan: &Plan, metrics: Arc<Metrics>) -> Reloader {
         validate: plan.validate.clone(),
         actions: plan.actions.clone(),
         max_attempts: plan.max_attempts,
+        runtimeinfo: plan.runtimeinfo.clone(),
         metrics,
     }
 }

@@ -15,6 +15,7 @@ use sidecar_runtime::usage;
 
 use crate::args::{ConfigWatchReload, ReloadMethod};
 use crate::render::{self, Syntax, Template};
+use crate::runtimeinfo::{self, RuntimeInfo};
 
 /// prometheus-config-reloader's defaults for its modes.
 const PROMETHEUS_RELOAD_URL: &str = "http://127.0.0.1:9090/-/reload";
@@ -48,6 +49,8 @@ pub struct Plan {
     pub reload_on_start: bool,
     /// Variables that win over the process environment when rendering.
     pub env: HashMap<String, String>,
+    /// Signal-mode confirmation through Prometheus' runtimeinfo.
+    pub runtimeinfo: Option<RuntimeInfo>,
     /// `http`, `signal` or `command`, for `reloader_info{method}`.
     pub method: &'static str,
 }
@@ -244,11 +247,27 @@ impl ConfigWatchReload {
         if a.telemetry_path.as_deref().is_some_and(|p| p != "/metrics") {
             tracing::warn!("--web.telemetry-path: metrics are served on /metrics only");
         }
-        if a.runtimeinfo_url.is_some() {
-            tracing::info!(
-                "--runtimeinfo-url is accepted but reloads are not confirmed through it"
-            );
-        }
+        // prometheus-config-reloader confirms signals at its default URL;
+        // elsewhere only when asked. An empty URL turns it off.
+        let info_url = match (&a.runtimeinfo_url, method_is_mode) {
+            (Some(u), _) => Some(u.as_str()).filter(|u| !u.is_empty()),
+            (None, Some("signal")) => Some(runtimeinfo::DEFAULT_URL),
+            (None, _) => None,
+        };
+        let has_signal = actions.iter().any(|a| matches!(a, Action::Signal(_)));
+        let runtimeinfo = match info_url {
+            Some(url) if has_signal => Some(
+                RuntimeInfo::new(url, a.reload_timeout)
+                    .map_err(|e| usage!("--runtimeinfo-url: {e:#}"))?,
+            ),
+            Some(_) => {
+                tracing::warn!(
+                    "--runtimeinfo-url only confirms signals; there is no signal to confirm"
+                );
+                None
+            }
+            None => None,
+        };
         let mut env = HashMap::new();
         if let Some(n) = std::env::var(&a.statefulset_ordinal_from_envvar)
             .ok()
@@ -277,6 +296,7 @@ impl ConfigWatchReload {
             reload_on_start: a.reload_on_start || (a.config_file.is_some() && mode == Mode::Watch),
             env,
             method,
+            runtimeinfo,
         })
     }
 }

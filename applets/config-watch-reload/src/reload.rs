@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use sidecar_runtime::actions::{Action, Trigger};
 use sidecar_runtime::process::{self, CommandSpec};
 use sidecar_runtime::redact::redact_url;
 
 use crate::metrics::Metrics;
+use crate::runtimeinfo::RuntimeInfo;
 use crate::snapshot::Snapshot;
 
 /// The environment variable that carries the content hash to `--exec` and
@@ -56,6 +57,8 @@ pub struct Reloader {
     pub actions: Vec<Action>,
     /// `--webhook-retries`: attempts per change; `None` = until success.
     pub max_attempts: Option<u64>,
+    /// Confirms signals through Prometheus' runtimeinfo (signal mode).
+    pub runtimeinfo: Option<RuntimeInfo>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -100,7 +103,10 @@ impl Reloader {
         let start = change.next_action.load(Ordering::SeqCst);
         for (i, action) in self.actions.iter().enumerate().skip(start) {
             let began = Instant::now();
-            let result = action.run(&trigger).await;
+            let result = match (action, &self.runtimeinfo) {
+                (Action::Signal(_), Some(info)) => confirmed(action, info, &trigger).await,
+                _ => action.run(&trigger).await,
+            };
             if let Action::Http(h) = action {
                 self.record_webhook(&redact_url(&h.url), &result, began);
             }
@@ -179,4 +185,12 @@ fn with_hint(e: anyhow::Error) -> anyhow::Error {
     } else {
         e
     }
+}
+
+/// A signal whose effect is read back from Prometheus: the state before it,
+/// then polling until a newer reload is reported.
+async fn confirmed(action: &Action, info: &RuntimeInfo, trigger: &Trigger) -> Result<()> {
+    let before = info.state().await.context("before signalling")?;
+    action.run(trigger).await?;
+    info.confirm(&before).await
 }
