@@ -771,3 +771,75 @@ fn fd_exhaustion_backs_off_and_recovers() {
     });
     assert!(p.metric("tcp_proxy_accept_errors_total", &[]) >= 1.0);
 }
+
+/// DNS re-resolution for real: the proxy runs in its own mount namespace
+/// with a private /etc/hosts, and the name moves from one upstream to
+/// another while the proxy runs. Needs root (unshare, mount).
+#[test]
+fn names_are_resolved_again_every_dns_refresh() {
+    use std::ffi::CString;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED (needs root): private /etc/hosts through a mount namespace");
+        return;
+    }
+    // Two upstreams on one port, at two loopback addresses.
+    let a = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = a.local_addr().unwrap().port();
+    let b = TcpListener::bind(("127.0.0.3", port)).unwrap();
+    let _a = Upstream::on(a, |mut s| {
+        let _ = s.write_all(b"a\n");
+        peers::echo(s)
+    });
+    let _b = Upstream::on(b, |mut s| {
+        let _ = s.write_all(b"b\n");
+        peers::echo(s)
+    });
+
+    let dir = support::tempdir();
+    let hosts = dir.path().join("hosts");
+    support::write(&hosts, "127.0.0.2 backend.test\n");
+    // Built before fork: the child may not allocate.
+    let src = CString::new(hosts.to_str().unwrap()).unwrap();
+    let root = CString::new("/").unwrap();
+    let target = CString::new("/etc/hosts").unwrap();
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        "tcp-proxy",
+        "--admin-addr=127.0.0.1:0",
+        "--listen=127.0.0.1:0",
+        &format!("--upstream=backend.test:{port}"),
+        "--dns-refresh=100ms",
+    ]);
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    src.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Proxy::spawn(&mut cmd, 1);
+    assert_eq!(which(&mut p.connect()), "a");
+
+    // Rewritten in place (the bind mount pins the inode).
+    std::fs::write(&hosts, "127.0.0.3 backend.test\n").unwrap();
+    p.sidecar
+        .wait_for_log(&format!("endpoints=127.0.0.3:{port}"));
+    assert_eq!(which(&mut p.connect()), "b");
+}
