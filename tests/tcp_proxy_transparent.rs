@@ -27,8 +27,8 @@ struct Netns {
 }
 
 impl Netns {
-    fn create() -> Netns {
-        let name = format!("tcpproxy-test-{}", std::process::id());
+    fn create(tag: &str) -> Netns {
+        let name = format!("tcpproxy-{tag}-{}", std::process::id());
         sh(&["ip", "netns", "add", &name]);
         let file = File::open(format!("/run/netns/{name}")).unwrap();
         Netns { name, file }
@@ -102,20 +102,74 @@ fn install_redirect_rules(ns: &Netns) {
     }
 }
 
-#[test]
-fn redirected_connections_reach_their_original_destination() {
+/// Root and the tools, or a visible skip.
+fn preflight() -> bool {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("SKIPPED (needs root): transparent mode needs a network namespace and iptables");
-        return;
+        return false;
     }
     // iptables and ip live in sbin, which a non-login PATH may lack.
     let path = std::env::var("PATH").unwrap_or_default();
-    std::env::set_var("PATH", format!("{path}:/usr/sbin:/sbin"));
+    if !path.contains("/usr/sbin") {
+        std::env::set_var("PATH", format!("{path}:/usr/sbin:/sbin"));
+    }
     if !have("iptables") || !have("ip") {
         eprintln!("SKIPPED (needs iptables and iproute2; .ci/packages.d/tcp-proxy lists them)");
+        return false;
+    }
+    true
+}
+
+/// The proxy inside `ns` as uid 1337 (from a copy of the binary that uid
+/// can execute), admin on 127.0.0.1:15000 there; returns once it is ready.
+fn start_proxy(ns: &Netns, flags: &[&str]) -> (tempfile::TempDir, Sidecar) {
+    let dir = support::tempdir();
+    // The proxy's own directory: the binary, and room for its access log.
+    std::os::unix::fs::chown(dir.path(), Some(PROXY_UID), Some(PROXY_UID)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let bin = dir.path().join("sidecar");
+    std::fs::copy(support::bin(), &bin).unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "tcp-proxy",
+        "--admin-addr=127.0.0.1:15000",
+        "--connect-timeout=5s",
+    ]);
+    cmd.args(flags).current_dir(dir.path());
+    let netns_fd = ns.file.as_raw_fd();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(PROXY_UID) != 0
+                || libc::setuid(PROXY_UID) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut proxy = Sidecar::spawn(&mut cmd);
+    proxy.wait_for_log("listening addr=");
+    ns.run(|| {
+        let admin: SocketAddr = "127.0.0.1:15000".parse().unwrap();
+        support::wait_until("proxy ready", || {
+            support::http::get(admin, "/readyz").status == 200
+        })
+    });
+    (dir, proxy)
+}
+
+#[test]
+fn redirected_connections_reach_their_original_destination() {
+    if !preflight() {
         return;
     }
-    let ns = Netns::create();
+    let ns = Netns::create("out");
     ns.exec(&["ip", "link", "set", "lo", "up"]);
     ns.exec(&["ip", "addr", "add", "10.0.0.1/32", "dev", "lo"]);
     ns.exec(&["ip", "addr", "add", "10.0.0.2/32", "dev", "lo"]);
@@ -148,43 +202,8 @@ fn redirected_connections_reach_their_original_destination() {
         })
         .collect();
 
-    // The proxy as uid 1337 (a copy of the binary that uid can execute).
-    let dir = support::tempdir();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let bin = dir.path().join("sidecar");
-    std::fs::copy(support::bin(), &bin).unwrap();
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "tcp-proxy",
-        "--transparent-listen=[::]:15001",
-        "--admin-addr=127.0.0.1:15000",
-        "--connect-timeout=5s",
-    ]);
-    let netns_fd = ns.file.as_raw_fd();
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0
-                || libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(PROXY_UID) != 0
-                || libc::setuid(PROXY_UID) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut proxy = Sidecar::spawn(&mut cmd);
-    proxy.wait_for_log("listening addr=");
+    let (_dir, mut proxy) = start_proxy(&ns, &["--transparent-listen=[::]:15001"]);
     let admin: SocketAddr = "127.0.0.1:15000".parse().unwrap();
-    ns.run(move || {
-        support::wait_until("proxy ready", || {
-            support::http::get(admin, "/readyz").status == 200
-        })
-    });
 
     // A client (root, so redirected) dials each destination directly.
     for &(dst, name) in &destinations {
@@ -237,4 +256,91 @@ fn redirected_connections_reach_their_original_destination() {
         ) >= 2.0
     });
     drop(ups);
+}
+
+/// Inbound (provider side): a second namespace, joined by a veth pair, is
+/// the remote client. PREROUTING redirects what arrives for the app to the
+/// proxy on :15006, which sees the real client and relays to the app.
+#[test]
+fn inbound_redirect_reaches_the_app_and_sees_the_real_client() {
+    if !preflight() {
+        return;
+    }
+    let server = Netns::create("in-s");
+    let client = Netns::create("in-c");
+    let tag = std::process::id() % 100_000;
+    let (veth_s, veth_c) = (format!("tps{tag}"), format!("tpc{tag}"));
+    sh(&[
+        "ip", "link", "add", &veth_s, "type", "veth", "peer", "name", &veth_c,
+    ]);
+    sh(&["ip", "link", "set", &veth_s, "netns", &server.name]);
+    sh(&["ip", "link", "set", &veth_c, "netns", &client.name]);
+    for (ns, dev, addr) in [
+        (&server, &veth_s, "10.1.0.2/24"),
+        (&client, &veth_c, "10.1.0.1/24"),
+    ] {
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns.exec(&["ip", "addr", "add", addr, "dev", dev]);
+        ns.exec(&["ip", "link", "set", dev, "up"]);
+    }
+    for rule in [
+        "-t nat -N PROXY_INBOUND",
+        "-t nat -A PREROUTING -p tcp -j PROXY_INBOUND",
+        "-t nat -A PROXY_INBOUND -p tcp --dport 15000 -j RETURN",
+        "-t nat -A PROXY_INBOUND -p tcp -j REDIRECT --to-ports 15006",
+    ] {
+        let mut args = vec!["iptables"];
+        args.extend(rule.split(' '));
+        server.exec(&args);
+    }
+
+    // The app tells each client the peer it sees.
+    let app = server.run(|| TcpListener::bind("10.1.0.2:8080").unwrap());
+    let _app = Upstream::on(app, |mut s| {
+        let peer = s.peer_addr().unwrap();
+        let _ = s.write_all(format!("app saw {}\n", peer.ip()).as_bytes());
+        peers::echo(s)
+    });
+    let (dir, _proxy) = start_proxy(
+        &server,
+        &[
+            "--transparent-listen=0.0.0.0:15006",
+            "--access-log=access.log",
+        ],
+    );
+
+    let (greeting, client_addr) = client.run(|| {
+        let dst: SocketAddr = "10.1.0.2:8080".parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&dst, DEADLINE).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        (which(&mut s), s.local_addr().unwrap())
+    });
+    // REDIRECT mode: the app sees the proxy's address, not the client's.
+    assert_eq!(greeting, "app saw 10.1.0.2");
+    let metrics =
+        server.run(|| support::http::get("127.0.0.1:15000".parse().unwrap(), "/metrics").text());
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "tcp_proxy_upstream_connections_total",
+            &["route=\"0.0.0.0:15006\"", "upstream=\"10.1.0.2:8080\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    // The proxy itself saw the real client and the app's address.
+    let log = dir.path().join("access.log");
+    support::wait_until("access log record", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let rec: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["peer"], client_addr.to_string(), "{rec}");
+    assert_eq!(rec["original_dst"], "10.1.0.2:8080", "{rec}");
 }
