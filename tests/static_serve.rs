@@ -535,7 +535,11 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
     std::fs::write(&f, data).unwrap();
     // In place: the harness collects stdout only after exit, so keep it small.
     let out = support::run_cmd(Command::new("gzip").arg("-d").arg(&f));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(dir.path().join("x")).unwrap()
 }
 
@@ -981,4 +985,36 @@ fn root_swaps_under_load_never_mix_or_fail_responses() {
     }
     let r = http::get(addr, "/");
     assert!(r.text().starts_with(&format!("version {SWAPS}\n")));
+}
+
+/// Small files are kept in memory once settled; a rewrite (same size, same
+/// mtime, in place) must still be served fresh, whole and in ranges.
+#[test]
+fn cached_small_files_never_go_stale() {
+    let dir = site();
+    let file = dir.path().join("www/hello.txt");
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    // The cache only takes files whose ctime is over a second old.
+    support::wait_until("hello.txt to settle", || {
+        std::fs::metadata(&file)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .is_ok_and(|age| age > std::time::Duration::from_millis(1500))
+    });
+    for _ in 0..2 {
+        assert_eq!(http::get(addr, "/hello.txt").text(), "hello world\n");
+    }
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, "HELLO WORLD\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(http::get(addr, "/hello.txt").text(), "HELLO WORLD\n");
+    let r = get_with(addr, "/hello.txt", &[("range", "bytes=6-10")]);
+    assert_eq!((r.status, r.text().as_str()), (206, "WORLD"));
 }

@@ -34,6 +34,8 @@ pub type Guard = Box<dyn Send + Sync>;
 pub struct Body {
     parts: VecDeque<Part>,
     file: Option<File>,
+    /// The whole file, already in memory (content cache): ranges are slices.
+    memory: Option<Bytes>,
     remaining: u64,
     sent: Option<Counter>,
     guard: Option<Guard>,
@@ -44,6 +46,7 @@ impl Body {
         Body {
             parts: VecDeque::new(),
             file: None,
+            memory: None,
             remaining: 0,
             sent: None,
             guard: None,
@@ -64,6 +67,14 @@ impl Body {
         }
     }
 
+    /// A body whose "file" ranges are slices of `content`, the whole file.
+    pub fn memory(content: Bytes) -> Body {
+        Body {
+            memory: Some(content),
+            ..Body::empty()
+        }
+    }
+
     pub fn push_bytes(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.remaining += b.len() as u64;
@@ -72,6 +83,10 @@ impl Body {
     }
 
     pub fn push_file(&mut self, offset: u64, len: u64) {
+        if let Some(m) = &self.memory {
+            let slice = m.slice(offset as usize..(offset + len) as usize);
+            return self.push_bytes(slice);
+        }
         if len > 0 {
             self.remaining += len;
             self.parts.push_back(Part::File { offset, len });
@@ -96,6 +111,7 @@ impl Body {
         self.parts.clear();
         self.remaining = 0;
         self.file = None;
+        self.memory = None;
     }
 
     fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
@@ -222,6 +238,15 @@ mod tests {
         assert_eq!(out[0], b'<');
         assert_eq!(&out[1..200_001], &data[10..200_010]);
         assert_eq!(out[200_001], b'>');
+    }
+
+    #[test]
+    fn memory_ranges_are_slices() {
+        let mut b = Body::memory(Bytes::from_static(b"0123456789"));
+        b.push_file(2, 3);
+        b.push_bytes(Bytes::from_static(b"|"));
+        b.push_file(8, 2);
+        assert_eq!(collect(b), b"234|89");
     }
 
     #[test]

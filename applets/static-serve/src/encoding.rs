@@ -1,11 +1,8 @@
 //! Content negotiation for `Accept-Encoding`: precompressed `.br`/`.zst`/`.gz`
 //! variants next to a file, and on-the-fly gzip for text above a threshold.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
-use std::sync::Mutex;
 
-use bytes::Bytes;
 use http::HeaderMap;
 
 /// Smaller bodies gain too little from gzip to pay for it.
@@ -129,64 +126,6 @@ pub fn compressible(mime: &str) -> bool {
     }
 }
 
-/// gzip output per exact file version (keyed by its ETag, which changes with
-/// every rewrite), so popular text is compressed once, not per request.
-pub struct GzipCache {
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    map: HashMap<String, Bytes>,
-    order: VecDeque<String>,
-    bytes: usize,
-    /// Being compressed in the background.
-    pending: HashSet<String>,
-}
-
-/// Total compressed bytes the cache may hold.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-impl GzipCache {
-    pub fn new() -> GzipCache {
-        GzipCache {
-            inner: Mutex::new(CacheInner::default()),
-        }
-    }
-
-    pub fn get(&self, etag: &str) -> Option<Bytes> {
-        self.lock().map.get(etag).cloned()
-    }
-
-    /// Claims `etag` for a background compression; false if one already runs.
-    pub fn claim(&self, etag: &str) -> bool {
-        self.lock().pending.insert(etag.to_string())
-    }
-
-    pub fn insert(&self, etag: String, gz: Bytes) {
-        let mut c = self.lock();
-        c.pending.remove(&etag);
-        if gz.len() > CACHE_BYTES / 4 || c.map.contains_key(&etag) {
-            return;
-        }
-        c.bytes += gz.len();
-        c.order.push_back(etag.clone());
-        c.map.insert(etag, gz);
-        while c.bytes > CACHE_BYTES {
-            let Some(old) = c.order.pop_front() else {
-                break;
-            };
-            if let Some(b) = c.map.remove(&old) {
-                c.bytes -= b.len();
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Compresses `data` at a level that favours speed (it runs per cache miss).
 pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
@@ -229,15 +168,11 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips_and_cache_is_bounded() {
+    fn gzip_round_trips() {
         let data = b"hello hello hello hello".repeat(100);
         let gz = gzip(&data).unwrap();
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out).unwrap();
         assert_eq!(out, data);
-        let c = GzipCache::new();
-        c.insert("\"a\"".into(), Bytes::from(gz.clone()));
-        assert_eq!(c.get("\"a\"").unwrap(), gz);
-        assert!(c.get("\"b\"").is_none());
     }
 }

@@ -11,14 +11,15 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
 use crate::body::Body;
+use crate::cache::BytesCache;
 use crate::conditional::{Outcome, Validators};
-use crate::encoding::{self, Accepted, Coding, GzipCache};
+use crate::encoding::{self, Accepted, Coding};
 use crate::listing;
 use crate::metrics::Metrics;
 use crate::path::{Rejected, RequestPath};
 use crate::range::{self, Ranges};
 use crate::settings::{PageFile, Settings};
-use crate::tree::{Entry, OpenError, OpenFile, Tree};
+use crate::tree::{Entry, FileId, OpenError, OpenFile, Tree};
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 /// A request that misses on a tree that was swapped out meanwhile is retried on
@@ -28,7 +29,9 @@ const SWAP_RETRIES: usize = 3;
 pub struct Handler {
     s: Settings,
     pub metrics: Metrics,
-    gzip_cache: Arc<GzipCache>,
+    gzip_cache: Arc<BytesCache<String>>,
+    /// Contents of small files, so a hit costs no read.
+    content_cache: BytesCache<FileId>,
 }
 
 /// What the request asked for, borrowed from it.
@@ -52,7 +55,8 @@ impl Handler {
         Handler {
             s,
             metrics,
-            gzip_cache: Arc::new(GzipCache::new()),
+            gzip_cache: Arc::new(BytesCache::new(GZIP_CACHE_BYTES, GZIP_CACHE_BYTES / 4)),
+            content_cache: BytesCache::new(CONTENT_CACHE_BYTES, CONTENT_CACHE_MAX_FILE as usize),
         }
     }
 
@@ -336,7 +340,10 @@ impl Handler {
             Some(h) if validators.range_allowed(ask.headers) => range::parse(h, len),
             _ => Ranges::Full,
         };
-        let mut body = Body::file(f.file);
+        let mut body = match self.content(&f) {
+            Some(content) => Body::memory(content),
+            None => Body::file(f.file),
+        };
         match ranges {
             Ranges::Full => body.push_file(0, len),
             Ranges::Unsatisfiable => {
@@ -392,7 +399,7 @@ impl Handler {
         if f.meta.size > GZIP_INLINE_MAX {
             // Milliseconds of CPU: compress on the blocking pool for the next
             // requests, and send this one as it is rather than stall the worker.
-            if !self.gzip_cache.claim(key) {
+            if !self.gzip_cache.claim(key.to_string()) {
                 return None;
             }
             let Ok(file) = f.file.try_clone() else {
@@ -409,6 +416,29 @@ impl Handler {
         let gz = compress(&f.file, f.meta.size)?;
         self.gzip_cache.insert(key.to_string(), gz.clone());
         (!gz.is_empty()).then_some(gz)
+    }
+
+    /// The whole content of a small file, from the cache or read now (and
+    /// cached once the file has not changed for a second: see `cache.rs`).
+    fn content(&self, f: &OpenFile) -> Option<Bytes> {
+        if f.meta.size > CONTENT_CACHE_MAX_FILE {
+            return None;
+        }
+        if let Some(b) = self.content_cache.get(&f.meta.id) {
+            return Some(b);
+        }
+        let mut data = vec![0; f.meta.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
+        let data = Bytes::from(data);
+        let settled = f
+            .meta
+            .changed
+            .elapsed()
+            .is_ok_and(|age| age > std::time::Duration::from_secs(1));
+        if settled {
+            self.content_cache.insert(f.meta.id, data.clone());
+        }
+        Some(data)
     }
 
     /// OPTIONS: a CORS preflight, or the allowed methods.
@@ -460,6 +490,11 @@ impl Handler {
     }
 }
 
+/// Compressed bytes kept (see `gzip_on_the_fly`).
+const GZIP_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Small files kept in memory, and the largest such file.
+const CONTENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CONTENT_CACHE_MAX_FILE: u64 = 256 * 1024;
 /// Files above this are compressed off the request path (see `gzip_on_the_fly`).
 const GZIP_INLINE_MAX: u64 = 1024 * 1024;
 

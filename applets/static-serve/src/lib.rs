@@ -6,6 +6,7 @@
 
 mod auth;
 mod body;
+mod cache;
 mod conditional;
 mod encoding;
 mod handler;

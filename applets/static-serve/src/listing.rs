@@ -92,11 +92,7 @@ mod tests {
         DirEntry {
             name: name.into(),
             is_dir,
-            meta: Meta {
-                size: 3,
-                modified: UNIX_EPOCH,
-                etag: String::new(),
-            },
+            meta: Meta::from_metadata(&std::fs::metadata("/").unwrap()).with_size(3, UNIX_EPOCH),
         }
     }
 

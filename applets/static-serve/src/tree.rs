@@ -58,6 +58,10 @@ impl From<Errno> for OpenError {
 /// The metadata that drives caching headers.
 #[derive(Debug, Clone)]
 pub struct Meta {
+    /// Exactly this version of this file (cache key).
+    pub id: FileId,
+    /// ctime: when the inode last changed.
+    pub changed: SystemTime,
     pub size: u64,
     pub modified: SystemTime,
     /// A strong validator (quoted). Mixes inode, size, and nanosecond mtime and
@@ -69,6 +73,7 @@ pub struct Meta {
 impl Meta {
     fn from_stat(st: &FileStat) -> Meta {
         Meta::new(
+            st.st_dev,
             st.st_ino,
             st.st_size as u64,
             (st.st_mtime, st.st_mtime_nsec),
@@ -80,6 +85,7 @@ impl Meta {
     pub fn from_metadata(md: &std::fs::Metadata) -> Meta {
         use std::os::unix::fs::MetadataExt;
         Meta::new(
+            md.dev(),
             md.ino(),
             md.size(),
             (md.mtime(), md.mtime_nsec()),
@@ -87,20 +93,51 @@ impl Meta {
         )
     }
 
-    fn new(ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64)) -> Meta {
+    fn new(dev: u64, ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64)) -> Meta {
         let mut h = std::hash::DefaultHasher::new();
         (ino, size, mtime, ctime).hash(&mut h);
-        let modified = if mtime.0 >= 0 {
-            UNIX_EPOCH + Duration::new(mtime.0 as u64, mtime.1 as u32)
-        } else {
-            UNIX_EPOCH
-        };
         Meta {
+            id: FileId {
+                dev,
+                ino,
+                size,
+                mtime,
+                ctime,
+            },
+            changed: time(ctime),
             size,
-            modified,
+            modified: time(mtime),
             etag: format!("\"{:016x}\"", h.finish()),
         }
     }
+}
+
+#[cfg(test)]
+impl Meta {
+    /// A listing entry for tests.
+    pub fn with_size(mut self, size: u64, modified: SystemTime) -> Meta {
+        self.size = size;
+        self.modified = modified;
+        self
+    }
+}
+
+fn time((secs, nanos): (i64, i64)) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos as u32)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+/// Identifies one version of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 /// An open regular file and its metadata.
