@@ -110,7 +110,14 @@ fn binary_is_static_and_runs_in_an_empty_root() {
         return;
     }
     let root = support::tempdir();
-    std::fs::copy(support::bin(), root.path().join("sidecar")).unwrap();
+    // `cp`, not std::fs::copy: a write fd open in this process would leak into
+    // children forked by parallel tests and make the exec fail with ETXTBSY.
+    let cp = support::run_cmd(
+        Command::new("cp")
+            .arg(support::bin())
+            .arg(root.path().join("sidecar")),
+    );
+    assert!(cp.status.success());
     let out = support::run_cmd(
         Command::new("chroot")
             .arg(root.path())
@@ -148,4 +155,69 @@ fn sigterm_drops_readiness_then_exits_zero() {
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     sc.wait_for_log("shutting down");
     assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+}
+
+/// As PID 1 of its container (here: of a PID namespace the test creates),
+/// `sidecar` reaps orphans that the commands it runs leave behind.
+#[test]
+fn reaps_orphans_as_pid_1() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED (needs root): PID namespace for the PID 1 reaping test; CI runs it as root"
+        );
+        return;
+    }
+    let dir = support::tempdir();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(support::bin())
+        .args([
+            "config-watch-reload",
+            "--admin-addr=off",
+            "--reload-on-start",
+            "--watch",
+        ])
+        .arg(dir.path())
+        // The shell exits at once; its `sleep` is re-parented to PID 1.
+        .args(["--exec", "sh -c 'sleep 2.471 &'"]);
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let unshare_pid = sc.pid() as i32;
+    let orphan = find_orphan(unshare_pid, "2.471");
+    // The orphan is a child of the sidecar (PID 1 inside), not of the shell.
+    let sidecar_pid = ppid_of(orphan).expect("orphan still running");
+    assert_eq!(ppid_of(sidecar_pid), Some(unshare_pid));
+    // Once it exits it must be reaped, not left as a zombie.
+    support::wait_until("the orphan to be reaped", || {
+        !std::path::Path::new(&format!("/proc/{orphan}")).exists()
+    });
+    // unshare does not forward signals: stop the sidecar itself.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sidecar_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+}
+
+fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `sleep MARKER` process started below `ancestor`.
+fn find_orphan(ancestor: i32, marker: &str) -> i32 {
+    let mut found = None;
+    support::wait_until("the orphaned sleep to start", || {
+        found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline == format!("sleep\0{marker}\0").as_bytes()
+                    && ppid_of(*pid).and_then(ppid_of) == Some(ancestor)
+            });
+        found.is_some()
+    });
+    found.unwrap()
 }

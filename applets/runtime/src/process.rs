@@ -7,21 +7,23 @@
 //! (nothing uses `tokio::process` or `std::process::Command::status`).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 /// Output kept per stream, so a chatty hook cannot grow memory.
 const MAX_CAPTURE: usize = 64 * 1024;
+/// How long output may still arrive after the child exited.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// A command to run: argv without a shell.
 #[derive(Debug, Clone, Default)]
@@ -185,8 +187,8 @@ pub async fn run(spec: &CommandSpec) -> Result<Output> {
         },
         None => rx.await.unwrap_or(Exit::Code(-1)),
     };
-    let stdout = join(stdout).await;
-    let stderr = join(stderr).await;
+    let stdout = finish(stdout).await;
+    let stderr = finish(stderr).await;
     Ok(Output {
         exit,
         stdout,
@@ -194,25 +196,56 @@ pub async fn run(spec: &CommandSpec) -> Result<Output> {
     })
 }
 
-fn capture<R: Read + Send + 'static>(mut r: R) -> tokio::task::JoinHandle<Vec<u8>> {
-    tokio::task::spawn_blocking(move || {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 8192];
-        // Read to EOF so the child never blocks on a full pipe; keep the head.
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let room = MAX_CAPTURE.saturating_sub(kept.len());
-            kept.extend_from_slice(&buf[..n.min(room)]);
+/// Reads a child's output pipe into a shared buffer (the first 64 KiB kept,
+/// the rest drained so the child never blocks on a full pipe).
+fn capture(fd: impl Into<std::os::fd::OwnedFd>) -> Capture {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let task = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into()) {
+        Ok(mut pipe) => {
+            let kept = kept.clone();
+            Some(tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut k = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = MAX_CAPTURE.saturating_sub(k.len());
+                    k.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }))
         }
-        kept
-    })
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read child output");
+            None
+        }
+    };
+    Capture { kept, task }
 }
 
-async fn join(h: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
-    match h {
-        Some(h) => h.await.unwrap_or_default(),
+struct Capture {
+    kept: Arc<Mutex<Vec<u8>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Capture {
+    /// What the child wrote. A background process it left behind may hold
+    /// the pipe open forever: after the child exits, wait only briefly for
+    /// EOF, then close our end.
+    async fn finish(self) -> Vec<u8> {
+        if let Some(task) = self.task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(OUTPUT_GRACE, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+async fn finish(c: Option<Capture>) -> Vec<u8> {
+    match c {
+        Some(c) => c.finish().await,
         None => Vec::new(),
     }
 }
@@ -229,6 +262,17 @@ mod tests {
         assert_eq!(out.exit, Exit::Code(3));
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn a_background_grandchild_does_not_hold_the_command() {
+        let spec = CommandSpec::parse("sh -c 'echo done; sleep 30 &'").unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(20), run(&spec))
+            .await
+            .expect("run returns once the command exits")
+            .unwrap();
+        assert_eq!(out.exit, Exit::Code(0));
+        assert_eq!(out.stdout, b"done\n");
     }
 
     #[tokio::test]
