@@ -21,7 +21,9 @@ if [[ ! -x $SIDECAR ]]; then
 fi
 command -v git >/dev/null || { echo "needs git" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/git-sync-bench.XXXXXX)
+# tmpfs by default: ext4 inode allocation after mass deletes (recently_deleted
+# scans) otherwise dominates both sides and varies run to run.
+WORK=$(mktemp -d "${BENCH_DIR:-/dev/shm}/git-sync-bench.XXXXXX")
 DAEMON_PID=""
 cleanup() {
   [[ -n $DAEMON_PID ]] && kill "$DAEMON_PID" 2>/dev/null || true
@@ -32,6 +34,8 @@ trap cleanup EXIT
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com
 export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
+# No background auto-gc in the upstream repository while we measure.
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=gc.auto GIT_CONFIG_VALUE_0=0
 # The CLI side gets upstream's default config (safe.directory is a v4 default).
 g() { git -c gc.autoDetach=false -c gc.pruneExpire=now -c 'safe.directory=*' -c protocol.file.allow=always "$@"; }
 export -f g
@@ -46,6 +50,8 @@ for ((d = 0; d < 100; d++)); do
   done
 done
 git -C "$REPO" add -A && git -C "$REPO" commit -qm initial
+git -C "$REPO" gc -q # a real server has packs
+REPS=${REPS:-3}
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$PORT" --base-path="$WORK" "$WORK" 2>/dev/null &
@@ -54,7 +60,8 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && brea
 
 # --- upstream's per-pass sequence with the git CLI (SyncRepo in main.go) ----
 # cli_pass ROOT URL: sanity checks, fetch, rev-parse; on a change: reset,
-# worktree add, reset --hard, submodule update, atomic symlink swap.
+# worktree add, reset --hard, submodule update, atomic symlink swap, and
+# the cleanup of the replaced worktree with gc.
 cli_pass() {
   local root=$1 url=$2 link=$1/link
   if [[ ! -d $root/.git ]]; then
@@ -81,6 +88,14 @@ cli_pass() {
   g -C "$root/.worktrees/$hash" reset --hard "$hash" -- >/dev/null
   g -C "$root/.worktrees/$hash" submodule update --init --recursive --depth 1 >/dev/null 2>&1
   ln -sfn ".worktrees/$hash" "$root/tmp-link" && mv -T "$root/tmp-link" "$link"
+  # cleanup(): stale worktrees (timeout 0), then prune, reflog expiry and
+  # gc (upstream's default --git-gc=always) because something was removed.
+  if [[ -n $current && -d $root/.worktrees/$current ]]; then
+    rm -rf "${root:?}/.worktrees/$current"
+    g -C "$root" worktree prune --verbose >/dev/null 2>&1
+    g -C "$root" reflog expire --expire-unreachable=all --all >/dev/null 2>&1
+    g -C "$root" gc --quiet >/dev/null 2>&1
+  fi
 }
 export -f cli_pass
 
@@ -92,6 +107,8 @@ measure() {
   /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" "$@" >/dev/null 2>&1
   awk '{printf "%.3f %.3f %d\n", $1, $2 + $3, $4}' "$WORK/time.out"
 }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }'; }
 
 run_suite() { # URL LABEL
@@ -99,8 +116,15 @@ run_suite() { # URL LABEL
   local ours=$WORK/ours-$label cli=$WORK/cli-$label
   echo "== $label: $url ($FILES files)"
 
-  read -r ow oc om < <(measure "$SIDECAR" git-sync --admin-addr=off --log-level=warn --one-time --repo="$url" --root="$ours" --link=link)
-  read -r cw cc cm < <(measure bash -c 'cli_pass "$0" "$1"' "$cli" "$url")
+  # Best of REPS (the machine may be shared), alternating sides, fresh roots.
+  local ow=999 oc=999 om=0 cw=999 cc=999 cm=0 w c m
+  for ((r = 0; r < REPS; r++)); do
+    rm -rf "$ours" "$cli"
+    read -r w c m < <(measure "$SIDECAR" git-sync --admin-addr=off --log-level=warn --one-time --repo="$url" --root="$ours" --link=link)
+    ow=$(min "$ow" "$w"); oc=$(min "$oc" "$c"); om=$(max "$om" "$m")
+    read -r w c m < <(measure bash -c 'cli_pass "$0" "$1"' "$cli" "$url")
+    cw=$(min "$cw" "$w"); cc=$(min "$cc" "$c"); cm=$(max "$cm" "$m")
+  done
   printf '%-34s %10s %10s %8s\n' "" ours git-cli "cli/ours"
   printf '%-34s %9ss %9ss %8s\n' "first sync wall time" "$ow" "$cw" "$(ratio "$cw" "$ow")"
   printf '%-34s %9ss %9ss %8s\n' "first sync CPU time" "$oc" "$cc" "$(ratio "$cc" "$oc")"
@@ -125,10 +149,15 @@ run_suite() { # URL LABEL
   printf '%-34s %9ss %9ss %8s\n' "no-change poll CPU (per poll)" "$ours_poll" "$cli_poll" "$(ratio "$cli_poll" "$ours_poll")"
 
   # One new commit touching one file: a sync pass that finds it.
-  echo "change $RANDOM" >> "$REPO/d0/f0.txt"
-  git -C "$REPO" commit -qam "change"
-  read -r ow2 oc2 _ < <(measure "$SIDECAR" git-sync --admin-addr=off --log-level=warn --one-time --repo="$url" --root="$ours" --link=link)
-  read -r cw2 cc2 _ < <(measure bash -c 'cli_pass "$0" "$1"' "$cli" "$url")
+  local ow2=999 oc2=999 cw2=999 cc2=999
+  for ((r = 0; r < REPS; r++)); do
+    echo "change $RANDOM" >> "$REPO/d0/f0.txt"
+    git -C "$REPO" commit -qam "change"
+    read -r w c _ < <(measure "$SIDECAR" git-sync --admin-addr=off --log-level=warn --one-time --repo="$url" --root="$ours" --link=link)
+    ow2=$(min "$ow2" "$w"); oc2=$(min "$oc2" "$c")
+    read -r w c _ < <(measure bash -c 'cli_pass "$0" "$1"' "$cli" "$url")
+    cw2=$(min "$cw2" "$w"); cc2=$(min "$cc2" "$c")
+  done
   printf '%-34s %9ss %9ss %8s\n' "new-commit sync latency" "$ow2" "$cw2" "$(ratio "$cw2" "$ow2")"
   printf '%-34s %9ss %9ss %8s\n' "new-commit sync CPU" "$oc2" "$cc2" "$(ratio "$cc2" "$oc2")"
   [[ $(readlink "$ours/link") == $(readlink "$cli/link") ]] || { echo "MISMATCH: ours and the CLI published different commits" >&2; exit 1; }

@@ -400,6 +400,7 @@ fn over_git_daemon_shallow_and_by_hash() {
     s.wait_for_sync();
     assert_eq!(s.published(), sha4);
     assert_eq!(s.rev_count(), 1);
+    git(&s.root, &["fsck", "--no-progress"]);
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 
@@ -710,8 +711,49 @@ fn runs_as_a_uid_without_passwd_entry_and_empty_env() {
     );
     // Owned by another uid: the CLI (as root) needs safe.directory.
     let link = s.link();
-    assert_eq!(git(&link, &["-c", "safe.directory=*", "rev-parse", "HEAD"]), sha);
-    assert_eq!(git(&link, &["-c", "safe.directory=*", "status", "--porcelain"]), "");
+    assert_eq!(
+        git(&link, &["-c", "safe.directory=*", "rev-parse", "HEAD"]),
+        sha
+    );
+    assert_eq!(
+        git(&link, &["-c", "safe.directory=*", "status", "--porcelain"]),
+        ""
+    );
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(s.root.join(".git")).unwrap().uid(), 54321);
+}
+
+#[test]
+fn checkout_keeps_modes_symlinks_and_attributes() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    s.up.commit_file("dir/sub/deep.txt", b"deep");
+    s.up.commit_file("run.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(
+        s.up.dir.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("dir/sub/deep.txt", s.up.dir.join("alias")).unwrap();
+    s.up.git(&["add", "-A"]);
+    s.up.git(&["commit", "-q", "-m", "modes"]);
+    let sha = s.up.head();
+    assert!(s.run_once(&[]).status.success());
+    s.assert_real_worktree(&sha);
+    let link = s.link();
+    assert_eq!(
+        std::fs::read_link(link.join("alias")).unwrap().to_str(),
+        Some("dir/sub/deep.txt")
+    );
+    assert_eq!(std::fs::read_to_string(link.join("alias")).unwrap(), "deep");
+    let mode = std::fs::metadata(link.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "executable bit kept");
+
+    // A tree with .gitattributes goes through libgit2's filtering checkout.
+    let sha2 = s.up.commit_file(".gitattributes", b"*.txt text\n");
+    assert!(s.run_once(&[]).status.success());
+    s.assert_real_worktree(&sha2);
 }

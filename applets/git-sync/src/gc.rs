@@ -50,6 +50,7 @@ pub fn cleanup(
     if removed == 0 {
         return Ok(0);
     }
+    tracing::debug!(removed, "stale worktrees removed");
     prune_worktree_admin(l)?;
     match mode {
         GcMode::Off => {}
@@ -125,7 +126,7 @@ pub fn repack(repo: &Repository) -> Result<()> {
             continue;
         }
         for p in shallow::parents(&odb, c)? {
-            if odb.exists(p) {
+            if odb.exists_ext(p, git2::OdbLookupFlags::NO_REFRESH) {
                 queue.push_back(p);
             } else {
                 boundary.insert(c);

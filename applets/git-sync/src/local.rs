@@ -80,7 +80,7 @@ pub fn fetch(
         if cancel.load(Ordering::Relaxed) {
             bail!("cancelled");
         }
-        if dst_odb.exists(*c) {
+        if present(&dst_odb, *c) {
             continue;
         }
         pb.insert_object(*c, None)?;
@@ -109,6 +109,12 @@ pub fn fetch(
     Ok(count)
 }
 
+/// Whether `odb` has `oid`. A miss must not make libgit2 rescan the pack
+/// directory (its default), which costs a directory scan per missing object.
+fn present(odb: &Odb, oid: Oid) -> bool {
+    odb.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH)
+}
+
 /// Adds a tree and what it holds, skipping whatever `dst` already has (a
 /// present tree implies its contents are present).
 fn add_tree(
@@ -118,7 +124,7 @@ fn add_tree(
     pb: &mut git2::PackBuilder,
     seen: &mut HashSet<Oid>,
 ) -> Result<()> {
-    if !seen.insert(tree) || dst_odb.exists(tree) {
+    if !seen.insert(tree) || present(dst_odb, tree) {
         return Ok(());
     }
     pb.insert_object(tree, None)?;
@@ -126,7 +132,7 @@ fn add_tree(
     for entry in t.iter() {
         match entry.kind() {
             Some(ObjectType::Tree) => add_tree(src, dst_odb, entry.id(), pb, seen)?,
-            Some(ObjectType::Blob) if seen.insert(entry.id()) && !dst_odb.exists(entry.id()) => {
+            Some(ObjectType::Blob) if seen.insert(entry.id()) && !present(dst_odb, entry.id()) => {
                 pb.insert_object(entry.id(), None)?;
             }
             // Submodule commits live in other repositories.

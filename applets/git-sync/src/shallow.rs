@@ -68,7 +68,12 @@ pub fn history(odb: &Odb, tip: Oid, depth: u32, stop: &BTreeSet<Oid>) -> Result<
         if ps.is_empty() {
             continue;
         }
-        if at_limit || stop.contains(&c) || ps.iter().any(|p| !odb.exists(*p)) {
+        if at_limit
+            || stop.contains(&c)
+            || ps
+                .iter()
+                .any(|p| !odb.exists_ext(*p, git2::OdbLookupFlags::NO_REFRESH))
+        {
             boundary.insert(c);
             continue;
         }

@@ -269,6 +269,7 @@ fn sync_once(
         },
     )?;
     let hash = fetched.commit.to_string();
+    tracing::debug!(hash, downloaded = fetched.downloaded, "fetched");
     let mut changed = current.as_deref() != Some(hash.as_str()) || !l.link_points_at(&hash);
     if !changed && !worktree::is_sane(l, &hash) {
         tracing::warn!(hash, "worktree is missing or broken, recreating it");
@@ -291,6 +292,7 @@ fn sync_once(
             o
         };
         worktree::create(l, fetched.commit, cfg.submodules, &sub_fetch)?;
+        tracing::debug!(hash, "worktree created");
         anyhow::ensure!(!cancel.load(Ordering::SeqCst), "cancelled");
         let old_target = l.link_target();
         l.publish(&hash)?;

@@ -54,15 +54,107 @@ pub fn create(
     let repo =
         Repository::open(&wt).with_context(|| format!("cannot open worktree {}", wt.display()))?;
     let c = repo.find_commit(commit)?;
-    let mut co = CheckoutBuilder::new();
-    co.force();
-    repo.checkout_tree(c.as_object(), Some(&mut co))
-        .with_context(|| format!("cannot check out {hash}"))?;
+    let fast =
+        write_tree(&repo, &c.tree()?, &wt).with_context(|| format!("cannot check out {hash}"))?;
+    if !fast {
+        let mut co = CheckoutBuilder::new();
+        co.force();
+        repo.checkout_tree(c.as_object(), Some(&mut co))
+            .with_context(|| format!("cannot check out {hash}"))?;
+    }
     repo.set_head_detached(commit)?;
     if submodules != Submodules::Off {
         update_submodules(&repo, submodules == Submodules::Recursive, sub_fetch)?;
     }
     Ok(wt)
+}
+
+/// Checks `tree` out into the empty worktree `wt` and writes its index with
+/// the files' stat data, so `git status` is clean without rehashing.
+///
+/// libgit2's checkout resolves every path (about 14 readlink calls a file)
+/// and is several times slower than git's on large trees; a fresh worktree
+/// needs none of its conflict handling. Trees with `.gitattributes` (eol,
+/// ident, filters) return false and go through libgit2's checkout.
+fn write_tree(repo: &Repository, tree: &git2::Tree, wt: &Path) -> Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+    let mut items: Vec<(Vec<u8>, Oid, i32)> = Vec::new();
+    let mut filtered = false;
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let name = entry.name_bytes();
+        if name == b".gitattributes" {
+            filtered = true;
+            return git2::TreeWalkResult::Abort;
+        }
+        let mut path = dir.as_bytes().to_vec();
+        path.extend_from_slice(name);
+        items.push((path, entry.id(), entry.filemode()));
+        git2::TreeWalkResult::Ok
+    });
+    if filtered {
+        return Ok(false);
+    }
+    walked?;
+    let odb = repo.odb()?;
+    let mut index = repo.index()?;
+    index.clear()?;
+    for (path, id, mode) in items {
+        let full = wt.join(std::ffi::OsStr::from_bytes(&path));
+        let meta = match mode {
+            0o040000 => {
+                std::fs::create_dir(&full)
+                    .with_context(|| format!("cannot create {}", full.display()))?;
+                continue;
+            }
+            0o160000 => {
+                // A submodule: an empty directory until `submodule update`.
+                std::fs::create_dir(&full)
+                    .with_context(|| format!("cannot create {}", full.display()))?;
+                None
+            }
+            0o120000 => {
+                let target = odb.read(id)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.data()), &full)
+                    .with_context(|| format!("cannot create symlink {}", full.display()))?;
+                Some(full.symlink_metadata()?)
+            }
+            _ => {
+                let blob = odb.read(id)?;
+                let perm = if mode == 0o100755 { 0o777 } else { 0o666 };
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(perm)
+                    .open(&full)
+                    .with_context(|| format!("cannot create {}", full.display()))?;
+                std::io::Write::write_all(&mut f, blob.data())
+                    .with_context(|| format!("cannot write {}", full.display()))?;
+                Some(f.metadata()?)
+            }
+        };
+        // The index stores 32-bit stat fields, truncated as git does.
+        let time = |s: i64, ns: i64| git2::IndexTime::new(s as i32, ns as u32);
+        let m = meta.as_ref();
+        let entry = git2::IndexEntry {
+            ctime: m.map_or(time(0, 0), |m| time(m.ctime(), m.ctime_nsec())),
+            mtime: m.map_or(time(0, 0), |m| time(m.mtime(), m.mtime_nsec())),
+            dev: m.map_or(0, |m| m.dev() as u32),
+            ino: m.map_or(0, |m| m.ino() as u32),
+            mode: mode as u32,
+            uid: m.map_or(0, |m| m.uid()),
+            gid: m.map_or(0, |m| m.gid()),
+            file_size: m.map_or(0, |m| m.size() as u32),
+            id,
+            flags: path.len().min(0xfff) as u16,
+            flags_extended: 0,
+            path,
+        };
+        index.add(&entry)?;
+    }
+    index.write()?;
+    Ok(true)
 }
 
 /// `git submodule update --init [--recursive]`.
