@@ -342,6 +342,20 @@ fn failing_endpoint_is_ejected_and_returns() {
         assert_eq!(which(&mut p.connect()), "good");
     }
     p.sidecar.wait_for_log("endpoint ejected");
+    // The admin server lists both endpoints with their state.
+    let state: serde_json::Value =
+        serde_json::from_str(&http::get(p.admin, "/endpoints").text()).unwrap();
+    let listed: Vec<String> = state[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [good.addr.to_string(), dead_addr.to_string()],
+        "{state}"
+    );
     p.wait_metric(
         "tcp_proxy_ejections_total",
         &[&format!("upstream=\"{dead_addr}\"")],

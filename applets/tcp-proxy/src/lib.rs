@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sidecar_runtime::{usage, Applet, Context};
+use sidecar_runtime::{admin, usage, Applet, Context};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,6 +97,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         hard_stop: CancellationToken::new(),
     });
     let stop = CancellationToken::new();
+    let mut pools = Vec::new();
 
     // Bind everything before serving anything: a port conflict fails start-up.
     let mut listeners = Vec::new();
@@ -111,6 +112,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         let name = local.to_string();
         let pool = Pool::new(name.clone(), settings.clone(), metrics.clone());
+        pools.push(pool.clone());
         let targets = route_targets(spec, flag == "--listen", file_routes.as_ref());
         discoveries
             .push(Discovery::start(pool.clone(), targets, args.dns_refresh, metrics.clone()).await);
@@ -166,6 +168,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         None => None,
     };
 
+    add_endpoints_route(&ctx, pools);
     for (listener, route) in listeners {
         tokio::spawn(proxy::serve(
             listener,
@@ -222,6 +225,21 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("{flag} {addr}: cannot listen: {e}"))
+}
+
+/// `GET /endpoints`: every route's endpoints and their state as JSON (what
+/// Envoy's `/clusters` tells), for looking at a live proxy.
+fn add_endpoints_route(ctx: &Context, pools: Vec<Arc<Pool>>) {
+    let handler: admin::Handler = Arc::new(move |_req| {
+        let body = serde_json::Value::Array(pools.iter().map(|p| p.snapshot()).collect());
+        Box::pin(async move {
+            http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(admin::Body::new(bytes::Bytes::from(format!("{body:#}\n"))))
+                .expect("static response")
+        })
+    });
+    ctx.admin_route(http::Method::GET, "/endpoints", handler);
 }
 
 /// A route's upstreams: its flags' plus the file's (bare `HOST:PORT` lines

@@ -316,6 +316,32 @@ impl Pool {
         }
     }
 
+    /// The endpoints and their state, for `GET /endpoints` on the admin server.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let endpoints: Vec<serde_json::Value> = self
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let ejected_for = {
+                    let ej = e.ejection.lock().unwrap_or_else(|e| e.into_inner());
+                    ej.until
+                        .filter(|u| now < *u)
+                        .map(|u| (u - now).as_millis() as u64)
+                };
+                serde_json::json!({
+                    "address": e.addr.to_string(),
+                    "target": e.target,
+                    "active_connections": e.active(),
+                    "healthy": e.healthy.load(Ordering::Relaxed),
+                    "consecutive_failures": e.failures.load(Ordering::Relaxed),
+                    "ejected_for_ms": ejected_for,
+                })
+            })
+            .collect();
+        serde_json::json!({ "route": self.route, "lb": format!("{:?}", self.settings.lb), "endpoints": endpoints })
+    }
+
     fn update_gauges(&self) {
         let now = Instant::now();
         let (mut healthy, mut unhealthy, mut ejected) = (0, 0, 0);
