@@ -387,7 +387,7 @@ fn log_value(flag: &str, v: &str) -> String {
 
 /// For `--help` output in tests of the rewrite.
 #[cfg(test)]
-fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     use clap::CommandFactory as _;
     #[derive(clap::Parser)]
     struct Wrapper {
@@ -400,7 +400,7 @@ fn command() -> clap::Command {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::FromArgMatches as _;
 
@@ -411,7 +411,7 @@ mod tests {
             .collect()
     }
 
-    fn parse(args: &[&str]) -> Result<ConfigWatchReload, clap::Error> {
+    pub(crate) fn parse(args: &[&str]) -> Result<ConfigWatchReload, clap::Error> {
         let m = command()
             .try_get_matches_from(rewrite_args(args.iter().map(OsString::from).collect()))?;
         ConfigWatchReload::from_arg_matches(&m)

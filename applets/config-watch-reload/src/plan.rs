@@ -300,3 +300,110 @@ impl ConfigWatchReload {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::tests::parse;
+
+    fn plan(args: &[&str]) -> Result<Plan> {
+        let mut full = vec!["x"];
+        full.extend_from_slice(args);
+        parse(&full).unwrap().plan()
+    }
+
+    fn describe(p: &Plan) -> Vec<String> {
+        p.actions.iter().map(|a| a.describe()).collect()
+    }
+
+    #[test]
+    fn prometheus_config_reloader_defaults() {
+        let p = plan(&[
+            "--config-file=/c/p.yaml",
+            "--config-envsubst-file=/o/p.yaml",
+        ])
+        .unwrap();
+        assert_eq!(describe(&p), ["POST http://127.0.0.1:9090/-/reload"]);
+        assert!(p.reload_on_start);
+        assert_eq!(p.templates[0].syntax, Syntax::Kubernetes);
+        assert_eq!(p.roots, [PathBuf::from("/c/p.yaml")]);
+        let p = plan(&["--watched-dir=/r", "--reload-method=signal"]).unwrap();
+        assert_eq!(describe(&p), ["SIGHUP to process \"prometheus\""]);
+        assert_eq!(p.runtimeinfo.unwrap().url, runtimeinfo::DEFAULT_URL);
+        assert_eq!(
+            plan(&["--watched-dir=/r", "--watch-interval=0"])
+                .unwrap()
+                .mode,
+            Mode::RenderOnly
+        );
+        assert_eq!(
+            plan(&["--watched-dir=/r", "--watch-interval=10s"])
+                .unwrap()
+                .resync,
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn actions_run_in_documented_order() {
+        let p = plan(&[
+            "--watch=/w",
+            "--exec=true",
+            "--pid-file=/p",
+            "--reload-url=http://a/",
+            "--reload-url=http://b/",
+        ])
+        .unwrap();
+        assert_eq!(
+            describe(&p),
+            [
+                "POST http://a/",
+                "POST http://b/",
+                "SIGHUP to pid file /p",
+                "true"
+            ]
+        );
+        assert!(p.runtimeinfo.is_none());
+        assert!(!p.reload_on_start);
+    }
+
+    #[test]
+    fn webhook_retries_never_skip() {
+        assert_eq!(
+            plan(&["--watch=/w", "--exec=true", "--webhook-retries=0"])
+                .unwrap()
+                .max_attempts,
+            Some(1)
+        );
+        assert_eq!(
+            plan(&["--watch=/w", "--exec=true", "--webhook-retries=3"])
+                .unwrap()
+                .max_attempts,
+            Some(3)
+        );
+        assert_eq!(
+            plan(&["--watch=/w", "--exec=true", "--webhook-retries=-1"])
+                .unwrap()
+                .max_attempts,
+            None
+        );
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for args in [
+            &["--exec=true"][..],
+            &["--watch=/w"],
+            &["--watch=/w", "--signal=HUP"],
+            &["--watch=/w", "--reload-url=ftp://x/"],
+        ] {
+            let e = plan(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(
+                e.downcast_ref::<sidecar_runtime::UsageError>().is_some(),
+                "{args:?}: {e}"
+            );
+        }
+    }
+}
