@@ -757,3 +757,36 @@ fn checkout_keeps_modes_symlinks_and_attributes() {
     assert!(s.run_once(&[]).status.success());
     s.assert_real_worktree(&sha2);
 }
+
+#[test]
+fn a_crafted_tree_cannot_escape_the_worktree() {
+    // A tree entry named ".." (git itself refuses to create one): the sync
+    // must fail without writing outside .worktrees/<sha>.
+    let s = Setup::new();
+    s.up.commit("one");
+    let payload = s.tmp.path().join("payload");
+    std::fs::write(&payload, "escaped").unwrap();
+    let blob = s.up.git(&["hash-object", "-w", payload.to_str().unwrap()]);
+    let mut raw = b"100644 ..\0".to_vec();
+    raw.extend((0..20).map(|i| u8::from_str_radix(&blob[2 * i..2 * i + 2], 16).unwrap()));
+    let tree_file = s.tmp.path().join("tree.bin");
+    std::fs::write(&tree_file, &raw).unwrap();
+    let tree = s.up.git(&[
+        "hash-object",
+        "-w",
+        "-t",
+        "tree",
+        "--literally",
+        tree_file.to_str().unwrap(),
+    ]);
+    let commit = s.up.git(&["commit-tree", &tree, "-m", "evil"]);
+    s.up.git(&["update-ref", "refs/heads/evil", &commit]);
+    let out = s.run_once(&["--ref=evil"]);
+    assert!(
+        !out.status.success(),
+        "a '..' entry must not be checked out"
+    );
+    assert!(!s.root.join(".worktrees/..").is_file());
+    assert!(!s.root.join("..").join("..").is_file());
+    assert!(!s.link().exists());
+}

@@ -84,7 +84,9 @@ fn write_tree(repo: &Repository, tree: &git2::Tree, wt: &Path) -> Result<bool> {
     let mut filtered = false;
     let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name_bytes();
-        if name == b".gitattributes" {
+        // Attributes need libgit2's filters; names git refuses need its
+        // path validation (which then fails the checkout, as git would).
+        if name == b".gitattributes" || !safe_name(name) {
             filtered = true;
             return git2::TreeWalkResult::Abort;
         }
@@ -157,6 +159,26 @@ fn write_tree(repo: &Repository, tree: &git2::Tree, wt: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// A tree entry name that is safe to create as is: not empty, `.`, `..`,
+/// no separators or NUL, and not `.git` in any spelling Windows or macOS
+/// filesystems fold to it (`.GIT`, `.git.`, `.git `, `git~1`).
+fn safe_name(name: &[u8]) -> bool {
+    if name.is_empty() || name == b"." || name == b".." {
+        return false;
+    }
+    if name.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+        return false;
+    }
+    let end = name.len()
+        - name
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'.' || **b == b' ')
+            .count();
+    let trimmed = name[..end].to_ascii_lowercase();
+    trimmed != b".git" && trimmed != b"git~1"
+}
+
 /// `git submodule update --init [--recursive]`.
 fn update_submodules(repo: &Repository, recursive: bool, fetch: &SubFetch) -> Result<()> {
     for mut sm in repo.submodules()? {
@@ -193,4 +215,28 @@ pub fn is_sane(l: &Layout, hash: &str) -> bool {
         .and_then(|h| h.target())
         .is_some_and(|o| o.to_string() == hash);
     head_ok && repo.index().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [
+            &b".."[..],
+            b".",
+            b"",
+            b".git",
+            b".GIT",
+            b".git.",
+            b".git ",
+            b"git~1",
+            b"a/b",
+            b"a\\b",
+        ] {
+            assert!(!super::safe_name(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+        for good in [&b"file"[..], b".gitignore", b".github", b"git", b"..x"] {
+            assert!(super::safe_name(good));
+        }
+    }
 }
