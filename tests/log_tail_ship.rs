@@ -573,3 +573,45 @@ fn sigterm_with_the_sink_down_keeps_unacknowledged_lines_for_the_restart() {
     let ev: Value = serde_json::from_slice(req.body.strip_suffix(b"\n").unwrap()).unwrap();
     assert_eq!(ev["message"], "undelivered");
 }
+
+/// An app that deletes its log and writes the same lines again: the new
+/// file starts with the old one's bytes but is new content, read in full.
+#[test]
+fn recreated_file_with_identical_content_is_read_again() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let banner = format!("service starting {}", "=".repeat(80));
+    Writer::append(&log).line(&banner);
+    let mut ship = Ship::start(&["--path", &glob(dir.path(), "*.log")]);
+    ship.wait_message(&banner);
+    std::fs::remove_file(&log).unwrap();
+    let mut w = Writer::append(&log);
+    w.line(&banner);
+    w.line("second life");
+    ship.sc.wait_for_log("reason=\"deleted\"");
+    let evs = ship.wait_message("second life");
+    assert_eq!(
+        messages(&evs),
+        [banner.as_str(), banner.as_str(), "second life"]
+    );
+}
+
+/// The dead letter and the checkpoints live beside the logs, inside the
+/// glob: they are not tailed (that would feed rejections back in).
+#[test]
+fn own_files_inside_the_glob_are_not_tailed() {
+    let dir = support::tempdir();
+    Writer::append(&dir.path().join("app.log")).line("x");
+    let ship = Ship::start(&[
+        "--path",
+        &glob(dir.path(), "**/*"),
+        "--data-dir",
+        dir.path().join("ship").to_str().unwrap(),
+        "--dead-letter",
+        dir.path().join("dead.log").to_str().unwrap(),
+    ]);
+    ship.wait_message("x");
+    Writer::append(&dir.path().join("app.log")).line("y");
+    let evs = ship.wait_message("y");
+    assert_eq!(messages(&evs), ["x", "y"], "{}", ship.sc.stderr());
+}

@@ -22,6 +22,8 @@ pub enum Wake {
 pub struct Discovery {
     patterns: Vec<String>,
     exclude: GlobSet,
+    /// Our own files (checkpoints, dead letter): tailing them would loop.
+    own: Vec<PathBuf>,
     watcher: Option<RecommendedWatcher>,
     /// Directory watched → recursively or not.
     watched: HashMap<PathBuf, RecursiveMode>,
@@ -31,6 +33,7 @@ impl Discovery {
     pub fn new(
         patterns: &[String],
         excludes: &[String],
+        own: Vec<PathBuf>,
         wake: Sender<Wake>,
     ) -> anyhow::Result<Discovery> {
         for p in patterns {
@@ -66,6 +69,7 @@ impl Discovery {
         };
         Ok(Discovery {
             patterns: patterns.to_vec(),
+            own: own.iter().map(|p| absolute(p)).collect(),
             exclude,
             watcher,
             watched: HashMap::new(),
@@ -80,6 +84,10 @@ impl Discovery {
             let Ok(paths) = glob::glob(p) else { continue };
             for path in paths.flatten() {
                 if self.exclude.is_match(&path) {
+                    continue;
+                }
+                let abs = absolute(&path);
+                if self.own.iter().any(|o| abs.starts_with(o)) {
                     continue;
                 }
                 match std::fs::metadata(&path) {
@@ -133,6 +141,10 @@ impl Discovery {
             }
         }
     }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// The directory part of `pattern` before any glob character, and whether
@@ -196,13 +208,14 @@ mod tests {
         }
         let (tx, _rx) = std::sync::mpsc::channel();
         let pat = format!("{}/**/*.log*", d.display());
-        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], tx).unwrap();
+        let own = vec![d.join("a/b/z.log")];
+        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], own, tx).unwrap();
         let mut found: Vec<String> = disc
             .scan()
             .into_iter()
             .map(|(p, _)| p.strip_prefix(d).unwrap().display().to_string())
             .collect();
         found.sort();
-        assert_eq!(found, ["a/b/z.log", "a/y.log", "x.log"]);
+        assert_eq!(found, ["a/y.log", "x.log"]);
     }
 }

@@ -80,7 +80,13 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     let sink = sink::Sink::from_args(&args, &metrics)?;
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
-    let discovery = Discovery::new(&args.paths, &args.excludes, wake_tx.clone())?;
+    let own = args
+        .data_dir
+        .iter()
+        .chain(args.dead_letter.iter())
+        .cloned()
+        .collect();
+    let discovery = Discovery::new(&args.paths, &args.excludes, own, wake_tx.clone())?;
     let budget = Arc::new(Semaphore::new(
         (args.buffer_max_bytes as usize)
             .min(Semaphore::MAX_PERMITS)

@@ -379,9 +379,15 @@ impl Tailer {
                 was: o.path,
             };
         }
+        // Only a file still at its path can have been copied by logrotate;
+        // a deleted or renamed one was replaced, and its successor may well
+        // start with the same bytes (an app writing the same banner).
         let live = || {
             self.files.values().filter(|t| {
-                t.state == State::Live && t.head.len() >= MIN_COPY_PREFIX && t.path != path
+                t.state == State::Live
+                    && t.head.len() >= MIN_COPY_PREFIX
+                    && t.path != path
+                    && same_file(&t.path, t.key)
             })
         };
         if let Some(t) = live().find(|t| head.starts_with(&t.head)) {

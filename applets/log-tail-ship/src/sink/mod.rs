@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sidecar_runtime::backoff::Backoff;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
@@ -91,12 +90,17 @@ impl Sink {
     async fn deliver(&mut self, batch: &mut Batch) {
         match self {
             Sink::Stdout => {
-                let mut out = tokio::io::stdout();
-                let written = async {
-                    out.write_all(&batch.body).await?;
-                    out.flush().await
-                };
-                if let Err(e) = written.await {
+                // One locked, blocking write per batch: events never interleave
+                // and a slow reader of our stdout blocks a pool thread, not the runtime.
+                let body = std::mem::take(&mut batch.body);
+                let written = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&body)?;
+                    out.flush()
+                })
+                .await;
+                if let Ok(Err(e)) = written {
                     // stdout closed: nobody can receive events any more.
                     tracing::error!(error = %e, "cannot write to stdout");
                     std::future::pending::<()>().await;
