@@ -258,6 +258,9 @@ mod tests {
         let (d, raw) = s.snapshot_if_dirty().unwrap();
         write_atomic(&d, &raw).unwrap();
         assert!(s.snapshot_if_dirty().is_none());
+        // The directory is locked while a store holds it.
+        assert!(Store::load(Some(dir.path())).is_err());
+        drop(s);
         let s2 = Store::load(Some(dir.path())).unwrap();
         assert_eq!(s2.acked(&key), Some(5));
         assert_eq!(s2.get(&key).unwrap().path, "/l/a.log");
