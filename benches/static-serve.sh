@@ -8,7 +8,9 @@
 # tokio's TOKIO_WORKER_THREADS for us, worker_processes for nginx), nginx with
 # access_log off and sendfile on, static-serve with its defaults (access log
 # off). Cases: a 1 KiB file, a 100 KiB file, a 404. Prints requests/s, p99
-# latency, RSS after the run, and the static-serve/nginx requests/s ratio.
+# latency, server CPU time per request (user+system, all processes/threads:
+# steadier than requests/s on a busy machine), RSS after the run, and the
+# static-serve/nginx ratios.
 # Each case runs ROUNDS times, alternating the servers, and the best round of
 # each counts (a shared machine's noise only ever slows a run down).
 # Knobs: DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3).
@@ -96,35 +98,49 @@ rss() {
   echo "$total"
 }
 
-# Prints "requests/s p99" for one wrk run.
+# CPU ticks (user+system) used so far by a process and its children.
+ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+
+# Prints "requests/s p99 cpu-us-per-request" for one wrk run against server PID $2.
 measure() {
-  local out
+  local out before after
+  before=$(ticks "$2")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
-  local rps p99
+  after=$(ticks "$2")
+  local rps p99 reqs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  echo "$rps $p99"
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rps $p99 $(awk -v t=$((after - before)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')"
 }
 
 # Keeps the round with the most requests/s: "rps p99".
 best() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); print ((x[1] + 0 >= y[1] + 0) ? a : b) }'; }
 
-printf '%-8s %-12s %12s %10s %10s\n' case server "req/s" p99 "RSS KiB"
+printf '%-8s %-12s %12s %10s %12s %10s\n' case server "req/s" p99 "CPU us/req" "RSS KiB"
 for case in 1k.bin 100k.bin missing; do
   # Warm both (page cache, connection pools) before measuring.
   wrk -t1 -c8 -d1s "http://127.0.0.1:$NGINX_PORT/$case" >/dev/null
   wrk -t1 -c8 -d1s "http://127.0.0.1:$OURS_PORT/$case" >/dev/null
-  n_best="0 -" o_best="0 -"
+  n_best="0 - -" o_best="0 - -"
   for _ in $(seq "$ROUNDS"); do
-    n_best=$(best "$n_best" "$(measure "http://127.0.0.1:$NGINX_PORT/$case")")
-    o_best=$(best "$o_best" "$(measure "http://127.0.0.1:$OURS_PORT/$case")")
+    n_best=$(best "$n_best" "$(measure "http://127.0.0.1:$NGINX_PORT/$case" "$nginx_master")")
+    o_best=$(best "$o_best" "$(measure "http://127.0.0.1:$OURS_PORT/$case" "$ours")")
   done
-  read -r n_rps n_p99 <<<"$n_best"
-  read -r o_rps o_p99 <<<"$o_best"
+  read -r n_rps n_p99 n_cpu <<<"$n_best"
+  read -r o_rps o_p99 o_cpu <<<"$o_best"
   n_rss=$(rss "$nginx_master")
   o_rss=$(rss "$ours")
-  printf '%-8s %-12s %12s %10s %10s\n' "$case" nginx "$n_rps" "$n_p99" "$n_rss"
-  printf '%-8s %-12s %12s %10s %10s\n' "$case" static-serve "$o_rps" "$o_p99" "$o_rss"
-  printf '%-8s %-12s %12s\n' "$case" ratio "$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')"
+  printf '%-8s %-12s %12s %10s %12s %10s\n' "$case" nginx "$n_rps" "$n_p99" "$n_cpu" "$n_rss"
+  printf '%-8s %-12s %12s %10s %12s %10s\n' "$case" static-serve "$o_rps" "$o_p99" "$o_cpu" "$o_rss"
+  printf '%-8s %-12s %12s %10s %12s\n' "$case" "ours/nginx" \
+    "$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')" "" \
+    "$(awk -v a="$o_cpu" -v b="$n_cpu" 'BEGIN {printf "%.2fx", a / b}')"
 done
 echo "workers=$WORKERS connections=$CONNECTIONS wrk-threads=$THREADS duration=$DURATION rounds=$ROUNDS (best) $(nginx -v 2>&1)"
