@@ -753,9 +753,15 @@ fn slow_malformed_and_oversized_requests_are_cut_off() {
     let out = raw(addr, b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n\r\n");
     assert!(out.starts_with(b"HTTP/1.1 200") && out.ends_with(b"hello world\n"));
 
-    // --max-connections 2: a third client waits until a slot frees.
+    // --max-connections 2: with two idle clients holding the slots, a third
+    // waits (whichever worker's socket it lands on) until a slot frees.
     let a = TcpStream::connect(addr).unwrap();
     let b = TcpStream::connect(addr).unwrap();
+    support::wait_until("two connections open", || {
+        http::get(admin, "/metrics")
+            .text()
+            .contains("static_serve_connections_open 2")
+    });
     let waiter = std::thread::spawn(move || http::get(addr, "/hello.txt").status);
     drop(a);
     drop(b);

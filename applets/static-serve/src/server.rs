@@ -193,12 +193,16 @@ async fn accept_loop(
     shutdown: Shutdown,
 ) {
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.requested() => return,
-        };
         let accepted = tokio::select! {
             a = accept(&listener) => a,
+            _ = shutdown.requested() => return,
+        };
+        // At the cap, the connection just accepted waits for a slot and this
+        // loop stops accepting (later clients queue in the backlog). Taking
+        // the slot after accept matters with one socket per worker: a worker
+        // holding a slot while idle in accept could starve the others.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.requested() => return,
         };
         match accepted {
