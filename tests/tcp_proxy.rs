@@ -662,6 +662,22 @@ fn sigterm_stops_accepting_and_lets_open_connections_finish() {
 }
 
 #[test]
+fn quitquitquit_drains_like_sigterm() {
+    let up = Upstream::echo();
+    let mut p = proxy_to(&[&up], &[]);
+    let mut c = p.connect();
+    c.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut c, 1), b"x");
+    let r = http::request(p.admin, "POST", "/quitquitquit", &[], b"");
+    assert_eq!(r.status, 200);
+    p.sidecar.wait_for_log("stopped accepting");
+    assert_eq!(http::get(p.admin, "/readyz").status, 503);
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(read_to_end(&mut c).is_empty());
+    assert_eq!(p.sidecar.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn sigterm_closes_what_is_left_after_the_grace_period() {
     let up = Upstream::echo();
     let mut p = proxy_to(&[&up], &["--shutdown-grace=500ms"]);

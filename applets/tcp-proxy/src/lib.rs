@@ -169,6 +169,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
     };
 
     add_endpoints_route(&ctx, pools);
+    add_quit_route(&ctx);
     for (listener, route) in listeners {
         tokio::spawn(proxy::serve(
             listener,
@@ -240,6 +241,21 @@ fn add_endpoints_route(ctx: &Context, pools: Vec<Arc<Pool>>) {
         })
     });
     ctx.admin_route(http::Method::GET, "/endpoints", handler);
+}
+
+/// `POST /quitquitquit` (Envoy's name, which Istio users script against):
+/// drain and exit as on SIGTERM. A Job's last step calls it so the Pod can
+/// complete while the sidecar would otherwise run forever.
+fn add_quit_route(ctx: &Context) {
+    let shutdown = ctx.shutdown_handle().token();
+    let state = ctx.admin_state();
+    let handler: admin::Handler = Arc::new(move |_req| {
+        tracing::info!("quit requested on the admin server");
+        state.set_ready(false);
+        shutdown.cancel();
+        Box::pin(async { admin::text(http::StatusCode::OK, "draining\n") })
+    });
+    ctx.admin_route(http::Method::POST, "/quitquitquit", handler);
 }
 
 /// A route's upstreams: its flags' plus the file's (bare `HOST:PORT` lines
