@@ -270,7 +270,7 @@ async fn proxy(
         early = header;
     }
     if !early.is_empty() {
-        if let Err(e) = write_all(&upstream, &early).await {
+        if let Err(e) = relay::write_all(&upstream, &early).await {
             tracing::debug!(route = %route.name, error = %e, "upstream closed before the first write");
             relay::reset(client);
             return Ok(Close::Reset);
@@ -297,19 +297,6 @@ fn tune(s: &TcpStream) {
         .with_interval(Duration::from_secs(10))
         .with_retries(6);
     let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
-}
-
-async fn write_all(s: &TcpStream, buf: &[u8]) -> io::Result<()> {
-    let mut off = 0;
-    while off < buf.len() {
-        s.writable().await?;
-        match s.try_write(&buf[off..]) {
-            Ok(n) => off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Reads until a complete PROXY header; returns its addresses and any bytes

@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use clap::ValueEnum;
 
+use crate::transparent::unmap;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Version {
     V1,
@@ -198,16 +200,6 @@ fn check_tlvs(mut tlvs: &[u8]) -> Result<(), ParseError> {
         tlvs = &tlvs[3 + len..];
     }
     Ok(())
-}
-
-fn unmap(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => a,
-        },
-        IpAddr::V4(_) => a,
-    }
 }
 
 fn to_v6(a: SocketAddr) -> (Ipv6Addr, u16) {

@@ -206,7 +206,7 @@ async fn pump(
     }
 }
 
-async fn write_all(dst: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+pub async fn write_all(dst: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         dst.writable().await?;
         match dst.try_write(buf) {
