@@ -305,6 +305,8 @@ fn inbound_redirect_reaches_the_app_and_sees_the_real_client() {
         &server,
         &[
             "--transparent-listen=0.0.0.0:15006",
+            // outbound capture beside it, as one sidecar serves both
+            "--transparent-listen=[::]:15001",
             "--access-log=access.log",
         ],
     );

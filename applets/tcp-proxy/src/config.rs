@@ -45,10 +45,11 @@ pub struct Args {
     )]
     pub route: Vec<RouteSpec>,
 
-    /// Listener for iptables-redirected traffic; proxied to each connection's
-    /// original destination (SO_ORIGINAL_DST).
-    #[arg(long, env = "TCP_PROXY_TRANSPARENT_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
-    pub transparent_listen: Option<SocketAddr>,
+    /// Listener for iptables-redirected traffic, proxied to each connection's
+    /// original destination (SO_ORIGINAL_DST); repeatable (outbound 15001 and
+    /// inbound 15006 in one process), or comma separated.
+    #[arg(long, env = "TCP_PROXY_TRANSPARENT_LISTEN", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
+    pub transparent_listen: Vec<SocketAddr>,
 
     /// File of upstreams (file-based discovery), watched and reloaded: lines
     /// `HOST:PORT` for the --listen route or `LISTEN=UP1,UP2` per route.
@@ -330,7 +331,7 @@ pub fn parse_upstreams_file(text: &str) -> Result<FileRoutes, String> {
 /// What the flags ask for, checked.
 pub struct Plan {
     pub routes: Vec<RouteSpec>,
-    pub transparent: Option<SocketAddr>,
+    pub transparent: Vec<SocketAddr>,
 }
 
 impl Args {
@@ -348,18 +349,22 @@ impl Args {
             return Err(usage!("--upstream needs --listen"));
         }
         routes.extend(self.route.iter().cloned());
-        let transparent = self.transparent_listen;
-        if routes.is_empty() && transparent.is_none() {
+        let transparent = self.transparent_listen.clone();
+        if routes.is_empty() && transparent.is_empty() {
             return Err(usage!(
                 "nothing to proxy: give --listen with --upstream, --route or --transparent-listen"
             ));
         }
-        let mut seen: Vec<SocketAddr> = transparent.into_iter().collect();
-        for r in &routes {
-            if r.listen.port() != 0 && seen.contains(&r.listen) {
-                return Err(usage!("--route: listen address {} is used twice", r.listen));
+        let mut seen: Vec<SocketAddr> = Vec::new();
+        for l in routes
+            .iter()
+            .map(|r| r.listen)
+            .chain(transparent.iter().copied())
+        {
+            if l.port() != 0 && seen.contains(&l) {
+                return Err(usage!("listen address {l} is used twice"));
             }
-            seen.push(r.listen);
+            seen.push(l);
         }
         if self.connect_timeout.is_zero() {
             return Err(usage!("--connect-timeout: must be more than 0"));

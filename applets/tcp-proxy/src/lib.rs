@@ -134,7 +134,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
             },
         ));
     }
-    if let Some(addr) = plan.transparent {
+    for &addr in &plan.transparent {
         let listener = bind(addr, "--transparent-listen").await?;
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, mode = "transparent", "listening");
