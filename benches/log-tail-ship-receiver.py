@@ -38,6 +38,9 @@ def serve(conn):
                 k, _, v = l.partition(":")
                 headers[k.strip().lower()] = v.strip()
             length = int(headers.get("content-length", "0"))
+            if headers.get("expect", "").lower() == "100-continue":
+                # libcurl (rsyslog's omelasticsearch) waits a second for this otherwise.
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             newlines = pending[:length].count(b"\n")
             got = min(len(pending), length)
             pending = pending[got:]

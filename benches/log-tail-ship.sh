@@ -93,6 +93,7 @@ run_rsyslog() {
   mkdir -p "$WORK/rsyslog"
   cat > "$WORK/rsyslog.conf" <<EOF
 global(workDirectory="$WORK/rsyslog" maxMessageSize="64k")
+main_queue(queue.size="200000" queue.dequeueBatchSize="4096")
 module(load="imfile")
 module(load="omelasticsearch")
 template(name="ecs" type="list" option.jsonf="on") {

@@ -615,3 +615,27 @@ fn own_files_inside_the_glob_are_not_tailed() {
     let evs = ship.wait_message("y");
     assert_eq!(messages(&evs), ["x", "y"], "{}", ship.sc.stderr());
 }
+
+/// `--read-from end` is for the first start only: a file created while the
+/// shipper was down is read from its beginning after the restart.
+#[test]
+fn read_from_end_does_not_skip_files_created_while_down() {
+    let dir = support::tempdir();
+    let data = dir.path().join("data");
+    Writer::append(&dir.path().join("old.log")).line("before the first start");
+    let args = [
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--read-from",
+        "end",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut ship = Ship::start(&args);
+    ship.sc.wait_for_log("--read-from end");
+    assert_eq!(ship.stop(), Some(0));
+    Writer::append(&dir.path().join("new.log")).line("written while down");
+    let ship = Ship::start(&args);
+    let evs = ship.wait_message("written while down");
+    assert_eq!(messages(&evs), ["written while down"]);
+}

@@ -70,6 +70,10 @@ pub struct Mark {
 }
 
 pub struct Store {
+    /// No checkpoint file existed: `--read-from end` applies to the files
+    /// found now. On later starts, files without a checkpoint appeared
+    /// while we were down and are read from their beginning.
+    pub first_start: bool,
     /// Held for the life of the process: two shippers writing one
     /// checkpoint file would each undo the other's progress.
     _lock: Option<nix::fcntl::Flock<fs::File>>,
@@ -84,6 +88,8 @@ impl Store {
     pub fn load(dir: Option<&Path>) -> anyhow::Result<Store> {
         let mut entries = HashMap::new();
         let mut lock = None;
+        // Without a data dir every start is a first start.
+        let mut first_start = dir.is_none();
         if let Some(dir) = dir {
             fs::create_dir_all(dir).map_err(|e| {
                 sidecar_runtime::usage!("--data-dir {}: cannot create: {e}", dir.display())
@@ -111,11 +117,12 @@ impl Store {
                         entries.insert(e.key, e);
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => first_start = true,
                 Err(e) => anyhow::bail!("{}: {e}", path.display()),
             }
         }
         Ok(Store {
+            first_start,
             _lock: lock,
             dir: dir.map(Path::to_path_buf),
             entries,

@@ -130,6 +130,7 @@ pub struct Tailer {
     orphans: Vec<Orphan>,
     buf: Vec<u8>,
     last_scan: Instant,
+    first_start: bool,
 }
 
 impl Tailer {
@@ -140,6 +141,7 @@ impl Tailer {
         emitter: Emitter,
         metrics: Metrics,
     ) -> Tailer {
+        let first_start = lock(&store).first_start;
         Tailer {
             settings,
             discovery,
@@ -151,6 +153,7 @@ impl Tailer {
             orphans: Vec::new(),
             buf: vec![0; READ_CHUNK],
             last_scan: Instant::now(),
+            first_start,
         }
     }
 
@@ -337,7 +340,9 @@ impl Tailer {
                     state = State::Undecided;
                     (0, "maybe a copy being written")
                 }
-                Class::Fresh if initial && self.settings.read_from == ReadFrom::End => {
+                Class::Fresh
+                    if initial && self.first_start && self.settings.read_from == ReadFrom::End =>
+                {
                     (size, "--read-from end")
                 }
                 Class::Fresh => (0, "new file"),
