@@ -639,3 +639,44 @@ fn read_from_end_does_not_skip_files_created_while_down() {
     let evs = ship.wait_message("written while down");
     assert_eq!(messages(&evs), ["written while down"]);
 }
+
+/// While the shipper is down: one file is truncated and rewritten in place
+/// (same inode, new content: the fingerprint no longer matches, so it is
+/// read from the start), another is renamed (same inode and content: it
+/// resumes where it was, under its new name).
+#[test]
+fn restart_tells_rewritten_files_from_renamed_ones() {
+    let dir = support::tempdir();
+    let data = dir.path().join("data");
+    let rewritten = dir.path().join("rewritten.log");
+    let renamed = dir.path().join("renamed.log");
+    Writer::append(&rewritten).line("old content");
+    Writer::append(&renamed).line("kept content");
+    let args = [
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let ship = Ship::start(&args);
+    ship.wait_message("old content");
+    ship.wait_message("kept content");
+    assert_eq!(ship.stop(), Some(0));
+
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&rewritten)
+        .unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    Writer::append(&rewritten).line("new content");
+    std::fs::rename(&renamed, dir.path().join("renamed-2.log")).unwrap();
+    Writer::append(&dir.path().join("renamed-2.log")).line("appended after rename");
+
+    let ship = Ship::start(&args);
+    ship.wait_message("new content");
+    ship.wait_message("appended after rename");
+    let mut got = ship.messages();
+    got.sort();
+    assert_eq!(got, ["appended after rename", "new content"]);
+}
