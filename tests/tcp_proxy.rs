@@ -406,6 +406,43 @@ fn active_health_checks_mark_endpoints_down_and_up() {
 }
 
 #[test]
+fn health_checks_with_send_and_expect_catch_a_listening_but_broken_endpoint() {
+    // Both accept connections; only one answers PING with PONG.
+    let serve = |answer: &'static [u8], name: &'static str| {
+        Upstream::start(move |mut s| {
+            let mut buf = [0u8; 6];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"PING\r\n" {
+                let _ = s.write_all(answer);
+            } else {
+                // not a health check: a client through the proxy
+                let _ = s.write_all(format!("{name}\n").as_bytes());
+                peers::echo(s)
+            }
+        })
+    };
+    let good = serve(b"PONG\r\n", "good");
+    let broken = serve(b"ERR\r\n", "broken");
+    let mut p = Proxy::start(
+        &[
+            "--listen=127.0.0.1:0",
+            &format!("--upstream={},{}", good.addr, broken.addr),
+            "--health-check-interval=100ms",
+            "--health-check-send=PING\\r\\n",
+            "--health-check-expect=PONG",
+            "--health-check-unhealthy-threshold=1",
+        ],
+        1,
+    );
+    let line = p.sidecar.wait_for_log("endpoint unhealthy");
+    assert!(line.contains(&broken.addr.to_string()), "{line}");
+    for _ in 0..4 {
+        let mut c = p.connect();
+        c.write_all(b"client").unwrap();
+        assert_eq!(which(&mut c), "good");
+    }
+}
+
+#[test]
 fn upstreams_file_reload_keeps_open_connections() {
     let a = Upstream::named("a");
     let b = Upstream::named("b");

@@ -111,6 +111,14 @@ pub struct Args {
     #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_INTERVAL", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
     pub health_check_interval: Duration,
 
+    /// Bytes a health check sends after connecting (escapes: \r \n \t \\ \xHH).
+    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_SEND", value_name = "BYTES", default_value = "", value_parser = crate::health::parse_payload, hide_default_value = true)]
+    pub health_check_send: crate::health::Payload,
+
+    /// Bytes the answer to a health check must start with (same escapes).
+    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_EXPECT", value_name = "BYTES", default_value = "", value_parser = crate::health::parse_payload, hide_default_value = true)]
+    pub health_check_expect: crate::health::Payload,
+
     /// Consecutive failed checks that mark an endpoint unhealthy.
     #[arg(
         long,

@@ -119,8 +119,12 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         if !args.health_check_interval.is_zero() {
             health::spawn(
                 pool.clone(),
-                args.health_check_interval,
-                args.connect_timeout,
+                health::Check {
+                    interval: args.health_check_interval,
+                    timeout: args.connect_timeout,
+                    send: args.health_check_send.0.clone(),
+                    expect: args.health_check_expect.0.clone(),
+                },
             );
         }
         tracing::info!(addr = %local, listen = %spec.listen, upstreams = %spec.upstreams.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","), "listening");
