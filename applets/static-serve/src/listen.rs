@@ -1,22 +1,19 @@
 //! `--listen` addresses: TCP `host:port` / `:port`, or `unix:/path`.
 //!
-//! A TCP address is bound once per worker thread with `SO_REUSEPORT`, so each
-//! worker accepts and serves its own connections (nginx's `reuseport` model):
-//! no cross-thread wake-ups on the hot path.
+//! A TCP address is bound once; every worker thread accepts from its own
+//! duplicate of the socket and serves what it accepted (nginx's model without
+//! `reuseport`): a busy worker is slower to accept, so load spreads by itself,
+//! and a connection never hops threads.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
-use nix::sys::socket::{
-    self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
-};
 use sidecar_runtime::usage;
 use tokio::net::UnixListener;
 
 pub enum Listener {
-    /// One socket per worker, all bound to the same address.
+    /// One duplicate of the listening socket per worker.
     Tcp(SocketAddr, Vec<std::net::TcpListener>),
     /// The socket file is removed again at shutdown.
     Unix(UnixListener, PathBuf),
@@ -71,48 +68,14 @@ fn bind(raw: &str, workers: usize) -> anyhow::Result<Listener> {
     }
     let addr =
         sidecar_runtime::admin::parse_listen_addr(raw).map_err(|e| usage!("--listen: {e}"))?;
-    let cannot = |e: nix::Error| {
-        anyhow::anyhow!("--listen {raw}: cannot listen: {}", std::io::Error::from(e))
-    };
-    // SO_REUSEPORT would let us share a port that another server already
-    // holds; a plain bind first fails with EADDRINUSE as usual, and picks the
-    // port for `:0`.
-    let port = {
-        let probe = socket_for(addr, false).map_err(cannot)?;
-        socket::bind(probe.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(cannot)?;
-        let local: SockaddrStorage = socket::getsockname(probe.as_raw_fd()).map_err(cannot)?;
-        local
-            .as_sockaddr_in()
-            .map(|a| a.port())
-            .or_else(|| local.as_sockaddr_in6().map(|a| a.port()))
-            .unwrap_or(addr.port())
-    };
-    let addr = SocketAddr::new(addr.ip(), port);
-    let mut sockets = Vec::with_capacity(workers);
-    for _ in 0..workers.max(1) {
-        let fd = socket_for(addr, true).map_err(cannot)?;
-        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(cannot)?;
-        socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN)).map_err(cannot)?;
-        sockets.push(std::net::TcpListener::from(fd));
+    let cannot = |e: std::io::Error| anyhow::anyhow!("--listen {raw}: cannot listen: {e}");
+    let sock = std::net::TcpListener::bind(addr).map_err(cannot)?;
+    sock.set_nonblocking(true).map_err(cannot)?;
+    let local = sock.local_addr().map_err(cannot)?;
+    let mut socks = Vec::with_capacity(workers);
+    for _ in 1..workers.max(1) {
+        socks.push(sock.try_clone().map_err(cannot)?);
     }
-    Ok(Listener::Tcp(addr, sockets))
-}
-
-fn socket_for(addr: SocketAddr, reuse_port: bool) -> nix::Result<std::os::fd::OwnedFd> {
-    let family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let fd = socket::socket(
-        family,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    if reuse_port {
-        socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
-    }
-    Ok(fd)
+    socks.push(sock);
+    Ok(Listener::Tcp(local, socks))
 }

@@ -49,9 +49,10 @@ pub fn worker_count() -> usize {
 
 /// Serves until shutdown, then drains in-flight requests within the grace period.
 ///
-/// TCP: one OS thread per worker, each with a single-threaded runtime and its
-/// own `SO_REUSEPORT` socket per address, so a connection lives and dies on
-/// the thread that accepted it. Unix sockets: on the applet's runtime.
+/// TCP: one OS thread per worker, each with a single-threaded runtime
+/// accepting from its own duplicate of each listening socket, so a connection
+/// lives and dies on the thread that accepted it. Unix sockets: on the
+/// applet's runtime.
 pub async fn serve(
     listeners: Vec<Listener>,
     handler: Arc<Handler>,
@@ -199,7 +200,7 @@ async fn accept_loop(
         };
         // At the cap, the connection just accepted waits for a slot and this
         // loop stops accepting (later clients queue in the backlog). Taking
-        // the slot after accept matters with one socket per worker: a worker
+        // the slot after accept matters with one accept loop per worker: a worker
         // holding a slot while idle in accept could starve the others.
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
