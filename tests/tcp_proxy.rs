@@ -850,6 +850,14 @@ fn names_are_resolved_again_every_dns_refresh() {
         eprintln!("SKIPPED (needs root): private /etc/hosts through a mount namespace");
         return;
     }
+    let can_unshare = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !can_unshare {
+        eprintln!("SKIPPED (needs root with CAP_SYS_ADMIN: `unshare -m` failed)");
+        return;
+    }
     // Two upstreams on one port, at two loopback addresses.
     let a = TcpListener::bind("127.0.0.2:0").unwrap();
     let port = a.local_addr().unwrap().port();

@@ -109,12 +109,39 @@ fn preflight() -> bool {
         return false;
     }
     // iptables and ip live in sbin, which a non-login PATH may lack.
-    let path = std::env::var("PATH").unwrap_or_default();
-    if !path.contains("/usr/sbin") {
-        std::env::set_var("PATH", format!("{path}:/usr/sbin:/sbin"));
-    }
+    static PATH: std::sync::Once = std::sync::Once::new();
+    PATH.call_once(|| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        if !path.contains("/usr/sbin") {
+            std::env::set_var("PATH", format!("{path}:/usr/sbin:/sbin"));
+        }
+    });
     if !have("iptables") || !have("ip") {
         eprintln!("SKIPPED (needs iptables and iproute2; .ci/packages.d/tcp-proxy lists them)");
+        return false;
+    }
+    // Root in a container without CAP_SYS_ADMIN/CAP_NET_ADMIN, or a kernel
+    // without NAT: say so loudly instead of failing on the environment.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("tcpproxy-probe{n}-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED (needs root with CAP_SYS_ADMIN: cannot create a network namespace)");
+        return false;
+    }
+    let nat = Command::new("ip")
+        .args([
+            "netns", "exec", &probe, "iptables", "-t", "nat", "-L", "OUTPUT",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    if !nat {
+        eprintln!("SKIPPED (needs iptables NAT in the kernel: `iptables -t nat -L` failed in a namespace)");
         return false;
     }
     true
