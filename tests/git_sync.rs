@@ -231,7 +231,6 @@ fn bad_and_unsupported_flags_exit_2_naming_them() {
     let s = Setup::new();
     for (flag, needle) in [
         ("--filter=blob:none", "--filter"),
-        ("--sparse-checkout-file=/x", "--sparse-checkout-file"),
         ("--git=/usr/bin/git-wrapper", "--git"),
         ("--period=5ms", "--period"),
         ("--depth=-1", "--depth"),
@@ -789,4 +788,34 @@ fn a_crafted_tree_cannot_escape_the_worktree() {
     assert!(!s.root.join(".worktrees/..").is_file());
     assert!(!s.root.join("..").join("..").is_file());
     assert!(!s.link().exists());
+}
+
+#[test]
+fn sparse_checkout_file() {
+    // Upstream's sparse_checkout case: only file2 is checked out.
+    let s = Setup::new();
+    s.up.commit_file("file", b"one");
+    s.up.commit_file("file2", b"two");
+    s.up.commit_file("dir/file3", b"three");
+    let sha = s.up.head();
+    let patterns = s.tmp.path().join("sparse");
+    std::fs::write(&patterns, "!/*\n!/*/\nfile2\n").unwrap();
+    let out = s.run_once(&[&format!("--sparse-checkout-file={}", patterns.display())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = s.link();
+    assert_eq!(std::fs::read_to_string(link.join("file2")).unwrap(), "two");
+    assert!(!link.join("file").exists());
+    assert!(!link.join("dir").exists());
+    // git sees the excluded files as skipped, not deleted.
+    assert_eq!(git(&link, &["rev-parse", "HEAD"]), sha);
+    assert_eq!(git(&link, &["status", "--porcelain"]), "");
+    let skipped = git(&link, &["ls-files", "-t"]);
+    assert!(
+        skipped.contains("S file") && skipped.contains("H file2"),
+        "{skipped}"
+    );
 }

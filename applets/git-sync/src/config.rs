@@ -82,6 +82,7 @@ pub struct Config {
     pub ref_: String,
     pub depth: u32,
     pub submodules: Submodules,
+    pub sparse_checkout_file: Option<PathBuf>,
     /// Absolute and lexically clean; created and symlink-resolved at startup.
     pub root: PathBuf,
     /// As given: absolute, or relative to the resolved root.
@@ -273,6 +274,17 @@ impl Config {
             ))
             }
         };
+
+        let sparse_checkout_file = non_empty(l.string(
+            "sparse-checkout-file",
+            f.sparse_checkout_file,
+            &[
+                "GITSYNC_SPARSE_CHECKOUT_FILE",
+                "GIT_SYNC_SPARSE_CHECKOUT_FILE",
+            ],
+            "",
+        ))
+        .map(|p| absolute_clean(Path::new(&p)));
 
         let gc = match l
             .string("git-gc", f.git_gc, &["GITSYNC_GIT_GC", "GIT_SYNC_GIT_GC"], "always")
@@ -734,6 +746,7 @@ impl Config {
             ref_,
             depth,
             submodules,
+            sparse_checkout_file,
             root,
             link,
             error_file,
@@ -771,19 +784,7 @@ fn reject_unsupported(f: &GitSync, l: &Lookup) -> Result<()> {
     let set = |flag: &str, v: &Option<String>, envs: &[&str]| {
         l.get(flag, v.clone(), envs).filter(|r| !r.value.is_empty())
     };
-    let unsupported: [(&str, Option<Raw>, &str); 9] = [
-        (
-            "sparse-checkout-file",
-            set(
-                "sparse-checkout-file",
-                &f.sparse_checkout_file,
-                &[
-                    "GITSYNC_SPARSE_CHECKOUT_FILE",
-                    "GIT_SYNC_SPARSE_CHECKOUT_FILE",
-                ],
-            ),
-            "libgit2 has no sparse checkout",
-        ),
+    let unsupported: [(&str, Option<Raw>, &str); 8] = [
         (
             "filter",
             set("filter", &f.filter, &["GITSYNC_FILTER"]),

@@ -291,7 +291,17 @@ fn sync_once(
             }
             o
         };
-        worktree::create(l, fetched.commit, cfg.submodules, &sub_fetch)?;
+        let sparse = match &cfg.sparse_checkout_file {
+            Some(p) => Some(worktree::Sparse::load(p)?),
+            None => None,
+        };
+        worktree::create(
+            l,
+            fetched.commit,
+            cfg.submodules,
+            sparse.as_ref(),
+            &sub_fetch,
+        )?;
         tracing::debug!(hash, "worktree created");
         anyhow::ensure!(!cancel.load(Ordering::SeqCst), "cancelled");
         let old_target = l.link_target();

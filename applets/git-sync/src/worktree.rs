@@ -31,6 +31,7 @@ pub fn create(
     l: &Layout,
     commit: Oid,
     submodules: Submodules,
+    sparse: Option<&Sparse>,
     sub_fetch: &SubFetch,
 ) -> Result<PathBuf> {
     let hash = commit.to_string();
@@ -54,9 +55,18 @@ pub fn create(
     let repo =
         Repository::open(&wt).with_context(|| format!("cannot open worktree {}", wt.display()))?;
     let c = repo.find_commit(commit)?;
-    let fast =
-        write_tree(&repo, &c.tree()?, &wt).with_context(|| format!("cannot check out {hash}"))?;
+    if let Some(sp) = sparse {
+        // As `git sparse-checkout init` leaves it, for the record.
+        std::fs::create_dir_all(admin.join("info"))?;
+        std::fs::write(admin.join("info/sparse-checkout"), &sp.text)?;
+    }
+    let fast = write_tree(&repo, &c.tree()?, &wt, sparse)
+        .with_context(|| format!("cannot check out {hash}"))?;
     if !fast {
+        anyhow::ensure!(
+            sparse.is_none(),
+            "--sparse-checkout-file: not supported for trees with .gitattributes"
+        );
         let mut co = CheckoutBuilder::new();
         co.force();
         repo.checkout_tree(c.as_object(), Some(&mut co))
@@ -76,7 +86,12 @@ pub fn create(
 /// and is several times slower than git's on large trees; a fresh worktree
 /// needs none of its conflict handling. Trees with `.gitattributes` (eol,
 /// ident, filters) return false and go through libgit2's checkout.
-fn write_tree(repo: &Repository, tree: &git2::Tree, wt: &Path) -> Result<bool> {
+fn write_tree(
+    repo: &Repository,
+    tree: &git2::Tree,
+    wt: &Path,
+    sparse: Option<&Sparse>,
+) -> Result<bool> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
@@ -104,12 +119,41 @@ fn write_tree(repo: &Repository, tree: &git2::Tree, wt: &Path) -> Result<bool> {
     index.clear()?;
     for (path, id, mode) in items {
         let full = wt.join(std::ffi::OsStr::from_bytes(&path));
-        let meta = match mode {
-            0o040000 => {
+        if mode == 0o040000 {
+            // Sparse checkouts create directories only for included files.
+            if sparse.is_none() {
                 std::fs::create_dir(&full)
                     .with_context(|| format!("cannot create {}", full.display()))?;
-                continue;
             }
+            continue;
+        }
+        let included = sparse.is_none_or(|sp| sp.includes(std::ffi::OsStr::from_bytes(&path)));
+        if !included {
+            // Not checked out: the skip-worktree bit tells git not to look.
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: mode as u32,
+                uid: 0,
+                gid: 0,
+                file_size: 0,
+                id,
+                flags: path.len().min(0xfff) as u16 | INDEX_ENTRY_EXTENDED,
+                flags_extended: INDEX_ENTRY_SKIP_WORKTREE,
+                path,
+            };
+            index.add(&entry)?;
+            continue;
+        }
+        if sparse.is_some() {
+            if let Some(dir) = full.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+        }
+        let meta = match mode {
             0o160000 => {
                 // A submodule: an empty directory until `submodule update`.
                 std::fs::create_dir(&full)
@@ -157,6 +201,38 @@ fn write_tree(repo: &Repository, tree: &git2::Tree, wt: &Path) -> Result<bool> {
     }
     index.write()?;
     Ok(true)
+}
+
+const INDEX_ENTRY_EXTENDED: u16 = 0x4000;
+const INDEX_ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
+
+/// `--sparse-checkout-file`: git's non-cone patterns (gitignore syntax, the
+/// last matching pattern decides; a path is checked out when it matches a
+/// positive pattern, itself or through a parent directory).
+pub struct Sparse {
+    text: String,
+    matcher: ignore::gitignore::Gitignore,
+}
+
+impl Sparse {
+    pub fn load(path: &Path) -> Result<Sparse> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("can't read --sparse-checkout-file {}", path.display()))?;
+        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+        for line in text.lines() {
+            b.add_line(None, line)
+                .with_context(|| format!("--sparse-checkout-file: bad pattern {line:?}"))?;
+        }
+        let matcher = b.build().context("--sparse-checkout-file")?;
+        Ok(Sparse { text, matcher })
+    }
+
+    fn includes(&self, path: &std::ffi::OsStr) -> bool {
+        // The matcher's "ignore" is sparse's "include".
+        self.matcher
+            .matched_path_or_any_parents(Path::new("/").join(path), false)
+            .is_ignore()
+    }
 }
 
 /// A tree entry name that is safe to create as is: not empty, `.`, `..`,
