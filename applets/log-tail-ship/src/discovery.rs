@@ -12,9 +12,10 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 /// Why the reader thread wakes up.
 pub enum Wake {
     /// Something changed on disk; `rescan` when names changed (create,
-    /// rename, delete), not just contents.
+    /// rename, delete), not just contents. `paths` are the files named.
     Fs {
         rescan: bool,
+        paths: Vec<PathBuf>,
     },
     Shutdown,
 }
@@ -50,15 +51,19 @@ impl Discovery {
         }
         let exclude = b.build()?;
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let rescan = match res {
-                Ok(ev) => !matches!(
-                    ev.kind,
-                    EventKind::Modify(notify::event::ModifyKind::Data(_)) | EventKind::Access(_)
+            let (rescan, paths) = match res {
+                Ok(ev) => (
+                    !matches!(
+                        ev.kind,
+                        EventKind::Modify(notify::event::ModifyKind::Data(_))
+                            | EventKind::Access(_)
+                    ),
+                    ev.paths,
                 ),
                 // An overflowed queue lost events: look again.
-                Err(_) => true,
+                Err(_) => (true, Vec::new()),
             };
-            let _ = wake.send(Wake::Fs { rescan });
+            let _ = wake.send(Wake::Fs { rescan, paths });
         });
         let watcher = match watcher {
             Ok(w) => Some(w),

@@ -95,6 +95,8 @@ struct Tracked {
     head: Vec<u8>,
     state: State,
     eof_since: Option<Instant>,
+    /// When the file was last read or examined.
+    visited: Instant,
     last_size: u64,
     last_mtime: Option<SystemTime>,
 }
@@ -131,6 +133,10 @@ pub struct Tailer {
     buf: Vec<u8>,
     last_scan: Instant,
     first_start: bool,
+    /// Paths inotify named since the last pass. A file at its end is looked
+    /// at again when named here, or after POLL: with many idle files, one
+    /// busy file's events do not make us stat all of them.
+    touched: std::collections::HashSet<PathBuf>,
 }
 
 impl Tailer {
@@ -154,6 +160,7 @@ impl Tailer {
             buf: vec![0; READ_CHUNK],
             last_scan: Instant::now(),
             first_start,
+            touched: std::collections::HashSet::new(),
         }
     }
 
@@ -165,7 +172,10 @@ impl Tailer {
             let mut rescan = false;
             loop {
                 match wake.try_recv() {
-                    Ok(Wake::Fs { rescan: r }) => rescan |= r,
+                    Ok(Wake::Fs { rescan: r, paths }) => {
+                        rescan |= r;
+                        self.touched.extend(paths);
+                    }
                     Ok(Wake::Shutdown) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         break 'outer
                     }
@@ -190,8 +200,13 @@ impl Tailer {
                 until = until.min(d);
             }
             match wake.recv_timeout(until.saturating_duration_since(now)) {
-                Ok(Wake::Fs { rescan: true }) => self.scan(false),
-                Ok(Wake::Fs { rescan: false }) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Wake::Fs { rescan, paths }) => {
+                    self.touched.extend(paths);
+                    if rescan {
+                        self.scan(false);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -364,6 +379,7 @@ impl Tailer {
             head,
             state,
             eof_since: None,
+            visited: Instant::now(),
             last_size: size,
             last_mtime: meta.modified().ok(),
         };
@@ -457,6 +473,17 @@ impl Tailer {
                 }
                 State::Live | State::Rotated => {}
             }
+            let t = &self.files[&key];
+            if t.eof_since.is_some()
+                && t.visited.elapsed() < POLL / 2
+                && !self.touched.contains(&t.path)
+            {
+                continue; // idle, and nothing happened to it
+            }
+            self.files
+                .get_mut(&key)
+                .expect("listed file is tracked")
+                .visited = Instant::now();
             let mut budget = FAIR_SHARE;
             let mut at_eof = false;
             while budget > 0 {
@@ -516,6 +543,7 @@ impl Tailer {
                 }
             }
         }
+        self.touched.clear();
         Some(total)
     }
 
