@@ -680,3 +680,40 @@ fn restart_tells_rewritten_files_from_renamed_ones() {
     got.sort();
     assert_eq!(got, ["appended after rename", "new content"]);
 }
+
+/// A multiline event still collecting lines at shutdown is not sent: the
+/// checkpoint stays before it, and after the restart it arrives whole, once.
+#[test]
+fn multiline_event_open_at_shutdown_arrives_whole_after_restart() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let data = dir.path().join("data");
+    let mut w = Writer::append(&log);
+    w.line("2026-01-01 done");
+    w.line("2026-01-01 boom");
+    w.line("  at a()");
+    let args = |timeout: &'static str| {
+        vec![
+            "--path".to_string(),
+            glob(dir.path(), "*.log"),
+            "--data-dir".into(),
+            data.to_str().unwrap().into(),
+            "--multiline-start".into(),
+            r"^\d{4}-".into(),
+            "--multiline-timeout".into(),
+            timeout.into(),
+        ]
+    };
+    let first = args("1h");
+    let ship = Ship::start(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    ship.wait_message("2026-01-01 done");
+    support::wait_until("all three lines read", || {
+        common::metric_opt(&ship.metrics(), "log_tail_ship_lines_read_total") == Some(3.0)
+    });
+    assert_eq!(ship.stop(), Some(0));
+    w.line("  at b()");
+    let second = args("100ms");
+    let ship = Ship::start(&second.iter().map(String::as_str).collect::<Vec<_>>());
+    let evs = ship.wait_message("2026-01-01 boom\n  at a()\n  at b()");
+    assert_eq!(messages(&evs), ["2026-01-01 boom\n  at a()\n  at b()"]);
+}
