@@ -717,3 +717,25 @@ fn multiline_event_open_at_shutdown_arrives_whole_after_restart() {
     let evs = ship.wait_message("2026-01-01 boom\n  at a()\n  at b()");
     assert_eq!(messages(&evs), ["2026-01-01 boom\n  at a()\n  at b()"]);
 }
+
+/// The app container owns the shared volume: a symlink it plants there to a
+/// file of ours (a token) is not shipped unless --follow-symlinks.
+#[test]
+fn symlinks_are_not_followed_by_default() {
+    let dir = support::tempdir();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cr3t-token\n").unwrap();
+    std::os::unix::fs::symlink(&secret, logs.join("evil.log")).unwrap();
+    Writer::append(&logs.join("app.log")).line("regular");
+    let mut ship = Ship::start(&["--path", &glob(&logs, "*.log")]);
+    ship.wait_message("regular");
+    ship.sc.wait_for_log("skipping symlink");
+    Writer::append(&logs.join("app.log")).line("later");
+    ship.wait_message("later");
+    assert_eq!(ship.messages(), ["regular", "later"]);
+
+    let ship = Ship::start(&["--path", &glob(&logs, "*.log"), "--follow-symlinks"]);
+    ship.wait_message("s3cr3t-token");
+}

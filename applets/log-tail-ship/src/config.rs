@@ -68,6 +68,12 @@ pub struct Args {
     )]
     pub excludes: Vec<String>,
 
+    /// Tail files reached through symlinks. Off by default: the app
+    /// container controls the shared volume, and a link to a file of ours
+    /// (a service account token) would ship it.
+    #[arg(long, env = "LOG_TAIL_SHIP_FOLLOW_SYMLINKS")]
+    pub follow_symlinks: bool,
+
     /// Directory for checkpoints; put it on a volume that survives restarts.
     /// Without it, offsets live in memory only.
     #[arg(long, env = "LOG_TAIL_SHIP_DATA_DIR", value_name = "DIR")]

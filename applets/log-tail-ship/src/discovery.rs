@@ -25,6 +25,9 @@ pub struct Discovery {
     exclude: GlobSet,
     /// Our own files (checkpoints, dead letter): tailing them would loop.
     own: Vec<PathBuf>,
+    follow_symlinks: bool,
+    /// Symlinks already warned about.
+    skipped_links: std::collections::HashSet<PathBuf>,
     watcher: Option<RecommendedWatcher>,
     /// Directory watched → recursively or not.
     watched: HashMap<PathBuf, RecursiveMode>,
@@ -35,6 +38,7 @@ impl Discovery {
         patterns: &[String],
         excludes: &[String],
         own: Vec<PathBuf>,
+        follow_symlinks: bool,
         wake: Sender<Wake>,
     ) -> anyhow::Result<Discovery> {
         for p in patterns {
@@ -75,6 +79,8 @@ impl Discovery {
         Ok(Discovery {
             patterns: patterns.to_vec(),
             own: own.iter().map(|p| absolute(p)).collect(),
+            follow_symlinks,
+            skipped_links: std::collections::HashSet::new(),
             exclude,
             watcher,
             watched: HashMap::new(),
@@ -93,6 +99,16 @@ impl Discovery {
                 }
                 let abs = absolute(&path);
                 if self.own.iter().any(|o| abs.starts_with(o)) {
+                    continue;
+                }
+                let is_link =
+                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+                if is_link && !self.follow_symlinks {
+                    // The app container controls this volume: a link to a
+                    // secret in ours (a service account token) must not be shipped.
+                    if self.skipped_links.insert(path.clone()) {
+                        tracing::warn!(path = %path.display(), "skipping symlink (see --follow-symlinks)");
+                    }
                     continue;
                 }
                 match std::fs::metadata(&path) {
@@ -214,7 +230,8 @@ mod tests {
         let (tx, _rx) = std::sync::mpsc::channel();
         let pat = format!("{}/**/*.log*", d.display());
         let own = vec![d.join("a/b/z.log")];
-        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], own, tx).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", d.join("link.log")).unwrap();
+        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], own, false, tx).unwrap();
         let mut found: Vec<String> = disc
             .scan()
             .into_iter()

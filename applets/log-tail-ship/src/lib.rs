@@ -86,7 +86,13 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         .chain(args.dead_letter.iter())
         .cloned()
         .collect();
-    let discovery = Discovery::new(&args.paths, &args.excludes, own, wake_tx.clone())?;
+    let discovery = Discovery::new(
+        &args.paths,
+        &args.excludes,
+        own,
+        args.follow_symlinks,
+        wake_tx.clone(),
+    )?;
     let budget = Arc::new(Semaphore::new(
         (args.buffer_max_bytes as usize)
             .min(Semaphore::MAX_PERMITS)
