@@ -819,3 +819,26 @@ fn sparse_checkout_file() {
         "{skipped}"
     );
 }
+
+#[test]
+fn a_busy_default_admin_port_does_not_stop_git_sync() {
+    // Pod specs written for upstream set no admin address; two git-syncs in
+    // one Pod (one network namespace) must both run.
+    let s = Setup::new();
+    s.up.commit("one");
+    let held = std::net::TcpListener::bind("0.0.0.0:9540");
+    let out = support::run(&[
+        "git-sync",
+        "--one-time",
+        &format!("--repo={}", s.up.url()),
+        &s.root_arg(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if held.is_ok() {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("admin server off"));
+    }
+}

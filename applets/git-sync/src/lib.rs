@@ -254,6 +254,23 @@ impl Applet for GitSync {
             .collect()
     }
 
+    /// Upstream has no admin server, so Pod specs written for it never set
+    /// one: when the default port is taken (a second git-sync in the Pod),
+    /// run without it and say so, instead of failing to start. An address
+    /// the user chose is always honoured (and its bind errors are fatal).
+    fn admin_addr_override(&self) -> Option<String> {
+        let explicit = std::env::var_os("SIDECAR_ADMIN_ADDR").is_some()
+            || std::env::args().any(|a| a == "--admin-addr" || a.starts_with("--admin-addr="));
+        if explicit || std::net::TcpListener::bind(Self::ADMIN_ADDR).is_ok() {
+            return None;
+        }
+        tracing::warn!(
+            addr = Self::ADMIN_ADDR,
+            "default admin address is in use: admin server off (set --admin-addr to choose one)"
+        );
+        Some("off".into())
+    }
+
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
         let cfg = config::Config::resolve(self, &config::ProcessEnv)?;
         sync_loop::run(cfg, ctx).await
