@@ -842,3 +842,28 @@ fn a_busy_default_admin_port_does_not_stop_git_sync() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("admin server off"));
     }
 }
+
+#[test]
+fn init_max_failures_applies_before_the_first_success() {
+    let s = Setup::new();
+    let missing = s.tmp.path().join("missing");
+    let mut sc = Sidecar::start(
+        "git-sync",
+        &[
+            &format!("--repo=file://{}", missing.display()),
+            &s.root_arg(),
+            "--period=100s",
+            "--init-period=10ms",
+            "--init-max-failures=2",
+            "--max-failures=-1",
+        ],
+    );
+    // --init-period, not --period, paces the retries before the first success.
+    assert_eq!(sc.wait_exit().code(), Some(1));
+    assert_eq!(
+        sc.stderr()
+            .matches("error syncing repo, will retry")
+            .count(),
+        1
+    );
+}
