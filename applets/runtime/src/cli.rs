@@ -10,7 +10,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flattened into every applet's own flags.
+// Flattened into every applet's own flags. (A plain comment: a doc comment
+// would replace the applet's about line in --help.)
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Common options")]
 pub struct CommonArgs {
