@@ -17,10 +17,9 @@ use crate::{logging, process, Applet, Context, Shutdown, UsageError};
 /// the process exit code.
 pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
     let args = A::rewrite_args(args);
-    let cmd = clap::Command::new(A::NAME)
-        .about(A::ABOUT)
-        .version(env!("CARGO_PKG_VERSION"));
-    let cmd = CommonArgs::augment_args(A::augment_args(cmd));
+    let cmd = clap::Command::new(A::NAME).version(env!("CARGO_PKG_VERSION"));
+    // The about line last: a doc comment on an Args struct would replace it.
+    let cmd = CommonArgs::augment_args(A::augment_args(cmd)).about(A::ABOUT);
     let parsed = cmd
         .try_get_matches_from(args)
         .and_then(|m| Ok((A::from_arg_matches(&m)?, CommonArgs::from_arg_matches(&m)?)));
