@@ -47,6 +47,18 @@ fn version_and_help() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--admin-addr"), "{text}");
+    // Each applet's --help starts with the line `sidecar --help` lists for it.
+    let overview = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    let list = String::from_utf8(run(&["--list"]).stdout).unwrap();
+    for name in list.lines() {
+        let help = String::from_utf8(run(&[name, "--help"]).stdout).unwrap();
+        let about = help.lines().next().unwrap();
+        let entry = overview
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap();
+        assert!(entry.trim_end().ends_with(about), "{name}: {about:?} vs {entry:?}");
+    }
     let out = run(&["--help", "nope"]);
     assert_eq!(out.status.code(), Some(127));
 }
