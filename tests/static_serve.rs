@@ -156,6 +156,12 @@ fn traversal_in_every_spelling_stays_inside_the_root() {
     // Traversal spellings are refused outright (400), not looked up.
     assert_eq!(http::get(addr, "/%2e%2e/secret.txt").status, 400);
     assert_eq!(http::get(addr, "/a%00b").status, 400);
+    // `..` that stays below the root resolves (darkhttpd's `/dir/../` → index).
+    assert_eq!(
+        http::get(addr, "/docs/../hello.txt").text(),
+        "hello world\n"
+    );
+    assert_eq!(http::get(addr, "//docs///..////").text(), "<h1>home</h1>\n");
     // `//a///b` collapses to a/b.
     assert_eq!(http::get(addr, "//docs///index.html").text(), "docs\n");
 }

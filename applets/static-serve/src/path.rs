@@ -1,7 +1,8 @@
 //! Turns a request path into components that are safe to open beneath the root.
 //!
 //! The path is percent-decoded exactly once, then split on `/`; every check is
-//! made on whole components, never on strings. `%2F` therefore acts as a
+//! made on whole components, never on strings. `..` is resolved lexically and
+//! may not climb above the root. `%2F` therefore acts as a
 //! separator (and `..%2F` is caught as a `..` component), `%252e` stays the
 //! literal name `%2e`. The kernel enforces containment a second time
 //! (`openat2(RESOLVE_BENEATH)`, see `tree.rs`).
@@ -42,12 +43,18 @@ impl RequestPath {
         if decoded.contains(&0) {
             return Err(Rejected::BadRequest("NUL byte in path"));
         }
-        let mut components = Vec::new();
-        let mut hidden = false;
+        let mut components: Vec<Vec<u8>> = Vec::new();
         for c in decoded.split(|&b| b == b'/') {
             match c {
                 b"" | b"." => continue,
-                b".." => return Err(Rejected::BadRequest("'..' in path")),
+                // Resolved lexically, as a browser would (`/dir/../` is `/`);
+                // climbing above the root is a traversal attempt.
+                b".." => {
+                    if components.pop().is_none() {
+                        return Err(Rejected::BadRequest("'..' above the root"));
+                    }
+                    continue;
+                }
                 _ => {}
             }
             if c.contains(&b'\\') {
@@ -56,13 +63,10 @@ impl RequestPath {
             if c.len() >= 2 && c[0].is_ascii_alphabetic() && c[1] == b':' {
                 return Err(Rejected::BadRequest("drive letter in path"));
             }
-            if is_git_dir(c) || (c[0] == b'.' && !hidden_files) {
-                hidden = true;
-            }
             components.push(c.to_vec());
         }
         // Bad spellings win over hidden names: a traversal attempt is a 400 wherever it sits.
-        if hidden {
+        if components.iter().any(|c| is_hidden_name(c, hidden_files)) {
             return Err(Rejected::Hidden);
         }
         let trailing_slash = decoded.ends_with(b"/");
@@ -197,7 +201,6 @@ mod tests {
             "/../etc/passwd",
             "/%2e%2e/etc/passwd",
             "/.%2e/x",
-            "/%2E%2e.html/..",
             "/..%2f..%2fetc/passwd",
             "/a/b/../../../c",
             "/%5c..%5cetc",
@@ -244,7 +247,12 @@ mod tests {
         );
         assert!(RequestPath::parse("/.env", true).is_ok());
         // A traversal spelling is a 400 even behind a dotfile.
-        bad("/.env/../x");
+        bad("/.env/../../x");
+        // `..` that stays inside the root resolves lexically.
+        assert_eq!(ok("/.env/../x"), "x");
+        assert_eq!(ok("/dir/../"), ".");
+        assert_eq!(ok("//dir///..////a"), "a");
+        assert!(RequestPath::parse("/.git/../index.html", false).is_ok());
     }
 
     #[test]

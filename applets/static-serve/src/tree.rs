@@ -224,7 +224,7 @@ impl Tree {
     /// `policy`, with symlinks that escape the root or dangle left out.
     pub fn list(&self, dir: OwnedFd, rel: &Path, policy: Policy) -> io::Result<Vec<DirEntry>> {
         let dirfd = dir.as_raw_fd();
-        let mut d = nix::dir::Dir::from_fd(dir.into_raw_fd_owned())?;
+        let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(dir))?;
         let mut out = Vec::new();
         for e in d.iter() {
             let e = e?;
@@ -320,17 +320,6 @@ fn stat_of(f: &File) -> Option<FileStat> {
 
 fn fd_path(fd: &OwnedFd) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
-}
-
-/// `OwnedFd` → raw descriptor whose ownership moves to `nix::dir::Dir`.
-trait IntoRawOwned {
-    fn into_raw_fd_owned(self) -> std::os::fd::RawFd;
-}
-
-impl IntoRawOwned for OwnedFd {
-    fn into_raw_fd_owned(self) -> std::os::fd::RawFd {
-        std::os::fd::IntoRawFd::into_raw_fd(self)
-    }
 }
 
 #[cfg(test)]
