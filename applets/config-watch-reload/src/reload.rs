@@ -62,7 +62,7 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
 }
 
-/// Why `Reloader::apply` stopped short.
+/// How `Reloader::apply` ended for a change.
 #[derive(Debug)]
 pub enum Outcome {
     Reloaded,
@@ -73,11 +73,9 @@ pub enum Outcome {
 }
 
 impl Reloader {
-    /// The `Runner` job: `Err` asks for a retry.
+    /// The `Runner` job: `Err` asks for a retry; every `Outcome` is final.
     pub async fn run(&self, change: &Change) -> Result<()> {
-        match self.apply(change).await? {
-            Outcome::Reloaded | Outcome::Blocked | Outcome::GaveUp => Ok(()),
-        }
+        self.apply(change).await.map(|_| ())
     }
 
     /// Validates (once per change) and runs the remaining actions.
