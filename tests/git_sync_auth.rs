@@ -253,3 +253,35 @@ fn ssh_rejects_unknown_host_keys_unless_checking_is_off() {
     );
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), s.up.head());
 }
+
+#[test]
+fn https_trusts_the_ca_named_by_ssl_cert_file() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let Some((_peer, port, cert)) =
+        helpers::lighttpd_tls(s.tmp.path(), s.tmp.path(), "testuser:testpass\n")
+    else {
+        return;
+    };
+    let url = format!("https://127.0.0.1:{port}/git/repo");
+    let mut args = base_args(&s, &url);
+    let pw = s.tmp.path().join("pw");
+    std::fs::write(&pw, "testpass").unwrap();
+    args.push("--username=testuser".into());
+    args.push(format!("--password-file={}", pw.display()));
+    // An unknown CA is refused...
+    let empty = s.tmp.path().join("empty-ca.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = run_env(&args, &[("SSL_CERT_FILE", empty.to_str().unwrap())]);
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success(), "an untrusted certificate must fail");
+    assert!(err.contains("certificate"), "{err}");
+    // ...and the one SSL_CERT_FILE names is trusted (a scratch image's only CA bundle).
+    let out = run_env(&args, &[("SSL_CERT_FILE", cert.to_str().unwrap())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+}

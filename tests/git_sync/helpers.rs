@@ -243,6 +243,52 @@ pub fn have(program: &str) -> bool {
 /// lighttpd serving `git-http-backend` for repositories under `base` at
 /// `/git/`, with basic auth from `users` (`name:password` lines).
 pub fn lighttpd(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16)> {
+    lighttpd_with(dir, base, users, "")
+}
+
+/// The same over TLS with a fresh self-signed certificate for 127.0.0.1;
+/// returns the certificate to trust.
+pub fn lighttpd_tls(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16, PathBuf)> {
+    if !Path::new("/usr/lib/lighttpd/mod_openssl.so").exists() || !have("openssl") {
+        eprintln!(
+            "SKIPPED (lighttpd-mod-openssl or openssl missing; .ci/packages.d/git-sync lists them)"
+        );
+        return None;
+    }
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(st.success(), "openssl req failed");
+    let extra = format!(
+        "server.modules += ( \"mod_openssl\" )\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\nssl.privkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (peer, port) = lighttpd_with(dir, base, users, &extra)?;
+    Some((peer, port, cert))
+}
+
+fn lighttpd_with(dir: &Path, base: &Path, users: &str, extra: &str) -> Option<(Peer, u16)> {
     if !have("/usr/sbin/lighttpd") {
         eprintln!("SKIPPED (lighttpd not installed; .ci/packages.d/git-sync lists it)");
         return None;
@@ -271,6 +317,7 @@ $HTTP["url"] =~ "^/git/" {{
   auth.backend.plain.userfile = "{users}"
   auth.require = ( "" => ( "method" => "basic", "realm" => "git", "require" => "valid-user" ) )
 }}
+{extra}
 "#,
             dir = dir.display(),
             base = base.display(),
