@@ -1030,3 +1030,35 @@ fn cached_small_files_never_go_stale() {
     let r = get_with(addr, "/hello.txt", &[("range", "bytes=6-10")]);
     assert_eq!((r.status, r.text().as_str()), (206, "WORLD"));
 }
+
+/// Every flag has a STATIC_SERVE_* variable; a flag beats its variable.
+#[test]
+fn environment_variables_configure_the_server() {
+    let dir = site();
+    let www = dir.path().join("www");
+    std::fs::remove_file(www.join("index.html")).unwrap();
+    let mut cmd = Command::new(support::bin());
+    cmd.args(["static-serve", "--admin-addr=127.0.0.1:0", "--gzip=true"])
+        .env("STATIC_SERVE_ROOT", &www)
+        .env("STATIC_SERVE_LISTEN", "127.0.0.1:0")
+        .env("STATIC_SERVE_LISTING", "true")
+        .env("STATIC_SERVE_HEADER", "X-One: 1\nX-Two: 2")
+        .env("STATIC_SERVE_GZIP", "false");
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let line = sc.wait_for_log("static-serve listening");
+    let addr = support::addr_field(&line, "addr=").unwrap();
+    let r = http::get(addr, "/");
+    assert_eq!(r.status, 200, "listing from STATIC_SERVE_LISTING");
+    assert!(r.text().contains("hello.txt"));
+    assert_eq!(
+        (r.header("x-one"), r.header("x-two")),
+        (Some("1"), Some("2"))
+    );
+    write(&www.join("page.html"), &"text ".repeat(1000));
+    let r = get_with(addr, "/page.html", &[("accept-encoding", "gzip")]);
+    assert_eq!(
+        r.header("content-encoding"),
+        Some("gzip"),
+        "--gzip=true beats the variable"
+    );
+}

@@ -66,8 +66,14 @@ fn bind(raw: &str, workers: usize) -> anyhow::Result<Listener> {
             .map_err(|e| anyhow::anyhow!("--listen {raw}: cannot listen: {e}"))?;
         return Ok(Listener::Unix(l, path));
     }
-    let addr =
-        sidecar_runtime::admin::parse_listen_addr(raw).map_err(|e| usage!("--listen: {e}"))?;
+    let addr = match sidecar_runtime::admin::parse_listen_addr(raw) {
+        Ok(a) => a,
+        // A host name (`localhost:8080`): its first address.
+        Err(e) => std::net::ToSocketAddrs::to_socket_addrs(raw)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| usage!("--listen: {e}"))?,
+    };
     let cannot = |e: std::io::Error| anyhow::anyhow!("--listen {raw}: cannot listen: {e}");
     let sock = std::net::TcpListener::bind(addr).map_err(cannot)?;
     sock.set_nonblocking(true).map_err(cannot)?;
