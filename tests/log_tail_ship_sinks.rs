@@ -98,7 +98,7 @@ fn elasticsearch_bulk_item_semantics() {
     assert_eq!(st.requests[0].len(), 5);
     assert!(st.requests[0]
         .iter()
-        .all(|(op, idx, _)| op == "create" && idx == "logs-sidecar-default"));
+        .all(|(op, meta, _)| op == "create" && meta["_index"] == "logs-sidecar-default"));
     assert_eq!(st.requests[1].len(), 1);
     assert_eq!(st.requests[1][0].2["message"], "busy-1");
     assert!(
@@ -217,6 +217,7 @@ fn elasticsearch_index_action_and_api_key() {
         "--es-url",
         &es.url(),
         "--es-action=index",
+        "--es-document-id=none",
         "--es-api-key-file",
         key.to_str().unwrap(),
         "--dead-letter",
@@ -224,6 +225,10 @@ fn elasticsearch_index_action_and_api_key() {
     ]);
     let st = es.wait("the document", |s| !s.docs.is_empty());
     assert_eq!(st.requests[0][0].0, "index");
+    assert!(
+        st.requests[0][0].1.get("_id").is_none(),
+        "--es-document-id none"
+    );
     let auth = st.headers[0]
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
@@ -333,4 +338,50 @@ fn http_sink_headers_and_rejection() {
         metric(&metrics(admin), "log_tail_ship_events_dead_lettered_total"),
         1.0
     );
+}
+
+/// Each document's `_id` derives from its file and offset: a line sent
+/// again (here: a restart without a checkpoint) is a 409 on `create`,
+/// counted as a duplicate and acknowledged, and Elasticsearch holds it once.
+#[test]
+fn elasticsearch_resend_is_a_conflict_not_a_copy() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let mut w = Writer::append(&log);
+    for l in ["one", "two", "three"] {
+        w.line(l);
+    }
+    let es = EsDouble::start();
+    let args = [
+        "--path",
+        &glob(dir.path()),
+        "--sink=elasticsearch",
+        "--es-url",
+        &es.url(),
+    ];
+    let (mut sc, _) = start(&args);
+    let st = es.wait("three documents", |s| s.docs.len() == 3);
+    let ids: std::collections::HashSet<&str> = st.requests[0]
+        .iter()
+        .map(|(_, meta, _)| meta["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids
+        .iter()
+        .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sc.wait_exit().code(), Some(0));
+
+    let (_sc, admin) = start(&args);
+    es.wait("the resend", |s| s.requests.len() == 2);
+    support::wait_until("three duplicates acknowledged", || {
+        common::metric_opt(&metrics(admin), "log_tail_ship_events_duplicate_total") == Some(3.0)
+    });
+    let st = es.state();
+    assert_eq!(st.docs.len(), 3);
+    let again: std::collections::HashSet<&str> = st.requests[1]
+        .iter()
+        .map(|(_, meta, _)| meta["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(again, ids);
 }

@@ -193,14 +193,16 @@ pub type ItemRule = Box<dyn FnMut(&Value) -> u16 + Send>;
 pub struct EsState {
     /// Documents stored, with the index they went to.
     pub docs: Vec<(String, Value)>,
-    /// Every bulk request: (action, index, document) per item.
-    pub requests: Vec<Vec<(String, String, Value)>>,
+    /// Every bulk request: (action, action metadata, document) per item.
+    pub requests: Vec<Vec<(String, Value, Value)>>,
     pub headers: Vec<Vec<(String, String)>>,
     pub paths: Vec<String>,
 }
 
 struct EsInner {
     state: EsState,
+    /// `_id`s stored: a `create` with one of them is a 409 conflict.
+    ids: std::collections::HashSet<String>,
     /// Whole-request answers for the next requests, before item handling.
     whole: VecDeque<(u16, String)>,
     rule: ItemRule,
@@ -222,6 +224,7 @@ impl EsDouble {
         let inner = Arc::new((
             Mutex::new(EsInner {
                 state: EsState::default(),
+                ids: Default::default(),
                 whole: VecDeque::new(),
                 rule: Box::new(|_| 201),
             }),
@@ -306,8 +309,18 @@ fn bulk(g: &mut EsInner, req: &http::Request) -> (u16, String) {
         let doc: Value = serde_json::from_str(pair[1]).expect("document line is JSON");
         let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
         let index = meta["_index"].as_str().unwrap_or_default().to_string();
-        seen.push((op.clone(), index.clone(), doc.clone()));
-        let status = (g.rule)(&doc);
+        seen.push((op.clone(), meta.clone(), doc.clone()));
+        let mut status = (g.rule)(&doc);
+        let id = meta["_id"].as_str().map(str::to_string);
+        if let Some(id) = &id {
+            if (200..300).contains(&status) {
+                if op == "create" && g.ids.contains(id) {
+                    status = 409;
+                } else {
+                    g.ids.insert(id.clone());
+                }
+            }
+        }
         let mut item = json!({"_index": index, "status": status});
         match status {
             200..=299 => {

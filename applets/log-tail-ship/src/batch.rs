@@ -13,6 +13,9 @@ pub struct Batch {
     pub ends: Vec<usize>,
     /// Event time of each document, Unix nanoseconds.
     pub times: Vec<i64>,
+    /// A stable id per document (file content stream + offset): the same
+    /// line read again after a crash gets the same id.
+    pub ids: Vec<u128>,
     /// One per file touched: the offset just past its last line in this batch.
     pub marks: Vec<Mark>,
     /// Holds `body.len()` bytes of `--buffer-max-bytes` until acknowledged.

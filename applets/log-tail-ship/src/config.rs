@@ -42,6 +42,14 @@ impl EsAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EsDocumentId {
+    /// A hash of the file (path, inode, first bytes) and the line's offset.
+    Offset,
+    /// Elasticsearch assigns ids (faster indexing; resends are copies).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compress {
     Gzip,
     None,
@@ -150,6 +158,16 @@ pub struct Args {
         default_value = "create"
     )]
     pub es_action: EsAction,
+
+    /// `_id` of each document: `offset` derives it from the line's file and
+    /// offset, so a line sent again after a crash is a 409 (done), not a copy.
+    #[arg(
+        long,
+        env = "LOG_TAIL_SHIP_ES_DOCUMENT_ID",
+        value_enum,
+        default_value = "offset"
+    )]
+    pub es_document_id: EsDocumentId,
 
     /// Ingest pipeline for every document.
     #[arg(long, env = "LOG_TAIL_SHIP_ES_PIPELINE", value_name = "NAME")]

@@ -20,6 +20,9 @@ pub struct Source<'a> {
     pub key: FileKey,
     pub generation: u32,
     pub path_json: &'a str,
+    /// Identifies the file's content stream; with a line's offset it makes
+    /// the event's document id.
+    pub seed: u64,
 }
 
 pub struct Limits {
@@ -38,6 +41,7 @@ pub struct MultilineRule {
 /// A multiline event still collecting lines.
 struct Pending {
     generation: u32,
+    seed: u64,
     path_json: String,
     text: Vec<u8>,
     offset: u64,
@@ -171,6 +175,7 @@ impl Emitter {
                 src.key,
                 Pending {
                     generation: src.generation,
+                    seed: src.seed,
                     path_json: src.path_json.to_string(),
                     text: text.to_vec(),
                     offset,
@@ -191,7 +196,7 @@ impl Emitter {
             truncated,
             multiline: false,
         };
-        self.push(src.key, src.generation, src.path_json, &line, end)
+        self.push(src, &line, end)
     }
 
     /// An empty line: nothing to send, but the checkpoint may pass it.
@@ -205,23 +210,20 @@ impl Emitter {
         true
     }
 
-    fn push(
-        &mut self,
-        key: FileKey,
-        generation: u32,
-        path_json: &str,
-        line: &Line,
-        end: u64,
-    ) -> bool {
+    fn push(&mut self, src: &Source, line: &Line, end: u64) -> bool {
         let b = &mut self.batch;
         self.template
-            .write(&mut b.body, &self.clock.text, path_json, line);
+            .write(&mut b.body, &self.clock.text, src.path_json, line);
         b.body.push(b'\n');
         b.ends.push(b.body.len());
         b.times.push(self.clock.nanos);
+        b.ids.push(xxhash_rust::xxh3::xxh3_128_with_seed(
+            &line.offset.to_le_bytes(),
+            src.seed,
+        ));
         b.mark(Mark {
-            key,
-            generation,
+            key: src.key,
+            generation: src.generation,
             end,
         });
         self.first_at.get_or_insert_with(Instant::now);
@@ -242,7 +244,13 @@ impl Emitter {
             truncated: p.truncated,
             multiline: p.lines > 1,
         };
-        self.push(*key, p.generation, &p.path_json, &line, p.end)
+        let src = Source {
+            key: *key,
+            generation: p.generation,
+            path_json: &p.path_json,
+            seed: p.seed,
+        };
+        self.push(&src, &line, p.end)
     }
 
     /// Sends what is due: multiline events idle past their timeout, and the

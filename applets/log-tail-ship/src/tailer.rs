@@ -29,6 +29,8 @@ const POLL: Duration = Duration::from_secs(1);
 /// Leading bytes two files must share before one counts as a copy of the
 /// other (logrotate copytruncate): shorter prefixes match by chance.
 const MIN_COPY_PREFIX: usize = 64;
+/// Leading bytes of a file that go into its events' document ids.
+const ID_PREFIX: usize = 64;
 
 pub struct Settings {
     pub max_line_bytes: usize,
@@ -102,6 +104,26 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// Where a line ending at `end` comes from. Its seed names the line's
+    /// content stream: path, inode and the file's first bytes (up to
+    /// ID_PREFIX, or up to the line's end), so the same line read again
+    /// after a crash gets the same Elasticsearch `_id`, and a file that
+    /// reused the inode with other content does not.
+    fn source(&self, end: u64) -> Source<'_> {
+        let k = (end as usize).min(ID_PREFIX).min(self.head.len());
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.path_json.as_bytes());
+        h.update(&self.key.dev.to_le_bytes());
+        h.update(&self.key.ino.to_le_bytes());
+        h.update(&self.head[..k]);
+        Source {
+            key: self.key,
+            generation: self.generation,
+            path_json: &self.path_json,
+            seed: h.digest(),
+        }
+    }
+
     fn set_path(&mut self, path: &Path) {
         self.path = path.to_path_buf();
         self.path_json = json_string(&path.to_string_lossy());
@@ -710,11 +732,7 @@ impl Tailer {
     /// Sends a last unterminated line (the writer is gone), closes the file.
     fn finish(&mut self, key: FileKey, why: &str) -> bool {
         let t = self.files.remove(&key).expect("finished file is tracked");
-        let src = Source {
-            key,
-            generation: t.generation,
-            path_json: &t.path_json,
-        };
+        let src = t.source(t.pos);
         let mut ok = true;
         if !t.partial.is_empty() || t.discarding {
             self.metrics.lines_read.inc();
@@ -768,11 +786,7 @@ fn split_lines(
             return true;
         };
         let end = off + i as u64 + 1;
-        let src = Source {
-            key: t.key,
-            generation: t.generation,
-            path_json: &t.path_json,
-        };
+        let src = t.source(end);
         let ok = if t.partial.is_empty() && !t.discarding {
             let seg = &rest[..i];
             let truncated = seg.len() > max;
@@ -791,11 +805,7 @@ fn split_lines(
                 m.lines_truncated.inc();
             }
             m.lines_read.inc();
-            let src = Source {
-                key: t.key,
-                generation: t.generation,
-                path_json: &t.path_json,
-            };
+            let src = t.source(end);
             let ok = em.line(&src, strip_cr(&t.partial), t.line_start, end, truncated);
             t.partial.clear();
             t.discarding = false;

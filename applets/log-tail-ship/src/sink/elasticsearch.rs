@@ -22,7 +22,9 @@ use serde::Deserialize;
 
 use super::{check_url, excerpt, post, retryable, Common};
 use crate::batch::Batch;
-use crate::config::{Args, EsAction};
+use std::io::Write;
+
+use crate::config::{Args, EsAction, EsDocumentId};
 
 pub struct EsSink {
     common: Common,
@@ -31,6 +33,8 @@ pub struct EsSink {
     current: usize,
     index: IndexName,
     action: EsAction,
+    /// Send each event's stable id as `_id`, so a resend is a 409, not a copy.
+    ids: bool,
     headers: HeaderMap,
 }
 
@@ -88,10 +92,10 @@ impl IndexName {
     }
 }
 
+/// `{"create":{"_index":"…"` — the action line up to where `_id` goes.
 fn action_line(action: EsAction, index: &str) -> Vec<u8> {
     let mut l = format!("{{\"{}\":{{\"_index\":", action.as_str()).into_bytes();
     crate::event::write_str(&mut l, index.as_bytes());
-    l.extend_from_slice(b"}}\n");
     l
 }
 
@@ -153,6 +157,7 @@ impl EsSink {
             current: 0,
             index: IndexName::new(&args.es_index, args.es_action)?,
             action: args.es_action,
+            ids: args.es_document_id == EsDocumentId::Offset,
             headers,
         })
     }
@@ -172,6 +177,11 @@ impl EsSink {
             let mut body = Vec::with_capacity(batch.body.len() + pending.len() * 48);
             for &i in &pending {
                 body.extend_from_slice(self.index.line(batch.times[i]));
+                if self.ids {
+                    // Writing into a Vec cannot fail.
+                    let _ = write!(body, ",\"_id\":\"{:032x}\"", batch.ids[i]);
+                }
+                body.extend_from_slice(b"}}\n");
                 body.extend_from_slice(batch.doc(i));
                 body.push(b'\n');
             }
@@ -315,15 +325,12 @@ mod tests {
         let mut fixed = IndexName::new("logs-app-default", EsAction::Create).unwrap();
         assert_eq!(
             fixed.line(0),
-            b"{\"create\":{\"_index\":\"logs-app-default\"}}\n"
+            b"{\"create\":{\"_index\":\"logs-app-default\""
         );
         let mut daily = IndexName::new("app-%Y.%m.%d", EsAction::Index).unwrap();
         // 2026-11-26T00:00:00Z
         let t = 1_795_651_200i64 * 1_000_000_000;
-        assert_eq!(
-            daily.line(t),
-            b"{\"index\":{\"_index\":\"app-2026.11.26\"}}\n"
-        );
+        assert_eq!(daily.line(t), b"{\"index\":{\"_index\":\"app-2026.11.26\"");
         assert!(IndexName::new("x-%Q", EsAction::Create).is_err());
     }
 }

@@ -189,7 +189,10 @@ pub async fn post(
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > MAX_RESPONSE {
-            tracing::warn!(url, "response body over {MAX_RESPONSE} bytes; keeping its start");
+            tracing::warn!(
+                url,
+                "response body over {MAX_RESPONSE} bytes; keeping its start"
+            );
             break;
         }
         body.extend_from_slice(&chunk);
