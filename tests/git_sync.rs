@@ -867,3 +867,19 @@ fn init_max_failures_applies_before_the_first_success() {
         1
     );
 }
+
+#[test]
+fn config_errors_go_to_the_error_file_too() {
+    let s = Setup::new();
+    let out = support::run(&[
+        "git-sync",
+        "--admin-addr=off",
+        &format!("--repo={}", s.up.url()),
+        &s.root_arg(),
+        "--error-file=err.txt",
+        "--period=1ms",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = std::fs::read_to_string(s.root.join("err.txt")).unwrap();
+    assert!(text.contains("--period"), "{text}");
+}

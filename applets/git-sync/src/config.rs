@@ -778,6 +778,28 @@ impl Config {
     }
 }
 
+/// Where `--error-file` points, from the raw flags (before validation, so a
+/// config error can be written there). Relative to `--root`.
+pub fn raw_error_file(f: &GitSync, env: &dyn Env) -> Option<PathBuf> {
+    let l = Lookup { env };
+    let root = l.string(
+        "root",
+        f.root.clone(),
+        &["GITSYNC_ROOT", "GIT_SYNC_ROOT"],
+        "",
+    );
+    let file = l.string(
+        "error-file",
+        f.error_file.clone(),
+        &["GITSYNC_ERROR_FILE", "GIT_SYNC_ERROR_FILE"],
+        "",
+    );
+    if root.is_empty() || file.is_empty() {
+        return None;
+    }
+    Some(absolute_clean(&Path::new(&root).join(file)))
+}
+
 /// Upstream flags this implementation does not have. They are recognised by
 /// name and refused, never silently ignored (README lists why).
 fn reject_unsupported(f: &GitSync, l: &Lookup) -> Result<()> {

@@ -12,6 +12,13 @@ pub fn write(path: &Path, msg: &str, err: &str) {
     }
 }
 
+/// A configuration error, before there is a sync to describe.
+pub fn write_plain(path: &Path, msg: &str) {
+    if let Err(e) = write_atomic(path, msg.as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write --error-file");
+    }
+}
+
 fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;

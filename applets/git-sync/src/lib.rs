@@ -272,7 +272,17 @@ impl Applet for GitSync {
     }
 
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
-        let cfg = config::Config::resolve(self, &config::ProcessEnv)?;
+        let error_file = config::raw_error_file(&self, &config::ProcessEnv);
+        let cfg = match config::Config::resolve(self, &config::ProcessEnv) {
+            Ok(c) => c,
+            Err(e) => {
+                // Upstream writes config errors to --error-file too, as plain text.
+                if let Some(path) = error_file {
+                    errorfile::write_plain(&path, &format!("{e:#}"));
+                }
+                return Err(e);
+            }
+        };
         sync_loop::run(cfg, ctx).await
     }
 }
