@@ -1071,3 +1071,20 @@ fn prometheus_signal_mode_without_confirmation() {
     vol.write(&[("prometheus.yml", "b")]);
     support::wait_until("SIGHUP", || target.count() == 1);
 }
+
+#[test]
+fn missing_config_file_fails_like_prometheus_config_reloader() {
+    let d = support::tempdir();
+    let out = run(&[
+        APPLET,
+        &format!("--config-file={}", s(&d.path().join("missing.yaml"))),
+        &format!("--config-envsubst-file={}", s(&d.path().join("out.yaml"))),
+        "--admin-addr=off",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing.yaml: no such file or directory"),
+        "{err}"
+    );
+}

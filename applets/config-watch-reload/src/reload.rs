@@ -173,13 +173,18 @@ impl Reloader {
 }
 
 /// Says what to do about the failures users ask about most: an endpoint that
-/// wants credentials, and Prometheus without `--web.enable-lifecycle`.
+/// wants credentials, Prometheus without `--web.enable-lifecycle`, and
+/// signals across containers without a shared PID namespace or permission.
 fn with_hint(e: anyhow::Error) -> anyhow::Error {
     let msg = format!("{e:#}");
     if msg.contains(": status 401 ") {
         e.context("the reload endpoint wants credentials: give --reload-bearer-token-file, --reload-header, or user:pass@ in the URL")
     } else if msg.contains(": status 403 ") && msg.contains("ifecycle") {
         e.context("Prometheus refuses reloads: start it with --web.enable-lifecycle")
+    } else if msg.contains("no process matches") {
+        e.context("the app's process is not visible: is `shareProcessNamespace: true` set in the Pod spec, and has the app started?")
+    } else if msg.contains("EPERM") {
+        e.context("not allowed to signal the app: run the sidecar as the app's user (runAsUser) or give it CAP_KILL")
     } else {
         e
     }

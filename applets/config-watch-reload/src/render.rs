@@ -38,8 +38,16 @@ impl Template {
     /// Reads SRC (gunzipping it when it starts with the gzip magic), expands
     /// it, and replaces DST atomically when its content differs.
     pub fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered> {
-        let raw = std::fs::read(&self.src)
-            .with_context(|| format!("cannot read {}", self.src.display()))?;
+        let raw = std::fs::read(&self.src).map_err(|e| match e.kind() {
+            // Go's wording, which scripts around prometheus-config-reloader match.
+            std::io::ErrorKind::NotFound => {
+                anyhow::anyhow!(
+                    "cannot read {}: no such file or directory",
+                    self.src.display()
+                )
+            }
+            _ => anyhow::Error::new(e).context(format!("cannot read {}", self.src.display())),
+        })?;
         let input = gunzip_if_needed(raw)
             .with_context(|| format!("cannot gunzip {}", self.src.display()))?;
         // An unset variable is a configuration error (exit 2 at start).
