@@ -90,15 +90,15 @@ pub async fn run(cfg: Config, ctx: Context) -> Result<()> {
 
     let cfg = Arc::new(cfg);
     let mut failures: i64 = 0;
+    // Until the first success every pass counts as the first: it downloads
+    // even a known commit, so a changed --depth takes effect.
     let mut first_success = true;
-    let mut first_pass = true;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = run_pass(&cfg, &layout, &metrics, first_pass) => r,
+            r = run_pass(&cfg, &layout, &metrics, first_success) => r,
             _ = ctx.shutdown() => return Ok(()),
         };
-        first_pass = false;
         let elapsed = started.elapsed().as_secs_f64();
         match result {
             Ok(out) => {
@@ -311,10 +311,7 @@ fn sync_once(
             retire_old(l, &old);
         }
     }
-    Ok(Outcome {
-        hash,
-        changed,
-    })
+    Ok(Outcome { hash, changed })
 }
 
 /// Starts the stale timer of the replaced worktree, and removes a v3-layout
