@@ -83,6 +83,13 @@ fn recursive_submodules_follow_updates() {
         "nested one"
     );
     clean_submodules(&link);
+    // --depth (default 1) applies to submodules too (submodule_sync_depth).
+    assert_eq!(
+        git(&link.join("sub"), &["rev-list", "HEAD"])
+            .lines()
+            .count(),
+        1
+    );
 
     // A new submodule commit, recorded in the upstream.
     sub.commit("sub two");
@@ -130,4 +137,21 @@ fn shallow_and_off_submodule_modes() {
     let off = s.root.join("off");
     assert!(off.join("sub").is_dir());
     assert!(!off.join("sub/file").exists());
+}
+
+#[test]
+fn full_depth_keeps_submodule_history() {
+    let (s, _sub) = setup();
+    let out = s.run_once(&["--depth=0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        git(&s.link().join("sub"), &["rev-list", "HEAD"])
+            .lines()
+            .count(),
+        2
+    );
 }

@@ -300,6 +300,7 @@ fn sync_once(
             l,
             fetched.commit,
             cfg.submodules,
+            cfg.depth,
             sparse.as_ref(),
             &sub_fetch,
         )?;

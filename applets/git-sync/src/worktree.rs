@@ -31,6 +31,7 @@ pub fn create(
     l: &Layout,
     commit: Oid,
     submodules: Submodules,
+    depth: u32,
     sparse: Option<&Sparse>,
     sub_fetch: &SubFetch,
 ) -> Result<PathBuf> {
@@ -74,7 +75,7 @@ pub fn create(
     }
     repo.set_head_detached(commit)?;
     if submodules != Submodules::Off {
-        update_submodules(&repo, submodules == Submodules::Recursive, sub_fetch)?;
+        update_submodules(&repo, submodules == Submodules::Recursive, depth, sub_fetch)?;
     }
     Ok(wt)
 }
@@ -256,7 +257,15 @@ fn safe_name(name: &[u8]) -> bool {
 }
 
 /// `git submodule update --init [--recursive]`.
-fn update_submodules(repo: &Repository, recursive: bool, fetch: &SubFetch) -> Result<()> {
+///
+/// Submodules cloned whole (libgit2's local transport has no depth) are cut
+/// to `depth` with a shallow file, so their history looks as requested.
+fn update_submodules(
+    repo: &Repository,
+    recursive: bool,
+    depth: u32,
+    fetch: &SubFetch,
+) -> Result<()> {
     for mut sm in repo.submodules()? {
         let name = sm.name().unwrap_or_default().to_string();
         let mut opts = git2::SubmoduleUpdateOptions::new();
@@ -266,11 +275,18 @@ fn update_submodules(repo: &Repository, recursive: bool, fetch: &SubFetch) -> Re
         opts.checkout(co);
         sm.update(true, Some(&mut opts))
             .with_context(|| format!("cannot update submodule {name}"))?;
+        let sub = sm
+            .open()
+            .with_context(|| format!("cannot open submodule {name}"))?;
+        if depth > 0 && crate::shallow::read(sub.path()).is_empty() {
+            if let Some(head) = sub.head().ok().and_then(|h| h.target()) {
+                let odb = sub.odb()?;
+                let h = crate::shallow::history(&odb, head, depth, &Default::default())?;
+                crate::shallow::write(sub.path(), &h.boundary)?;
+            }
+        }
         if recursive {
-            let sub = sm
-                .open()
-                .with_context(|| format!("cannot open submodule {name}"))?;
-            update_submodules(&sub, true, fetch)?;
+            update_submodules(&sub, true, depth, fetch)?;
         }
     }
     Ok(())
