@@ -121,12 +121,12 @@ pub struct StaticServe {
     #[arg(long, env = "STATIC_SERVE_ACCESS_LOG")]
     access_log: bool,
 
-    /// Close a connection whose request head takes longer than this to arrive.
+    /// Close a connection whose request head takes longer than this to arrive (0: never).
     #[arg(long, env = "STATIC_SERVE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     header_timeout: Duration,
 
     /// Close a connection with no traffic for this long (between requests, or a
-    /// client that stops reading).
+    /// client that stops reading; 0: never).
     #[arg(long, env = "STATIC_SERVE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
 

@@ -360,10 +360,18 @@ impl Activity {
     /// When the connection should be closed unless something happens first.
     fn deadline(&self, l: &Limits) -> Instant {
         let head = self.head_started.load(Ordering::Relaxed);
+        // A zero timeout means off: thirty days, within the timer's range.
+        let ms_of = |d: Duration| {
+            if d.is_zero() {
+                30 * 86_400_000
+            } else {
+                d.as_millis() as u64
+            }
+        };
         let ms = if self.in_flight.load(Ordering::Relaxed) == 0 && head != 0 {
-            head + l.header_timeout.as_millis() as u64
+            head + ms_of(l.header_timeout)
         } else {
-            self.last_io.load(Ordering::Relaxed) + l.idle_timeout.as_millis() as u64
+            self.last_io.load(Ordering::Relaxed) + ms_of(l.idle_timeout)
         };
         epoch() + Duration::from_millis(ms.saturating_sub(1))
     }
