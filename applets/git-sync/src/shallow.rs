@@ -97,3 +97,61 @@ pub fn merge(old: &BTreeSet<Oid>, h: &History) -> BTreeSet<Oid> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(n: u8) -> Oid {
+        Oid::from_bytes(&[n; 20]).unwrap()
+    }
+
+    #[test]
+    fn merge_deepens_and_shallows() {
+        let (tip, parent) = (oid(1), oid(2));
+        // depth 1 → 2 on the same tip: the tip stops being shallow.
+        let deeper = History {
+            commits: vec![tip, parent],
+            boundary: [parent].into(),
+        };
+        assert_eq!(merge(&[tip].into(), &deeper), [parent].into());
+        // depth 2 → 1: the tip becomes a boundary (the parent stays listed).
+        let shallower = History {
+            commits: vec![tip],
+            boundary: [tip].into(),
+        };
+        assert_eq!(merge(&[parent].into(), &shallower), [tip, parent].into());
+        // Full history: nothing is shallow any more.
+        let full = History {
+            commits: vec![tip, parent],
+            boundary: BTreeSet::new(),
+        };
+        assert!(merge(&[tip].into(), &full).is_empty());
+    }
+
+    #[test]
+    fn history_stops_at_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let mut parents: Vec<git2::Commit> = Vec::new();
+        let mut last = None;
+        for i in 0..4 {
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            let id = repo
+                .commit(None, &sig, &sig, &format!("c{i}"), &tree, &refs)
+                .unwrap();
+            parents = vec![repo.find_commit(id).unwrap()];
+            last = Some(id);
+        }
+        let odb = repo.odb().unwrap();
+        let h = history(&odb, last.unwrap(), 2, &BTreeSet::new()).unwrap();
+        assert_eq!(h.commits.len(), 2);
+        assert_eq!(h.boundary.len(), 1);
+        let all = history(&odb, last.unwrap(), 0, &BTreeSet::new()).unwrap();
+        assert_eq!(all.commits.len(), 4);
+        assert!(all.boundary.is_empty());
+    }
+}
