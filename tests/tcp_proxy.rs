@@ -170,6 +170,46 @@ fn upstream_reset_is_passed_on_to_the_client() {
 }
 
 #[test]
+fn client_reset_after_its_half_close_is_passed_on() {
+    let (up, accepted) = Upstream::manual();
+    let p = proxy_to(&[&up], &[]);
+    let mut c = p.connect();
+    c.write_all(b"req").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut u = recv(&accepted);
+    assert_eq!(read_to_end(&mut u), b"req");
+    // The client's direction is done; the quiet upstream must still learn
+    // that the client is gone, not hold the connection until the idle timeout.
+    // (It has read EOF already, so reads keep answering 0: the reset shows
+    // as the socket's pending error.)
+    peers::set_reset_on_close(&c);
+    drop(c);
+    wait_until("the upstream socket is reset", || {
+        u.take_error().ok().flatten().is_some()
+    });
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"reset\""], 1.0);
+}
+
+#[test]
+fn upstream_reset_after_its_half_close_is_passed_on() {
+    let (up, accepted) = Upstream::manual();
+    let p = proxy_to(&[&up], &[]);
+    let mut c = p.connect();
+    c.write_all(b"x").unwrap();
+    let mut u = recv(&accepted);
+    assert_eq!(read_n(&mut u, 1), b"x");
+    u.write_all(b"bye").unwrap();
+    u.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), b"bye");
+    peers::set_reset_on_close(&u);
+    drop(u);
+    wait_until("the client socket is reset", || {
+        c.take_error().ok().flatten().is_some()
+    });
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"reset\""], 1.0);
+}
+
+#[test]
 fn idle_connections_are_closed() {
     let up = Upstream::echo();
     let p = proxy_to(&[&up], &["--idle-timeout=300ms"]);

@@ -142,6 +142,17 @@ pub async fn relay(
                     break Close::Reset;
                 }
             },
+            // A side whose direction is done (it sent FIN) is no longer read,
+            // so its reset would go unseen while the other side stays quiet:
+            // watch it for errors until the relay ends.
+            _ = client.ready(Interest::ERROR), if up_done => {
+                tracing::debug!("client reset after its FIN");
+                break Close::Reset;
+            },
+            _ = upstream.ready(Interest::ERROR), if down_done => {
+                tracing::debug!("upstream reset after its FIN");
+                break Close::Reset;
+            },
             _ = &mut idle, if !opts.idle_timeout.is_zero() => break Close::IdleTimeout,
             _ = &mut lifetime, if !opts.max_duration.is_zero() => break Close::MaxDuration,
         }
