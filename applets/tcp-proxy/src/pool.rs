@@ -159,8 +159,15 @@ impl Pool {
             &|_| true,
         ];
         for tier in tiers {
+            let in_tier: Vec<&Arc<Endpoint>> = all.iter().filter(|e| tier(e)).collect();
+            if in_tier.is_empty() {
+                continue;
+            }
+            // A tier whose endpoints are all at their cap is full: spilling
+            // over to the next tier would send the overflow to unhealthy or
+            // ejected endpoints while healthy ones exist.
             let mut candidates: Vec<&Arc<Endpoint>> =
-                all.iter().filter(|e| tier(e) && has_room(e)).collect();
+                in_tier.into_iter().filter(|e| has_room(e)).collect();
             while !candidates.is_empty() {
                 let i = self.choose(&candidates, client);
                 let e = candidates[i];
@@ -188,6 +195,7 @@ impl Pool {
                 }
                 candidates.remove(i);
             }
+            return Err(NoEndpoint::Full);
         }
         Err(NoEndpoint::Full)
     }
@@ -420,6 +428,16 @@ mod tests {
         assert_eq!(p.pick(client(), &[]).err(), Some(NoEndpoint::Full));
         drop(a);
         assert!(p.pick(client(), &[]).is_ok());
+    }
+
+    #[test]
+    fn full_healthy_endpoints_do_not_spill_over_to_unhealthy_ones() {
+        let p = pool(Lb::LeastConn, 1, 2);
+        let eps = p.endpoints();
+        p.report_check(&eps[1], false);
+        let held = p.pick(client(), &[]).unwrap();
+        assert_eq!(held.endpoint.addr, eps[0].addr);
+        assert_eq!(p.pick(client(), &[]).err(), Some(NoEndpoint::Full));
     }
 
     #[test]
