@@ -147,6 +147,15 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     if buf.len() < len {
         return Ok(None);
     }
+    if local {
+        // The spec: a receiver uses the connection's own endpoints and
+        // discards the whole block, family included (health checks send
+        // LOCAL with whatever family and length they like).
+        return Ok(Some(Parsed {
+            addresses: None,
+            len,
+        }));
+    }
     let body = &buf[16..len];
     let addr_len = match fam >> 4 {
         0 => 0,
@@ -166,7 +175,6 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     check_tlvs(&body[addr_len..])?;
     let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
     let addresses = match fam {
-        _ if local => None,
         0x11 | 0x12 => {
             let ip = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
             Some(Addresses {
@@ -305,6 +313,13 @@ mod tests {
                 len: 16
             }
         );
+        // LOCAL ignores the family and its address block, whatever they say
+        let mut local = V2_SIG.to_vec();
+        local.extend_from_slice(&[0x20, 0x11, 0x00, 0x03, 0x01, 0x02, 0x03]);
+        assert_eq!(parse(&local).unwrap().unwrap().len, 19);
+        let mut local = V2_SIG.to_vec();
+        local.extend_from_slice(&[0x20, 0xff, 0x00, 0x00]);
+        assert_eq!(parse(&local).unwrap().unwrap().addresses, None);
         // a split header waits for more
         assert_eq!(parse(&encode(Version::V2, s, d)[..20]).unwrap(), None);
     }
