@@ -174,8 +174,10 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
 
     add_endpoints_route(&ctx, pools);
     add_quit_route(&ctx);
+    // Accept loops are tracked too: the drain below then also waits for a
+    // loop that accepted a connection just as the stop fired to hand it on.
     for (listener, route) in listeners {
-        tokio::spawn(proxy::serve(
+        shared.tracker.spawn(proxy::serve(
             listener,
             Arc::new(route),
             shared.clone(),
