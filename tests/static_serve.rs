@@ -1062,3 +1062,81 @@ fn environment_variables_configure_the_server() {
         "--gzip=true beats the variable"
     );
 }
+
+/// Large file bodies go out by sendfile: whole, ranged, multipart, over
+/// keep-alive and pipelined requests, and over a unix socket, byte for byte.
+#[test]
+fn large_files_are_byte_exact_in_every_shape() {
+    let dir = site();
+    let data: Vec<u8> = (0..1_000_003u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.path().join("www/big.bin"), &data).unwrap();
+    let sock = dir.path().join("s.sock");
+    let unix = format!("unix:{}", sock.display());
+    let (_sc, addr) = serve(&dir.path().join("www"), &["--listen", &unix]);
+
+    assert!(http::get(addr, "/big.bin").body == data);
+    let r = get_with(addr, "/big.bin", &[("range", "bytes=100000-700000")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body == data[100_000..=700_000]);
+    let head = http::request(addr, "HEAD", "/big.bin", &[], b"");
+    assert_eq!(head.header("content-length"), Some("1000003"));
+
+    let r = get_with(
+        addr,
+        "/big.bin",
+        &[("range", "bytes=0-99999,500000-999999,-2")],
+    );
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_string();
+    let boundary = format!("--{}", ct.split("boundary=").nth(1).unwrap());
+    let parts: Vec<&[u8]> = split(&r.body, boundary.as_bytes());
+    let bodies: Vec<&[u8]> = parts
+        .iter()
+        .filter_map(|p| {
+            let i = p.windows(4).position(|w| w == b"\r\n\r\n")?;
+            Some(&p[i + 4..p.len() - 2])
+        })
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies[0] == &data[..100_000]);
+    assert!(bodies[1] == &data[500_000..1_000_000]);
+    assert!(bodies[2] == &data[1_000_001..]);
+
+    // Two pipelined requests on one connection: each body intact, in order.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    s.write_all(
+        b"GET /big.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=10-200009\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let first_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(out[..first_end].starts_with(b"HTTP/1.1 206"));
+    assert!(out[first_end..first_end + 200_000] == data[10..200_010]);
+    let second = http::parse_response(&out[first_end + 200_000..], false);
+    assert_eq!(second.status, 200);
+    assert!(second.body == data);
+
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    u.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    u.write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    u.read_to_end(&mut out).unwrap();
+    assert!(http::parse_response(&out, false).body == data);
+}
+
+fn split<'a>(hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut rest = hay;
+    while let Some(i) = rest.windows(sep.len()).position(|w| w == sep) {
+        out.push(&rest[..i]);
+        rest = &rest[i + sep.len()..];
+    }
+    out.push(rest);
+    out
+}

@@ -3,24 +3,31 @@
 //! A whole file, a single range and a multipart/byteranges response are all a
 //! queue of parts, so one type covers them and the exact length is known up
 //! front (hyper sends `Content-Length`, never chunked, for files). File bytes are
-//! read with `pread` when hyper asks for them: the file was opened from the
-//! pinned tree, so even if the root is swapped and the old worktree deleted
-//! mid-response, the body still comes from the version the headers describe.
+//! sent with `sendfile` on a connection (see `sendfile.rs`), else read with
+//! `pread`, when hyper asks for them: the file was opened from the pinned tree,
+//! so even if the root is swapped and the old worktree deleted mid-response,
+//! the body still comes from the version the headers describe.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use sidecar_runtime::prometheus_client::metrics::counter::Counter;
 
+use crate::sendfile::{self, Spans};
+
 /// Largest read per frame: big enough for few syscalls, small enough that a
 /// slow client does not pin much memory.
 const CHUNK: u64 = 128 * 1024;
+/// File parts at least this long go by sendfile: below, one read and a copy
+/// cost less than the extra syscall.
+const SENDFILE_MIN: u64 = 8 * 1024;
 
 enum Part {
     Bytes(Bytes),
@@ -33,7 +40,9 @@ pub type Guard = Box<dyn Send + Sync>;
 
 pub struct Body {
     parts: VecDeque<Part>,
-    file: Option<File>,
+    file: Option<Arc<File>>,
+    /// Where to record file spans sent as placeholders (the connection's).
+    spans: Option<Arc<Spans>>,
     /// The whole file, already in memory (content cache): ranges are slices.
     memory: Option<Bytes>,
     remaining: u64,
@@ -46,6 +55,7 @@ impl Body {
         Body {
             parts: VecDeque::new(),
             file: None,
+            spans: None,
             memory: None,
             remaining: 0,
             sent: None,
@@ -62,7 +72,7 @@ impl Body {
     /// A body that will read from `file`; add ranges with [`Body::push_file`].
     pub fn file(file: File) -> Body {
         Body {
-            file: Some(file),
+            file: Some(Arc::new(file)),
             ..Body::empty()
         }
     }
@@ -102,6 +112,11 @@ impl Body {
         self.sent = Some(c);
     }
 
+    /// Sends file parts by sendfile through this connection's spans.
+    pub fn sendfile_via(&mut self, spans: Arc<Spans>) {
+        self.spans = Some(spans);
+    }
+
     pub fn guard(&mut self, g: Guard) {
         self.guard = Some(g);
     }
@@ -118,24 +133,37 @@ impl Body {
         let part = self.parts.pop_front()?;
         let chunk = match part {
             Part::Bytes(b) => Ok(b),
-            Part::File { offset, len } => {
-                let n = len.min(CHUNK);
-                match self.read_at(offset, n as usize) {
-                    Ok(b) => {
-                        if n < len {
-                            self.parts.push_front(Part::File {
-                                offset: offset + n,
-                                len: len - n,
-                            });
-                        }
-                        Ok(b)
+            Part::File { offset, len } => match (&self.spans, &self.file) {
+                (Some(spans), Some(file)) if len >= SENDFILE_MIN => {
+                    let n = len.min(sendfile::SPAN as u64);
+                    let placeholder = spans.push(file.clone(), offset, n as usize);
+                    if n < len {
+                        self.parts.push_front(Part::File {
+                            offset: offset + n,
+                            len: len - n,
+                        });
                     }
-                    Err(e) => {
-                        self.parts.clear();
-                        Err(e)
+                    Ok(placeholder)
+                }
+                _ => {
+                    let n = len.min(CHUNK);
+                    match self.read_at(offset, n as usize) {
+                        Ok(b) => {
+                            if n < len {
+                                self.parts.push_front(Part::File {
+                                    offset: offset + n,
+                                    len: len - n,
+                                });
+                            }
+                            Ok(b)
+                        }
+                        Err(e) => {
+                            self.parts.clear();
+                            Err(e)
+                        }
                     }
                 }
-            }
+            },
         };
         if let Ok(b) = &chunk {
             self.remaining -= b.len() as u64;

@@ -15,6 +15,7 @@ mod listing;
 mod metrics;
 mod path;
 mod range;
+mod sendfile;
 mod server;
 mod settings;
 mod tree;

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::handler::Handler;
 use crate::listen::Listener;
+use crate::sendfile::{is_placeholder, SendFile, Spans};
 
 /// Request line plus headers; larger heads get 431.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -252,14 +253,16 @@ async fn connection<S>(
     limits: Limits,
     shutdown: Shutdown,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + SendFile + Unpin + Send + 'static,
 {
     handler.metrics.connections.inc();
     handler.metrics.connections_open.inc();
     let activity = Arc::new(Activity::new());
+    let spans = Arc::new(Spans::default());
     let io = Tracked {
         inner: stream,
         activity: activity.clone(),
+        spans: spans.clone(),
     };
     let peer: Arc<str> = peer.into();
     let log_peer = peer.clone();
@@ -269,15 +272,19 @@ async fn connection<S>(
         let guard = svc_activity.begin_request();
         let handler = svc_handler.clone();
         let peer = peer.clone();
+        let spans = spans.clone();
         async move {
             let mut resp = handler.handle(req, &peer).await;
             resp.body_mut().guard(Box::new(guard));
+            resp.body_mut().sendfile_via(spans.clone());
             Ok::<_, Infallible>(resp)
         }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
         .max_header_size(MAX_HEAD)
+        // Body buffers go to the socket as they are (sendfile placeholders rely on it).
+        .writev(true)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let sleep = tokio::time::sleep(Duration::ZERO);
@@ -388,9 +395,11 @@ impl Drop for RequestGuard {
 }
 
 /// The socket, reporting every byte moved to [`Activity`].
+/// It also turns sendfile placeholders back into file bytes (`sendfile.rs`).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    spans: Arc<Spans>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -408,25 +417,35 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let r = if is_placeholder(buf) {
+            self.spans.poll_send(&self.inner, cx, buf)
+        } else {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        };
         if let Poll::Ready(Ok(n)) = r {
             self.activity.wrote(n);
         }
         r
     }
 
+    /// Writes the buffers before the first placeholder in one writev, or
+    /// sends the placeholder's file span if it comes first.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let r = match bufs.iter().position(|b| is_placeholder(b)) {
+            Some(0) => self.spans.poll_send(&self.inner, cx, &bufs[0]),
+            Some(i) => Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..i]),
+            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        };
         if let Poll::Ready(Ok(n)) = r {
             self.activity.wrote(n);
         }

@@ -1,0 +1,170 @@
+//! Zero-copy file bodies through hyper: `sendfile(2)` instead of read + write.
+//!
+//! hyper writes whatever bytes a body yields. For a large file range the body
+//! yields a placeholder instead, a slice of one static zero buffer, and records
+//! which file bytes it stands for in the connection's [`Spans`]. The socket
+//! wrapper (`server.rs`) recognises placeholder memory by address when hyper
+//! writes it and sends the recorded file range with `sendfile` instead. hyper
+//! is told to use vectored writes, so body buffers reach the socket as they
+//! were yielded (never copied into its own buffer), in order. Each span's
+//! placeholder starts at a different offset of the buffer, and the wrapper
+//! checks the exact address and length it is handed against the span it is
+//! about to send: a placeholder it cannot match aborts the connection instead
+//! of sending zeros or the wrong bytes.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::Interest;
+
+/// Largest file span.
+pub const SPAN: usize = 256 * 1024;
+/// Distinct placeholder start offsets.
+const SHIFTS: usize = 4096;
+
+static PLACEHOLDER: [u8; SPAN + SHIFTS] = [0; SPAN + SHIFTS];
+
+/// Whether `buf` is (part of) a placeholder.
+pub fn is_placeholder(buf: &[u8]) -> bool {
+    let start = PLACEHOLDER.as_ptr() as usize;
+    let p = buf.as_ptr() as usize;
+    !buf.is_empty() && p >= start && p < start + PLACEHOLDER.len()
+}
+
+struct Span {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+    /// Where in the placeholder buffer the unsent rest of this span starts.
+    at: usize,
+}
+
+/// File ranges standing behind the placeholders of one connection, in the
+/// order hyper will write them.
+#[derive(Default)]
+pub struct Spans(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Span>,
+    next_shift: usize,
+}
+
+impl Spans {
+    /// Records a span of `len <= SPAN` bytes and returns its placeholder.
+    pub fn push(&self, file: Arc<File>, offset: u64, len: usize) -> bytes::Bytes {
+        let mut st = self.lock();
+        let at = st.next_shift;
+        st.next_shift = (st.next_shift + 1) % SHIFTS;
+        st.queue.push_back(Span {
+            file,
+            offset,
+            len,
+            at,
+        });
+        bytes::Bytes::from_static(&PLACEHOLDER[at..at + len])
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends (part of) the front span, which hyper is writing as the
+    /// placeholder `buf`. Returns the bytes sent.
+    pub fn poll_send<S: SendFile>(
+        &self,
+        sock: &S,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let (file, offset, len) = match self.lock().queue.front() {
+            Some(s) if buf.as_ptr() == PLACEHOLDER[s.at..].as_ptr() && buf.len() == s.len => {
+                (s.file.clone(), s.offset, s.len)
+            }
+            _ => {
+                return Poll::Ready(Err(io::Error::other(
+                    "placeholder does not match its file span",
+                )))
+            }
+        };
+        let n = ready!(sock.poll_sendfile(cx, &file, offset, len))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being sent",
+            )));
+        }
+        let mut st = self.lock();
+        if let Some(front) = st.queue.front_mut() {
+            front.offset += n as u64;
+            front.len -= n;
+            front.at += n;
+            if front.len == 0 {
+                st.queue.pop_front();
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A socket that can take a file range directly.
+pub trait SendFile {
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>>;
+}
+
+macro_rules! impl_sendfile {
+    ($t:ty) => {
+        impl SendFile for $t {
+            fn poll_sendfile(
+                &self,
+                cx: &mut Context<'_>,
+                file: &File,
+                offset: u64,
+                len: usize,
+            ) -> Poll<io::Result<usize>> {
+                loop {
+                    ready!(self.poll_write_ready(cx))?;
+                    let mut off = offset as libc::off64_t;
+                    let r = self.try_io(Interest::WRITABLE, || {
+                        nix::sys::sendfile::sendfile64(self, file, Some(&mut off), len)
+                            .map_err(io::Error::from)
+                    });
+                    match r {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        r => return Poll::Ready(r),
+                    }
+                }
+            }
+        }
+    };
+}
+
+impl_sendfile!(tokio::net::TcpStream);
+impl_sendfile!(tokio::net::UnixStream);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_recognised_by_address_and_differ_per_span() {
+        let spans = Spans::default();
+        let f = Arc::new(tempfile::tempfile().unwrap());
+        let a = spans.push(f.clone(), 0, 10);
+        let b = spans.push(f, 10, 10);
+        assert!(is_placeholder(&a) && is_placeholder(&b[3..]));
+        assert_ne!(a.as_ptr(), b.as_ptr());
+        assert!(!is_placeholder(&[0u8; 10]));
+        assert!(!is_placeholder(&a[..0]));
+    }
+}
