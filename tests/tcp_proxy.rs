@@ -625,6 +625,28 @@ fn accept_proxy_protocol_passes_the_announced_client_on() {
 }
 
 #[test]
+fn a_client_that_never_sends_its_proxy_header_is_closed_at_the_timeout() {
+    let (up, accepted) = Upstream::manual();
+    let p = proxy_to(
+        &[&up],
+        &["--accept-proxy-protocol", "--proxy-protocol-timeout=300ms"],
+    );
+    // Half a v1 header, then silence.
+    let mut c = p.connect();
+    c.write_all(b"PROXY TCP4 192.0.2.7").unwrap();
+    assert!(closed(&mut c));
+    p.wait_metric(
+        "tcp_proxy_rejected_connections_total",
+        &["reason=\"proxy_protocol\""],
+        1.0,
+    );
+    assert!(
+        accepted.try_recv().is_err(),
+        "no upstream connection is made for it"
+    );
+}
+
+#[test]
 fn limits_and_rate_limit_turn_connections_away() {
     let up = Upstream::echo();
     let p = proxy_to(&[&up], &["--max-connections=1"]);
