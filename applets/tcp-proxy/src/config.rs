@@ -226,7 +226,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "GiB" | "G" => 1 << 30,
         _ => return Err(format!("invalid size {s:?}: expected e.g. 64KiB, 1MiB, 0")),
     };
-    Ok(n * mul)
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 /// One explicit route: a listen address and the upstream targets it balances over.
@@ -434,5 +435,6 @@ mod tests {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("0").unwrap(), 0);
         assert!(parse_size("1XB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 }
