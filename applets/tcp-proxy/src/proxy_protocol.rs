@@ -57,7 +57,7 @@ pub struct Parsed {
 pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     let n = buf.len().min(V2_SIG.len());
     if buf[..n] == V2_SIG[..n] {
-        return if buf.len() < 16 {
+        return if buf.len() <= V2_SIG.len() {
             Ok(None)
         } else {
             parse_v2(buf)
@@ -138,6 +138,11 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
         1 => false,
         _ => return Err(ParseError::Malformed("v2 command must be LOCAL or PROXY")),
     };
+    // Version and command are judged on the 13th byte alone, so a client
+    // that sends a bad one and waits is turned away now, not at the timeout.
+    if buf.len() < 16 {
+        return Ok(None);
+    }
     let fam = buf[13];
     let body_len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
     let len = 16 + body_len;
@@ -320,6 +325,12 @@ mod tests {
         let mut local = V2_SIG.to_vec();
         local.extend_from_slice(&[0x20, 0xff, 0x00, 0x00]);
         assert_eq!(parse(&local).unwrap().unwrap().addresses, None);
+        // a bad version or command is rejected as soon as its byte arrives
+        let mut bad = V2_SIG.to_vec();
+        bad.push(0x11);
+        assert!(matches!(parse(&bad), Err(ParseError::Malformed(_))));
+        bad[12] = 0x23;
+        assert!(matches!(parse(&bad), Err(ParseError::Malformed(_))));
         // a split header waits for more
         assert_eq!(parse(&encode(Version::V2, s, d)[..20]).unwrap(), None);
     }
