@@ -297,6 +297,20 @@ mod tests {
         assert!(parse(&[b'P', b'R', b'O', b'X', b'Y', b' '].repeat(20)).is_err());
     }
 
+    /// The spec's worst-case lines (107 bytes for UNKNOWN) fit the bound.
+    #[test]
+    fn v1_longest_lines() {
+        let f = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        let tcp6 = format!("PROXY TCP6 {f} {f} 65535 65535\r\n");
+        assert_eq!(tcp6.len(), 104);
+        assert!(parse(tcp6.as_bytes()).unwrap().unwrap().addresses.is_some());
+        let unknown = format!("PROXY UNKNOWN {f} {f} 65535 65535\r\nmore");
+        let p = parse(unknown.as_bytes()).unwrap().unwrap();
+        assert_eq!((p.len, p.addresses), (107, None));
+        let max4 = b"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
+        assert_eq!(parse(max4).unwrap().unwrap().len, 56);
+    }
+
     #[test]
     fn v2_examples() {
         let (s, d) = addrs("10.0.0.1:1000", "10.0.0.2:80");
