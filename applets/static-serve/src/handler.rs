@@ -494,7 +494,7 @@ impl Handler {
 const GZIP_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Small files kept in memory, and the largest such file.
 const CONTENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
-const CONTENT_CACHE_MAX_FILE: u64 = 32 * 1024;
+const CONTENT_CACHE_MAX_FILE: u64 = 256 * 1024;
 /// Files above this are compressed off the request path (see `gzip_on_the_fly`).
 const GZIP_INLINE_MAX: u64 = 1024 * 1024;
 

@@ -119,10 +119,39 @@ pub trait SendFile {
         offset: u64,
         len: usize,
     ) -> Poll<io::Result<usize>>;
+
+    /// Writes `bufs` (the response head) telling the kernel that more follows,
+    /// so the head and the first file bytes share a segment (nginx's tcp_nopush).
+    fn poll_write_more(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// `sendmsg` of `bufs` with `flags` (MSG_MORE: a `writev` with a cork).
+fn sendmsg(
+    fd: std::os::fd::RawFd,
+    bufs: &[io::IoSlice<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid; IoSlice is ABI-compatible with
+    // iovec on Unix, and `bufs` outlives the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 macro_rules! impl_sendfile {
-    ($t:ty) => {
+    ($t:ty, $more:expr) => {
         impl SendFile for $t {
             fn poll_sendfile(
                 &self,
@@ -131,14 +160,32 @@ macro_rules! impl_sendfile {
                 offset: u64,
                 len: usize,
             ) -> Poll<io::Result<usize>> {
+                let mut off = offset as libc::off64_t;
+                self.poll_io(cx, || {
+                    nix::sys::sendfile::sendfile64(self, file, Some(&mut off), len)
+                        .map_err(io::Error::from)
+                })
+            }
+
+            fn poll_write_more(
+                &self,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(self);
+                self.poll_io(cx, || sendmsg(fd, bufs, $more))
+            }
+        }
+
+        impl PollIo for $t {
+            fn poll_io(
+                &self,
+                cx: &mut Context<'_>,
+                mut f: impl FnMut() -> io::Result<usize>,
+            ) -> Poll<io::Result<usize>> {
                 loop {
                     ready!(self.poll_write_ready(cx))?;
-                    let mut off = offset as libc::off64_t;
-                    let r = self.try_io(Interest::WRITABLE, || {
-                        nix::sys::sendfile::sendfile64(self, file, Some(&mut off), len)
-                            .map_err(io::Error::from)
-                    });
-                    match r {
+                    match self.try_io(Interest::WRITABLE, &mut f) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         r => return Poll::Ready(r),
@@ -149,8 +196,18 @@ macro_rules! impl_sendfile {
     };
 }
 
-impl_sendfile!(tokio::net::TcpStream);
-impl_sendfile!(tokio::net::UnixStream);
+/// One nonblocking write-side syscall, retried when the socket is writable.
+trait PollIo {
+    fn poll_io(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnMut() -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>>;
+}
+
+// MSG_MORE means nothing to unix sockets.
+impl_sendfile!(tokio::net::TcpStream, libc::MSG_MORE);
+impl_sendfile!(tokio::net::UnixStream, 0);
 
 #[cfg(test)]
 mod tests {

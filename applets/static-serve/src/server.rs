@@ -443,7 +443,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<io::Result<usize>> {
         let r = match bufs.iter().position(|b| is_placeholder(b)) {
             Some(0) => self.spans.poll_send(&self.inner, cx, &bufs[0]),
-            Some(i) => Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..i]),
+            Some(i) => self.inner.poll_write_more(cx, &bufs[..i]),
             None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
         };
         if let Poll::Ready(Ok(n)) = r {
