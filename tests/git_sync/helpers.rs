@@ -342,6 +342,17 @@ $HTTP["url"] =~ "^/git/" {{
 /// current user and runs git-upload-pack. Returns the server and a
 /// known_hosts file for it.
 pub fn sshd(dir: &Path, authorized: &[PathBuf]) -> Option<(Peer, u16, PathBuf)> {
+    sshd_on(dir, authorized, "127.0.0.1", free_port())
+}
+
+/// sshd on `ip:port`; the known_hosts line is `ip` on port 22 (what an
+/// scp-style URL connects to) and `[ip]:port` otherwise.
+pub fn sshd_on(
+    dir: &Path,
+    authorized: &[PathBuf],
+    ip: &str,
+    port: u16,
+) -> Option<(Peer, u16, PathBuf)> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED (needs root): sshd");
         return None;
@@ -358,12 +369,11 @@ pub fn sshd(dir: &Path, authorized: &[PathBuf]) -> Option<(Peer, u16, PathBuf)> 
         .map(|k| std::fs::read_to_string(k.with_extension("pub")).unwrap())
         .collect();
     std::fs::write(&auth_keys, keys).unwrap();
-    let port = free_port();
     let conf = dir.join("sshd_config");
     std::fs::write(
         &conf,
         format!(
-            "ListenAddress 127.0.0.1:{port}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\n\
+            "ListenAddress {ip}:{port}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
             host_key.display(),
             auth_keys.display()
@@ -379,14 +389,19 @@ pub fn sshd(dir: &Path, authorized: &[PathBuf]) -> Option<(Peer, u16, PathBuf)> 
         .stderr(Stdio::null())
         .spawn()
         .expect("start sshd");
-    support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    support::http::wait_listening(format!("{ip}:{port}").parse().unwrap());
     let pubkey = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
     let mut fields = pubkey.split_whitespace();
     let known_hosts = dir.join("known_hosts");
     std::fs::write(
         &known_hosts,
         format!(
-            "[127.0.0.1]:{port} {} {}\n",
+            "{} {} {}\n",
+            if port == 22 {
+                ip.to_string()
+            } else {
+                format!("[{ip}]:{port}")
+            },
             fields.next().unwrap(),
             fields.next().unwrap()
         ),

@@ -279,6 +279,12 @@ fn sync_once(
     if changed || first {
         repo::set_branch(&repo, fetched.commit)?;
     }
+    if first && !changed && cfg.sparse_checkout_file.is_none() {
+        // Upstream re-runs `git reset --hard` on the published worktree on
+        // the first pass after start, so a restart undoes edited or deleted
+        // files (the HEAD check above cannot see them).
+        worktree::restore_edits(l, &hash)?;
+    }
     if changed {
         anyhow::ensure!(!cancel.load(Ordering::SeqCst), "cancelled");
         let auth2 = auth.clone();

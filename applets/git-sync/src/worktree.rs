@@ -292,6 +292,31 @@ fn update_submodules(
     Ok(())
 }
 
+/// `git reset --hard` in the published worktree: tracked files that were
+/// edited, deleted or staged go back to HEAD; untracked files stay, as with
+/// git. Only files that differ are rewritten.
+pub fn restore_edits(l: &Layout, hash: &str) -> Result<()> {
+    let wt = l.worktree(hash);
+    let repo =
+        Repository::open(&wt).with_context(|| format!("cannot open worktree {}", wt.display()))?;
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(false).exclude_submodules(true);
+    let dirty = repo.statuses(Some(&mut opts))?.len();
+    if dirty == 0 {
+        return Ok(());
+    }
+    tracing::warn!(
+        hash,
+        files = dirty,
+        "worktree files were modified, restoring them"
+    );
+    let head = repo.head()?.peel_to_commit()?;
+    let mut co = CheckoutBuilder::new();
+    co.force();
+    repo.reset(head.as_object(), git2::ResetType::Hard, Some(&mut co))
+        .with_context(|| format!("cannot restore worktree {}", wt.display()))
+}
+
 /// Upstream's `sanityCheckWorktree`: present, not empty, HEAD at `hash`.
 pub fn is_sane(l: &Layout, hash: &str) -> bool {
     let wt = l.worktree(hash);
