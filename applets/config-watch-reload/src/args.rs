@@ -293,11 +293,14 @@ pub struct ConfigWatchReload {
     #[arg(long = "web.telemetry-path", value_name = "PATH", hide = true)]
     pub telemetry_path: Option<String>,
 
-    /// prometheus-config-reloader: TLS for its own listener; not supported.
+    /// prometheus-config-reloader: TLS and basic auth for its own listener;
+    /// not supported, so refused (exit 2) rather than silently served in
+    /// plain HTTP.
     #[arg(long, value_name = "FILE", hide = true)]
-    pub web_config_file: Option<PathBuf>,
+    pub web_config_file: Option<String>,
 
-    /// prometheus-config-reloader: Go memory limit; meaningless here.
+    /// prometheus-config-reloader: Go memory limit; accepted so manifests
+    /// keep working, and ignored (there is no garbage collector to tune).
     #[arg(long, value_name = "RATIO", hide = true)]
     pub auto_gomemlimit_ratio: Option<f64>,
 }

@@ -51,6 +51,7 @@ impl Applet for ConfigWatchReload {
 
     async fn run(self, ctx: Context) -> Result<()> {
         let plan = self.plan()?;
+        check_config_file(&plan)?;
         let metrics = Arc::new(Metrics::register(&mut ctx.registry(), plan.method));
         mountinfo::warn_pinned(&plan.roots);
         match plan.mode {
@@ -58,6 +59,18 @@ impl Applet for ConfigWatchReload {
             Mode::Once => once(&plan, metrics).await,
             Mode::Watch => watch(plan, metrics, ctx).await,
         }
+    }
+}
+
+/// prometheus-config-reloader cannot start without its `--config-file`
+/// (exit 1, Go's wording), in every mode: an init container that
+/// "succeeds" without the config would start Prometheus on a stale one.
+fn check_config_file(plan: &Plan) -> Result<()> {
+    match &plan.config_file {
+        Some(f) if !f.exists() => {
+            anyhow::bail!("open {}: no such file or directory", f.display())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -38,6 +38,7 @@ pub struct Metrics {
     cm_errors: Family<Labels, Counter>,
     cm_last_error: Family<Labels, Gauge>,
     cm_duration: Family<Labels, Gauge<f64, AtomicU64>>,
+    cm_requests: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -190,6 +191,11 @@ impl Metrics {
             m.cm_duration.clone(),
         );
         reg.register(
+            "configmap_reload_requests",
+            "Reload requests per webhook and response status code (configmap-reload name)",
+            m.cm_requests.clone(),
+        );
+        reg.register(
             "configmap_reload_watcher_errors",
             "Watcher errors (configmap-reload name)",
             m.watch_errors.clone(),
@@ -232,6 +238,16 @@ impl Metrics {
         if ok {
             self.cm_success.get_or_create(&l).inc();
         }
+    }
+
+    /// A response from a webhook; `webhook` is already redacted.
+    pub fn webhook_status(&self, webhook: &str, status_code: &str) {
+        self.cm_requests
+            .get_or_create(&vec![
+                ("webhook".into(), webhook.into()),
+                ("status_code".into(), status_code.into()),
+            ])
+            .inc();
     }
 
     pub fn webhook_error(&self, webhook: &str, reason: &str) {

@@ -32,6 +32,9 @@ pub enum Mode {
 
 pub struct Plan {
     pub mode: Mode,
+    /// `--config-file`: unlike `--watch` paths it must exist at start, as
+    /// prometheus-config-reloader requires.
+    pub config_file: Option<PathBuf>,
     /// What is hashed, in order: watched paths, then template sources.
     pub roots: Vec<PathBuf>,
     pub templates: Vec<Template>,
@@ -122,8 +125,9 @@ impl ConfigWatchReload {
         }
         roots.extend(templates.iter().map(|t| t.src.clone()));
         if roots.is_empty() {
+            // configmap-reload users know the flag as -volume-dir.
             return Err(usage!(
-                "--watch: nothing to watch (give --watch PATH, --render SRC:DST or --config-file)"
+                "--watch: nothing to watch (missing --watch/--volume-dir PATH, --render SRC:DST or --config-file)"
             ));
         }
         let exclude = templates.iter().map(|t| comparable(&t.dst)).collect();
@@ -216,7 +220,7 @@ impl ConfigWatchReload {
         }
         if actions.is_empty() && templates.is_empty() && mode == Mode::Watch {
             return Err(usage!(
-                "nothing to do on change: give --reload-url, --signal with a process, --exec, or --render"
+                "nothing to do on change: missing --reload-url/--webhook-url, --signal with a process, --exec, or --render"
             ));
         }
         let validate = a
@@ -239,10 +243,15 @@ impl ConfigWatchReload {
             Some(d) if !d.is_zero() => Some(d),
             _ => Some(a.resync_interval).filter(|d| !d.is_zero()),
         };
-        if a.web_config_file.is_some() {
-            tracing::warn!(
-                "--web-config-file is not supported: the admin server serves plain HTTP"
-            );
+        // Serving the admin port in plain HTTP when TLS or basic auth was
+        // asked for would be a silent security downgrade. (An empty value is
+        // what an unset variable in a manifest gives: nothing was asked for.)
+        if let Some(f) = a.web_config_file.as_ref().filter(|f| !f.is_empty()) {
+            return Err(usage!(
+                "--web-config-file {}: TLS and basic auth for the admin server are not supported; \
+                 remove the flag, or use --admin-addr=127.0.0.1:PORT (or off) to keep the port private",
+                f
+            ));
         }
         if a.telemetry_path.as_deref().is_some_and(|p| p != "/metrics") {
             tracing::warn!("--web.telemetry-path: metrics are served on /metrics only");
@@ -282,6 +291,7 @@ impl ConfigWatchReload {
         };
         Ok(Plan {
             mode,
+            config_file: a.config_file.clone(),
             roots,
             templates,
             exclude,

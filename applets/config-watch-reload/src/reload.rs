@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
-use sidecar_runtime::actions::{Action, Trigger};
+use sidecar_runtime::actions::{Action, HttpAction, StatusMatch, Trigger};
 use sidecar_runtime::process::{self, CommandSpec};
 use sidecar_runtime::redact::redact_url;
 
@@ -106,7 +106,7 @@ impl Reloader {
                 _ => action.run(&trigger).await,
             };
             if let Action::Http(h) = action {
-                self.record_webhook(&redact_url(&h.url), &result, began);
+                self.record_webhook(h, &result, began);
             }
             if let Err(e) = result {
                 let e = with_hint(e);
@@ -154,22 +154,60 @@ impl Reloader {
         )
     }
 
-    fn record_webhook(&self, url: &str, result: &Result<()>, began: Instant) {
+    /// configmap-reload's per-webhook metrics for one request.
+    fn record_webhook(&self, h: &HttpAction, result: &Result<()>, began: Instant) {
+        let url = redact_url(&h.url);
+        let status = match result {
+            Ok(()) => accepted_status(h),
+            Err(e) => rejected_status(e),
+        };
+        if let Some(code) = &status {
+            self.metrics.webhook_status(&url, code);
+        }
         match result {
-            Ok(()) => self.metrics.webhook_request(url, true, began.elapsed()),
-            Err(e) => {
-                self.metrics.webhook_request(url, false, began.elapsed());
+            Ok(()) => self.metrics.webhook_request(&url, true, began.elapsed()),
+            Err(_) => {
+                self.metrics.webhook_request(&url, false, began.elapsed());
                 // configmap-reload tells a wrong status from a failed request.
-                let msg = format!("{e:#}");
-                let reason = if msg.contains(": status ") && msg.contains("(want ") {
-                    "client_response"
-                } else {
-                    "client_request_do"
+                let reason = match status {
+                    Some(_) => "client_response",
+                    None => "client_request_do",
                 };
-                self.metrics.webhook_error(url, reason);
+                self.metrics.webhook_error(&url, reason);
             }
         }
     }
+}
+
+/// The status of an accepted response. The action reports only success, so
+/// the exact code is known when one code is accepted (always, for
+/// configmap-reload's single `-webhook-status-code`); for a set, the label is
+/// the set as given (`200,204`), never a guess.
+fn accepted_status(h: &HttpAction) -> Option<String> {
+    match &h.accept {
+        StatusMatch::Codes(codes) if codes.len() == 1 => Some(codes[0].to_string()),
+        StatusMatch::Codes(codes) if codes.len() == 100 && codes[0] % 100 == 0 => {
+            Some(format!("{}xx", codes[0] / 100))
+        }
+        StatusMatch::Codes(codes) => Some(
+            codes
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        StatusMatch::FireAndForget => None,
+    }
+}
+
+/// The status of a rejected response, from the action's error
+/// (`POST url: status 503 (want 200): body`); `None` when no response came.
+fn rejected_status(e: &anyhow::Error) -> Option<String> {
+    let msg = format!("{e:#}");
+    let (_, rest) = msg.split_once(": status ")?;
+    let (code, rest) = rest.split_once(' ')?;
+    (rest.starts_with("(want ") && code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| code.to_string())
 }
 
 /// Says what to do about the failures users ask about most: an endpoint that
@@ -196,4 +234,25 @@ async fn confirmed(action: &Action, info: &RuntimeInfo, trigger: &Trigger) -> Re
     let before = info.state().await.context("before signalling")?;
     action.run(trigger).await?;
     info.confirm(&before).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_for_configmap_reload_requests_total() {
+        let e = anyhow::anyhow!("POST http://h/: status 503 (want 200): busy")
+            .context("reload of abc (POST http://h/)");
+        assert_eq!(rejected_status(&e).as_deref(), Some("503"));
+        let e = anyhow::anyhow!("POST http://h/: connection failed: refused");
+        assert_eq!(rejected_status(&e), None);
+
+        let mut h = HttpAction::new("http://h/").unwrap();
+        assert_eq!(accepted_status(&h).as_deref(), Some("200"));
+        h.accept = StatusMatch::Codes((200..300).collect());
+        assert_eq!(accepted_status(&h).as_deref(), Some("2xx"));
+        h.accept = StatusMatch::Codes(vec![200, 204]);
+        assert_eq!(accepted_status(&h).as_deref(), Some("200,204"));
+    }
 }

@@ -184,12 +184,20 @@ pub fn expand(
     if syntax == Syntax::Full && !unset.is_empty() {
         let mut seen = std::collections::HashSet::new();
         unset.retain(|n| seen.insert(n.clone()));
-        // thanos' wording, which prometheus-operator users search for.
-        let refs: Vec<String> = unset
-            .iter()
-            .map(|n| format!("found reference to unset environment variable {n:?}"))
-            .collect();
-        bail!("{} (and no ${{VAR:-default}})", refs.join("; "));
+        // The message ends in thanos' wording for the first variable, which
+        // prometheus-operator users search for and scripts match on.
+        let first = format!(
+            "found reference to unset environment variable {:?}",
+            unset[0]
+        );
+        if unset.len() == 1 {
+            bail!("no ${{VAR:-default}}: {first}");
+        }
+        bail!(
+            "{} variables unset without ${{VAR:-default}} ({}): {first}",
+            unset.len(),
+            unset.join(", ")
+        );
     }
     Ok((out, unset))
 }
@@ -233,7 +241,11 @@ mod tests {
         );
         assert_eq!(full("$$(HOST)").unwrap(), "$(HOST)");
         let err = full("x=${NOPE} y=$(ALSO)").unwrap_err().to_string();
-        assert!(err.contains("NOPE") && err.contains("ALSO"), "{err}");
+        assert!(err.contains("NOPE, ALSO"), "{err}");
+        assert!(
+            err.ends_with(r#"found reference to unset environment variable "NOPE""#),
+            "{err}"
+        );
         assert!(full("${HOST:-oops").is_err());
     }
 
