@@ -325,6 +325,13 @@ fn long_lines_are_truncated_flagged_and_counted() {
         metric(&ship.metrics(), "log_tail_ship_lines_truncated_total"),
         1.0
     );
+    support::wait_until("three events acknowledged", || {
+        common::metric_opt(&ship.metrics(), "log_tail_ship_events_acked_total") == Some(3.0)
+    });
+    let m = ship.metrics();
+    assert_eq!(metric(&m, "log_tail_ship_lines_read_total"), 3.0);
+    assert_eq!(metric(&m, "log_tail_ship_events_sent_total"), 3.0);
+    assert_eq!(metric(&m, "log_tail_ship_open_files"), 1.0);
 }
 
 #[test]

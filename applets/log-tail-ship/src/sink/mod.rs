@@ -59,7 +59,7 @@ impl Common {
 }
 
 pub enum Sink {
-    Stdout,
+    Stdout(Metrics),
     Http(http::HttpSink),
     Elasticsearch(elasticsearch::EsSink),
     Loki(loki::LokiSink),
@@ -77,7 +77,7 @@ impl Sink {
             })
         };
         Ok(match args.sink {
-            SinkKind::Stdout => Sink::Stdout,
+            SinkKind::Stdout => Sink::Stdout(metrics.clone()),
             SinkKind::Http => Sink::Http(http::HttpSink::new(args, common()?)?),
             SinkKind::Elasticsearch => {
                 Sink::Elasticsearch(elasticsearch::EsSink::new(args, common()?)?)
@@ -89,7 +89,7 @@ impl Sink {
     /// Returns once every event of the batch is acknowledged or dead-lettered.
     async fn deliver(&mut self, batch: &mut Batch) {
         match self {
-            Sink::Stdout => {
+            Sink::Stdout(metrics) => {
                 // One locked, blocking write per batch: events never interleave
                 // and a slow reader of our stdout blocks a pool thread, not the runtime.
                 let body = std::mem::take(&mut batch.body);
@@ -105,6 +105,7 @@ impl Sink {
                     tracing::error!(error = %e, "cannot write to stdout");
                     std::future::pending::<()>().await;
                 }
+                metrics.events_acked.inc_by(batch.len() as u64);
             }
             Sink::Http(s) => s.deliver(batch).await,
             Sink::Elasticsearch(s) => s.deliver(batch).await,
