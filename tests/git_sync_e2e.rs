@@ -156,3 +156,220 @@ exec "$@"
     assert!(s.root.join("_sync_lock").exists());
     s.assert_real_worktree(&sha);
 }
+
+/// Upstream's `init_root_flag_is_weird`, `init_root_flag_has_symlink`,
+/// `sync_branch_switch`, `sync_repo_switch` and `sync_sha_shafile_exists`:
+/// one-time runs in the same root.
+#[test]
+fn root_spellings_and_switching_branch_repo_and_sha() {
+    let s = Setup::new();
+    s.up.commit("one");
+    let ok = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = support::run(&refs);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let base = |root: String, extra: &[&str]| {
+        let mut v = vec![
+            "git-sync".to_string(),
+            "--admin-addr=off".into(),
+            "--one-time".into(),
+            format!("--repo={}", s.up.url()),
+            root,
+            "--link=link".into(),
+        ];
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+
+    // A relative root full of `..`, normalised.
+    let r = s.root.display().to_string();
+    let depth = std::env::current_dir().unwrap().components().count();
+    let weird = format!("--root={}{r}/../../../../../..{r}", "../".repeat(depth + 2));
+    ok(&base(weird, &[]));
+    assert_eq!(s.content(), "one");
+
+    // A root that is a symlink: the link goes in the real directory.
+    let real = s.tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let alias = s.tmp.path().join("alias");
+    std::os::unix::fs::symlink(&real, &alias).unwrap();
+    ok(&base(format!("--root={}", alias.display()), &[]));
+    assert_eq!(
+        std::fs::read_to_string(real.join("link/file")).unwrap(),
+        "one"
+    );
+
+    // depth 1 on one branch, then another branch.
+    ok(&base(s.root_arg(), &["--ref=e2e-branch", "--depth=1"]));
+    s.up.git(&["checkout", "-q", "-b", "e2e-branch2"]);
+    let sha2 = s.up.commit("two");
+    ok(&base(s.root_arg(), &["--ref=e2e-branch2"]));
+    assert_eq!(s.content(), "two");
+
+    // A plain file named like the hash to sync does not get in the way.
+    let sha3 = s.up.commit("three");
+    s.up.commit("four");
+    std::fs::write(s.root.join(&sha3), "not a worktree").unwrap();
+    ok(&base(s.root_arg(), &[&format!("--ref={sha3}")]));
+    assert_eq!(s.published(), sha3);
+    assert_eq!(s.content(), "three");
+
+    // Another repository in the same root.
+    let other = s.tmp.path().join("other");
+    helpers::git(
+        s.tmp.path(),
+        &["clone", "-q", s.up.dir.to_str().unwrap(), "other"],
+    );
+    std::fs::write(other.join("file"), "other repo").unwrap();
+    git(&other, &["commit", "-qam", "other"]);
+    let mut args = base(s.root_arg(), &[]);
+    args[3] = format!("--repo=file://{}", other.display());
+    ok(&args);
+    assert_eq!(s.content(), "other repo");
+    s.assert_real_worktree(&git(&other, &["rev-parse", "HEAD"]));
+    let _ = sha2;
+}
+
+/// Upstream's `worktree_cleanup`: a real git worktree of another repository
+/// squatting `.worktrees/<next sha>`, plus junk, are replaced and removed.
+#[test]
+fn a_foreign_worktree_at_the_next_hash_and_junk_are_cleaned() {
+    let s = Setup::new();
+    s.up.commit("one");
+    assert!(s.run_once(&[]).status.success());
+    let sha = s.up.commit_file("file2", b"ok");
+    let squat = s.root.join(".worktrees").join(&sha);
+    s.up.git(&[
+        "worktree",
+        "add",
+        "-q",
+        squat.to_str().unwrap(),
+        "-b",
+        "e2e",
+        "--no-checkout",
+    ]);
+    std::fs::create_dir_all(s.root.join(".worktrees/not_a_hash/subdir")).unwrap();
+    std::fs::write(s.root.join(".worktrees/not_a_directory"), "").unwrap();
+    let out = s.run_once(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.link().join("file2")).unwrap(),
+        "ok"
+    );
+    s.assert_real_worktree(&sha);
+    let left: Vec<_> = std::fs::read_dir(s.root.join(".worktrees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec![sha]);
+}
+
+/// Upstream's `gc_*` and `additional_git_configs` cases: every `--git-gc`
+/// mode syncs, and upstream's quoted `--git-config` string is accepted.
+#[test]
+fn gc_modes_and_upstream_git_config_string() {
+    let s = Setup::new();
+    for mode in ["auto", "always", "aggressive", "off"] {
+        let sha = s.up.commit(mode);
+        let out = s.run_once(&[
+            &format!("--git-gc={mode}"),
+            r#"--git-config=http.postBuffer:10485760,sect.k1:"a val",sect.k2:another val"#,
+        ]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(s.content(), mode);
+        s.assert_real_worktree(&sha);
+    }
+    assert_eq!(git(&s.root, &["config", "sect.k1"]), "a val");
+    assert_eq!(git(&s.root, &["config", "sect.k2"]), "another val");
+}
+
+/// Upstream's `touch_file_abs_path`: the touch file (absolute, in a new
+/// directory) appears after the first pass and each change, and not after
+/// passes that found nothing new (counted by the noop metric, not timed).
+#[test]
+fn touch_file_marks_changes_only() {
+    let s = Setup::new();
+    s.up.commit("one");
+    let touch = s.root.join("dir/touch.file");
+    let mut sc = s.start(&[
+        "--period=100ms",
+        &format!("--touch-file={}", touch.display()),
+    ]);
+    let admin = sc.admin_addr();
+    let noops = || helpers::metric(admin, r#"git_sync_count_total{status="noop"}"#).unwrap_or(0.0);
+    for (i, content) in ["one", "two"].into_iter().enumerate() {
+        if i > 0 {
+            s.up.commit(content);
+        }
+        support::wait_until("the touch file", || touch.exists());
+        std::fs::remove_file(&touch).unwrap();
+        assert_eq!(s.content(), content);
+        let seen = noops();
+        support::wait_until("three passes without change", || noops() >= seen + 3.0);
+        assert!(!touch.exists(), "touched without a change");
+    }
+}
+
+/// Upstream's `exechook_startup_after_crash` with its hook script: a restart
+/// on an unchanged hash runs the hook once, in the worktree, with the
+/// inherited environment and `GITSYNC_HASH`.
+#[test]
+fn exechook_runs_after_a_restart_on_the_same_hash() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    s.up.commit("crash");
+    assert!(s.run_once(&["--ref=e2e-branch"]).status.success());
+    let runlog = s.tmp.path().join("runlog");
+    let hook = s.tmp.path().join("exechook_command.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nif [ -z \"$GITSYNC_HASH\" ]; then echo unset > exechook; exit 1; fi\n\
+             cat file > exechook\necho \"ENVKEY=$ENVKEY\" > exechook-env\necho run >> {}\n",
+            runlog.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut args = vec![
+        "git-sync".to_string(),
+        "--admin-addr=off".into(),
+        "--one-time".into(),
+        format!("--exechook-command={}", hook.display()),
+        "--ref=e2e-branch".into(),
+    ];
+    args.extend(s.args(&[]));
+    let out = support::run_cmd(
+        Command::new(support::bin())
+            .args(&args)
+            .env("ENVKEY", "envval"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = s.link();
+    assert_eq!(
+        std::fs::read_to_string(link.join("exechook")).unwrap(),
+        "crash"
+    );
+    assert_eq!(
+        std::fs::read_to_string(link.join("exechook-env")).unwrap(),
+        "ENVKEY=envval\n"
+    );
+    assert_eq!(std::fs::read_to_string(&runlog).unwrap(), "run\n");
+}
