@@ -1213,3 +1213,65 @@ fn thanos_directories_apply() {
     assert_eq!(metric(admin, "reloader_watch_errors_total"), Some(0.0));
     assert_eq!(rx.drain().len(), 9);
 }
+
+/// thanos' `TestReloader_ConfigApply` with the thanos sidecar's flag names
+/// and `--prometheus.url` (its `ReloadURLFromBase`: requests go to
+/// BASE/-/reload): reload at start, a change re-renders and reloads through a
+/// failing request, and a config that disappears fails the apply (counted)
+/// while watching goes on.
+#[test]
+fn thanos_config_apply_with_sidecar_flags() {
+    let d = support::tempdir();
+    let input = d.path().join("in/cfg.yaml.tmpl");
+    let output = d.path().join("out/cfg.yaml");
+    std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+    support::write(&input, "config:\n  a: 1\n  b: $(CWR_THANOS_ENV)\n");
+    let mut requests = 0;
+    let rx = Receiver::with(move |_| {
+        requests += 1;
+        match requests % 2 {
+            1 => (200, String::new()),
+            _ => (503, "every second request fails".into()),
+        }
+    });
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        APPLET,
+        "--admin-addr=127.0.0.1:0",
+        &format!("--prometheus.url=http://{}", rx.addr),
+        &format!("--reloader.config-file={}", s(&input)),
+        &format!("--reloader.config-envsubst-file={}", s(&output)),
+        "--reloader.watch-interval=9999h",
+        "--reloader.retry-interval=100ms",
+    ])
+    .env("CWR_THANOS_ENV", "2");
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let admin = sc.admin_addr();
+    assert_eq!(rx.next().path, "/-/reload");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "config:\n  a: 1\n  b: 2\n"
+    );
+    replace(&input, "config:\n  a: changed\n  b: $(CWR_THANOS_ENV)\n");
+    assert_eq!(rx.next().path, "/-/reload");
+    assert_eq!(rx.next().path, "/-/reload");
+    support::wait_until("second reload", || successes(admin) == 2.0);
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "config:\n  a: changed\n  b: 2\n"
+    );
+    std::fs::remove_file(&input).unwrap();
+    sc.wait_for_log("no such file or directory");
+    assert_eq!(
+        metric(admin, "reloader_config_apply_operations_failed_total"),
+        Some(1.0)
+    );
+    // Still watching: the config comes back and is applied.
+    support::write(&input, "config:\n  a: back\n");
+    rx.next();
+    support::wait_until("third reload", || successes(admin) == 3.0);
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "config:\n  a: back\n"
+    );
+}

@@ -115,7 +115,7 @@ pub struct ConfigWatchReload {
     /// HTTP method of the reload request [default: POST]; `http` or `signal`
     /// select prometheus-config-reloader's modes.
     #[arg(long, env = "CONFIG_WATCH_RELOAD_RELOAD_METHOD", value_name = "METHOD",
-          value_parser = parse_method, alias = "webhook-method")]
+          value_parser = parse_method, aliases = ["webhook-method", "reloader.method"])]
     pub reload_method: Option<ReloadMethod>,
 
     /// Response statuses that count as success: `200`, `200,204`, `2xx`.
@@ -155,7 +155,7 @@ pub struct ConfigWatchReload {
         long,
         env = "CONFIG_WATCH_RELOAD_PROCESS_NAME",
         value_name = "NAME",
-        alias = "process-executable-name"
+        aliases = ["process-executable-name", "reloader.process-name"]
     )]
     pub process_name: Option<String>,
 
@@ -190,7 +190,7 @@ pub struct ConfigWatchReload {
     /// First wait between attempts of a failed reload; doubles up to
     /// --retry-max-interval, with jitter.
     #[arg(long, env = "CONFIG_WATCH_RELOAD_RETRY_INTERVAL", value_name = "DURATION",
-          default_value = "1s", value_parser = parse_duration)]
+          default_value = "1s", value_parser = parse_duration, alias = "reloader.retry-interval")]
     pub retry_interval: Duration,
 
     /// Longest wait between attempts of a failed reload.
@@ -230,6 +230,7 @@ pub struct ConfigWatchReload {
         long,
         env = "CONFIG_WATCH_RELOAD_CONFIG_FILE",
         value_name = "FILE",
+        alias = "reloader.config-file",
         help_heading = "Drop-in flags"
     )]
     pub config_file: Option<PathBuf>,
@@ -237,7 +238,8 @@ pub struct ConfigWatchReload {
     /// prometheus-config-reloader: directory to watch (repeatable), like
     /// --watch; with no action given, reloads Prometheus at its default URL.
     #[arg(long = "watched-dir", env = "CONFIG_WATCH_RELOAD_WATCHED_DIR", value_name = "DIR",
-          value_delimiter = ',', action = ArgAction::Append, help_heading = "Drop-in flags")]
+          value_delimiter = ',', action = ArgAction::Append, help_heading = "Drop-in flags",
+          alias = "reloader.rule-dir")]
     pub watched_dir: Vec<PathBuf>,
 
     /// prometheus-config-reloader: where --config-file is rendered, expanding
@@ -247,6 +249,7 @@ pub struct ConfigWatchReload {
         long,
         env = "CONFIG_WATCH_RELOAD_CONFIG_ENVSUBST_FILE",
         value_name = "FILE",
+        alias = "reloader.config-envsubst-file",
         help_heading = "Drop-in flags"
     )]
     pub config_envsubst_file: Option<PathBuf>,
@@ -254,7 +257,8 @@ pub struct ConfigWatchReload {
     /// prometheus-config-reloader: resync period; 0 = render once, send no
     /// reload, and exit (its init-container mode).
     #[arg(long, env = "CONFIG_WATCH_RELOAD_WATCH_INTERVAL", value_name = "DURATION",
-          value_parser = parse_duration, help_heading = "Drop-in flags")]
+          value_parser = parse_duration, help_heading = "Drop-in flags",
+          alias = "reloader.watch-interval")]
     pub watch_interval: Option<Duration>,
 
     /// prometheus-config-reloader: sets this env var's trailing digits as
@@ -288,6 +292,16 @@ pub struct ConfigWatchReload {
         help_heading = "Drop-in flags"
     )]
     pub listen_address: Option<String>,
+
+    /// thanos sidecar: Prometheus' base URL; the default reload URL becomes
+    /// BASE/-/reload (thanos' ReloadURLFromBase).
+    #[arg(
+        long = "prometheus.url",
+        env = "CONFIG_WATCH_RELOAD_PROMETHEUS_URL",
+        value_name = "URL",
+        help_heading = "Drop-in flags"
+    )]
+    pub prometheus_url: Option<String>,
 
     /// configmap-reload: metrics path; only /metrics is served.
     #[arg(long = "web.telemetry-path", value_name = "PATH", hide = true)]

@@ -19,6 +19,16 @@ use crate::runtimeinfo::{self, RuntimeInfo};
 
 /// prometheus-config-reloader's defaults for its modes.
 const PROMETHEUS_RELOAD_URL: &str = "http://127.0.0.1:9090/-/reload";
+
+/// thanos' `ReloadURLFromBase`: Prometheus' reload endpoint under a base
+/// URL that may carry a path prefix (`http://h/prom` → `http://h/prom/-/reload`).
+fn reload_url_from_base(base: &str) -> Result<String> {
+    let mut url = reqwest::Url::parse(base)
+        .map_err(|e| usage!("--prometheus.url: {:?}: {e}", redact_url(base)))?;
+    let path = format!("{}/-/reload", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url.to_string())
+}
 const PROMETHEUS_PROCESS: &str = "prometheus";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,9 +149,16 @@ impl ConfigWatchReload {
             Some(ReloadMethod::SignalMode) => (reqwest::Method::POST, Some("signal")),
             None => (reqwest::Method::POST, None),
         };
+        let prometheus_reload_url = match &a.prometheus_url {
+            Some(base) => reload_url_from_base(base)?,
+            None => PROMETHEUS_RELOAD_URL.to_string(),
+        };
         let mut urls = a.reload_url.clone();
-        if urls.is_empty() && method_is_mode == Some("http") {
-            urls.push(PROMETHEUS_RELOAD_URL.into());
+        // The thanos sidecar reloads through its Prometheus URL unless it
+        // was told to signal.
+        let base_given = a.prometheus_url.is_some() && method_is_mode != Some("signal");
+        if urls.is_empty() && (method_is_mode == Some("http") || base_given) {
+            urls.push(prometheus_reload_url.clone());
         }
         for url in &urls {
             let mut h = HttpAction::new(url).map_err(|e| usage!("--reload-url: {e:#}"))?;
@@ -216,7 +233,7 @@ impl ConfigWatchReload {
             }));
         }
         if actions.is_empty() && prometheus_style {
-            actions.push(Action::Http(HttpAction::new(PROMETHEUS_RELOAD_URL)?));
+            actions.push(Action::Http(HttpAction::new(&prometheus_reload_url)?));
         }
         if actions.is_empty() && templates.is_empty() && mode == Mode::Watch {
             return Err(usage!(
@@ -352,6 +369,39 @@ mod tests {
                 .resync,
             Some(Duration::from_secs(10))
         );
+    }
+
+    /// thanos' `ExampleReloadURLFromBase`, and its sidecar's flag names.
+    #[test]
+    fn reload_url_from_prometheus_base_url() {
+        assert_eq!(
+            reload_url_from_base("http://localhost:9090").unwrap(),
+            "http://localhost:9090/-/reload"
+        );
+        assert_eq!(
+            reload_url_from_base("http://h:9090/prom/").unwrap(),
+            "http://h:9090/prom/-/reload"
+        );
+        let p = plan(&[
+            "--prometheus.url=http://localhost:9090",
+            "--reloader.config-file=/c/p.yaml",
+            "--reloader.config-envsubst-file=/o/p.yaml",
+            "--reloader.rule-dir=/r",
+            "--reloader.watch-interval=1m",
+            "--reloader.retry-interval=5s",
+        ])
+        .unwrap();
+        assert_eq!(describe(&p), ["POST http://localhost:9090/-/reload"]);
+        assert_eq!(p.roots.len(), 2);
+        assert_eq!(p.resync, Some(Duration::from_secs(60)));
+        let p = plan(&[
+            "--reloader.rule-dir=/r",
+            "--reloader.method=signal",
+            "--reloader.process-name=prom",
+        ])
+        .unwrap();
+        assert_eq!(describe(&p), ["SIGHUP to process \"prom\""]);
+        assert!(plan(&["--watch=/w", "--prometheus.url=::"]).is_err());
     }
 
     #[test]
