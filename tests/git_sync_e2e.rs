@@ -373,3 +373,69 @@ fn exechook_runs_after_a_restart_on_the_same_hash() {
     );
     assert_eq!(std::fs::read_to_string(&runlog).unwrap(), "run\n");
 }
+
+/// Upstream's `sync_default_ref`, `readlink` and `sync_depth_across_updates`:
+/// no `--ref` follows the remote's HEAD, here a branch checked out after
+/// the first commit; forward and backward moves each count one success and
+/// one fetch, the link's basename is the hash, and depth stays 1.
+#[test]
+fn default_ref_follows_remote_head_on_another_branch() {
+    let s = Setup::new();
+    s.up.commit("one");
+    s.up.git(&["checkout", "-q", "-b", "weird-name"]);
+    let sha1 = s.up.commit("default 1");
+    let mut sc = s.start(&["--period=100ms"]);
+    let admin = sc.admin_addr();
+    let counts = || {
+        (
+            helpers::metric(admin, r#"git_sync_count_total{status="success"}"#),
+            helpers::metric(admin, "git_fetch_count_total"),
+        )
+    };
+    s.wait_for_sync();
+    assert_eq!(
+        (s.published(), s.content()),
+        (sha1.clone(), "default 1".into())
+    );
+    assert_eq!(counts(), (Some(1.0), Some(1.0)));
+    assert_eq!(s.rev_count(), 1);
+
+    let sha2 = s.up.commit("default 2");
+    s.wait_for_sync();
+    assert_eq!((s.published(), s.content()), (sha2, "default 2".into()));
+    assert_eq!(counts(), (Some(2.0), Some(2.0)));
+    assert_eq!(s.rev_count(), 1);
+
+    s.up.git(&["reset", "-q", "--hard", "HEAD^"]);
+    s.wait_for_sync();
+    assert_eq!((s.published(), s.content()), (sha1, "default 1".into()));
+    assert_eq!(counts(), (Some(3.0), Some(3.0)));
+    assert_eq!(s.rev_count(), 1);
+}
+
+/// Upstream's `sync_on_signal_sighup` and `sync_on_signal_1` (the `HUP`
+/// spelling is in git_sync.rs), and `expose_http_after_restart`: on a root
+/// synced by an earlier run, `/` on `--http-bind` is 200 after the first pass.
+#[test]
+fn signal_spellings_and_readiness_after_a_restart() {
+    let s = Setup::new();
+    s.up.commit("one");
+    assert!(s.run_once(&[]).status.success());
+    s.wait_for_sync();
+    for (i, spelling) in ["SIGHUP", "1"].into_iter().enumerate() {
+        let mut sc = s.start(&[
+            "--period=100s",
+            &format!("--sync-on-signal={spelling}"),
+            "--http-bind=127.0.0.1:0",
+        ]);
+        let line = sc.wait_for_log("serving HTTP");
+        let addr = support::addr_field(&line, "endpoint=").unwrap();
+        s.wait_for_sync();
+        assert_eq!(support::http::get(addr, "/").status, 200);
+        let content = format!("signal {i}");
+        let sha = s.up.commit(&content);
+        sc.signal(nix::sys::signal::Signal::SIGHUP);
+        s.wait_for_sync();
+        assert_eq!((s.published(), s.content()), (sha, content));
+    }
+}
