@@ -340,20 +340,21 @@ impl Handler {
             Some(h) if validators.range_allowed(ask.headers) => range::parse(h, len),
             _ => Ranges::Full,
         };
+        if ranges == Ranges::Unsatisfiable {
+            let mut u = text(StatusCode::RANGE_NOT_SATISFIABLE, "");
+            u.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(format!("bytes */{len}")),
+            );
+            return u;
+        }
         let mut body = match self.content(&f) {
             Some(content) => Body::memory(content),
             None => Body::file(f.file),
         };
         match ranges {
-            Ranges::Full => body.push_file(0, len),
-            Ranges::Unsatisfiable => {
-                let mut u = text(StatusCode::RANGE_NOT_SATISFIABLE, "");
-                u.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    header_value(format!("bytes */{len}")),
-                );
-                return u;
-            }
+            // (Unsatisfiable was answered with 416 above.)
+            Ranges::Full | Ranges::Unsatisfiable => body.push_file(0, len),
             Ranges::Partial(parts) if parts.len() == 1 => {
                 let p = &parts[0];
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -396,7 +397,14 @@ impl Handler {
         if let Some(gz) = self.gzip_cache.get(key) {
             return (!gz.is_empty()).then_some(gz);
         }
+        // Like the content cache, only remember files whose ctime is over a
+        // second old: a rewrite within the timestamp granularity could
+        // otherwise reuse the key.
+        let settled = settled(&f.meta);
         if f.meta.size > GZIP_INLINE_MAX {
+            if !settled {
+                return None;
+            }
             // Milliseconds of CPU: compress on the blocking pool for the next
             // requests, and send this one as it is rather than stall the worker.
             if !self.gzip_cache.claim(key.to_string()) {
@@ -414,7 +422,9 @@ impl Handler {
             return None;
         }
         let gz = compress(&f.file, f.meta.size)?;
-        self.gzip_cache.insert(key.to_string(), gz.clone());
+        if settled {
+            self.gzip_cache.insert(key.to_string(), gz.clone());
+        }
         (!gz.is_empty()).then_some(gz)
     }
 
@@ -430,12 +440,7 @@ impl Handler {
         let mut data = vec![0; f.meta.size as usize];
         std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
         let data = Bytes::from(data);
-        let settled = f
-            .meta
-            .changed
-            .elapsed()
-            .is_ok_and(|age| age > std::time::Duration::from_secs(1));
-        if settled {
+        if settled(&f.meta) {
             self.content_cache.insert(f.meta.id, data.clone());
         }
         Some(data)
@@ -497,6 +502,14 @@ const CONTENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 const CONTENT_CACHE_MAX_FILE: u64 = 256 * 1024;
 /// Files above this are compressed off the request path (see `gzip_on_the_fly`).
 const GZIP_INLINE_MAX: u64 = 1024 * 1024;
+
+/// Whether a file's ctime is over a second old, so that no write within the
+/// file system's timestamp granularity can give new content the same cache key.
+fn settled(meta: &crate::tree::Meta) -> bool {
+    meta.changed
+        .elapsed()
+        .is_ok_and(|age| age > std::time::Duration::from_secs(1))
+}
 
 /// gzip of a whole file; empty means "not worth it" (no smaller), so the cache
 /// remembers that too and the file is not retried per request.
