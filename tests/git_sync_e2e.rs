@@ -439,3 +439,55 @@ fn signal_spellings_and_readiness_after_a_restart() {
         assert_eq!((s.published(), s.content()), (sha, content));
     }
 }
+
+/// Upstream's `auth_askpass_url_flaky` and `auth_askpass_url_sometimes_wrong`:
+/// the askpass URL answers 503 or a wrong password every other call; with
+/// `--max-failures=2` git-sync keeps going and follows forward and backward
+/// moves. (Upstream checks the credential with a `--git` wrapper; here a
+/// real http-backend behind basic auth does.)
+#[test]
+fn askpass_url_flaky_or_sometimes_wrong() {
+    type Bad = fn() -> (u16, String);
+    let bad_answers: [Bad; 2] = [
+        || (503, String::new()),
+        || (200, "username=testuser\npassword=wrong\n".into()),
+    ];
+    for bad in bad_answers {
+        let s = Setup::new();
+        let sha1 = s.up.commit("one");
+        let Some((_peer, port)) =
+            helpers::lighttpd(s.tmp.path(), s.tmp.path(), "testuser:testpass\n")
+        else {
+            return;
+        };
+        let mut calls = 0u32;
+        let askpass = support::http::Receiver::with(move |_| {
+            calls += 1;
+            if calls % 2 == 1 {
+                bad()
+            } else {
+                (200, "username=testuser\npassword=testpass\n".into())
+            }
+        });
+        let args = vec![
+            "git-sync".to_string(),
+            format!("--repo=http://127.0.0.1:{port}/git/repo"),
+            s.root_arg(),
+            "--link=link".into(),
+            "--touch-file=_sync_lock".into(),
+            "--period=100ms".into(),
+            "--max-failures=2".into(),
+            format!("--askpass-url={}", askpass.url("/git_askpass")),
+        ];
+        let refs: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+        let _sc = support::Sidecar::start("git-sync", &refs);
+        s.wait_for_sync();
+        assert_eq!(s.published(), sha1);
+        let sha2 = s.up.commit("two");
+        s.wait_for_sync();
+        assert_eq!(s.published(), sha2);
+        s.up.git(&["reset", "-q", "--hard", "HEAD^"]);
+        s.wait_for_sync();
+        assert_eq!((s.published(), s.content()), (sha1, "one".to_string()));
+    }
+}
