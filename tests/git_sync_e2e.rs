@@ -469,8 +469,7 @@ fn askpass_url_flaky_or_sometimes_wrong() {
                 (200, "username=testuser\npassword=testpass\n".into())
             }
         });
-        let args = vec![
-            "git-sync".to_string(),
+        let args = [
             format!("--repo=http://127.0.0.1:{port}/git/repo"),
             s.root_arg(),
             "--link=link".into(),
@@ -479,7 +478,7 @@ fn askpass_url_flaky_or_sometimes_wrong() {
             "--max-failures=2".into(),
             format!("--askpass-url={}", askpass.url("/git_askpass")),
         ];
-        let refs: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let _sc = support::Sidecar::start("git-sync", &refs);
         s.wait_for_sync();
         assert_eq!(s.published(), sha1);
