@@ -588,6 +588,7 @@ fn configmap_reload_drop_in_flags() {
             "GET",
             "-webhook-status-code=204",
             "-web.listen-address=127.0.0.1:0",
+            "-web.telemetry-path=/cm-metrics",
             "-webhook-retries=-1",
         ],
     );
@@ -614,6 +615,17 @@ fn configmap_reload_drop_in_flags() {
         rx.addr
     );
     assert_eq!(metric(admin, &sample), Some(1.0));
+    // configmap-reload's web pages: `/` links to the telemetry path, which
+    // serves the metrics (as /metrics still does).
+    let index = http::get(admin, "/");
+    assert_eq!(index.status, 200);
+    assert!(index.text().contains("<a href='/cm-metrics'>Metrics</a>"));
+    let metrics = http::get(admin, "/cm-metrics").text();
+    assert!(
+        metrics.contains("configmap_reload_requests_total"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("s3cr3t"), "{metrics}");
     let metrics = http::get(admin, "/metrics").text();
     assert!(!metrics.contains("s3cr3t"), "{metrics}");
     assert!(!sc.stderr().contains("s3cr3t"), "{}", sc.stderr());

@@ -303,8 +303,12 @@ pub struct ConfigWatchReload {
     )]
     pub prometheus_url: Option<String>,
 
-    /// configmap-reload: metrics path; only /metrics is served.
-    #[arg(long = "web.telemetry-path", value_name = "PATH", hide = true)]
+    /// configmap-reload: metrics path (also served on /metrics).
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        help_heading = "Drop-in flags"
+    )]
     pub telemetry_path: Option<String>,
 
     /// prometheus-config-reloader: TLS and basic auth for its own listener;

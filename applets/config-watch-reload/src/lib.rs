@@ -15,6 +15,7 @@ mod render;
 mod runtimeinfo;
 mod snapshot;
 mod watcher;
+mod web;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -53,6 +54,7 @@ impl Applet for ConfigWatchReload {
         let plan = self.plan()?;
         check_config_file(&plan)?;
         let metrics = Arc::new(Metrics::register(&mut ctx.registry(), plan.method));
+        web::add_routes(&ctx, &plan.telemetry_path);
         mountinfo::warn_pinned(&plan.roots);
         match plan.mode {
             Mode::RenderOnly => render_all(&plan, &metrics, true).map(|_| ()),

@@ -45,6 +45,8 @@ pub struct Plan {
     /// `--config-file`: unlike `--watch` paths it must exist at start, as
     /// prometheus-config-reloader requires.
     pub config_file: Option<PathBuf>,
+    /// configmap-reload's `-web.telemetry-path`: metrics here too.
+    pub telemetry_path: String,
     /// What is hashed, in order: watched paths, then template sources.
     pub roots: Vec<PathBuf>,
     pub templates: Vec<Template>,
@@ -270,8 +272,11 @@ impl ConfigWatchReload {
                 f
             ));
         }
-        if a.telemetry_path.as_deref().is_some_and(|p| p != "/metrics") {
-            tracing::warn!("--web.telemetry-path: metrics are served on /metrics only");
+        let telemetry_path = a.telemetry_path.as_deref().unwrap_or("/metrics");
+        if !telemetry_path.starts_with('/') {
+            return Err(usage!(
+                "--web.telemetry-path {telemetry_path:?}: must start with /"
+            ));
         }
         // prometheus-config-reloader confirms signals at its default URL;
         // elsewhere only when asked. An empty URL turns it off.
@@ -309,6 +314,7 @@ impl ConfigWatchReload {
         Ok(Plan {
             mode,
             config_file: a.config_file.clone(),
+            telemetry_path: telemetry_path.to_string(),
             roots,
             templates,
             exclude,
