@@ -490,3 +490,84 @@ fn askpass_url_flaky_or_sometimes_wrong() {
         assert_eq!((s.published(), s.content()), (sha1, "one".to_string()));
     }
 }
+
+/// Upstream's `submodule_sync_over_http_different_passwords`: the repository,
+/// its submodule and the submodule's own submodule sit on three HTTP servers
+/// with three different users; one `--credential` each, matched by URL.
+#[test]
+fn submodules_over_http_with_a_credential_each() {
+    let tmp = support::tempdir();
+    let mut servers = Vec::new();
+    let mut repos = Vec::new();
+    for name in ["top", "sub", "nested"] {
+        let base = tmp.path().join(name);
+        let srv = base.join("srv");
+        std::fs::create_dir_all(&srv).unwrap();
+        let users = format!("user-{name}:pass-{name}\n");
+        let Some((peer, port)) = helpers::lighttpd(&srv, &base, &users) else {
+            return;
+        };
+        servers.push(peer);
+        let up = helpers::Upstream::new(&base);
+        up.commit(&format!("{name} file"));
+        repos.push((up, format!("http://127.0.0.1:{port}/git/repo"), name));
+    }
+    // Each parent records its child by path, then points .gitmodules at
+    // the child's server.
+    for i in [1, 0] {
+        let (parent, child) = (&repos[i].0, &repos[i + 1]);
+        let name = child.2;
+        let path = child.0.dir.to_str().unwrap();
+        parent.git(&[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "-q",
+            "add",
+            path,
+            name,
+        ]);
+        parent.git(&[
+            "config",
+            "-f",
+            ".gitmodules",
+            &format!("submodule.{name}.url"),
+            &child.1,
+        ]);
+        parent.git(&["add", "-A"]);
+        parent.git(&["commit", "-q", "-m", &format!("add {name}")]);
+    }
+    let root = tmp.path().join("root");
+    let mut args = vec![
+        "git-sync".to_string(),
+        "--admin-addr=off".into(),
+        "--one-time".into(),
+        format!("--repo={}", repos[0].1),
+        format!("--root={}", root.display()),
+        "--link=link".into(),
+    ];
+    for (_, url, name) in &repos {
+        args.push(format!(
+            r#"--credential={{"url":"{url}","username":"user-{name}","password":"pass-{name}"}}"#
+        ));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = support::run(&refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = root.join("link");
+    let read = |p: &str| std::fs::read_to_string(link.join(p)).unwrap();
+    assert_eq!(read("file"), "top file");
+    assert_eq!(read("sub/file"), "sub file");
+    assert_eq!(read("sub/nested/file"), "nested file");
+
+    // Without the nested submodule's credential the sync fails.
+    args.pop();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    std::fs::remove_dir_all(&root).unwrap();
+    assert!(!support::run(&refs).status.success());
+    drop(servers);
+}
