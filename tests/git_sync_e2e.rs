@@ -571,3 +571,83 @@ fn submodules_over_http_with_a_credential_each() {
     assert!(!support::run(&refs).status.success());
     drop(servers);
 }
+
+/// Upstream's `submodule_sync_over_ssh_different_keys`: the repository, its
+/// submodule and the nested submodule on three sshd servers that each accept
+/// one key; all three `--ssh-key-file`s are given and every host is checked
+/// against one known_hosts file.
+#[test]
+fn submodules_over_ssh_with_a_key_each() {
+    let tmp = support::tempdir();
+    let mut servers = Vec::new();
+    let mut repos = Vec::new();
+    let mut keys = Vec::new();
+    let mut known = String::new();
+    for name in ["top", "sub", "nested"] {
+        let base = tmp.path().join(name);
+        std::fs::create_dir_all(&base).unwrap();
+        let key = tmp.path().join(format!("key-{name}"));
+        helpers::keygen(&key);
+        let Some((peer, port, kh)) = helpers::sshd(&base, std::slice::from_ref(&key)) else {
+            return;
+        };
+        servers.push(peer);
+        known.push_str(&std::fs::read_to_string(kh).unwrap());
+        keys.push(key);
+        let up = helpers::Upstream::new(&base);
+        up.commit(&format!("{name} file"));
+        let url = format!("ssh://root@127.0.0.1:{port}{}", up.dir.display());
+        repos.push((up, url, name));
+    }
+    for i in [1, 0] {
+        let (parent, child) = (&repos[i].0, &repos[i + 1]);
+        let name = child.2;
+        parent.git(&[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "-q",
+            "add",
+            child.0.dir.to_str().unwrap(),
+            name,
+        ]);
+        parent.git(&[
+            "config",
+            "-f",
+            ".gitmodules",
+            &format!("submodule.{name}.url"),
+            &child.1,
+        ]);
+        parent.git(&["add", "-A"]);
+        parent.git(&["commit", "-q", "-m", &format!("add {name}")]);
+    }
+    let known_file = tmp.path().join("known_hosts");
+    std::fs::write(&known_file, known).unwrap();
+    let root = tmp.path().join("root");
+    let mut args = vec![
+        "git-sync".to_string(),
+        "--admin-addr=off".into(),
+        "--one-time".into(),
+        format!("--repo={}", repos[0].1),
+        format!("--root={}", root.display()),
+        "--link=link".into(),
+        format!("--ssh-known-hosts-file={}", known_file.display()),
+    ];
+    args.extend(
+        keys.iter()
+            .map(|k| format!("--ssh-key-file={}", k.display())),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = support::run(&refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = root.join("link");
+    let read = |p: &str| std::fs::read_to_string(link.join(p)).unwrap();
+    assert_eq!(read("file"), "top file");
+    assert_eq!(read("sub/file"), "sub file");
+    assert_eq!(read("sub/nested/file"), "nested file");
+    drop(servers);
+}
