@@ -69,6 +69,16 @@ fn http_basic_auth_username_and_password() {
     args.push("--username=testuser".into());
     args.push("--__env__GITSYNC_PASSWORD=testpass".into());
     assert!(run_env(&args, &[]).status.success());
+
+    // The deprecated `--password` flag, as upstream's auth_http_password uses it.
+    let mut args = base_args(&s, &url);
+    args.push("--username=testuser".into());
+    args.push("--password=testpass".into());
+    assert!(run_env(&args, &[]).status.success());
+    let mut args = base_args(&s, &url);
+    args.push("--username=testuser".into());
+    args.push("--password=wrong".into());
+    assert!(!run_env(&args, &[]).status.success());
 }
 
 #[test]
