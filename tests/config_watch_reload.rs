@@ -1199,7 +1199,11 @@ fn thanos_directories_apply() {
         "--retry-interval=100ms",
     ]);
     let steps: [&dyn Fn(); 5] = [
-        &|| support::write(&dir.join("rule2.yaml"), "rule2"),
+        // Written outside and moved in, so no snapshot sees it half-written.
+        &|| {
+            support::write(&tmp.join("rule2.yaml"), "rule2");
+            std::fs::rename(tmp.join("rule2.yaml"), dir.join("rule2.yaml")).unwrap();
+        },
         &|| std::fs::rename(tmp.join("rule1.yaml"), dir.join("rule1.yaml")).unwrap(),
         &|| {
             symlink(dir2.join("rule3-001.yaml"), dir2.join("rule3.yaml")).unwrap();
@@ -1279,11 +1283,51 @@ fn thanos_config_apply_with_sidecar_flags() {
         Some(1.0)
     );
     // Still watching: the config comes back and is applied.
-    support::write(&input, "config:\n  a: back\n");
+    replace(&input, "config:\n  a: back\n");
     rx.next();
     support::wait_until("third reload", || successes(admin) == 3.0);
     assert_eq!(
         std::fs::read_to_string(&output).unwrap(),
         "config:\n  a: back\n"
     );
+}
+
+/// thanos' `TestReloader_DirectoriesApplyBasedOnWatchInterval`: a file is
+/// linked into a watched directory from one outside, then that outside
+/// target is edited. Exactly two reloads, and the periodic re-hash
+/// (`--watch-interval=1s`) adds none while nothing changes.
+#[test]
+fn thanos_directories_apply_based_on_watch_interval() {
+    use std::os::unix::fs::symlink;
+    let d = support::tempdir();
+    let (dir, dir2) = (d.path().join("dir"), d.path().join("dir2"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir2.join("rule-dir")).unwrap();
+    symlink(dir2.join("rule-dir"), dir.join("rule-dir")).unwrap();
+    support::write(&dir.join("rule1.yaml"), "rule");
+    support::write(&dir.join("rule2.yaml"), "rule2");
+    support::write(&dir2.join("rule3-source.yaml"), "rule3");
+    symlink(dir2.join("rule3-source.yaml"), dir2.join("rule3-001.yaml")).unwrap();
+    support::write(&dir2.join("rule-dir/rule4.yaml"), "rule4");
+    let rx = Receiver::start();
+    let (_sc, admin) = start(&[
+        &format!("--watched-dir={}", s(&dir)),
+        &format!("--watched-dir={}", s(&dir.join("rule-dir"))),
+        &format!("--reload-url=http://{}", rx.addr),
+        "--watch-interval=1s",
+        "--retry-interval=9999h",
+    ]);
+    symlink(dir2.join("rule3-001.yaml"), dir2.join("rule3.yaml")).unwrap();
+    std::fs::rename(dir2.join("rule3.yaml"), dir.join("rule3.yaml")).unwrap();
+    rx.next();
+    // Replaced in one step, so no snapshot sees it half-written.
+    support::write(&d.path().join("new"), "rule3-changed");
+    std::fs::rename(d.path().join("new"), dir2.join("rule3-source.yaml")).unwrap();
+    rx.next();
+    support::wait_until("second reload counted", || successes(admin) == 2.0);
+    let applies = || metric(admin, "reloader_config_apply_operations_total").unwrap_or(0.0);
+    let after = applies();
+    support::wait_until("two more periodic re-hashes", || applies() >= after + 2.0);
+    assert!(rx.drain().is_empty(), "no reload without a change");
+    assert_eq!(successes(admin), 2.0);
 }
