@@ -152,10 +152,11 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     if buf.len() < len {
         return Ok(None);
     }
-    if local {
-        // The spec: a receiver uses the connection's own endpoints and
-        // discards the whole block, family included (health checks send
-        // LOCAL with whatever family and length they like).
+    if local || fam == 0x00 {
+        // The spec: for LOCAL a receiver uses the connection's own endpoints
+        // and discards the whole block, family included (health checks send
+        // LOCAL with whatever family and length they like); for UNSPEC it
+        // ignores the address information, which then has no layout to check.
         return Ok(Some(Parsed {
             addresses: None,
             len,
@@ -339,6 +340,16 @@ mod tests {
         let mut local = V2_SIG.to_vec();
         local.extend_from_slice(&[0x20, 0xff, 0x00, 0x00]);
         assert_eq!(parse(&local).unwrap().unwrap().addresses, None);
+        // PROXY over UNSPEC ignores the block too (no TLV layout is imposed)
+        let mut unspec = V2_SIG.to_vec();
+        unspec.extend_from_slice(&[0x21, 0x00, 0x00, 0x04, 0x01, 0x02, 0x03, 0x04]);
+        assert_eq!(
+            parse(&unspec).unwrap().unwrap(),
+            Parsed {
+                addresses: None,
+                len: 20
+            }
+        );
         // a bad version or command is rejected as soon as its byte arrives
         let mut bad = V2_SIG.to_vec();
         bad.push(0x11);
