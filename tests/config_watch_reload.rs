@@ -1331,3 +1331,42 @@ fn thanos_directories_apply_based_on_watch_interval() {
     assert!(rx.drain().is_empty(), "no reload without a change");
     assert_eq!(successes(admin), 2.0);
 }
+
+/// thanos' `TestReloader_ConfigRollback`: the app refuses (503) while the
+/// rendered config is the faulty one; going back to the good config, whose
+/// hash equals the last successful reload's, reloads again.
+#[test]
+fn thanos_config_rollback() {
+    let d = support::tempdir();
+    let input = d.path().join("in/cfg.yaml.tmpl");
+    let output = d.path().join("out/cfg.yaml");
+    std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+    let (correct, faulty) = ("config:\n  a: 1\n", "faulty_config:\n  a: 1\n");
+    support::write(&input, correct);
+    let out = output.clone();
+    let rx = Receiver::with(move |_| match std::fs::read_to_string(&out) {
+        Ok(c) if c == faulty => (503, "bad config".into()),
+        _ => (200, String::new()),
+    });
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        APPLET,
+        "--listen-address=127.0.0.1:0",
+        &format!("--reload-url=http://{}", rx.addr),
+        &format!("--config-file={}", s(&input)),
+        &format!("--config-envsubst-file={}", s(&output)),
+        "--watch-interval=10s",
+        "--retry-interval=100ms",
+    ]);
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let admin = sc.admin_addr();
+    support::wait_until("initial reload", || successes(admin) == 1.0);
+    replace(&input, faulty);
+    support::wait_until("faulty config refused", || {
+        metric(admin, "reloader_reloads_failed_total").unwrap_or(0.0) >= 1.0
+    });
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), faulty);
+    replace(&input, correct);
+    support::wait_until("rollback reloaded", || successes(admin) == 2.0);
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), correct);
+}
