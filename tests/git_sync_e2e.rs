@@ -124,7 +124,7 @@ fn read_only_root_filesystem_with_only_root_writable() {
     let script = r#"
 set -e
 ROOT="$1"; shift
-mount --bind "$ROOT" "$ROOT"
+mount --bind "$ROOT" "$ROOT" || exit 97
 for mp in $(awk '{print $2}' /proc/self/mounts | sort -r); do
   case "$mp" in "$ROOT"|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
   mount -o remount,bind,ro "$mp" 2>/dev/null || true
