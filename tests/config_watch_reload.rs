@@ -1370,3 +1370,36 @@ fn thanos_config_rollback() {
     support::wait_until("rollback reloaded", || successes(admin) == 2.0);
     assert_eq!(std::fs::read_to_string(&output).unwrap(), correct);
 }
+
+/// A rendered output deleted or edited by someone else is written again at
+/// the next re-hash (prometheus-config-reloader renders at every apply),
+/// without a reload: the content the app should read did not change.
+#[test]
+fn damaged_render_output_is_restored_without_reloading() {
+    let d = support::tempdir();
+    let src = d.path().join("in/app.tmpl");
+    let dst = d.path().join("out/app.yaml");
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    support::write(&src, "a: $(CWR_RESTORE)\n");
+    let rx = Receiver::start();
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args([
+        APPLET,
+        "--admin-addr=127.0.0.1:0",
+        &format!("--render={}:{}", s(&src), s(&dst)),
+        &format!("--reload-url={}", rx.url("/")),
+        "--resync-interval=200ms",
+    ])
+    .env("CWR_RESTORE", "1");
+    let mut sc = Sidecar::spawn(&mut cmd);
+    sc.wait_for_log("watching");
+    std::fs::remove_file(&dst).unwrap();
+    support::wait_until("output restored", || {
+        std::fs::read_to_string(&dst).ok().as_deref() == Some("a: 1\n")
+    });
+    replace(&dst, "edited\n");
+    support::wait_until("output restored again", || {
+        std::fs::read_to_string(&dst).ok().as_deref() == Some("a: 1\n")
+    });
+    assert!(rx.drain().is_empty(), "no reload for an unchanged config");
+}

@@ -213,6 +213,12 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
         metrics.apply_operations.inc();
         let snap = observe(&plan, &mut watcher).await;
         if snap.hash == current.hash || Some(snap.hash) == render_failed {
+            // Outputs are not hashed: one deleted or edited by someone else
+            // is written again (prometheus-config-reloader renders at every
+            // apply). Nothing is written when it is intact.
+            if render_failed.is_none() {
+                render_all(&plan, &metrics, false)?;
+            }
             continue;
         }
         metrics.changes.inc();
