@@ -185,7 +185,7 @@ impl EsSink {
                 body.extend_from_slice(batch.doc(i));
                 body.push(b'\n');
             }
-            let (body, encoding) = self.common.encode(&body);
+            let (body, encoding) = self.common.encode(body);
             let url = self.urls[self.current].clone();
             let redacted = sidecar_runtime::redact::redact_url(&url);
             match post(

@@ -37,7 +37,7 @@ impl HttpSink {
     }
 
     pub async fn deliver(&mut self, batch: &mut Batch) {
-        let (body, encoding) = self.common.encode(&batch.body);
+        let (body, encoding) = self.common.encode(batch.body.clone());
         let mut backoff = self.common.backoff();
         let redacted = sidecar_runtime::redact::redact_url(&self.url);
         loop {

@@ -75,7 +75,7 @@ impl LokiSink {
     }
 
     pub async fn deliver(&mut self, batch: &mut Batch) {
-        let (body, encoding) = self.common.encode(&self.body(batch));
+        let (body, encoding) = self.common.encode(self.body(batch));
         let mut backoff = self.common.backoff();
         let redacted = sidecar_runtime::redact::redact_url(&self.url);
         loop {

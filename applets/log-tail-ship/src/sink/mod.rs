@@ -41,9 +41,9 @@ impl Common {
     }
 
     /// The request body, gzipped (level 1, as Filebeat) if asked.
-    pub fn encode(&self, body: &[u8]) -> (Bytes, Option<&'static str>) {
+    pub fn encode(&self, body: Vec<u8>) -> (Bytes, Option<&'static str>) {
         match self.compress {
-            Compress::None => (Bytes::copy_from_slice(body), None),
+            Compress::None => (Bytes::from(body), None),
             Compress::Gzip => {
                 use std::io::Write;
                 let mut gz = flate2::write::GzEncoder::new(
@@ -51,7 +51,7 @@ impl Common {
                     flate2::Compression::fast(),
                 );
                 // Writing into a Vec cannot fail.
-                let _ = gz.write_all(body);
+                let _ = gz.write_all(&body);
                 (Bytes::from(gz.finish().unwrap_or_default()), Some("gzip"))
             }
         }
