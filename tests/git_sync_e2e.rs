@@ -651,3 +651,57 @@ fn submodules_over_ssh_with_a_key_each() {
     assert_eq!(read("sub/nested/file"), "nested file");
     drop(servers);
 }
+
+/// Upstream's `auth_askpass_url_slow_start`: the askpass server is not up
+/// yet; the failed passes count against `--max-failures=5` and publish
+/// nothing, and the sync succeeds once the server answers.
+#[test]
+fn askpass_url_that_starts_late() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let Some((_peer, port)) = helpers::lighttpd(s.tmp.path(), s.tmp.path(), "testuser:testpass\n")
+    else {
+        return;
+    };
+    let askpass_port = helpers::free_port();
+    let args = [
+        format!("--repo=http://127.0.0.1:{port}/git/repo"),
+        s.root_arg(),
+        "--link=link".into(),
+        "--touch-file=_sync_lock".into(),
+        // Upstream's pacing: 1s leaves four retries' time to start the server.
+        "--period=1s".into(),
+        "--max-failures=5".into(),
+        format!("--askpass-url=http://127.0.0.1:{askpass_port}/git_askpass"),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut sc = support::Sidecar::start("git-sync", &refs);
+    sc.wait_for_log("can't get credentials from --askpass-url");
+    assert!(
+        std::fs::symlink_metadata(s.link()).is_err(),
+        "published without credentials"
+    );
+
+    // The server comes up: a minimal HTTP/1.1 answer per connection.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", askpass_port)).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = "username=testuser\npassword=testpass\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha);
+    assert_eq!(s.content(), "one");
+}
