@@ -625,6 +625,22 @@ fn accept_proxy_protocol_passes_the_announced_client_on() {
 }
 
 #[test]
+fn accepted_proxy_v2_headers_may_be_as_long_as_their_length_field_allows() {
+    // Envoy's V2ParseExtensionsLargeThanInitMaxReadBytes: one 65,520-byte TLV.
+    let (up, accepted) = Upstream::manual();
+    let p = proxy_to(&[&up], &["--accept-proxy-protocol"]);
+    let mut c = p.connect();
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
+    header.extend_from_slice(&[1, 2, 3, 4, 0, 1, 1, 2, 3, 5, 0, 2]);
+    header.extend_from_slice(&[0x02, 0xff, 0xf0]);
+    header.extend(std::iter::repeat_n(b'a', 65520));
+    c.write_all(&header).unwrap();
+    c.write_all(b"DATA").unwrap();
+    let mut u = recv(&accepted);
+    assert_eq!(read_n(&mut u, 4), b"DATA");
+}
+
+#[test]
 fn a_client_that_never_sends_its_proxy_header_is_closed_at_the_timeout() {
     let (up, accepted) = Upstream::manual();
     let p = proxy_to(

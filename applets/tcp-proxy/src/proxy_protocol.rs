@@ -19,9 +19,6 @@ const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_PREFIX: &[u8] = b"PROXY ";
 /// The v1 spec's bound, CRLF included.
 const V1_MAX: usize = 107;
-/// Far above what real senders (HAProxy, AWS NLB, ztunnel) put in TLVs, and
-/// small enough that a hostile client cannot make us buffer much.
-const V2_MAX: usize = 4096;
 
 /// The connection's endpoints as the sender saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,10 +142,10 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     }
     let fam = buf[13];
     let body_len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
+    // Any length the 16-bit field can say is accepted (Envoy does; a TLV of
+    // 65,520 bytes is in its tests): at most 64 KiB buffered per client, for
+    // no longer than --proxy-protocol-timeout, like one relay buffer.
     let len = 16 + body_len;
-    if len > V2_MAX {
-        return Err(ParseError::Malformed("v2 header longer than 4096 bytes"));
-    }
     if buf.len() < len {
         return Ok(None);
     }
@@ -350,6 +347,13 @@ mod tests {
                 len: 20
             }
         );
+        // the largest header the length field allows: one 65,520-byte TLV
+        let mut big = encode(Version::V2, s, d);
+        big[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
+        big.extend_from_slice(&[0x02, 0xff, 0xf0]);
+        big.extend(std::iter::repeat_n(b'a', 65520));
+        assert_eq!(parse(&big).unwrap().unwrap().len, 16 + 0xffff);
+        assert_eq!(parse(&big[..40000]).unwrap(), None);
         // a bad version or command is rejected as soon as its byte arrives
         let mut bad = V2_SIG.to_vec();
         bad.push(0x11);
