@@ -805,6 +805,24 @@ fn sigterm_closes_what_is_left_after_the_grace_period() {
 }
 
 #[test]
+fn the_grace_period_running_out_resets_the_upstream_too() {
+    // A FIN would tell the upstream that the client's upload is complete.
+    let (up, accepted) = Upstream::manual();
+    let mut p = proxy_to(&[&up], &["--shutdown-grace=300ms"]);
+    let mut c = p.connect();
+    c.write_all(b"partial upload").unwrap();
+    let mut u = recv(&accepted);
+    assert_eq!(read_n(&mut u, 14), b"partial upload");
+    p.sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    let err = u
+        .read(&mut [0u8; 16])
+        .expect_err("upstream should see a reset, not EOF");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(closed(&mut c));
+    assert_eq!(p.sidecar.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn bad_flags_exit_2_naming_the_flag() {
     for (args, needle) in [
         (vec!["tcp-proxy"], "nothing to proxy"),

@@ -138,7 +138,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
         received: 0,
         close: "",
     };
+    // Biased: a relaying connection sees the hard stop itself and resets
+    // both sides; this branch only ends connections not relaying yet.
     let result = tokio::select! {
+        biased;
         r = proxy(&client, &route, &shared, &mut rec) => r,
         _ = shared.hard_stop.cancelled() => {
             relay::reset(&client);
@@ -281,6 +284,7 @@ async fn proxy(
         max_duration: shared.max_connection_duration,
         splice_after: shared.splice_after,
         spliced: &shared.metrics.spliced_bytes,
+        hard_stop: &shared.hard_stop,
     };
     let close = relay::relay(client, &upstream, &up, &down, &opts).await;
     rec.sent = up.bytes();

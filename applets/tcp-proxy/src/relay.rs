@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use sidecar_runtime::prometheus_client;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// Big enough for few syscalls per byte on bulk transfers; allocated without
 /// zeroing, and only while data flows.
@@ -37,6 +38,8 @@ pub enum Close {
     IdleTimeout,
     /// --max-connection-duration ran out.
     MaxDuration,
+    /// The shutdown grace period ran out.
+    Shutdown,
 }
 
 impl Close {
@@ -46,6 +49,7 @@ impl Close {
             Close::Reset => "reset",
             Close::IdleTimeout => "idle_timeout",
             Close::MaxDuration => "max_duration",
+            Close::Shutdown => "shutdown",
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Options<'a> {
     pub max_duration: Duration,
     pub splice_after: u64,
     pub spliced: &'a Counter,
+    /// Fires when the shutdown grace period is over.
+    pub hard_stop: &'a CancellationToken,
 }
 
 /// Time of the last byte either way, for the idle timeout.
@@ -155,6 +161,9 @@ pub async fn relay(
             },
             _ = &mut idle, if !opts.idle_timeout.is_zero() => break Close::IdleTimeout,
             _ = &mut lifetime, if !opts.max_duration.is_zero() => break Close::MaxDuration,
+            // Reset, not FIN: an upstream must not take a cut-off upload for
+            // a complete one.
+            _ = opts.hard_stop.cancelled() => break Close::Shutdown,
         }
         if up_done && down_done {
             break Close::Done;
