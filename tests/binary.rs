@@ -57,7 +57,10 @@ fn version_and_help() {
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{name} ")))
             .unwrap();
-        assert!(entry.trim_end().ends_with(about), "{name}: {about:?} vs {entry:?}");
+        assert!(
+            entry.trim_end().ends_with(about),
+            "{name}: {about:?} vs {entry:?}"
+        );
     }
     let out = run(&["--help", "nope"]);
     assert_eq!(out.status.code(), Some(127));
