@@ -746,3 +746,16 @@ fn symlinks_are_not_followed_by_default() {
     let ship = Ship::start(&["--path", &glob(&logs, "*.log"), "--follow-symlinks"]);
     ship.wait_message("s3cr3t-token");
 }
+
+/// The glob's directory does not exist at start: its parent is watched, and
+/// the file is picked up when the directory and file appear.
+#[test]
+fn discovers_files_in_a_directory_created_later() {
+    let dir = support::tempdir();
+    let sub = dir.path().join("pods/web");
+    let mut ship = Ship::start(&["--path", &glob(&sub, "*.log"), "--scan-interval", "1h"]);
+    ship.sc.wait_for_log("log-tail-ship started");
+    std::fs::create_dir_all(&sub).unwrap();
+    Writer::append(&sub.join("app.log")).line("from a new directory");
+    ship.wait_message("from a new directory");
+}
