@@ -688,7 +688,7 @@ fn basic_auth_with_bcrypt_htpasswd() {
         "# team\nalice:$2b$04$dN.gIIRohXuUmgkED/BVJ.qVO50pLLT65pl63SxDIvIL3GX0Dwjlm\n",
     )
     .unwrap();
-    let (_sc, addr) = serve(
+    let (sc, addr) = serve(
         &dir.path().join("www"),
         &["--basic-auth-file", htpasswd.to_str().unwrap()],
     );
@@ -717,6 +717,35 @@ fn basic_auth_with_bcrypt_htpasswd() {
             "{bad}"
         );
     }
+
+    // A rotated file (Kubernetes swaps the Secret's symlink) is picked up.
+    let next = dir.path().join("htpasswd.new");
+    std::fs::write(
+        &next,
+        "bob:$2b$04$dN.gIIRohXuUmgkED/BVJ.qVO50pLLT65pl63SxDIvIL3GX0Dwjlm\n",
+    )
+    .unwrap();
+    std::fs::rename(&next, &htpasswd).unwrap();
+    let bob = "Basic Ym9iOnMzY3JldA=="; // bob:s3cret
+    support::wait_until("the new htpasswd to load", || {
+        get_with(addr, "/hello.txt", &[("authorization", bob)]).status == 200
+    });
+    assert_eq!(
+        get_with(addr, "/hello.txt", &[("authorization", ok)]).status,
+        401
+    );
+    // A broken file keeps the previous users.
+    std::fs::write(&next, "garbage\n").unwrap();
+    std::fs::rename(&next, &htpasswd).unwrap();
+    // (The file is looked at when requests come.)
+    support::wait_until("the broken file to be noticed", || {
+        get_with(addr, "/hello.txt", &[("authorization", bob)]);
+        sc.logged("does not parse")
+    });
+    assert_eq!(
+        get_with(addr, "/hello.txt", &[("authorization", bob)]).status,
+        200
+    );
 }
 
 #[test]

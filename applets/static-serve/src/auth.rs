@@ -5,10 +5,15 @@
 //! constant time; the file's own hash is only run again when the password
 //! differs. Unknown users are checked against a dummy hash so response time does
 //! not reveal which user names exist (SWS v2.41.0, darkhttpd CVE-2024-23771).
+//!
+//! The file is checked for changes at most once a second (a Kubernetes Secret
+//! is updated by swapping a symlink) and reloaded; a file that no longer parses
+//! keeps the previous users and is logged.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -16,49 +21,93 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 pub struct BasicAuth {
-    users: HashMap<String, String>,
+    path: PathBuf,
+    users: RwLock<Arc<HashMap<String, String>>>,
+    /// When the file was last looked at, and what it was then.
+    seen: Mutex<(Instant, Option<Stamp>)>,
     dummy: String,
     verified: Mutex<HashMap<String, [u8; 32]>>,
     /// Bounds the CPU that unauthenticated clients can make us burn on bcrypt.
     slots: Semaphore,
 }
 
+/// Identity of one version of the file.
+type Stamp = (u64, i64, i64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).ok()?;
+    Some((md.ino(), md.mtime(), md.mtime_nsec(), md.size()))
+}
+
+/// Reads `user:bcrypt-hash` lines (`#` comments and blank lines skipped).
+fn parse(path: &Path) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut users = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| format!("{}:{}: expected user:hash", path.display(), i + 1))?;
+        if !["$2a$", "$2b$", "$2x$", "$2y$"]
+            .iter()
+            .any(|p| hash.starts_with(p))
+        {
+            return Err(format!(
+                "{}:{}: only bcrypt hashes are supported (htpasswd -B)",
+                path.display(),
+                i + 1
+            ));
+        }
+        users.insert(user.to_string(), hash.to_string());
+    }
+    if users.is_empty() {
+        return Err(format!("{}: no users", path.display()));
+    }
+    Ok(users)
+}
+
 impl BasicAuth {
-    /// Reads `user:bcrypt-hash` lines (`#` comments and blank lines skipped).
     pub fn load(path: &Path) -> Result<BasicAuth, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut users = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (user, hash) = line
-                .split_once(':')
-                .ok_or_else(|| format!("{}:{}: expected user:hash", path.display(), i + 1))?;
-            if !["$2a$", "$2b$", "$2x$", "$2y$"]
-                .iter()
-                .any(|p| hash.starts_with(p))
-            {
-                return Err(format!(
-                    "{}:{}: only bcrypt hashes are supported (htpasswd -B)",
-                    path.display(),
-                    i + 1
-                ));
-            }
-            users.insert(user.to_string(), hash.to_string());
-        }
-        if users.is_empty() {
-            return Err(format!("{}: no users", path.display()));
-        }
+        let seen = stamp(path);
+        let users = parse(path)?;
         let dummy =
             bcrypt::hash("static-serve-dummy", bcrypt::DEFAULT_COST).map_err(|e| e.to_string())?;
         Ok(BasicAuth {
-            users,
+            path: path.to_path_buf(),
+            users: RwLock::new(Arc::new(users)),
+            seen: Mutex::new((Instant::now(), seen)),
             dummy,
             verified: Mutex::new(HashMap::new()),
             slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         })
+    }
+
+    /// Reloads the file if it changed (checked at most once a second).
+    fn refresh(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        seen.0 = Instant::now();
+        let now = stamp(&self.path);
+        if now == seen.1 {
+            return;
+        }
+        seen.1 = now;
+        match parse(&self.path) {
+            Ok(users) => {
+                tracing::info!(file = %self.path.display(), users = users.len(), "reloaded --basic-auth-file");
+                *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+                self.lock().clear();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "--basic-auth-file changed but does not parse; keeping the previous users")
+            }
+        }
     }
 
     /// Whether the `Authorization` header carries valid credentials.
@@ -66,7 +115,9 @@ impl BasicAuth {
         let Some((user, pass)) = header.and_then(decode) else {
             return false;
         };
-        let known = self.users.get(&user);
+        self.refresh();
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let known = users.get(&user);
         let hash = known.unwrap_or(&self.dummy).clone();
         let digest: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
