@@ -1169,3 +1169,194 @@ fn split<'a>(hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
     out.push(rest);
     out
 }
+
+/// Every response in `out`, in order: status and body (HEAD responses have
+/// no body; the caller says which ones are HEAD).
+fn responses(mut out: &[u8], heads: &[bool]) -> Vec<(u16, Vec<u8>)> {
+    let mut all = Vec::new();
+    for &head in heads {
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let r = http::parse_response(&out[..end], true);
+        let len: usize = match head {
+            true => 0,
+            false => r.header("content-length").unwrap().parse().unwrap(),
+        };
+        all.push((r.status, out[end..end + len].to_vec()));
+        out = &out[end + len..];
+    }
+    assert!(out.is_empty(), "trailing bytes: {}", out.len());
+    all
+}
+
+#[test]
+fn sendfile_bodies_stay_exact_when_pipelined_with_head_ranges_and_a_slow_reader() {
+    // Bodies of files above 256 KiB leave by sendfile through placeholders
+    // (src/sendfile.rs); a placeholder written as its own (zero) bytes would
+    // show up here as a wrong body. HEAD bodies are never polled by hyper, so
+    // they must not leave a span behind that shifts the next response.
+    let dir = site();
+    let data: Vec<u8> = (0..700_001u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8 | 1)
+        .collect();
+    std::fs::write(dir.path().join("www/big.bin"), &data).unwrap();
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    // A small receive window makes every sendfile partial.
+    let small: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on an open socket with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    s.write_all(
+        b"HEAD /big.bin HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=300000-\r\n\r\n\
+          HEAD /big.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=1-2\r\n\r\n\
+          GET /big.bin HTTP/1.0\r\nconnection: keep-alive\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nhost: x\r\nif-none-match: *\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=0-9999,-300000\r\n\r\n\
+          GET /hello.txt HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let heads = [true, false, true, false, true, false, false, false];
+    let r = responses(&out, &heads);
+    assert_eq!(r[0].0, 200);
+    assert_eq!((r[1].0, &r[1].1[..]), (206, &data[300_000..]));
+    assert_eq!(r[2].0, 206);
+    assert_eq!((r[3].0, &r[3].1[..]), (200, &data[..]));
+    assert_eq!(r[4].0, 304);
+    assert_eq!(r[5].0, 206);
+    let multipart = &r[5].1;
+    let at = |needle: &[u8]| multipart.windows(needle.len()).position(|w| w == needle);
+    assert!(at(&data[..10_000]).is_some() && at(&data[400_001..]).is_some());
+    assert_eq!((r[6].0, &r[6].1[..]), (200, &b"hello world\n"[..]));
+    assert_eq!((r[7].0, &r[7].1[..]), (200, &data[..]));
+    assert!(!out.windows(64).any(|w| w.iter().all(|&b| b == 0)));
+}
+
+#[test]
+fn protocol_edge_cases_over_raw_tcp() {
+    let dir = site();
+    let (_sc, addr) = serve(&dir.path().join("www"), &[]);
+    let text = |raw_req: &[u8]| String::from_utf8_lossy(&raw(addr, raw_req)).into_owned();
+    let status = |raw_req: &[u8]| text(raw_req).get(9..12).unwrap_or("").to_string();
+
+    // Two Host fields: 400 (RFC 9112 §3.2); one, or none, is served.
+    assert_eq!(
+        status(b"GET /hello.txt HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n"),
+        "400"
+    );
+    assert_eq!(
+        status(b"GET /hello.txt HTTP/1.1\r\nconnection: close\r\n\r\n"),
+        "200"
+    );
+    // Absolute-form targets are resolved like origin-form ones.
+    assert_eq!(
+        status(b"GET http://x/../secret HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        "400"
+    );
+    assert!(
+        text(b"GET http://other/hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ends_with("hello world\n")
+    );
+    // Tomcat's `..;` and overlong / invalid UTF-8 are plain (missing) names.
+    for target in [
+        "/..;/hello.txt",
+        "/%C0%AE%C0%AE/hello.txt",
+        "/%ff%fe",
+        "/%E2%82",
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        assert_eq!(status(req.as_bytes()), "404", "{target}");
+    }
+    assert_eq!(
+        status(b"GET /%2e%2e%5chello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        "400"
+    );
+
+    // Two Range fields are ambiguous: both ignored, the whole file sent.
+    let out = text(
+        b"GET /data.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=0-0\r\nrange: bytes=5-5\r\nconnection: close\r\n\r\n",
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("content-length: 1000"),
+        "{out}"
+    );
+    // `bytes=0-0,-1`: two parts, the first and the last byte.
+    let out = text(
+        b"GET /data.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=0-0,-1\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 206"), "{out}");
+    assert!(
+        out.contains("bytes 0-0/1000") && out.contains("bytes 999-999/1000"),
+        "{out}"
+    );
+    // A weak If-Range never matches: the full 200.
+    let out = text(
+        b"GET /data.bin HTTP/1.1\r\nhost: x\r\nrange: bytes=0-1\r\nif-range: W/\"x\"\r\nconnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    // OPTIONS * answers for the server.
+    let out = text(b"OPTIONS * HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    assert!(
+        out.starts_with("HTTP/1.1 204") && out.contains("allow: GET, HEAD, OPTIONS"),
+        "{out}"
+    );
+
+    // Smuggling spellings. TE + CL: the chunked body wins and the connection
+    // closes after one response, so nothing rides along as a second request.
+    let out = text(
+        b"GET /hello.txt HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n\
+          0\r\n\r\nGET /data.bin HTTP/1.1\r\nhost: x\r\n\r\n",
+    );
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    for bad in [
+        &b"GET /hello.txt HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab"
+            [..],
+        b"GET /hello.txt HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
+        b"GET /hello.txt HTTP/1.1\r\nhost: x\r\nx-a: a\r\n folded\r\n\r\n",
+        b"GET /hello.txt HTTP/1.1\r\nhost: x\r\nx-a : b\r\n\r\n",
+    ] {
+        let out = text(bad);
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}: {out}",
+            String::from_utf8_lossy(bad)
+        );
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    }
+    // More header fields than the parser holds: 431, not a crash.
+    let mut many = b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for i in 0..200 {
+        many.extend_from_slice(format!("x-{i}: a\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(status(&many), "431");
+
+    // HEAD: GET's headers, no body, and the connection stays usable.
+    let out = raw(
+        addr,
+        b"HEAD /hello.txt HTTP/1.1\r\nhost: x\r\n\r\nGET /hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    let r = responses(&out, &[true, false]);
+    assert_eq!(r[0], (200, vec![]));
+    assert_eq!(r[1], (200, b"hello world\n".to_vec()));
+}

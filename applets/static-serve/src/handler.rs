@@ -84,6 +84,12 @@ impl Handler {
     }
 
     async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        // RFC 9112 §3.2: two Host fields make the target ambiguous (a proxy in
+        // front may have routed on the other one), so the request is refused.
+        // A missing Host is tolerated, as SWS and darkhttpd do.
+        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+            return text(StatusCode::BAD_REQUEST, "bad request: more than one Host\n");
+        }
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -272,7 +278,13 @@ impl Handler {
                 }
             }
         }
-        let range_header = ask.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        // `Range` is a single-valued field: two of them is ambiguous, so both
+        // are ignored and the whole representation is sent (as SWS does).
+        let mut range_values = ask.headers.get_all(header::RANGE).iter();
+        let range_header = match (range_values.next(), range_values.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
+        };
         let mut etag = f.meta.etag.clone();
         let mut gzipped = None;
         if coding.is_none()

@@ -283,7 +283,10 @@ async fn connection<S>(
     let conn = http1::Builder::new()
         .keep_alive(true)
         .max_header_size(MAX_HEAD)
-        // Body buffers go to the socket as they are (sendfile placeholders rely on it).
+        // Body buffers go to the socket as they are (sendfile placeholders rely on it):
+        // hyper queues them only with writev on and pipeline_flush off; if it ever
+        // copied one, its zeros would be sent, which the integration test
+        // `sendfile_bodies_stay_exact_when_pipelined_with_head_ranges_and_a_slow_reader` catches.
         .writev(true)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
