@@ -1343,6 +1343,19 @@ fn protocol_edge_cases_over_raw_tcp() {
         );
         assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
     }
+    // A GET's body is read as a body (and dropped), never as a request.
+    let inner = b"GET /data.bin HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut req = format!(
+        "GET /hello.txt HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        inner.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(inner);
+    req.extend_from_slice(b"GET /hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let r = responses(&raw(addr, &req), &[false, false]);
+    assert_eq!(r[0], (200, b"hello world\n".to_vec()));
+    assert_eq!(r[1], (200, b"hello world\n".to_vec()));
+
     // More header fields than the parser holds: 431, not a crash.
     let mut many = b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n".to_vec();
     for i in 0..200 {
