@@ -6,6 +6,8 @@ mod support;
 
 #[path = "config_watch_reload/kubelet.rs"]
 mod kubelet;
+#[path = "config_watch_reload/tls_app.rs"]
+mod tls_app;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -1402,4 +1404,46 @@ fn damaged_render_output_is_restored_without_reloading() {
         std::fs::read_to_string(&dst).ok().as_deref() == Some("a: 1\n")
     });
     assert!(rx.drain().is_empty(), "no reload for an unchanged config");
+}
+
+/// prometheus-config-reloader's client skips TLS verification (its
+/// `TestCreateHTTPClient`), so a Prometheus with a self-signed certificate
+/// gets its reloads: the same with its flags here. Without them the
+/// certificate is verified, unless --reload-insecure-skip-verify.
+#[test]
+fn https_reload_url_with_a_self_signed_certificate() {
+    let d = support::tempdir();
+    let Some(app) = tls_app::TlsApp::start(d.path()) else {
+        return;
+    };
+    let url = format!("--reload-url=https://127.0.0.1:{}/-/reload", app.port);
+    let config = d.path().join("prometheus.yaml");
+    support::write(&config, "global: {}\n");
+    let config_flag = format!("--config-file={}", s(&config));
+    // (lighttpd serves the endpoint as a file, so GET.)
+    let (mut sc, _) = start(&[
+        "--watch",
+        s(&config),
+        &url,
+        "--reload-method=GET",
+        "--reload-on-start",
+        "--webhook-retries=1",
+    ]);
+    sc.wait_for_log("giving up");
+    assert!(sc.stderr().contains("certificate"), "{}", sc.stderr());
+    for args in [
+        &[config_flag.as_str(), "--reload-method=GET"][..],
+        &[
+            "--watch",
+            s(&config),
+            "--reload-method=GET",
+            "--reload-on-start",
+            "--reload-insecure-skip-verify",
+        ],
+    ] {
+        let mut all = vec![url.as_str()];
+        all.extend_from_slice(args);
+        let (_sc, admin) = start(&all);
+        support::wait_until("reload over TLS", || successes(admin) == 1.0);
+    }
 }

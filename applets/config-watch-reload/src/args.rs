@@ -141,6 +141,18 @@ pub struct ConfigWatchReload {
           default_value = "30s", value_parser = parse_duration)]
     pub reload_timeout: Duration,
 
+    /// Do not verify the TLS certificate of https reload URLs (the app's own
+    /// self-signed one). On by default with prometheus-config-reloader's
+    /// flags, which always skip verification.
+    #[arg(
+        long,
+        env = "CONFIG_WATCH_RELOAD_RELOAD_INSECURE_SKIP_VERIFY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub reload_insecure_skip_verify: Option<bool>,
+
     /// Signal to send on change (HUP, SIGUSR1, 10) [default: HUP when a
     /// process is named].
     #[arg(long, env = "CONFIG_WATCH_RELOAD_SIGNAL", value_name = "SIG")]

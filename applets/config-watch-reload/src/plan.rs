@@ -98,6 +98,14 @@ fn comparable(path: &Path) -> PathBuf {
     }
 }
 
+/// The actions' client, accepting any certificate.
+fn insecure_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("sidecar/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(true)
+        .build()?)
+}
+
 impl ConfigWatchReload {
     pub fn plan(&self) -> Result<Plan> {
         let a = self;
@@ -162,8 +170,15 @@ impl ConfigWatchReload {
         if urls.is_empty() && (method_is_mode == Some("http") || base_given) {
             urls.push(prometheus_reload_url.clone());
         }
+        // prometheus-config-reloader's client skips verification (Prometheus
+        // on localhost with its own certificate); elsewhere only when asked.
+        let insecure = a.reload_insecure_skip_verify.unwrap_or(prometheus_style);
         for url in &urls {
             let mut h = HttpAction::new(url).map_err(|e| usage!("--reload-url: {e:#}"))?;
+            if insecure && url.starts_with("https:") {
+                tracing::warn!(url = %redact_url(url), "the reload URL's TLS certificate is not verified");
+                h.client = insecure_client()?;
+            }
             if !matches!(
                 reqwest::Url::parse(url)
                     .map(|u| u.scheme().to_string())
