@@ -1152,6 +1152,26 @@ fn missing_config_file_fails_like_prometheus_config_reloader() {
     assert!(rx.drain().is_empty());
 }
 
+/// The app of thanos' reloader tests: every second request fails (503), so
+/// each reload needs a retry.
+fn failing_every_second_request() -> Receiver {
+    let mut requests = 0;
+    Receiver::with(move |_| {
+        requests += 1;
+        match requests % 2 {
+            1 => (200, String::new()),
+            _ => (503, "every second request fails".into()),
+        }
+    })
+}
+
+/// thanos' test layout: `in/cfg.yaml.tmpl` rendered into `out/cfg.yaml`.
+fn thanos_config_paths(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let output = dir.join("out/cfg.yaml");
+    std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+    (dir.join("in/cfg.yaml.tmpl"), output)
+}
+
 /// thanos' `TestReloader_DirectoriesApply`, through the binary with
 /// prometheus-config-reloader's flags: two watched directories (one a
 /// symlink to a directory elsewhere), an app that fails every second
@@ -1184,14 +1204,7 @@ fn thanos_directories_apply() {
     symlink(dir2.join("rule3-source.yaml"), dir2.join("rule3-001.yaml")).unwrap();
     support::write(&dir2.join("rule-dir/rule4.yaml"), "rule4");
 
-    let mut requests = 0;
-    let rx = Receiver::with(move |_| {
-        requests += 1;
-        match requests % 2 {
-            1 => (200, String::new()),
-            _ => (503, "every second request fails".into()),
-        }
-    });
+    let rx = failing_every_second_request();
     let (_sc, admin) = start(&[
         &format!("--watched-dir={}", s(&dir)),
         &format!("--watched-dir={}", s(&dir.join("rule-dir"))),
@@ -1240,18 +1253,9 @@ fn thanos_directories_apply() {
 #[test]
 fn thanos_config_apply_with_sidecar_flags() {
     let d = support::tempdir();
-    let input = d.path().join("in/cfg.yaml.tmpl");
-    let output = d.path().join("out/cfg.yaml");
-    std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+    let (input, output) = thanos_config_paths(d.path());
     support::write(&input, "config:\n  a: 1\n  b: $(CWR_THANOS_ENV)\n");
-    let mut requests = 0;
-    let rx = Receiver::with(move |_| {
-        requests += 1;
-        match requests % 2 {
-            1 => (200, String::new()),
-            _ => (503, "every second request fails".into()),
-        }
-    });
+    let rx = failing_every_second_request();
     let mut cmd = std::process::Command::new(support::bin());
     cmd.args([
         APPLET,
@@ -1340,9 +1344,7 @@ fn thanos_directories_apply_based_on_watch_interval() {
 #[test]
 fn thanos_config_rollback() {
     let d = support::tempdir();
-    let input = d.path().join("in/cfg.yaml.tmpl");
-    let output = d.path().join("out/cfg.yaml");
-    std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+    let (input, output) = thanos_config_paths(d.path());
     let (correct, faulty) = ("config:\n  a: 1\n", "faulty_config:\n  a: 1\n");
     support::write(&input, correct);
     let out = output.clone();
