@@ -1377,35 +1377,46 @@ fn thanos_config_rollback() {
 
 /// A rendered output deleted or edited by someone else is written again at
 /// the next re-hash (prometheus-config-reloader renders at every apply),
-/// without a reload: the content the app should read did not change.
+/// without a reload: the content the app should read did not change. An
+/// unset variable kept literally is reported when the output is written,
+/// not at every re-hash that finds it intact.
 #[test]
 fn damaged_render_output_is_restored_without_reloading() {
     let d = support::tempdir();
     let src = d.path().join("in/app.tmpl");
     let dst = d.path().join("out/app.yaml");
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    support::write(&src, "a: $(CWR_RESTORE)\n");
+    support::write(&src, "a: $(CWR_RESTORE)\nb: $(CWR_NEVER_SET)\n");
+    let rendered = "a: 1\nb: $(CWR_NEVER_SET)\n";
     let rx = Receiver::start();
     let mut cmd = std::process::Command::new(support::bin());
     cmd.args([
         APPLET,
         "--admin-addr=127.0.0.1:0",
-        &format!("--render={}:{}", s(&src), s(&dst)),
+        &format!("--config-file={}", s(&src)),
+        &format!("--config-envsubst-file={}", s(&dst)),
         &format!("--reload-url={}", rx.url("/")),
-        "--resync-interval=200ms",
+        "--watch-interval=200ms",
     ])
-    .env("CWR_RESTORE", "1");
+    .env("CWR_RESTORE", "1")
+    .env_remove("CWR_NEVER_SET");
     let mut sc = Sidecar::spawn(&mut cmd);
-    sc.wait_for_log("watching");
+    let admin = sc.admin_addr();
+    rx.next(); // prometheus-config-reloader's reload at start
+    let restored = || std::fs::read_to_string(&dst).ok().as_deref() == Some(rendered);
     std::fs::remove_file(&dst).unwrap();
-    support::wait_until("output restored", || {
-        std::fs::read_to_string(&dst).ok().as_deref() == Some("a: 1\n")
-    });
+    support::wait_until("output restored", restored);
     replace(&dst, "edited\n");
-    support::wait_until("output restored again", || {
-        std::fs::read_to_string(&dst).ok().as_deref() == Some("a: 1\n")
-    });
+    support::wait_until("output restored again", restored);
+    let applies = || metric(admin, "reloader_config_apply_operations_total").unwrap_or(0.0);
+    let after = applies();
+    support::wait_until("two more re-hashes", || applies() >= after + 2.0);
     assert!(rx.drain().is_empty(), "no reload for an unchanged config");
+    let warnings = sc
+        .stderr()
+        .matches("unset variables kept literally")
+        .count();
+    assert_eq!(warnings, 3, "at start and at each restore: {}", sc.stderr());
 }
 
 /// prometheus-config-reloader's client skips TLS verification (its

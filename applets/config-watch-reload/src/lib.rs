@@ -84,7 +84,9 @@ fn render_all(plan: &Plan, metrics: &Metrics, fatal: bool) -> Result<bool> {
     for t in &plan.templates {
         match t.render(&lookup) {
             Ok(r) => {
-                if !r.unset.is_empty() {
+                // Said at start and when the output changes, not at every
+                // re-render that finds it intact (the gauge keeps the count).
+                if !r.unset.is_empty() && (fatal || r.written) {
                     tracing::warn!(src = %t.src.display(), variables = %r.unset.join(","), "unset variables kept literally");
                 }
                 unset += r.unset.len();
