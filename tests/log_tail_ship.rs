@@ -441,7 +441,14 @@ fn backpressure_bounds_memory_and_loses_nothing() {
         "read {read} of {file_size} while the sink was down"
     );
     assert!(read < file_size as f64);
+    // More lines, one write each, while the reader waits: their inotify
+    // events overflow the reader's queue, which must not lose them.
+    let more = 10_000;
+    for i in total..total + more {
+        w.line(&format!("bp {i:06} {}", "b".repeat(150)));
+    }
     recv.set_response(|_| (200, String::new()));
+    let total = total + more;
     let mut seen = HashSet::new();
     while seen.len() < total {
         let req = recv.next();

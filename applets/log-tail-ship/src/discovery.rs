@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -39,7 +41,8 @@ impl Discovery {
         excludes: &[String],
         own: Vec<PathBuf>,
         follow_symlinks: bool,
-        wake: Sender<Wake>,
+        wake: SyncSender<Wake>,
+        overflow: Arc<AtomicBool>,
     ) -> anyhow::Result<Discovery> {
         for p in patterns {
             glob::Pattern::new(p)
@@ -67,7 +70,12 @@ impl Discovery {
                 // An overflowed queue lost events: look again.
                 Err(_) => (true, Vec::new()),
             };
-            let _ = wake.send(Wake::Fs { rescan, paths });
+            // A full queue means the reader is behind (waiting for the
+            // sink): drop the event, and have it look at everything instead,
+            // so a stalled sink cannot make events pile up in memory.
+            if wake.try_send(Wake::Fs { rescan, paths }).is_err() {
+                overflow.store(true, Ordering::Relaxed);
+            }
         });
         let watcher = match watcher {
             Ok(w) => Some(w),
@@ -227,11 +235,19 @@ mod tests {
         for f in ["x.log", "a/y.log", "a/b/z.log", "a/b/z.log.gz"] {
             std::fs::write(d.join(f), "1\n").unwrap();
         }
-        let (tx, _rx) = std::sync::mpsc::channel();
+        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
         let pat = format!("{}/**/*.log*", d.display());
         let own = vec![d.join("a/b/z.log")];
         std::os::unix::fs::symlink("/etc/hostname", d.join("link.log")).unwrap();
-        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], own, false, tx).unwrap();
+        let mut disc = Discovery::new(
+            &[pat],
+            &["*.gz".to_string()],
+            own,
+            false,
+            tx,
+            Arc::default(),
+        )
+        .unwrap();
         let mut found: Vec<String> = disc
             .scan()
             .into_iter()

@@ -316,6 +316,11 @@ impl Emitter {
         self.tx.send(batch).is_ok()
     }
 
+    /// Whether shutdown started.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+
     /// Drops the multiline events still collecting: at shutdown they are
     /// not sent, so the checkpoint stays before them and a restart reads
     /// them whole instead of splitting them.

@@ -30,6 +30,9 @@ use discovery::{Discovery, Wake};
 use emitter::{Emitter, Limits, MultilineRule};
 use metrics::Metrics;
 
+/// File events queued for the reader; more are folded into one "look at
+/// everything".
+const WAKE_QUEUE: usize = 4096;
 /// How often acknowledged offsets are written to `--data-dir`.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -79,7 +82,8 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     }
     let sink = sink::Sink::from_args(&args, &metrics)?;
 
-    let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(WAKE_QUEUE);
+    let overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let own = args
         .data_dir
         .iter()
@@ -92,6 +96,7 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         own,
         args.follow_symlinks,
         wake_tx.clone(),
+        overflow.clone(),
     )?;
     let budget = Arc::new(Semaphore::new(
         (args.buffer_max_bytes as usize)
@@ -130,7 +135,7 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     let reader = std::thread::Builder::new()
         .name("tailer".into())
         .spawn(move || {
-            tailer.run(wake_rx);
+            tailer.run(wake_rx, overflow);
             let _ = reader_done_tx.send(());
         })?;
     let mut delivery = tokio::spawn(sink::run(sink, batch_rx, store.clone(), metrics.clone()));
@@ -159,7 +164,8 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     // Drain: the reader sends its last complete lines and stops; the sink
     // delivers what it holds. Whatever is not acknowledged when the grace
     // period ends is read again after the restart.
-    let _ = wake_tx.send(Wake::Shutdown);
+    // If the queue is full the reader still sees the shutdown (it checks).
+    let _ = wake_tx.try_send(Wake::Shutdown);
     let deadline = ctx
         .shutdown_grace()
         .saturating_sub(Duration::from_millis(500));

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -159,6 +160,8 @@ pub struct Tailer {
     /// at again when named here, or after POLL: with many idle files, one
     /// busy file's events do not make us stat all of them.
     touched: std::collections::HashSet<PathBuf>,
+    /// Look at every file in the next pass (inotify events were dropped).
+    touch_all: bool,
 }
 
 impl Tailer {
@@ -183,15 +186,24 @@ impl Tailer {
             last_scan: Instant::now(),
             first_start,
             touched: std::collections::HashSet::new(),
+            touch_all: false,
         }
     }
 
     /// Runs until shutdown. Unacknowledged data is simply not checkpointed,
     /// so stopping anywhere loses nothing.
-    pub fn run(mut self, wake: Receiver<Wake>) {
+    pub fn run(mut self, wake: Receiver<Wake>, overflow: Arc<AtomicBool>) {
         self.scan(true);
         'outer: loop {
+            if self.emitter.stopping() {
+                break;
+            }
             let mut rescan = false;
+            if overflow.swap(false, Ordering::Relaxed) {
+                // Events were dropped: any file may have changed.
+                rescan = true;
+                self.touch_all = true;
+            }
             loop {
                 match wake.try_recv() {
                     Ok(Wake::Fs { rescan: r, paths }) => {
@@ -498,6 +510,7 @@ impl Tailer {
             let t = &self.files[&key];
             if t.eof_since.is_some()
                 && t.visited.elapsed() < POLL / 2
+                && !self.touch_all
                 && !self.touched.contains(&t.path)
             {
                 continue; // idle, and nothing happened to it
@@ -566,6 +579,7 @@ impl Tailer {
             }
         }
         self.touched.clear();
+        self.touch_all = false;
         Some(total)
     }
 
