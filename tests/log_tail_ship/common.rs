@@ -298,7 +298,7 @@ fn bulk(g: &mut EsInner, req: &http::Request) -> (u16, String) {
     assert!(text.ends_with('\n'), "bulk body must end with a newline");
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines.len() % 2 == 0,
+        lines.len().is_multiple_of(2),
         "bulk body must be action/document pairs"
     );
     let mut items = Vec::new();
