@@ -17,8 +17,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release --quiet
-bin=target/x86_64-unknown-linux-gnu/release/sidecar
+# SIDECAR_BIN runs an already built binary instead of building one.
+if [ -z "${SIDECAR_BIN:-}" ]; then
+  cargo build --release --quiet
+fi
+bin=${SIDECAR_BIN:-target/x86_64-unknown-linux-gnu/release/sidecar}
 
 work=$(mktemp -d -t sidecar-demo-XXXXXX)
 pids=()
