@@ -385,3 +385,50 @@ fn elasticsearch_resend_is_a_conflict_not_a_copy() {
         .collect();
     assert_eq!(again, ids);
 }
+
+/// A whole-request 413 (over Elasticsearch's `http.max_content_length`) is
+/// not a verdict on the events: the batch is split in halves and each half
+/// sent in order; only an event refused on its own goes to the dead letter.
+#[test]
+fn elasticsearch_413_splits_the_batch() {
+    let dir = support::tempdir();
+    let log = dir.path().join("app.log");
+    let dlq = dir.path().join("dead.ndjson");
+    let mut w = Writer::append(&log);
+    for l in ["a", "b", "c", "d"] {
+        w.line(l);
+    }
+    let es = EsDouble::start();
+    // All four: too large; then "a"+"b": too large; then "a" alone: too large.
+    for _ in 0..3 {
+        es.fail_next(413, r#"{"error":"Request Entity Too Large"}"#);
+    }
+    let (mut sc, admin) = start(&[
+        "--path",
+        &glob(dir.path()),
+        "--sink=elasticsearch",
+        "--es-url",
+        &es.url(),
+        "--dead-letter",
+        dlq.to_str().unwrap(),
+    ]);
+    let st = es.wait("b, c and d stored", |s| s.docs.len() == 3);
+    let stored: Vec<&str> = st
+        .docs
+        .iter()
+        .map(|(_, d)| d["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, ["b", "c", "d"], "in order");
+    let sizes: Vec<usize> = st.requests.iter().map(|r| r.len()).collect();
+    assert_eq!(sizes, [1, 2], "b alone, then c and d");
+    support::wait_until("the dead letter", || !dead_letters(&dlq).is_empty());
+    let dl = dead_letters(&dlq);
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["status"], 413);
+    assert_eq!(dl[0]["event"]["message"], "a");
+    let m = metrics(admin);
+    assert_eq!(metric(&m, "log_tail_ship_events_acked_total"), 3.0);
+    assert_eq!(metric(&m, "log_tail_ship_events_dead_lettered_total"), 1.0);
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sc.wait_exit().code(), Some(0));
+}

@@ -11,7 +11,8 @@
 //! 429 and 5xx items, and only those, are sent again after a backoff; other
 //! 4xx items (mapping errors) go to the dead letter with the reason. A
 //! whole-request 429/5xx or connection error retries the batch on the next
-//! `--es-url`; 401/403 are logged as errors and retried, never dropped.
+//! `--es-url`; 401/403 are logged as errors and retried, never dropped; a
+//! 413 splits the request.
 
 use std::collections::HashMap;
 
@@ -170,8 +171,48 @@ impl EsSink {
         }
     }
 
+    /// Returns once every event of the batch is acknowledged or
+    /// dead-lettered. A request Elasticsearch finds too large (413, over
+    /// `http.max_content_length`) is split in halves, sent in order, down
+    /// to single events; only an event too large on its own is dead-lettered.
     pub async fn deliver(&mut self, batch: &mut Batch) {
-        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut parts = std::collections::VecDeque::from([(0..batch.len()).collect::<Vec<_>>()]);
+        while let Some(part) = parts.pop_front() {
+            let Err(TooLarge { pending, reason }) = self.deliver_part(batch, part).await else {
+                continue;
+            };
+            if pending.len() == 1 {
+                tracing::error!(
+                    reason,
+                    "a single event is over the bulk size limit; it goes to the dead letter"
+                );
+                self.common.dead_letter.reject(
+                    &self.common.metrics,
+                    batch.doc(pending[0]),
+                    Some(413),
+                    &reason,
+                );
+                continue;
+            }
+            tracing::warn!(
+                events = pending.len(),
+                "bulk request too large (413); splitting it in halves"
+            );
+            self.common.metrics.retries.inc();
+            let mut first = pending;
+            let second = first.split_off(first.len() / 2);
+            parts.push_front(second);
+            parts.push_front(first);
+        }
+    }
+
+    /// Sends the `pending` events until each is settled, or gives them back
+    /// when the request as a whole is too large.
+    async fn deliver_part(
+        &mut self,
+        batch: &Batch,
+        mut pending: Vec<usize>,
+    ) -> Result<(), TooLarge> {
         let mut backoff = self.common.backoff();
         loop {
             let mut body = Vec::with_capacity(batch.body.len() + pending.len() * 48);
@@ -200,7 +241,7 @@ impl EsSink {
             {
                 Ok((s, resp)) if (200..300).contains(&s) => {
                     match self.settle(batch, &pending, &resp) {
-                        Some(retry) if retry.is_empty() => return,
+                        Some(retry) if retry.is_empty() => return Ok(()),
                         Some(retry) => {
                             tracing::warn!(url = %redacted, items = retry.len(), "bulk items rejected for now (429/5xx); retrying them");
                             self.common.metrics.retries.inc_by(retry.len() as u64);
@@ -223,6 +264,10 @@ impl EsSink {
                         self.failover();
                     }
                 }
+                Ok((413, resp)) => {
+                    let reason = format!("HTTP 413: {}", excerpt(&resp));
+                    return Err(TooLarge { pending, reason });
+                }
                 Ok((s, resp)) => {
                     let reason = format!("HTTP {s}: {}", excerpt(&resp));
                     tracing::error!(url = %redacted, status = s, reason, "bulk request rejected; events go to the dead letter");
@@ -234,7 +279,7 @@ impl EsSink {
                             &reason,
                         );
                     }
-                    return;
+                    return Ok(());
                 }
                 Err(e) => {
                     tracing::warn!(url = %redacted, error = %e, "elasticsearch unreachable; retrying");
@@ -280,6 +325,12 @@ impl EsSink {
         }
         Some(retry)
     }
+}
+
+/// The events of a request refused as too large, to be sent in smaller parts.
+struct TooLarge {
+    pending: Vec<usize>,
+    reason: String,
 }
 
 /// `type: reason` from a bulk item's `error`.
