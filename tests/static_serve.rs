@@ -162,6 +162,11 @@ fn traversal_in_every_spelling_stays_inside_the_root() {
         "hello world\n"
     );
     assert_eq!(http::get(addr, "//docs///..////").text(), "<h1>home</h1>\n");
+    // A final `.` or `..` names a directory: a file under it is not found,
+    // a directory's index is served.
+    assert_eq!(http::get(addr, "/hello.txt/.").status, 404);
+    assert_eq!(http::get(addr, "/docs/.").text(), "docs\n");
+    assert_eq!(http::get(addr, "/docs/%2e%2e").text(), "<h1>home</h1>\n");
     // `//a///b` collapses to a/b.
     assert_eq!(http::get(addr, "//docs///index.html").text(), "docs\n");
 }

@@ -69,7 +69,10 @@ impl RequestPath {
         if components.iter().any(|c| is_hidden_name(c, hidden_files)) {
             return Err(Rejected::Hidden);
         }
-        let trailing_slash = decoded.ends_with(b"/");
+        // A final `.` or `..` names a directory too (`/a/b/.` is `/a/b/`, as URL
+        // normalisation has it), so `/file.txt/.` is a 404 like `/file.txt/`.
+        let last = decoded.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let trailing_slash = matches!(last, b"" | b"." | b"..");
         Ok(RequestPath {
             components,
             trailing_slash,
@@ -228,6 +231,13 @@ mod tests {
         assert_eq!(ok("/./a/./b"), "a/b");
         assert!(RequestPath::parse("/a/", false).unwrap().trailing_slash);
         assert!(!RequestPath::parse("/a", false).unwrap().trailing_slash);
+        assert!(RequestPath::parse("/a/.", false).unwrap().trailing_slash);
+        assert!(
+            RequestPath::parse("/a/b/%2e%2e", false)
+                .unwrap()
+                .trailing_slash
+        );
+        assert!(!RequestPath::parse("/a/.b.", true).unwrap().trailing_slash);
     }
 
     #[test]
