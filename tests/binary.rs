@@ -236,3 +236,47 @@ fn find_orphan(ancestor: i32, marker: &str) -> i32 {
     });
     found.unwrap()
 }
+
+/// `sidecar … 2>&1 | head -1`: once stderr is closed, logging fails quietly
+/// and the applet still stops cleanly on SIGTERM.
+#[test]
+fn a_closed_stderr_does_not_stop_the_applet() {
+    use std::io::{BufRead, BufReader};
+    let dir = support::tempdir();
+    let mut child = Command::new(support::bin())
+        .args([
+            "config-watch-reload",
+            "--admin-addr=127.0.0.1:0",
+            "--exec=true",
+            "--watch",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let admin = support::addr_field(&first, "addr=").expect("admin address logged first");
+    drop(stderr);
+    // The applet keeps serving and logging (into the closed pipe).
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+    std::fs::write(dir.path().join("app.conf"), "x").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < support::DEADLINE,
+            "did not exit after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+}

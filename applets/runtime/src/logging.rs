@@ -11,6 +11,9 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), crate::UsageError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr (`sidecar … 2>&1 | head`) must not stop the applet:
+        // tracing would report the failed write with eprintln!, which panics.
+        .log_internal_errors(false)
         .with_target(false);
     // A second init (tests that launch twice in one process) keeps the first.
     let _ = match format {
