@@ -74,6 +74,33 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// Parses a byte size: `1048576`, `64KiB`, `5MiB`, `1GiB` (powers of 1024),
+/// `10MB`, `4k` (powers of 1000).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (examples: 65536, 64KiB, 5MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +110,16 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("ten").unwrap_err().contains("ten"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64KiB").unwrap(), 65536);
+        assert_eq!(parse_bytes("5MiB").unwrap(), 5 << 20);
+        assert_eq!(parse_bytes("4k").unwrap(), 4000);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert!(parse_bytes("5 lots").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
     }
 
     #[test]
