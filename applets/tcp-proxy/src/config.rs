@@ -409,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn rates_and_sizes() {
+    fn rates() {
         assert_eq!(parse_rate("100/s").unwrap().per_sec, 100.0);
         assert_eq!(parse_rate("60/m").unwrap().per_sec, 1.0);
         assert!(parse_rate("0/s").is_err());
