@@ -72,6 +72,23 @@ impl Ship {
         self.wait_for(&format!("message {msg:?}"), |e| e["message"] == msg)
     }
 
+    /// Waits until every one of `expected` arrived. Lines of a rotated file
+    /// can arrive after lines of its successor, so waiting for the last line
+    /// written is not enough.
+    pub fn wait_messages(&self, expected: &[String]) {
+        let want: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
+        wait_shared(
+            &self.events,
+            &format!("all {} lines", want.len()),
+            |evs| {
+                let got: std::collections::HashSet<&str> =
+                    evs.iter().filter_map(|e| e["message"].as_str()).collect();
+                want.is_subset(&got)
+            },
+            || self.sc.stderr(),
+        );
+    }
+
     pub fn messages(&self) -> Vec<String> {
         messages(&self.events.0.lock().unwrap())
     }

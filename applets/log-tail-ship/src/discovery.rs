@@ -18,6 +18,8 @@ pub enum Wake {
     Fs {
         rescan: bool,
         paths: Vec<PathBuf>,
+        /// A rename (from, to) seen whole by inotify.
+        renamed: Option<(PathBuf, PathBuf)>,
     },
     Shutdown,
 }
@@ -70,10 +72,19 @@ impl Discovery {
                 // An overflowed queue lost events: look again.
                 Err(_) => (true, Vec::new()),
             };
+            let renamed = match paths.as_slice() {
+                [from, to] if rescan => Some((from.clone(), to.clone())),
+                _ => None,
+            };
             // A full queue means the reader is behind (waiting for the
             // sink): drop the event, and have it look at everything instead,
             // so a stalled sink cannot make events pile up in memory.
-            if wake.try_send(Wake::Fs { rescan, paths }).is_err() {
+            let ev = Wake::Fs {
+                rescan,
+                paths,
+                renamed,
+            };
+            if wake.try_send(ev).is_err() {
                 overflow.store(true, Ordering::Relaxed);
             }
         });
@@ -93,6 +104,21 @@ impl Discovery {
             watcher,
             watched: HashMap::new(),
         })
+    }
+
+    /// Whether a scan would list `path` (if it were a regular file).
+    pub fn matches(&self, path: &Path) -> bool {
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+            case_sensitive: true,
+        };
+        let abs = absolute(path);
+        self.patterns
+            .iter()
+            .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches_path_with(path, opts)))
+            && !self.exclude.is_match(path)
+            && !self.own.iter().any(|o| abs.starts_with(o))
     }
 
     /// Every regular file (symlinks followed) the globs match now.

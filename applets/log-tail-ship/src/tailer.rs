@@ -206,9 +206,14 @@ impl Tailer {
             }
             loop {
                 match wake.try_recv() {
-                    Ok(Wake::Fs { rescan: r, paths }) => {
+                    Ok(Wake::Fs {
+                        rescan: r,
+                        paths,
+                        renamed,
+                    }) => {
                         rescan |= r;
                         self.touched.extend(paths);
+                        self.follow_rename(renamed);
                     }
                     Ok(Wake::Shutdown) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         break 'outer
@@ -234,8 +239,13 @@ impl Tailer {
                 until = until.min(d);
             }
             match wake.recv_timeout(until.saturating_duration_since(now)) {
-                Ok(Wake::Fs { rescan, paths }) => {
+                Ok(Wake::Fs {
+                    rescan,
+                    paths,
+                    renamed,
+                }) => {
                     self.touched.extend(paths);
+                    self.follow_rename(renamed);
                     if rescan {
                         self.scan(false);
                     }
@@ -303,6 +313,38 @@ impl Tailer {
         let files = &self.files;
         let closed = &self.closed;
         lock(&self.store).retain(|k| files.contains_key(k) || closed.contains_key(k));
+    }
+
+    /// A file renamed from a path the globs match to one they do not
+    /// (logrotate `create` with rotated names outside the glob) that we
+    /// never opened: it lived at its path only between two of our scans
+    /// (two quick rotations). It holds lines nobody read yet: read it from
+    /// its start, then close it as a rotated file.
+    fn follow_rename(&mut self, renamed: Option<(PathBuf, PathBuf)>) {
+        let Some((from, to)) = renamed else { return };
+        if !self.discovery.matches(&from) || self.discovery.matches(&to) {
+            return;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&to) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        if self.files.contains_key(&key) || self.closed.contains_key(&key) {
+            return;
+        }
+        tracing::info!(from = %from.display(), to = %to.display(), "file rotated away before we opened it");
+        self.open(&to, &meta, key, false, None);
+        if let Some(t) = self.files.get_mut(&key) {
+            if t.state == State::Live {
+                t.state = State::Rotated;
+            }
+        }
     }
 
     fn collect_orphans(&mut self, found: &[(PathBuf, std::fs::Metadata)]) {
