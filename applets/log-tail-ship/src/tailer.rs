@@ -134,6 +134,28 @@ impl Tracked {
 /// A file read to its end and closed that still exists: reopened only if it grows.
 struct Closed {
     offset: u64,
+    /// First bytes and mtime at closing: the inode may be reused by a new
+    /// file (the rotated file deleted, a new one created), which must be
+    /// read from its start, not from our old offset.
+    head: Vec<u8>,
+    mtime: Option<std::time::SystemTime>,
+}
+
+impl Closed {
+    fn of(file: &File, head: &[u8], offset: u64) -> Closed {
+        Closed {
+            offset,
+            head: head.to_vec(),
+            mtime: file.metadata().and_then(|m| m.modified()).ok(),
+        }
+    }
+
+    /// Whether the file now at `path` still starts with what we closed.
+    fn same_content(&self, path: &Path) -> bool {
+        File::open(path)
+            .and_then(|f| read_head(&f, HEAD_BYTES as u64))
+            .is_ok_and(|h| h.starts_with(&self.head))
+    }
 }
 
 enum Verdict {
@@ -300,8 +322,10 @@ impl Tailer {
                 continue;
             }
             let resume = match self.closed.get(&key) {
-                Some(c) if meta.len() == c.offset => continue,
-                Some(c) => Some(c.offset),
+                Some(c) if meta.len() == c.offset && meta.modified().ok() == c.mtime => continue,
+                Some(c) if c.same_content(&path) => Some(c.offset),
+                // open() finds the checkpoint's fingerprint stale too.
+                Some(_) => None,
                 None => None,
             };
             self.closed.remove(&key);
@@ -780,7 +804,7 @@ impl Tailer {
             let c = self.files.remove(&key).expect("pending copy is tracked");
             tracing::info!(path = %c.path.display(), "copy holds nothing unread; closing it");
             lock(&self.store).track(key, 0, &c.path, Fingerprint::of(&c.head), size);
-            self.closed.insert(key, Closed { offset: size });
+            self.closed.insert(key, Closed::of(&c.file, &c.head, size));
             self.metrics.files_closed.inc();
         }
     }
@@ -802,13 +826,14 @@ impl Tailer {
         }
         ok = ok && self.emitter.flush_pending(&key);
         let (path, offset) = (t.path.clone(), t.pos);
+        let closed = Closed::of(&t.file, &t.head, offset);
         drop(t);
         tracing::info!(path = %path.display(), reason = why, offset, "closed file");
         self.metrics.files_closed.inc();
         if why == "deleted" {
             lock(&self.store).remove(&key);
         } else {
-            self.closed.insert(key, Closed { offset });
+            self.closed.insert(key, closed);
         }
         ok
     }
