@@ -907,3 +907,44 @@ fn inode_reused_after_a_closed_file_is_deleted() {
     assert_eq!(ship.messages(), ["old-1", "brand-new"]);
     assert_eq!(ship.stop(), Some(0));
 }
+
+/// A quiet file is closed after --close-inactive (its descriptor freed, so
+/// hundreds of quiet files hold none) and opened again where it was when it
+/// grows; a file holding a partial line stays open.
+#[test]
+fn inactive_files_are_closed_and_reopened_when_they_grow() {
+    let dir = support::tempdir();
+    let quiet = dir.path().join("quiet.log");
+    let partial = dir.path().join("partial.log");
+    Writer::append(&quiet).line("first");
+    Writer::append(&partial).raw("half a ");
+    let mut ship = Ship::start(&[
+        "--path",
+        &glob(dir.path(), "*.log"),
+        "--close-inactive",
+        "100ms",
+    ]);
+    ship.wait_message("first");
+    ship.sc.wait_for_log("reason=\"inactive\"");
+    support::wait_until("one file open", || {
+        metric(&ship.metrics(), "log_tail_ship_open_files") == 1.0
+    });
+    let fds = |path: &Path| {
+        std::fs::read_dir(format!("/proc/{}/fd", ship.sc.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|l| l == path)
+            .count()
+    };
+    assert_eq!(fds(&quiet), 0, "the quiet file's descriptor is closed");
+    assert_eq!(fds(&partial), 1, "a file with a partial line stays open");
+    Writer::append(&quiet).line("second");
+    Writer::append(&partial).line("line");
+    ship.wait_message("second");
+    ship.wait_message("half a line");
+    ship.sc.wait_for_log("reason=\"reopened\"");
+    let mut got = ship.messages();
+    got.sort();
+    assert_eq!(got, ["first", "half a line", "second"]);
+    assert_eq!(ship.stop(), Some(0));
+}

@@ -270,6 +270,11 @@ pub struct Args {
     #[arg(long, env = "LOG_TAIL_SHIP_ROTATE_WAIT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub rotate_wait: Duration,
 
+    /// A file at its path with nothing new for this long is closed (its
+    /// descriptor freed) and opened again when it grows (Filebeat's close_inactive).
+    #[arg(long, env = "LOG_TAIL_SHIP_CLOSE_INACTIVE", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub close_inactive: Duration,
+
     /// `host.name` of every event (default: the host name).
     #[arg(long, env = "LOG_TAIL_SHIP_HOST_NAME", value_name = "NAME")]
     pub host_name: Option<String>,

@@ -124,6 +124,7 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
             max_line_bytes: args.max_line_bytes as usize,
             read_from: args.read_from,
             rotate_wait: args.rotate_wait,
+            close_inactive: args.close_inactive,
             scan_interval: args.scan_interval,
         },
         discovery,

@@ -37,6 +37,7 @@ pub struct Settings {
     pub max_line_bytes: usize,
     pub read_from: ReadFrom,
     pub rotate_wait: Duration,
+    pub close_inactive: Duration,
     pub scan_interval: Duration,
 }
 
@@ -139,12 +140,15 @@ struct Closed {
     /// read from its start, not from our old offset.
     head: Vec<u8>,
     mtime: Option<std::time::SystemTime>,
+    /// Where it was: an inotify event naming it means a look is due.
+    path: PathBuf,
 }
 
 impl Closed {
-    fn of(file: &File, head: &[u8], offset: u64) -> Closed {
+    fn of(file: &File, head: &[u8], offset: u64, path: &Path) -> Closed {
         Closed {
             offset,
+            path: path.to_path_buf(),
             head: head.to_vec(),
             mtime: file.metadata().and_then(|m| m.modified()).ok(),
         }
@@ -243,7 +247,10 @@ impl Tailer {
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 }
             }
-            if rescan || self.last_scan.elapsed() >= self.settings.scan_interval {
+            if rescan
+                || self.last_scan.elapsed() >= self.settings.scan_interval
+                || self.closed_file_touched()
+            {
                 self.scan(false);
             }
             let Some(read) = self.read_pass() else { break };
@@ -339,6 +346,11 @@ impl Tailer {
         lock(&self.store).retain(|k| files.contains_key(k) || closed.contains_key(k));
     }
 
+    /// Whether inotify named a closed file (closed for inactivity, it grew).
+    fn closed_file_touched(&self) -> bool {
+        !self.touched.is_empty() && self.closed.values().any(|c| self.touched.contains(&c.path))
+    }
+
     /// A file renamed from a path the globs match to one they do not
     /// (logrotate `create` with rotated names outside the glob) that we
     /// never opened: it lived at its path only between two of our scans
@@ -359,11 +371,19 @@ impl Tailer {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        if self.files.contains_key(&key) || self.closed.contains_key(&key) {
+        if self.files.contains_key(&key) {
             return;
         }
+        // Closed for inactivity, then written to and rotated between two
+        // looks: what it got since is read from where we were.
+        let resume = match self.closed.get(&key) {
+            Some(c) if meta.len() > c.offset && c.same_content(&to) => Some(c.offset),
+            Some(_) => return,
+            None => None,
+        };
+        self.closed.remove(&key);
         tracing::info!(from = %from.display(), to = %to.display(), "file rotated away before we opened it");
-        self.open(&to, &meta, key, false, None);
+        self.open(&to, &meta, key, false, resume);
         if let Some(t) = self.files.get_mut(&key) {
             if t.state == State::Live {
                 t.state = State::Rotated;
@@ -681,6 +701,7 @@ impl Tailer {
     /// Looks at a file that is at its end: deleted, renamed, done?
     fn check(&mut self, key: FileKey) -> Verdict {
         let rotate_wait = self.settings.rotate_wait;
+        let close_inactive = self.settings.close_inactive;
         let t = self.files.get_mut(&key).expect("checked file is tracked");
         let Ok(meta) = t.file.metadata() else {
             return Verdict::Finish("stat failed");
@@ -697,6 +718,14 @@ impl Tailer {
         }
         if t.state == State::Rotated && t.eof_since.is_some_and(|s| s.elapsed() >= rotate_wait) {
             return Verdict::Finish("rotated");
+        }
+        // A partial line stays open with the file: the writer may finish it.
+        if t.state == State::Live
+            && t.partial.is_empty()
+            && !t.discarding
+            && t.eof_since.is_some_and(|s| s.elapsed() >= close_inactive)
+        {
+            return Verdict::Finish("inactive");
         }
         Verdict::Keep
     }
@@ -804,7 +833,8 @@ impl Tailer {
             let c = self.files.remove(&key).expect("pending copy is tracked");
             tracing::info!(path = %c.path.display(), "copy holds nothing unread; closing it");
             lock(&self.store).track(key, 0, &c.path, Fingerprint::of(&c.head), size);
-            self.closed.insert(key, Closed::of(&c.file, &c.head, size));
+            self.closed
+                .insert(key, Closed::of(&c.file, &c.head, size, &c.path));
             self.metrics.files_closed.inc();
         }
     }
@@ -826,7 +856,7 @@ impl Tailer {
         }
         ok = ok && self.emitter.flush_pending(&key);
         let (path, offset) = (t.path.clone(), t.pos);
-        let closed = Closed::of(&t.file, &t.head, offset);
+        let closed = Closed::of(&t.file, &t.head, offset, &t.path);
         drop(t);
         tracing::info!(path = %path.display(), reason = why, offset, "closed file");
         self.metrics.files_closed.inc();
