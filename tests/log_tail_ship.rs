@@ -948,3 +948,20 @@ fn inactive_files_are_closed_and_reopened_when_they_grow() {
     assert_eq!(got, ["first", "half a line", "second"]);
     assert_eq!(ship.stop(), Some(0));
 }
+
+/// A UTF-8 byte order mark at the start of a file is not part of the first
+/// message (Filebeat's TestFilestreamBOMUTF8); CRLF endings and empty lines
+/// (also `\r\n` alone) are handled as Fluent Bit's skip_empty_lines_crlf.
+#[test]
+fn utf8_bom_is_stripped_and_empty_crlf_lines_skipped() {
+    let dir = support::tempdir();
+    std::fs::write(
+        dir.path().join("bom.log"),
+        b"\xef\xbb\xbffirst\r\n\r\n\nsecond \xef\xbb\xbf kept\r\n",
+    )
+    .unwrap();
+    let ship = Ship::start(&["--path", &glob(dir.path(), "*.log")]);
+    ship.wait_message("second \u{feff} kept");
+    assert_eq!(ship.messages(), ["first", "second \u{feff} kept"]);
+    assert_eq!(ship.stop(), Some(0));
+}

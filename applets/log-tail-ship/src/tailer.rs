@@ -848,7 +848,7 @@ impl Tailer {
             self.metrics.lines_read.inc();
             ok = self.emitter.line(
                 &src,
-                strip_cr(&t.partial),
+                clean(&t.partial, t.line_start),
                 t.line_start,
                 t.pos,
                 t.discarding,
@@ -906,7 +906,13 @@ fn split_lines(
                 m.lines_truncated.inc();
             }
             m.lines_read.inc();
-            em.line(&src, strip_cr(text), t.line_start, end, truncated)
+            em.line(
+                &src,
+                clean(text, t.line_start),
+                t.line_start,
+                end,
+                truncated,
+            )
         } else {
             let room = max.saturating_sub(t.partial.len());
             let take = i.min(room);
@@ -917,7 +923,13 @@ fn split_lines(
             }
             m.lines_read.inc();
             let src = t.source(end);
-            let ok = em.line(&src, strip_cr(&t.partial), t.line_start, end, truncated);
+            let ok = em.line(
+                &src,
+                clean(&t.partial, t.line_start),
+                t.line_start,
+                end,
+                truncated,
+            );
             t.partial.clear();
             t.discarding = false;
             ok
@@ -941,7 +953,13 @@ fn append_capped(t: &mut Tracked, bytes: &[u8], max: usize) {
     }
 }
 
-fn strip_cr(line: &[u8]) -> &[u8] {
+/// A line's text: without a trailing `\r`, and for the file's first line
+/// without a UTF-8 byte order mark (as Filebeat strips it).
+fn clean(line: &[u8], start: u64) -> &[u8] {
+    let line = match start {
+        0 => line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line),
+        _ => line,
+    };
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
