@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use sidecar_runtime::cli::{parse_duration, parse_header, parse_key_value};
+use sidecar_runtime::cli::{parse_bytes, parse_duration, parse_header, parse_key_value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReadFrom {
@@ -280,32 +280,6 @@ pub struct Args {
     pub host_name: Option<String>,
 }
 
-/// Parses `1048576`, `64KiB`, `5MiB`, `1GiB`, `10MB`, `4k`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (examples: 65536, 64KiB, 5MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "invalid size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
 /// Expands `$(VAR)` (Kubernetes style) and `${VAR}` from the environment. An
 /// unset variable is left as written, as Kubernetes does, so a typo shows.
 pub fn expand_env(s: &str) -> String {
@@ -342,11 +316,6 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_bytes("64KiB").unwrap(), 65536);
-        assert_eq!(parse_bytes("5MiB").unwrap(), 5 << 20);
-        assert_eq!(parse_bytes("100").unwrap(), 100);
-        assert!(parse_bytes("5 lots").is_err());
-        assert!(parse_bytes("x").is_err());
     }
 
     #[test]
