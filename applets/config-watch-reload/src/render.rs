@@ -1,7 +1,6 @@
 //! `--render SRC:DST`: environment expansion into a file the app reads.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -77,26 +76,10 @@ fn gunzip_if_needed(raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
     Ok(raw)
 }
 
-/// Writes a temporary file beside `dst` and renames it over `dst`, so the
-/// app never reads a half-written config.
+/// The app never reads a half-written config.
 fn write_atomically(dst: &Path, content: &[u8]) -> Result<()> {
-    let dir = match dst.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".render-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(content)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .context("cannot chmod the rendered file")?;
-    tmp.persist(dst)
-        .map_err(|e| anyhow::anyhow!("cannot rename over {}: {}", dst.display(), e.error))?;
-    Ok(())
+    sidecar_runtime::fsutil::write_atomic(dst, content, 0o644)
+        .with_context(|| format!("cannot write {}", dst.display()))
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -220,6 +203,8 @@ pub fn ordinal(pod_name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     fn env(name: &str) -> Option<String> {
         match name {

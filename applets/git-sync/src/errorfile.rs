@@ -1,8 +1,6 @@
 //! `--error-file`: the last error as upstream's JSON `{"Msg","Err","Args"}`,
 //! written atomically (temp file + rename, 0644) and removed after a success.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub fn write(path: &Path, msg: &str, err: &str) {
@@ -20,24 +18,12 @@ pub fn write_plain(path: &Path, msg: &str) {
 }
 
 fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    f.write_all(body)?;
-    f.write_all(b"\n")?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut line = body.to_vec();
+    line.push(b'\n');
+    sidecar_runtime::fsutil::write_atomic(path, &line, 0o644)
 }
 
 pub fn remove(path: &Path) {

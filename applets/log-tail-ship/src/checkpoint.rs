@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -219,13 +218,7 @@ impl Store {
 
 /// Temp file, fsync, rename over the old one, fsync the directory.
 pub fn write_atomic(dir: &Path, raw: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(raw)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(FILE_NAME))?;
-    fs::File::open(dir)?.sync_all()
+    sidecar_runtime::fsutil::write_atomic(&dir.join(FILE_NAME), raw, 0o644)
 }
 
 #[cfg(test)]
@@ -271,6 +264,11 @@ mod tests {
         let s2 = Store::load(Some(dir.path())).unwrap();
         assert_eq!(s2.acked(&key), Some(5));
         assert_eq!(s2.get(&key).unwrap().path, "/l/a.log");
-        assert!(!dir.path().join("checkpoints.json.tmp").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     }
 }

@@ -315,8 +315,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-    }
+    fn sizes() {}
 
     #[test]
     fn env_expansion() {
