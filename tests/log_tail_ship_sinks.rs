@@ -435,3 +435,107 @@ fn elasticsearch_413_splits_the_batch() {
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(sc.wait_exit().code(), Some(0));
 }
+
+/// Writes "a" to "d" into one file in `dir` for a single batch.
+fn four_lines(dir: &Path) {
+    let mut w = Writer::append(&dir.join("app.log"));
+    for l in ["a", "b", "c", "d"] {
+        w.line(l);
+    }
+}
+
+/// After a sink refused "a"+"b"+"c"+"d", "a"+"b" and "a" with 413: "a" alone
+/// is dead-lettered and the other three acknowledged.
+fn assert_only_a_dead_lettered(dlq: &Path, admin: std::net::SocketAddr) {
+    support::wait_until("the dead letter", || !dead_letters(dlq).is_empty());
+    let dl = dead_letters(dlq);
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["status"], 413);
+    assert_eq!(dl[0]["event"]["message"], "a");
+    // The receiver had the last part before its answer reached the shipper.
+    support::wait_until("the last answer to be counted", || {
+        metric(&metrics(admin), "log_tail_ship_events_acked_total") == 3.0
+    });
+    assert_eq!(
+        metric(&metrics(admin), "log_tail_ship_events_dead_lettered_total"),
+        1.0
+    );
+}
+
+/// The 413 split is the shared delivery loop's: the http sink halves a
+/// request refused as too large, in order, down to one event.
+#[test]
+fn http_413_splits_the_batch() {
+    let dir = support::tempdir();
+    let dlq = dir.path().join("dead.ndjson");
+    four_lines(dir.path());
+    let mut refusals = 3;
+    let recv = http::Receiver::with(move |_| {
+        if refusals == 0 {
+            return (200, String::new());
+        }
+        refusals -= 1;
+        (413, "Request Entity Too Large".into())
+    });
+    let (_sc, admin) = start(&[
+        "--path",
+        &glob(dir.path()),
+        "--sink=http",
+        "--http-url",
+        &recv.url("/in"),
+        "--dead-letter",
+        dlq.to_str().unwrap(),
+    ]);
+    let parts: Vec<Vec<String>> = (0..5)
+        .map(|_| {
+            let req = recv.next();
+            String::from_utf8(req.body)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"].to_string())
+                .collect()
+        })
+        .collect();
+    let q = |s: &str| format!("{s:?}");
+    assert_eq!(
+        parts,
+        [
+            vec![q("a"), q("b"), q("c"), q("d")],
+            vec![q("a"), q("b")],
+            vec![q("a")],
+            vec![q("b")],
+            vec![q("c"), q("d")],
+        ]
+    );
+    assert_only_a_dead_lettered(&dlq, admin);
+}
+
+/// Loki too: a 413 push is split, not dead-lettered whole.
+#[test]
+fn loki_413_splits_the_batch() {
+    let dir = support::tempdir();
+    let dlq = dir.path().join("dead.ndjson");
+    four_lines(dir.path());
+    let loki = LokiDouble::start();
+    for _ in 0..3 {
+        loki.fail_next(413);
+    }
+    let (_sc, admin) = start(&[
+        "--path",
+        &glob(dir.path()),
+        "--sink=loki",
+        "--loki-url",
+        &loki.http.url(""),
+        "--dead-letter",
+        dlq.to_str().unwrap(),
+    ]);
+    let st = loki.wait("b, c and d pushed", |s| s.entries.len() == 3);
+    let pushed: Vec<String> = st
+        .entries
+        .iter()
+        .map(|(_, _, line)| serde_json::from_str::<Value>(line).unwrap()["message"].to_string())
+        .collect();
+    assert_eq!(pushed, [r#""b""#, r#""c""#, r#""d""#], "in order");
+    assert_eq!(st.paths.len(), 5, "abcd, ab, a refused; then b, then cd");
+    assert_only_a_dead_lettered(&dlq, admin);
+}

@@ -9,10 +9,9 @@
 //! Per item, as Filebeat does: 2xx is done; 409 on `create` means the
 //! document is already there (a resend after a crash) and counts as done;
 //! 429 and 5xx items, and only those, are sent again after a backoff; other
-//! 4xx items (mapping errors) go to the dead letter with the reason. A
-//! whole-request 429/5xx or connection error retries the batch on the next
-//! `--es-url`; 401/403 are logged as errors and retried, never dropped; a
-//! 413 splits the request.
+//! 4xx items (mapping errors) go to the dead letter with the reason.
+//! Whole-request statuses are the shared delivery loop's; a 5xx or a
+//! connection error moves to the next `--es-url`.
 
 use std::collections::HashMap;
 
@@ -21,14 +20,15 @@ use chrono::format::{Item, StrftimeItems};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
 
-use super::{check_url, excerpt, post, retryable, Common};
+use super::check_url;
+use super::delivery::Protocol;
+use super::Common;
 use crate::batch::Batch;
 use std::io::Write;
 
 use crate::config::{Args, EsAction, EsDocumentId};
 
 pub struct EsSink {
-    common: Common,
     /// `<base>/_bulk[?pipeline=…]` per `--es-url`.
     urls: Vec<String>,
     current: usize,
@@ -120,7 +120,7 @@ struct BulkItem {
 }
 
 impl EsSink {
-    pub fn new(args: &Args, common: Common) -> anyhow::Result<EsSink> {
+    pub fn new(args: &Args) -> anyhow::Result<EsSink> {
         if args.es_urls.is_empty() {
             return Err(sidecar_runtime::usage!(
                 "--sink elasticsearch needs --es-url"
@@ -153,7 +153,6 @@ impl EsSink {
             );
         }
         Ok(EsSink {
-            common,
             urls,
             current: 0,
             index: IndexName::new(&args.es_index, args.es_action)?,
@@ -162,149 +161,56 @@ impl EsSink {
             headers,
         })
     }
+}
 
-    fn failover(&mut self) {
-        if self.urls.len() > 1 {
-            self.current = (self.current + 1) % self.urls.len();
-            let next = sidecar_runtime::redact::redact_url(&self.urls[self.current]);
-            tracing::warn!(url = %next, "switching to the next --es-url");
-        }
+impl Protocol for EsSink {
+    const NAME: &'static str = "elasticsearch";
+    const CONTENT_TYPE: &'static str = "application/x-ndjson";
+    const CREDENTIALS: &'static str = "--es-user/--es-api-key-file";
+
+    fn url(&self) -> &str {
+        &self.urls[self.current]
     }
 
-    /// Returns once every event of the batch is acknowledged or
-    /// dead-lettered. A request Elasticsearch finds too large (413, over
-    /// `http.max_content_length`) is split in halves, sent in order, down
-    /// to single events; only an event too large on its own is dead-lettered.
-    pub async fn deliver(&mut self, batch: &mut Batch) {
-        let mut parts = std::collections::VecDeque::from([(0..batch.len()).collect::<Vec<_>>()]);
-        while let Some(part) = parts.pop_front() {
-            let Err(TooLarge { pending, reason }) = self.deliver_part(batch, part).await else {
-                continue;
-            };
-            if pending.len() == 1 {
-                tracing::error!(
-                    reason,
-                    "a single event is over the bulk size limit; it goes to the dead letter"
-                );
-                self.common.dead_letter.reject(
-                    &self.common.metrics,
-                    batch.doc(pending[0]),
-                    Some(413),
-                    &reason,
-                );
-                continue;
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    fn body(&mut self, batch: &Batch, events: &[usize]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(batch.body.len() + events.len() * 48);
+        for &i in events {
+            body.extend_from_slice(self.index.line(batch.times[i]));
+            if self.ids {
+                // Writing into a Vec cannot fail.
+                let _ = write!(body, ",\"_id\":\"{:032x}\"", batch.ids[i]);
             }
-            tracing::warn!(
-                events = pending.len(),
-                "bulk request too large (413); splitting it in halves"
-            );
-            self.common.metrics.retries.inc();
-            let mut first = pending;
-            let second = first.split_off(first.len() / 2);
-            parts.push_front(second);
-            parts.push_front(first);
+            body.extend_from_slice(b"}}\n");
+            body.extend_from_slice(batch.doc(i));
+            body.push(b'\n');
         }
+        body
     }
 
-    /// Sends the `pending` events until each is settled, or gives them back
-    /// when the request as a whole is too large.
-    async fn deliver_part(
-        &mut self,
+    /// Applies the bulk response item by item (the request as a whole is a
+    /// 200 even when items fail).
+    fn accepted(
+        &self,
+        common: &Common,
         batch: &Batch,
-        mut pending: Vec<usize>,
-    ) -> Result<(), TooLarge> {
-        let mut backoff = self.common.backoff();
-        loop {
-            let mut body = Vec::with_capacity(batch.body.len() + pending.len() * 48);
-            for &i in &pending {
-                body.extend_from_slice(self.index.line(batch.times[i]));
-                if self.ids {
-                    // Writing into a Vec cannot fail.
-                    let _ = write!(body, ",\"_id\":\"{:032x}\"", batch.ids[i]);
-                }
-                body.extend_from_slice(b"}}\n");
-                body.extend_from_slice(batch.doc(i));
-                body.push(b'\n');
-            }
-            let (body, encoding) = self.common.encode(body);
-            let url = self.urls[self.current].clone();
-            let redacted = sidecar_runtime::redact::redact_url(&url);
-            match post(
-                &self.common,
-                &url,
-                body,
-                encoding,
-                "application/x-ndjson",
-                &self.headers,
-            )
-            .await
-            {
-                Ok((s, resp)) if (200..300).contains(&s) => {
-                    match self.settle(batch, &pending, &resp) {
-                        Some(retry) if retry.is_empty() => return Ok(()),
-                        Some(retry) => {
-                            tracing::warn!(url = %redacted, items = retry.len(), "bulk items rejected for now (429/5xx); retrying them");
-                            self.common.metrics.retries.inc_by(retry.len() as u64);
-                            pending = retry;
-                        }
-                        None => {
-                            tracing::warn!(url = %redacted, body = %excerpt(&resp), "unreadable bulk response; retrying the batch");
-                            self.common.metrics.retries.inc();
-                        }
-                    }
-                }
-                Ok((s @ (401 | 403), resp)) => {
-                    tracing::error!(url = %redacted, status = s, body = %excerpt(&resp), "elasticsearch refused the credentials; retrying (check --es-user/--es-api-key-file)");
-                    self.common.metrics.retries.inc();
-                }
-                Ok((s, resp)) if retryable(s) => {
-                    tracing::warn!(url = %redacted, status = s, body = %excerpt(&resp), "bulk request failed; retrying");
-                    self.common.metrics.retries.inc();
-                    if s >= 500 {
-                        self.failover();
-                    }
-                }
-                Ok((413, resp)) => {
-                    let reason = format!("HTTP 413: {}", excerpt(&resp));
-                    return Err(TooLarge { pending, reason });
-                }
-                Ok((s, resp)) => {
-                    let reason = format!("HTTP {s}: {}", excerpt(&resp));
-                    tracing::error!(url = %redacted, status = s, reason, "bulk request rejected; events go to the dead letter");
-                    for &i in &pending {
-                        self.common.dead_letter.reject(
-                            &self.common.metrics,
-                            batch.doc(i),
-                            Some(s),
-                            &reason,
-                        );
-                    }
-                    return Ok(());
-                }
-                Err(e) => {
-                    tracing::warn!(url = %redacted, error = %e, "elasticsearch unreachable; retrying");
-                    self.common.metrics.retries.inc();
-                    self.failover();
-                }
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-    }
-
-    /// Applies a 2xx bulk response to the `pending` items: returns those to
-    /// send again, or None if the response does not say what happened.
-    fn settle(&self, batch: &Batch, pending: &[usize], resp: &[u8]) -> Option<Vec<usize>> {
-        let m = &self.common.metrics;
+        events: &[usize],
+        resp: &[u8],
+    ) -> Option<Vec<usize>> {
+        let m = &common.metrics;
         if !serde_json::from_slice::<BulkErrors>(resp).ok()?.errors {
-            m.events_acked.inc_by(pending.len() as u64);
+            m.events_acked.inc_by(events.len() as u64);
             return Some(Vec::new());
         }
         let parsed: BulkResponse = serde_json::from_slice(resp).ok()?;
-        if parsed.items.len() != pending.len() {
+        if parsed.items.len() != events.len() {
             return None;
         }
         let mut retry = Vec::new();
-        for (&i, item) in pending.iter().zip(parsed.items) {
+        for (&i, item) in events.iter().zip(parsed.items) {
             let r = item.into_values().next()?;
             match r.status {
                 200..=299 => {
@@ -317,20 +223,20 @@ impl EsSink {
                 s if s == 429 || s >= 500 => retry.push(i),
                 s => {
                     let reason = describe(r.error.as_ref());
-                    self.common
-                        .dead_letter
-                        .reject(m, batch.doc(i), Some(s), &reason);
+                    common.dead_letter.reject(m, batch.doc(i), Some(s), &reason);
                 }
             }
         }
         Some(retry)
     }
-}
 
-/// The events of a request refused as too large, to be sent in smaller parts.
-struct TooLarge {
-    pending: Vec<usize>,
-    reason: String,
+    fn failover(&mut self) {
+        if self.urls.len() > 1 {
+            self.current = (self.current + 1) % self.urls.len();
+            let next = sidecar_runtime::redact::redact_url(&self.urls[self.current]);
+            tracing::warn!(url = %next, "switching to the next --es-url");
+        }
+    }
 }
 
 /// `type: reason` from a bulk item's `error`.

@@ -2,17 +2,19 @@
 //! (https://grafana.com/docs/loki/latest/reference/loki-http-api/#ingest-logs):
 //! `POST /loki/api/v1/push`, `{"streams":[{"stream":{labels},"values":[["<ns>","<line>"],…]}]}`,
 //! optionally gzipped, tenant in `X-Scope-OrgID`. Each line is the event's
-//! JSON (query it with `| json`). 429/5xx (and 401/403) are retried; 400
-//! (out of order, too old, bad labels) and other 4xx go to the dead letter.
+//! JSON (query it with `| json`). Statuses are handled by the shared
+//! delivery loop: a 400 (out of order, too old, bad labels) dead-letters the
+//! events without a retry, as Fluent Bit and Vector do, since Loki has kept
+//! the other entries of the push and a resend would duplicate them.
 
 use reqwest::header::{HeaderMap, HeaderValue};
 
-use super::{check_url, excerpt, post, retryable, Common};
+use super::check_url;
+use super::delivery::Protocol;
 use crate::batch::Batch;
 use crate::config::{expand_env, Args};
 
 pub struct LokiSink {
-    common: Common,
     url: String,
     /// `{"streams":[{"stream":{…},"values":[`, serialized once.
     prefix: Vec<u8>,
@@ -20,7 +22,7 @@ pub struct LokiSink {
 }
 
 impl LokiSink {
-    pub fn new(args: &Args, common: Common) -> anyhow::Result<LokiSink> {
+    pub fn new(args: &Args) -> anyhow::Result<LokiSink> {
         let raw = args
             .loki_url
             .as_deref()
@@ -52,18 +54,32 @@ impl LokiSink {
             headers.insert("X-Scope-OrgID", v);
         }
         Ok(LokiSink {
-            common,
             url: u.to_string(),
             prefix,
             headers,
         })
     }
+}
 
-    fn body(&self, batch: &Batch) -> Vec<u8> {
-        let mut b = Vec::with_capacity(batch.body.len() * 5 / 4 + self.prefix.len() + 8);
+impl Protocol for LokiSink {
+    const NAME: &'static str = "loki";
+    const CONTENT_TYPE: &'static str = "application/json";
+    const CREDENTIALS: &'static str = "--loki-tenant";
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    fn body(&mut self, batch: &Batch, events: &[usize]) -> Vec<u8> {
+        let docs: usize = events.iter().map(|&i| batch.doc(i).len()).sum();
+        let mut b = Vec::with_capacity(docs * 5 / 4 + events.len() * 24 + self.prefix.len() + 8);
         b.extend_from_slice(&self.prefix);
-        for i in 0..batch.len() {
-            if i > 0 {
+        for (n, &i) in events.iter().enumerate() {
+            if n > 0 {
                 b.push(b',');
             }
             b.extend_from_slice(format!("[\"{}\",", batch.times[i]).as_bytes());
@@ -72,46 +88,6 @@ impl LokiSink {
         }
         b.extend_from_slice(b"]}]}");
         b
-    }
-
-    pub async fn deliver(&mut self, batch: &mut Batch) {
-        let (body, encoding) = self.common.encode(self.body(batch));
-        let mut backoff = self.common.backoff();
-        let redacted = sidecar_runtime::redact::redact_url(&self.url);
-        loop {
-            match post(
-                &self.common,
-                &self.url,
-                body.clone(),
-                encoding,
-                "application/json",
-                &self.headers,
-            )
-            .await
-            {
-                Ok((s, _)) if (200..300).contains(&s) => break,
-                Ok((s, resp)) if !retryable(s) => {
-                    let reason = format!("HTTP {s}: {}", excerpt(&resp));
-                    tracing::error!(url = %redacted, status = s, reason, "loki rejected the push; events go to the dead letter");
-                    for i in 0..batch.len() {
-                        self.common.dead_letter.reject(
-                            &self.common.metrics,
-                            batch.doc(i),
-                            Some(s),
-                            &reason,
-                        );
-                    }
-                    return;
-                }
-                Ok((s, resp)) => {
-                    tracing::warn!(url = %redacted, status = s, body = %excerpt(&resp), "loki push failed; retrying")
-                }
-                Err(e) => tracing::warn!(url = %redacted, error = %e, "loki unreachable; retrying"),
-            }
-            self.common.metrics.retries.inc();
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-        self.common.metrics.events_acked.inc_by(batch.len() as u64);
     }
 }
 

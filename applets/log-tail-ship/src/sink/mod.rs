@@ -4,6 +4,7 @@
 //! retried forever with backoff; nothing is dropped silently.
 
 mod dead_letter;
+mod delivery;
 mod elasticsearch;
 mod http;
 mod loki;
@@ -21,6 +22,7 @@ use crate::config::{Args, Compress, SinkKind};
 use crate::metrics::Metrics;
 
 pub use dead_letter::DeadLetter;
+use delivery::Delivery;
 
 /// First retry wait; it doubles up to --retry-max-backoff.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -60,9 +62,9 @@ impl Common {
 
 pub enum Sink {
     Stdout(Metrics),
-    Http(http::HttpSink),
-    Elasticsearch(elasticsearch::EsSink),
-    Loki(loki::LokiSink),
+    Http(Delivery<http::HttpSink>),
+    Elasticsearch(Delivery<elasticsearch::EsSink>),
+    Loki(Delivery<loki::LokiSink>),
 }
 
 impl Sink {
@@ -78,11 +80,11 @@ impl Sink {
         };
         Ok(match args.sink {
             SinkKind::Stdout => Sink::Stdout(metrics.clone()),
-            SinkKind::Http => Sink::Http(http::HttpSink::new(args, common()?)?),
+            SinkKind::Http => Sink::Http(Delivery::new(common()?, http::HttpSink::new(args)?)),
             SinkKind::Elasticsearch => {
-                Sink::Elasticsearch(elasticsearch::EsSink::new(args, common()?)?)
+                Sink::Elasticsearch(Delivery::new(common()?, elasticsearch::EsSink::new(args)?))
             }
-            SinkKind::Loki => Sink::Loki(loki::LokiSink::new(args, common()?)?),
+            SinkKind::Loki => Sink::Loki(Delivery::new(common()?, loki::LokiSink::new(args)?)),
         })
     }
 
