@@ -654,23 +654,34 @@ fn cors_custom_headers_and_cache_control() {
         .headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("vary") && v.contains("Origin")));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("origin, content-type")
+    );
+    // A disallowed origin is refused outright, as static-web-server does.
     let r = get_with(addr, "/", &[("origin", "https://evil.example")]);
+    assert_eq!(r.status, 403);
     assert_eq!(r.header("access-control-allow-origin"), None);
-    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    let r = http::get(addr, "/");
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (200, Some("no-cache"))
+    );
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("access-control-allow-origin"), None);
     assert_eq!(http::get(addr, "/hello.txt").header("cache-control"), None);
 
-    let pre = http::request(
-        addr,
-        "OPTIONS",
-        "/assets/app.js",
-        &[
-            ("origin", "https://b.example"),
-            ("access-control-request-method", "GET"),
-            ("access-control-request-headers", "x-custom"),
-        ],
-        b"",
-    );
+    let preflight = |origin: &str, method: &str, headers: &str| {
+        let mut h = vec![
+            ("origin", origin),
+            ("access-control-request-method", method),
+        ];
+        if !headers.is_empty() {
+            h.push(("access-control-request-headers", headers));
+        }
+        http::request(addr, "OPTIONS", "/assets/app.js", &h, b"")
+    };
+    let pre = preflight("https://b.example", "GET", "Content-Type, authorization");
     assert_eq!(pre.status, 204);
     assert_eq!(
         pre.header("access-control-allow-origin"),
@@ -680,7 +691,72 @@ fn cors_custom_headers_and_cache_control() {
         pre.header("access-control-allow-methods"),
         Some("GET, HEAD, OPTIONS")
     );
-    assert_eq!(pre.header("access-control-allow-headers"), Some("x-custom"));
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("origin, content-type, authorization")
+    );
+    for (origin, method, headers) in [
+        ("https://evil.example", "GET", ""),
+        ("https://b.example", "POST", ""),
+        ("https://b.example", "GET", "x-custom"),
+    ] {
+        let pre = preflight(origin, method, headers);
+        assert_eq!(pre.status, 403, "{origin} {method} {headers}");
+        assert_eq!(pre.header("access-control-allow-origin"), None);
+    }
+    // Without an Origin, OPTIONS is a plain 204 with Allow.
+    let r = http::request(addr, "OPTIONS", "/", &[], b"");
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
+}
+
+#[test]
+fn cors_any_origin_with_custom_headers_from_env() {
+    let dir = site();
+    let root = dir.path().join("www");
+    let mut sc = Sidecar::spawn(
+        Command::new(support::bin())
+            .args(["static-serve", "--root", root.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "--admin-addr=127.0.0.1:0"])
+            .env("STATIC_SERVE_CORS_ALLOW_ORIGINS", "*")
+            .env("STATIC_SERVE_CORS_ALLOW_HEADERS", "x-api-key")
+            .env("STATIC_SERVE_CORS_EXPOSE_HEADERS", "etag,content-range"),
+    );
+    let line = sc.wait_for_log("static-serve listening");
+    let addr = support::addr_field(&line, "addr=").unwrap();
+    let r = get_with(addr, "/hello.txt", &[("origin", "https://any.example")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("etag, content-range")
+    );
+    assert!(!r
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("vary") && v.contains("Origin")));
+    let ok = [
+        ("origin", "https://any.example"),
+        ("access-control-request-method", "HEAD"),
+        ("access-control-request-headers", "X-Api-Key"),
+    ];
+    let pre = http::request(addr, "OPTIONS", "/hello.txt", &ok, b"");
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("x-api-key")
+    );
+    let bad = [
+        ("origin", "https://any.example"),
+        ("access-control-request-method", "GET"),
+        ("access-control-request-headers", "content-type"),
+    ];
+    assert_eq!(
+        http::request(addr, "OPTIONS", "/hello.txt", &bad, b"").status,
+        403
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use crate::body::Body;
 use crate::cache::BytesCache;
 use crate::conditional::{Outcome, Validators};
+use crate::cors::Verdict;
 use crate::encoding::{self, Accepted, Coding};
 use crate::listing;
 use crate::metrics::Metrics;
@@ -63,8 +64,23 @@ impl Handler {
     /// Answers one request and records it.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: &str) -> Response<Body> {
         let start = Instant::now();
-        let mut resp = self.respond(&req).await;
-        self.finish_headers(req.headers(), &mut resp);
+        let cors = self
+            .s
+            .cors
+            .as_ref()
+            .map(|c| c.check(req.method(), req.headers()));
+        let mut resp = match cors {
+            Some(Verdict::Forbidden(why)) => {
+                tracing::debug!(why, "cors: 403");
+                let mut r = text(StatusCode::FORBIDDEN, "403 Forbidden\n");
+                if req.method() == Method::HEAD {
+                    r.body_mut().discard();
+                }
+                r
+            }
+            _ => self.respond(&req).await,
+        };
+        self.finish_headers(cors, &mut resp);
         let status = resp.status().as_u16();
         self.metrics.observe(status, start.elapsed().as_secs_f64());
         if self.s.access_log {
@@ -93,7 +109,7 @@ impl Handler {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
-            Method::OPTIONS => return self.options(req.headers()),
+            Method::OPTIONS => return self.options(),
             _ => {
                 let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 r.headers_mut().insert(header::ALLOW, ALLOW);
@@ -458,47 +474,30 @@ impl Handler {
         Some(data)
     }
 
-    /// OPTIONS: a CORS preflight, or the allowed methods.
-    fn options(&self, headers: &HeaderMap) -> Response<Body> {
+    /// OPTIONS: the allowed methods (a CORS preflight also gets the CORS
+    /// headers, see `finish_headers`).
+    fn options(&self) -> Response<Body> {
         let mut r = text(StatusCode::NO_CONTENT, "");
         r.headers_mut().remove(header::CONTENT_TYPE);
         r.headers_mut().insert(header::ALLOW, ALLOW);
-        let preflight = headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        if let (true, Some(_)) = (preflight, &self.s.cors) {
-            let h = r.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW);
-            let allow_headers = headers
-                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-                .cloned()
-                .unwrap_or(HeaderValue::from_static(
-                    "origin, content-type, authorization",
-                ));
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("86400"),
-            );
-        }
         r
     }
 
     /// Headers every response gets: `--header`, CORS.
-    fn finish_headers(&self, req: &HeaderMap, r: &mut Response<Body>) {
+    fn finish_headers(&self, cors_verdict: Option<Verdict>, r: &mut Response<Body>) {
+        let preflight = r.status() == StatusCode::NO_CONTENT;
         let h = r.headers_mut();
         for (k, v) in &self.s.headers {
             h.insert(k.clone(), v.clone());
         }
         if let Some(cors) = &self.s.cors {
-            if let Some(allow) = req
-                .get(header::ORIGIN)
-                .and_then(|o| o.to_str().ok())
-                .and_then(|o| cors.allow(o))
-            {
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-                h.insert(
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    HeaderValue::from_static("content-length, content-range, etag"),
-                );
+            if let Some(Verdict::Allowed(origin)) = cors_verdict {
+                cors.decorate(origin, h);
+                // SWS: on a preflight the CORS allow-methods stand in for
+                // `Allow` (a 405 keeps its `Allow`, which RFC 9110 requires).
+                if preflight {
+                    h.remove(header::ALLOW);
+                }
             }
             if cors.varies() {
                 h.append(header::VARY, HeaderValue::from_static("Origin"));

@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod cache;
 mod conditional;
+mod cors;
 mod encoding;
 mod handler;
 mod listen;
@@ -106,6 +107,26 @@ pub struct StaticServe {
         value_name = "ORIGINS"
     )]
     cors_allow_origins: Vec<String>,
+
+    /// Request headers a CORS preflight may ask for, comma-separated.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_CORS_ALLOW_HEADERS",
+        value_delimiter = ',',
+        default_value = "origin, content-type, authorization",
+        value_name = "HEADERS"
+    )]
+    cors_allow_headers: Vec<String>,
+
+    /// Response headers exposed to CORS callers, comma-separated.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_CORS_EXPOSE_HEADERS",
+        value_delimiter = ',',
+        default_value = "origin, content-type",
+        value_name = "HEADERS"
+    )]
+    cors_expose_headers: Vec<String>,
 
     /// htpasswd file of `user:bcrypt-hash` lines (`htpasswd -B`); every request must authenticate.
     #[arg(long, env = "STATIC_SERVE_BASIC_AUTH_FILE", value_name = "FILE")]

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use sidecar_runtime::usage;
 
 use crate::auth::BasicAuth;
+use crate::cors::Cors;
 use crate::tree::Policy;
 use crate::StaticServe;
 
@@ -19,30 +20,6 @@ pub enum PageFile {
     InTree(PathBuf),
     /// An absolute path outside the root (a ConfigMap mount).
     Absolute(PathBuf),
-}
-
-pub struct Cors {
-    any: bool,
-    origins: Vec<String>,
-}
-
-impl Cors {
-    /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if allowed.
-    pub fn allow(&self, origin: &str) -> Option<HeaderValue> {
-        if self.any {
-            return Some(HeaderValue::from_static("*"));
-        }
-        self.origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
-            .then(|| HeaderValue::from_str(origin).ok())
-            .flatten()
-    }
-
-    /// Whether responses differ by `Origin` (so caches must `Vary` on it).
-    pub fn varies(&self) -> bool {
-        !self.any
-    }
 }
 
 pub struct Settings {
@@ -110,16 +87,11 @@ impl Settings {
                 HeaderValue::from_str(v).map_err(|_| usage!("--header {k}: invalid value"))?,
             ));
         }
-        let origins: Vec<String> = a
-            .cors_allow_origins
-            .iter()
-            .map(|o| o.trim().trim_end_matches('/').to_string())
-            .filter(|o| !o.is_empty())
-            .collect();
-        let cors = (!origins.is_empty()).then(|| Cors {
-            any: origins.iter().any(|o| o == "*"),
-            origins,
-        });
+        let cors = Cors::new(
+            &a.cors_allow_origins,
+            &a.cors_allow_headers,
+            &a.cors_expose_headers,
+        )?;
         let auth = match &a.basic_auth_file {
             Some(f) => Some(Arc::new(
                 BasicAuth::load(f).map_err(|e| usage!("--basic-auth-file: {e}"))?,
