@@ -343,9 +343,7 @@ fn read_from_end_applies_to_files_found_at_start_only() {
     ship.wait_message("appended");
     Writer::append(&dir.path().join("new.log")).line("fresh file");
     ship.wait_message("fresh file");
-    let mut got = ship.messages();
-    got.sort();
-    assert_eq!(got, ["appended", "fresh file"]);
+    assert_eq!(ship.sorted_messages(), ["appended", "fresh file"]);
 }
 
 #[test]
@@ -688,9 +686,10 @@ fn restart_tells_rewritten_files_from_renamed_ones() {
     let ship = Ship::start(&args);
     ship.wait_message("new content");
     ship.wait_message("appended after rename");
-    let mut got = ship.messages();
-    got.sort();
-    assert_eq!(got, ["appended after rename", "new content"]);
+    assert_eq!(
+        ship.sorted_messages(),
+        ["appended after rename", "new content"]
+    );
 }
 
 /// A multiline event still collecting lines at shutdown is not sent: the
@@ -858,9 +857,7 @@ fn a_file_rotated_away_before_we_saw_it_is_read() {
     Writer::append(&log).line("c-1");
     ship.sc.signal(Signal::SIGCONT);
     ship.wait_messages(&["b-1".to_string(), "c-1".to_string()]);
-    let mut got = ship.messages();
-    got.sort();
-    assert_eq!(got, ["a-1", "b-1", "c-1"]);
+    assert_eq!(ship.sorted_messages(), ["a-1", "b-1", "c-1"]);
     ship.sc
         .wait_for_log("file rotated away before we opened it");
     assert_eq!(ship.stop(), Some(0));
@@ -943,9 +940,7 @@ fn inactive_files_are_closed_and_reopened_when_they_grow() {
     ship.wait_message("second");
     ship.wait_message("half a line");
     ship.sc.wait_for_log("reason=\"reopened\"");
-    let mut got = ship.messages();
-    got.sort();
-    assert_eq!(got, ["first", "half a line", "second"]);
+    assert_eq!(ship.sorted_messages(), ["first", "half a line", "second"]);
     assert_eq!(ship.stop(), Some(0));
 }
 

@@ -39,6 +39,20 @@ fn dead_letters(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The dead letter file's entries, once there is at least one.
+fn wait_dead_letters(path: &Path) -> Vec<Value> {
+    support::wait_until("the dead letter", || !dead_letters(path).is_empty());
+    dead_letters(path)
+}
+
+/// A request header as recorded by a test double.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// Per item: 2xx done, 409 a duplicate (done), 429 retried alone, 400 to the
 /// dead letter with the reason; a whole-request 503 retries the batch. The
 /// checkpoint moves past every line once all are settled.
@@ -80,11 +94,7 @@ fn elasticsearch_bulk_item_semantics() {
         data.to_str().unwrap(),
     ]);
     let st = es.wait("ok and busy lines stored", |s| s.docs.len() == 3);
-    let mut stored: Vec<&str> = st
-        .docs
-        .iter()
-        .map(|(_, d)| d["message"].as_str().unwrap())
-        .collect();
+    let mut stored = es.stored_messages();
     stored.sort();
     assert_eq!(stored, ["busy-1", "ok-1", "ok-2"]);
     // The 503 answered the first request; the next carried all five; the
@@ -106,15 +116,12 @@ fn elasticsearch_bulk_item_semantics() {
         "{:?}",
         st.paths
     );
-    let h = &st.headers[1];
-    let ct = h
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .unwrap();
-    assert_eq!(ct.1, "application/x-ndjson");
+    assert_eq!(
+        header(&st.headers[1], "content-type"),
+        Some("application/x-ndjson")
+    );
 
-    support::wait_until("the dead letter", || !dead_letters(&dlq).is_empty());
-    let dl = dead_letters(&dlq);
+    let dl = wait_dead_letters(&dlq);
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0]["status"], 400);
     assert!(
@@ -185,11 +192,7 @@ fn elasticsearch_auth_failover_gzip_and_index_pattern() {
     assert_eq!(index, &format!("app-{}.{}", &ts[0..4], &ts[5..7]));
     assert_eq!(st.paths.last().unwrap(), "/_bulk?pipeline=logs%40custom");
     let h = st.headers.last().unwrap();
-    let get = |name: &str| {
-        h.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| header(h, name);
     assert_eq!(get("content-encoding"), Some("gzip"));
     // base64("elastic:changeme")
     assert_eq!(get("authorization"), Some("Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="));
@@ -229,13 +232,11 @@ fn elasticsearch_index_action_and_api_key() {
         st.requests[0][0].1.get("_id").is_none(),
         "--es-document-id none"
     );
-    let auth = st.headers[0]
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .unwrap();
-    assert_eq!(auth.1, "ApiKey a2V5OnNlY3JldA==");
-    support::wait_until("the dead letter", || !dead_letters(&dlq).is_empty());
-    assert_eq!(dead_letters(&dlq)[0]["status"], 409);
+    assert_eq!(
+        header(&st.headers[0], "authorization"),
+        Some("ApiKey a2V5OnNlY3JldA==")
+    );
+    assert_eq!(wait_dead_letters(&dlq)[0]["status"], 409);
 }
 
 /// Loki: JSON push with labels ($(VAR) expanded), tenant header and gzip;
@@ -288,19 +289,14 @@ fn loki_push_labels_tenant_gzip_retry_and_dead_letter() {
     assert_eq!(ev["message"], "to loki");
     assert_eq!(st.paths, ["/loki/api/v1/push", "/loki/api/v1/push"]);
     let h = st.headers.last().unwrap();
-    let get = |name: &str| {
-        h.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| header(h, name);
     assert_eq!(get("x-scope-orgid"), Some("team-a"));
     assert_eq!(get("content-encoding"), Some("gzip"));
     assert_eq!(get("content-type"), Some("application/json"));
 
     loki.fail_next(400);
     Writer::append(&log).line("too old");
-    support::wait_until("the dead letter", || !dead_letters(&dlq).is_empty());
-    let dl = dead_letters(&dlq);
+    let dl = wait_dead_letters(&dlq);
     assert_eq!(dl[0]["status"], 400);
     assert_eq!(dl[0]["event"]["message"], "too old");
     assert!(dl[0]["reason"].as_str().unwrap().contains("too far behind"));
@@ -332,8 +328,7 @@ fn http_sink_headers_and_rejection() {
     assert_eq!(ev["message"], "one");
     recv.set_response(|_| (400, "bad".into()));
     Writer::append(&log).line("two");
-    support::wait_until("the dead letter", || !dead_letters(&dlq).is_empty());
-    assert_eq!(dead_letters(&dlq)[0]["event"]["message"], "two");
+    assert_eq!(wait_dead_letters(&dlq)[0]["event"]["message"], "two");
     assert_eq!(
         metric(&metrics(admin), "log_tail_ship_events_dead_lettered_total"),
         1.0
@@ -392,12 +387,8 @@ fn elasticsearch_resend_is_a_conflict_not_a_copy() {
 #[test]
 fn elasticsearch_413_splits_the_batch() {
     let dir = support::tempdir();
-    let log = dir.path().join("app.log");
     let dlq = dir.path().join("dead.ndjson");
-    let mut w = Writer::append(&log);
-    for l in ["a", "b", "c", "d"] {
-        w.line(l);
-    }
+    four_lines(dir.path());
     let es = EsDouble::start();
     // All four: too large; then "a"+"b": too large; then "a" alone: too large.
     for _ in 0..3 {
@@ -413,25 +404,10 @@ fn elasticsearch_413_splits_the_batch() {
         dlq.to_str().unwrap(),
     ]);
     let st = es.wait("b, c and d stored", |s| s.docs.len() == 3);
-    let stored: Vec<&str> = st
-        .docs
-        .iter()
-        .map(|(_, d)| d["message"].as_str().unwrap())
-        .collect();
-    assert_eq!(stored, ["b", "c", "d"], "in order");
+    assert_eq!(es.stored_messages(), ["b", "c", "d"], "in order");
     let sizes: Vec<usize> = st.requests.iter().map(|r| r.len()).collect();
     assert_eq!(sizes, [1, 2], "b alone, then c and d");
-    support::wait_until("the dead letter", || !dead_letters(&dlq).is_empty());
-    let dl = dead_letters(&dlq);
-    assert_eq!(dl.len(), 1);
-    assert_eq!(dl[0]["status"], 413);
-    assert_eq!(dl[0]["event"]["message"], "a");
-    // The double stored "c" and "d" before its answer reached the shipper.
-    support::wait_until("the last answer to be counted", || {
-        metric(&metrics(admin), "log_tail_ship_events_acked_total") == 3.0
-    });
-    let m = metrics(admin);
-    assert_eq!(metric(&m, "log_tail_ship_events_dead_lettered_total"), 1.0);
+    assert_only_a_dead_lettered(&dlq, admin);
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(sc.wait_exit().code(), Some(0));
 }
@@ -444,11 +420,16 @@ fn four_lines(dir: &Path) {
     }
 }
 
+/// The message of an event sent as one JSON line.
+fn message(line: &str) -> String {
+    let ev: Value = serde_json::from_str(line).unwrap();
+    ev["message"].as_str().unwrap().to_string()
+}
+
 /// After a sink refused "a"+"b"+"c"+"d", "a"+"b" and "a" with 413: "a" alone
 /// is dead-lettered and the other three acknowledged.
 fn assert_only_a_dead_lettered(dlq: &Path, admin: std::net::SocketAddr) {
-    support::wait_until("the dead letter", || !dead_letters(dlq).is_empty());
-    let dl = dead_letters(dlq);
+    let dl = wait_dead_letters(dlq);
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0]["status"], 413);
     assert_eq!(dl[0]["event"]["message"], "a");
@@ -492,19 +473,18 @@ fn http_413_splits_the_batch() {
             String::from_utf8(req.body)
                 .unwrap()
                 .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"].to_string())
+                .map(message)
                 .collect()
         })
         .collect();
-    let q = |s: &str| format!("{s:?}");
     assert_eq!(
         parts,
         [
-            vec![q("a"), q("b"), q("c"), q("d")],
-            vec![q("a"), q("b")],
-            vec![q("a")],
-            vec![q("b")],
-            vec![q("c"), q("d")],
+            vec!["a", "b", "c", "d"],
+            vec!["a", "b"],
+            vec!["a"],
+            vec!["b"],
+            vec!["c", "d"],
         ]
     );
     assert_only_a_dead_lettered(&dlq, admin);
@@ -533,9 +513,9 @@ fn loki_413_splits_the_batch() {
     let pushed: Vec<String> = st
         .entries
         .iter()
-        .map(|(_, _, line)| serde_json::from_str::<Value>(line).unwrap()["message"].to_string())
+        .map(|(_, _, line)| message(line))
         .collect();
-    assert_eq!(pushed, [r#""b""#, r#""c""#, r#""d""#], "in order");
+    assert_eq!(pushed, ["b", "c", "d"], "in order");
     assert_eq!(st.paths.len(), 5, "abcd, ab, a refused; then b, then cd");
     assert_only_a_dead_lettered(&dlq, admin);
 }

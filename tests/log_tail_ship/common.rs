@@ -93,6 +93,14 @@ impl Ship {
         messages(&self.events.0.lock().unwrap())
     }
 
+    /// The messages sorted: files are read concurrently, so only each
+    /// file's own order is defined.
+    pub fn sorted_messages(&self) -> Vec<String> {
+        let mut got = self.messages();
+        got.sort();
+        got
+    }
+
     pub fn events(&self) -> Vec<Value> {
         self.events.0.lock().unwrap().clone()
     }
