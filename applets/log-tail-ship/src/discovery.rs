@@ -231,26 +231,19 @@ mod tests {
 
     #[test]
     fn roots() {
-        assert_eq!(
-            literal_root(Path::new("/var/log/app/*.log")),
-            (PathBuf::from("/var/log/app"), false)
-        );
-        assert_eq!(
-            literal_root(Path::new("/var/log/app/a.log")),
-            (PathBuf::from("/var/log/app"), false)
-        );
-        assert_eq!(
-            literal_root(Path::new("/var/log/**/a.log")),
-            (PathBuf::from("/var/log"), true)
-        );
-        assert_eq!(
-            literal_root(Path::new("/var/*/x/a.log")),
-            (PathBuf::from("/var"), true)
-        );
-        assert_eq!(
-            literal_root(Path::new("a.log")),
-            (PathBuf::from("."), false)
-        );
+        for (pattern, root, recursive) in [
+            ("/var/log/app/*.log", "/var/log/app", false),
+            ("/var/log/app/a.log", "/var/log/app", false),
+            ("/var/log/**/a.log", "/var/log", true),
+            ("/var/*/x/a.log", "/var", true),
+            ("a.log", ".", false),
+        ] {
+            assert_eq!(
+                literal_root(Path::new(pattern)),
+                (PathBuf::from(root), recursive),
+                "{pattern}"
+            );
+        }
     }
 
     #[test]

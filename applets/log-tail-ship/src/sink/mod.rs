@@ -155,56 +155,6 @@ pub async fn run(
     }
 }
 
-/// A short, single-line excerpt of a response body for logs and dead letters.
-pub fn excerpt(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&body[..body.len().min(512)]);
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Whether a status is worth retrying: the server may accept the same
-/// request later (overload, outage, credentials being rotated).
-pub fn retryable(status: u16) -> bool {
-    matches!(status, 401 | 403 | 408 | 429) || status >= 500
-}
-
-/// One POST; the response body is read whole (bulk responses are needed).
-pub async fn post(
-    common: &Common,
-    url: &str,
-    body: Bytes,
-    encoding: Option<&str>,
-    content_type: &str,
-    headers: &reqwest::header::HeaderMap,
-) -> Result<(u16, Bytes), reqwest::Error> {
-    let mut req = common
-        .client
-        .post(url)
-        .headers(headers.clone())
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(body);
-    if let Some(enc) = encoding {
-        req = req.header(reqwest::header::CONTENT_ENCODING, enc);
-    }
-    let mut resp = req.send().await?;
-    let status = resp.status().as_u16();
-    // A bulk response is about 100 bytes per item; more than this is a
-    // misbehaving server, and keeping it would cost unbounded memory.
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > MAX_RESPONSE {
-            tracing::warn!(
-                url,
-                "response body over {MAX_RESPONSE} bytes; keeping its start"
-            );
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((status, Bytes::from(body)))
-}
-
-const MAX_RESPONSE: usize = 64 << 20;
-
 /// An absolute http(s) URL, or exit 2 naming the flag.
 pub fn check_url(flag: &str, raw: &str) -> anyhow::Result<url::Url> {
     match url::Url::parse(raw) {
