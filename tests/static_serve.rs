@@ -861,6 +861,26 @@ fn slow_malformed_and_oversized_requests_are_cut_off() {
         String::from_utf8_lossy(&out[..out.len().min(200)])
     );
     assert_eq!(http::get(addr, "/hello.txt").status, 200);
+    // A request line above 8 KiB: 414 (nginx), whether the head is above 16 KiB or not.
+    for len in [9 * 1024, 20 * 1024] {
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', len));
+        long.extend_from_slice(b" HTTP/1.1\r\nhost: x\r\n\r\n");
+        let out = raw(addr, &long);
+        assert!(
+            out.starts_with(b"HTTP/1.1 414"),
+            "{len}: {}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
+    }
+    // Pipelined behind another request, the handler still answers 414.
+    let mut two = b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n\r\nGET /".to_vec();
+    two.extend(std::iter::repeat_n(b'a', 9 * 1024));
+    two.extend_from_slice(b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let out = String::from_utf8_lossy(&raw(addr, &two)).into_owned();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("HTTP/1.1 414"), "{out}");
+    assert_eq!(http::get(addr, "/hello.txt").status, 200);
 
     // Slowloris: half a head and silence is closed (read returns EOF, no response).
     let out = raw(addr, b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n");
@@ -1453,4 +1473,38 @@ fn protocol_edge_cases_over_raw_tcp() {
     let r = responses(&out, &[true, false]);
     assert_eq!(r[0], (200, vec![]));
     assert_eq!(r[1], (200, b"hello world\n".to_vec()));
+}
+
+#[test]
+fn future_last_modified_is_capped_at_the_date() {
+    let dir = site();
+    let www = dir.path().join("www");
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400 * 365);
+    std::fs::File::options()
+        .write(true)
+        .open(www.join("hello.txt"))
+        .unwrap()
+        .set_modified(future)
+        .unwrap();
+    let (_sc, addr) = serve(&www, &[]);
+    let r = http::get(addr, "/hello.txt");
+    assert_eq!(r.status, 200);
+    let date = r.header("date").expect("Date").to_string();
+    assert_eq!(r.header("last-modified"), Some(date.as_str()));
+    // The capped value is the validator: asking with it is a 304.
+    let r = get_with(addr, "/hello.txt", &[("if-modified-since", &date)]);
+    assert_eq!(r.status, 304);
+    // An ordinary past mtime is sent as it is.
+    let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(www.join("index.html"))
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let r = http::get(addr, "/index.html");
+    assert_eq!(
+        r.header("last-modified"),
+        Some("Sun, 09 Sep 2001 01:46:40 GMT")
+    );
 }

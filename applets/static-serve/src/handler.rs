@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -105,6 +105,12 @@ impl Handler {
         // A missing Host is tolerated, as SWS and darkhttpd do.
         if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
             return text(StatusCode::BAD_REQUEST, "bad request: more than one Host\n");
+        }
+        // The socket wrapper answers 414 while reading a long request line;
+        // a pipelined request that arrived with the one before escapes it.
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target > crate::request_line::MAX_REQUEST_LINE {
+            return text(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");
         }
         let head = match *req.method() {
             Method::GET => false,
@@ -318,11 +324,15 @@ impl Handler {
             }
         }
 
+        let (modified, date) = last_modified(f.meta.modified);
         let mut r = Response::new(Body::empty());
         {
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, content_type(mime));
-            h.insert(header::LAST_MODIFIED, http_date(f.meta.modified));
+            h.insert(header::LAST_MODIFIED, http_date(modified));
+            if let Some(date) = date {
+                h.insert(header::DATE, date);
+            }
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 h.insert(header::ETAG, v);
             }
@@ -335,7 +345,7 @@ impl Handler {
         }
         let validators = Validators {
             etag: &etag,
-            modified: f.meta.modified,
+            modified,
         };
         match validators.evaluate(ask.headers) {
             Outcome::Proceed => {}
@@ -582,6 +592,18 @@ fn content_type(mime: &'static str) -> HeaderValue {
     } else {
         HeaderValue::from_static(mime)
     }
+}
+
+/// RFC 9110 §8.8.2.1: a `Last-Modified` later than the response's `Date`
+/// (a future mtime: clock skew, or a build that stamps files ahead) is replaced
+/// by the `Date`. hyper's own `Date` is cached for up to a second, so when the
+/// mtime is that recent the `Date` is set here from the same clock reading.
+fn last_modified(mtime: SystemTime) -> (SystemTime, Option<HeaderValue>) {
+    let now = SystemTime::now();
+    if mtime + Duration::from_secs(1) <= now {
+        return (mtime, None);
+    }
+    (mtime.min(now), Some(http_date(now)))
 }
 
 fn http_date(t: std::time::SystemTime) -> HeaderValue {

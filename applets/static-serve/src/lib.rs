@@ -16,6 +16,7 @@ mod listing;
 mod metrics;
 mod path;
 mod range;
+mod request_line;
 mod sendfile;
 mod server;
 mod settings;

@@ -3,8 +3,8 @@
 //! Slow clients cannot hold the server: a connection cap (accepting pauses
 //! while it is reached), a header timeout (request head must arrive within
 //! `--header-timeout` of its first byte), an idle timeout (no traffic between
-//! requests, or a client that stops reading), and a cap on the request head
-//! size (431). hyper's own header timeout also runs while a keep-alive
+//! requests, or a client that stops reading), a cap on the request head
+//! size (431) and on the request line (414, `request_line.rs`). hyper's own header timeout also runs while a keep-alive
 //! connection waits for its next request, which would make the two flags one,
 //! so both are tracked here from the bytes the socket actually moves.
 
@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::handler::Handler;
 use crate::listen::Listener;
+use crate::request_line::{self, LineWatch};
 use crate::sendfile::{is_placeholder, SendFile, Spans};
 
 /// Request line plus headers; larger heads get 431.
@@ -263,6 +264,7 @@ async fn connection<S>(
         inner: stream,
         activity: activity.clone(),
         spans: spans.clone(),
+        line: LineWatch::default(),
     };
     let peer: Arc<str> = peer.into();
     let log_peer = peer.clone();
@@ -342,6 +344,12 @@ impl Activity {
         }
     }
 
+    /// No request in flight and no head begun: the next byte read starts one.
+    fn between_requests(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+    }
+
     fn read(&self, n: usize) {
         if n == 0 {
             return;
@@ -403,9 +411,10 @@ struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     spans: Arc<Spans>,
+    line: LineWatch,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -414,7 +423,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
+            let head_starts = self.activity.between_requests();
             self.activity.read(buf.filled().len() - before);
+            if self.line.too_long(head_starts, &buf.filled()[before..]) {
+                // Best effort: a socket that cannot take these few bytes now
+                // is closed without them.
+                let _ = Pin::new(&mut self.inner).poll_write(cx, &request_line::response());
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request line too long",
+                )));
+            }
         }
         r
     }
