@@ -1508,3 +1508,46 @@ fn future_last_modified_is_capped_at_the_date() {
         Some("Sun, 09 Sep 2001 01:46:40 GMT")
     );
 }
+
+#[test]
+fn stale_precompressed_variants_are_not_served() {
+    let dir = site();
+    let www = dir.path().join("www");
+    let old_css = "body { color: red; }\n".repeat(200);
+    write(&www.join("app.css"), &old_css);
+    std::fs::write(www.join("app.css.br"), b"OLD-BROTLI").unwrap();
+    std::fs::write(www.join("app.css.gz"), gzip(old_css.as_bytes())).unwrap();
+    // A checkout that only rewrote the original: the variants are now older.
+    let new_css = "body { color: blue; }\n".repeat(200);
+    write(&www.join("app.css"), &new_css);
+    let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for v in ["app.css.br", "app.css.gz"] {
+        std::fs::File::options()
+            .write(true)
+            .open(www.join(v))
+            .unwrap()
+            .set_modified(earlier)
+            .unwrap();
+    }
+    // A fresh variant next to it is still served.
+    write(&www.join("fresh.css"), &old_css);
+    std::fs::write(www.join("fresh.css.br"), b"FRESH-BROTLI").unwrap();
+    let (_sc, addr, admin) = serve_admin(&www, &[]);
+
+    let r = get_with(addr, "/app.css", &[("accept-encoding", "br")]);
+    assert_eq!(
+        (r.header("content-encoding"), r.text()),
+        (None, new_css.clone())
+    );
+    // gzip accepted: compressed on the fly from the current original.
+    let r = get_with(addr, "/app.css", &[("accept-encoding", "gzip, br")]);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&r.body), new_css.as_bytes());
+    let r = get_with(addr, "/fresh.css", &[("accept-encoding", "br")]);
+    assert_eq!(r.body, b"FRESH-BROTLI");
+    let m = http::get(admin, "/metrics").text();
+    assert!(
+        m.contains("static_serve_stale_variants_skipped_total 3"),
+        "{m}"
+    );
+}

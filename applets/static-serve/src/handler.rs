@@ -293,6 +293,14 @@ impl Handler {
                 let mut vrel = rel.as_os_str().to_owned();
                 vrel.push(c.suffix());
                 if let Ok(v) = tree.open_file(Path::new(&vrel), self.s.policy) {
+                    // A variant older than its original is left over from
+                    // before the original changed (an in-place checkout that
+                    // only rewrote the original): serving it would send old
+                    // content, so the original (or on-the-fly gzip) is used.
+                    if v.meta.modified < f.meta.modified {
+                        self.metrics.stale_variants.inc();
+                        continue;
+                    }
                     f = v;
                     coding = Some(c);
                     vary = true;

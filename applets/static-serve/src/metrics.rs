@@ -19,6 +19,8 @@ pub struct Metrics {
     pub timeouts: Counter,
     /// Requests answered 503 because the root did not resolve.
     pub root_missing: Counter,
+    /// Precompressed variants skipped because they are older than their original.
+    pub stale_variants: Counter,
 }
 
 impl Metrics {
@@ -43,6 +45,7 @@ impl Metrics {
             connections: Counter::default(),
             timeouts: Counter::default(),
             root_missing: Counter::default(),
+            stale_variants: Counter::default(),
         };
         reg.register(
             "response_body_bytes",
@@ -73,6 +76,11 @@ impl Metrics {
             "root_unavailable",
             "Requests answered 503 because --root did not resolve to a directory",
             m.root_missing.clone(),
+        );
+        reg.register(
+            "stale_variants_skipped",
+            "Precompressed .br/.zst/.gz variants not served because they are older than the original",
+            m.stale_variants.clone(),
         );
         m
     }
