@@ -43,6 +43,16 @@ fn raw(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Sets a file's mtime, as a checkout or a build that stamps files would.
+fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
 fn site() -> tempfile::TempDir {
     let dir = support::tempdir();
     let www = dir.path().join("www");
@@ -345,12 +355,7 @@ fn etag_changes_when_a_checkout_rewrites_same_size_same_second() {
     let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
     // In place (same inode), and as a new file (what git does), both with the old mtime.
     std::fs::write(&file, "HELLO WORLD\n").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    set_mtime(&file, mtime);
     let in_place = http::get(addr, "/hello.txt");
     assert_eq!(
         in_place.header("last-modified"),
@@ -368,12 +373,7 @@ fn etag_changes_when_a_checkout_rewrites_same_size_same_second() {
     );
     let tmp = dir.path().join("www/.hello.tmp");
     std::fs::write(&tmp, "hello_world\n").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&tmp)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    set_mtime(&tmp, mtime);
     std::fs::rename(&tmp, &file).unwrap();
     let replaced = http::get(addr, "/hello.txt");
     assert_eq!(replaced.text(), "hello_world\n");
@@ -1150,12 +1150,7 @@ fn cached_small_files_never_go_stale() {
     }
     let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
     std::fs::write(&file, "HELLO WORLD\n").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    set_mtime(&file, mtime);
     assert_eq!(http::get(addr, "/hello.txt").text(), "HELLO WORLD\n");
     let r = get_with(addr, "/hello.txt", &[("range", "bytes=6-10")]);
     assert_eq!((r.status, r.text().as_str()), (206, "WORLD"));
@@ -1480,12 +1475,7 @@ fn future_last_modified_is_capped_at_the_date() {
     let dir = site();
     let www = dir.path().join("www");
     let future = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400 * 365);
-    std::fs::File::options()
-        .write(true)
-        .open(www.join("hello.txt"))
-        .unwrap()
-        .set_modified(future)
-        .unwrap();
+    set_mtime(&www.join("hello.txt"), future);
     let (_sc, addr) = serve(&www, &[]);
     let r = http::get(addr, "/hello.txt");
     assert_eq!(r.status, 200);
@@ -1496,12 +1486,7 @@ fn future_last_modified_is_capped_at_the_date() {
     assert_eq!(r.status, 304);
     // An ordinary past mtime is sent as it is.
     let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-    std::fs::File::options()
-        .write(true)
-        .open(www.join("index.html"))
-        .unwrap()
-        .set_modified(past)
-        .unwrap();
+    set_mtime(&www.join("index.html"), past);
     let r = http::get(addr, "/index.html");
     assert_eq!(
         r.header("last-modified"),
@@ -1522,12 +1507,7 @@ fn stale_precompressed_variants_are_not_served() {
     write(&www.join("app.css"), &new_css);
     let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for v in ["app.css.br", "app.css.gz"] {
-        std::fs::File::options()
-            .write(true)
-            .open(www.join(v))
-            .unwrap()
-            .set_modified(earlier)
-            .unwrap();
+        set_mtime(&www.join(v), earlier);
     }
     // A fresh variant next to it is still served.
     write(&www.join("fresh.css"), &old_css);

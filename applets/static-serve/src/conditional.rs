@@ -114,44 +114,26 @@ mod tests {
 
     #[test]
     fn rfc_order() {
-        assert_eq!(v().evaluate(&h(&[])), Outcome::Proceed);
-        assert_eq!(
-            v().evaluate(&h(&[("if-none-match", "*")])),
-            Outcome::NotModified
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-none-match", "\"x\", W/\"abc\"")])),
-            Outcome::NotModified
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-none-match", "\"x\"")])),
-            Outcome::Proceed
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-match", "W/\"abc\"")])),
-            Outcome::PreconditionFailed
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-match", "\"abc\"")])),
-            Outcome::Proceed
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-modified-since", AT)])),
-            Outcome::NotModified
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-modified-since", EARLIER)])),
-            Outcome::Proceed
-        );
-        assert_eq!(
-            v().evaluate(&h(&[("if-unmodified-since", EARLIER)])),
-            Outcome::PreconditionFailed
-        );
-        // If-None-Match wins over If-Modified-Since.
-        assert_eq!(
-            v().evaluate(&h(&[("if-none-match", "\"x\""), ("if-modified-since", AT)])),
-            Outcome::Proceed
-        );
+        use Outcome::*;
+        let cases: &[(&[(&str, &str)], Outcome)] = &[
+            (&[], Proceed),
+            (&[("if-none-match", "*")], NotModified),
+            (&[("if-none-match", "\"x\", W/\"abc\"")], NotModified),
+            (&[("if-none-match", "\"x\"")], Proceed),
+            (&[("if-match", "W/\"abc\"")], PreconditionFailed),
+            (&[("if-match", "\"abc\"")], Proceed),
+            (&[("if-modified-since", AT)], NotModified),
+            (&[("if-modified-since", EARLIER)], Proceed),
+            (&[("if-unmodified-since", EARLIER)], PreconditionFailed),
+            // If-None-Match wins over If-Modified-Since.
+            (
+                &[("if-none-match", "\"x\""), ("if-modified-since", AT)],
+                Proceed,
+            ),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(v().evaluate(&h(headers)), *want, "{headers:?}");
+        }
     }
 
     #[test]
