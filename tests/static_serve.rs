@@ -861,7 +861,7 @@ fn slow_malformed_and_oversized_requests_are_cut_off() {
         String::from_utf8_lossy(&out[..out.len().min(200)])
     );
     assert_eq!(http::get(addr, "/hello.txt").status, 200);
-    // A request line above 8 KiB: 414 (nginx), whether the head is above 16 KiB or not.
+    // A request line above 8 KiB: 414 (nginx), even when the head is above 16 KiB.
     for len in [9 * 1024, 20 * 1024] {
         let mut long = b"GET /".to_vec();
         long.extend(std::iter::repeat_n(b'a', len));
@@ -873,7 +873,7 @@ fn slow_malformed_and_oversized_requests_are_cut_off() {
             String::from_utf8_lossy(&out[..out.len().min(200)])
         );
     }
-    // Pipelined behind another request, the handler still answers 414.
+    // Behind another request on the same connection, the handler answers 414.
     let mut two = b"GET /hello.txt HTTP/1.1\r\nhost: x\r\n\r\nGET /".to_vec();
     two.extend(std::iter::repeat_n(b'a', 9 * 1024));
     two.extend_from_slice(b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");

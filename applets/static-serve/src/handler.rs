@@ -106,8 +106,8 @@ impl Handler {
         if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
             return text(StatusCode::BAD_REQUEST, "bad request: more than one Host\n");
         }
-        // The socket wrapper answers 414 while reading a long request line;
-        // a pipelined request that arrived with the one before escapes it.
+        // The socket wrapper answers 414 for a connection's first request
+        // line (`request_line.rs`); later ones are checked here.
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target > crate::request_line::MAX_REQUEST_LINE {
             return text(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");

@@ -1,27 +1,32 @@
 //! A request line longer than nginx's 8 KiB header buffer gets 414 URI Too
 //! Long, as nginx answers, instead of hyper's 431 for the whole head (which
 //! hyper only sends once 16 KiB have arrived). hyper cannot be told to do
-//! this, so the socket wrapper watches the first line of each request head.
+//! this, so the socket wrapper watches the first request line of a connection
+//! and writes the 414 itself. Only the first: before a later request hyper may
+//! still hold part of the previous response unwritten, which a 414 written
+//! beside hyper would overtake. Later requests get the handler's 414 when
+//! their head fits in 16 KiB, else hyper's 431.
 
 use std::time::SystemTime;
 
 /// Longest request line (method, target, version) accepted.
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
-/// Counts the bytes of a request line as they are read.
-#[derive(Default)]
+/// Counts the bytes of a connection's first request line as they are read.
 pub struct LineWatch {
-    /// Bytes of the current request line seen so far, while one is being read.
+    /// Bytes of the line seen so far; `None` once its LF has arrived.
     seen: Option<usize>,
 }
 
+impl Default for LineWatch {
+    fn default() -> LineWatch {
+        LineWatch { seen: Some(0) }
+    }
+}
+
 impl LineWatch {
-    /// Feeds bytes just read; `head_starts` says they begin a new request head.
-    /// Returns true once the line is over the limit.
-    pub fn too_long(&mut self, head_starts: bool, bytes: &[u8]) -> bool {
-        if head_starts {
-            self.seen = Some(0);
-        }
+    /// Feeds bytes just read; true once the line is over the limit.
+    pub fn too_long(&mut self, bytes: &[u8]) -> bool {
         let Some(seen) = self.seen else {
             return false;
         };
@@ -52,22 +57,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_first_line_of_a_head_counts() {
+    fn only_the_first_line_counts() {
         let mut w = LineWatch::default();
         let long = vec![b'a'; MAX_REQUEST_LINE / 2 + 1];
-        assert!(!w.too_long(true, b"GET /"));
-        assert!(!w.too_long(false, &long));
-        assert!(w.too_long(false, &long));
+        assert!(!w.too_long(b"GET /"));
+        assert!(!w.too_long(&long));
+        assert!(w.too_long(&long));
         // A line that ends in time, then long header lines: fine.
         let mut w = LineWatch::default();
-        assert!(!w.too_long(true, b"GET / HTTP/1.1\r\nx: "));
-        assert!(!w.too_long(false, &long));
-        assert!(!w.too_long(false, &long));
+        assert!(!w.too_long(b"GET / HTTP/1.1\r\nx: "));
+        assert!(!w.too_long(&long));
+        assert!(!w.too_long(&long));
         // All in one read.
         let mut w = LineWatch::default();
         let mut all = b"GET /".to_vec();
         all.extend(vec![b'a'; MAX_REQUEST_LINE]);
         all.extend(b" HTTP/1.1\r\n\r\n");
-        assert!(w.too_long(true, &all));
+        assert!(w.too_long(&all));
     }
 }

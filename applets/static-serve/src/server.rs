@@ -344,12 +344,6 @@ impl Activity {
         }
     }
 
-    /// No request in flight and no head begun: the next byte read starts one.
-    fn between_requests(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == 0
-    }
-
     fn read(&self, n: usize) {
         if n == 0 {
             return;
@@ -423,11 +417,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
-            let head_starts = self.activity.between_requests();
             self.activity.read(buf.filled().len() - before);
-            if self.line.too_long(head_starts, &buf.filled()[before..]) {
-                // Best effort: a socket that cannot take these few bytes now
-                // is closed without them.
+            if self.line.too_long(&buf.filled()[before..]) {
+                // The connection's first request: nothing else is queued to
+                // write. Best effort: a socket that cannot take these few
+                // bytes now is closed without them.
                 let _ = Pin::new(&mut self.inner).poll_write(cx, &request_line::response());
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
