@@ -277,6 +277,7 @@ pub struct ConfigWatchReload {
     /// STATEFULSET_ORDINAL_NUMBER for rendering.
     #[arg(
         long,
+        env = "CONFIG_WATCH_RELOAD_STATEFULSET_ORDINAL_FROM_ENVVAR",
         value_name = "VAR",
         default_value = "POD_NAME",
         help_heading = "Drop-in flags"

@@ -25,6 +25,24 @@ use std::ffi::OsString;
 
 use sidecar_runtime::{Applet, Context};
 
+/// Flags upstream gives no env var (or that this applet does not read yet).
+const NO_ENV: &[&str] = &["man", "git-config-add", "github-base-url"];
+
+/// Shows each flag's `$GITSYNC_*` variable in `--help` as clap's own `env`
+/// does for the other applets. `config` reads the variables itself (to let
+/// the legacy `GIT_SYNC_*` names win), so clap must not.
+fn show_env(arg: clap::Arg) -> clap::Arg {
+    let Some(long) = arg.get_long() else {
+        return arg;
+    };
+    if arg.is_hide_set() || NO_ENV.contains(&long) {
+        return arg;
+    }
+    let var = format!("GITSYNC_{}", long.to_uppercase().replace('-', "_"));
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    arg.help(format!("{help} [env: {var}]"))
+}
+
 /// Raw flags. Values stay strings here: `config` parses them with Go's syntax,
 /// merges the env vars and names the flag or variable in every error.
 #[derive(Debug, Default, clap::Args)]
@@ -32,6 +50,7 @@ use sidecar_runtime::{Applet, Context};
 #[command(
     after_help = "Every flag also reads $GITSYNC_<FLAG> (and the legacy $GIT_SYNC_<FLAG>); see the README."
 )]
+#[command(mut_args = show_env)]
 pub struct GitSync {
     /// The git repository to sync (required).
     #[arg(long)]

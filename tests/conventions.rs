@@ -1,0 +1,517 @@
+//! Conventions every applet of the binary keeps, checked across all five:
+//! flags and their env vars, secrets kept out of logs and metrics, the admin
+//! server's `off` switch, readiness during the drain, and exit 2 naming the
+//! flag for a bad duration.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+use support::{http, run, Sidecar};
+
+const APPLETS: [&str; 5] = [
+    "config-watch-reload",
+    "git-sync",
+    "log-tail-ship",
+    "static-serve",
+    "tcp-proxy",
+];
+
+/// Flags shared by every applet (the runtime's), named `SIDECAR_*`.
+const COMMON: [&str; 4] = ["admin-addr", "log-format", "log-level", "shutdown-grace"];
+
+/// Flags deliberately without their own `<APPLET>_<FLAG>` variable, and why.
+const NO_ENV: &[(&str, &str, &str)] = &[
+    (
+        "config-watch-reload",
+        "web.listen-address",
+        "configmap-reload/prometheus-config-reloader spelling of --admin-addr ($SIDECAR_ADMIN_ADDR)",
+    ),
+    (
+        "config-watch-reload",
+        "web.telemetry-path",
+        "configmap-reload drop-in spelling; those tools read no env var for it",
+    ),
+    ("git-sync", "man", "upstream has no env var for --man"),
+    (
+        "git-sync",
+        "git-config-add",
+        "upstream: one `k:v` per use, repeatable, no env var",
+    ),
+    (
+        "git-sync",
+        "github-base-url",
+        "accepted for compatibility; $GITSYNC_GITHUB_BASE_URL is not read yet",
+    ),
+];
+
+/// The env var prefix of an applet's own flags.
+fn prefix(applet: &str) -> String {
+    match applet {
+        "git-sync" => "GITSYNC_".to_string(),
+        a => format!("{}_", a.to_uppercase().replace('-', "_")),
+    }
+}
+
+/// `--help` as (long flag, the first `[env: NAME]` in its description).
+fn flags_and_envs(help: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        // Options start at a small indent; descriptions (which may mention
+        // `--other-flag` at a line start) are indented further.
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim_start();
+        let t = t
+            .strip_prefix('-')
+            .filter(|r| r.chars().nth(1) == Some(','))
+            .map_or(t, |r| r[2..].trim_start());
+        if (1..=6).contains(&indent) && t.starts_with("--") {
+            let name: String = t[2..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '.' || *c == '_')
+                .collect();
+            out.push((name, t.to_string()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+        }
+    }
+    out.into_iter()
+        .map(|(name, text)| {
+            let env = text.find("[env:").map(|i| {
+                text[i + 5..]
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            });
+            (name, env)
+        })
+        .collect()
+}
+
+#[test]
+fn every_long_flag_shows_its_env_var() {
+    let mut wrong = Vec::new();
+    let mut excepted = HashSet::new();
+    for applet in APPLETS {
+        let out = run(&[applet, "--help"]);
+        assert!(out.status.success(), "{applet} --help failed");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let flags = flags_and_envs(&help);
+        assert!(flags.len() > 5, "{applet}: no flags parsed from\n{help}");
+        for (flag, env) in flags {
+            if flag == "help" || flag == "version" {
+                continue;
+            }
+            if NO_ENV.iter().any(|(a, f, _)| *a == applet && *f == flag) {
+                excepted.insert((applet, flag));
+                continue;
+            }
+            let snake = flag.to_uppercase().replace(['-', '.'], "_");
+            let want = if COMMON.contains(&flag.as_str()) {
+                format!("SIDECAR_{snake}")
+            } else {
+                format!("{}{snake}", prefix(applet))
+            };
+            if env.as_deref() != Some(want.as_str()) {
+                wrong.push(format!(
+                    "{applet} --{flag}: want [env: {want}], got {env:?}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // A stale exception (the flag was renamed or gained its variable) is
+    // removed from the list rather than silently kept.
+    for (a, f, why) in NO_ENV {
+        assert!(
+            excepted.contains(&(*a, f.to_string())),
+            "exception {a} --{f} ({why}) no longer matches a flag without env var"
+        );
+    }
+}
+
+/// Runs an applet against a server that refuses it, then checks that none of
+/// `secrets` appears in its stderr (text and JSON logs, debug level) or in
+/// `/metrics`. `ready` waits for the evidence that the failing request
+/// was made and logged.
+fn assert_secrets_hidden(
+    applet: &str,
+    args: &[&str],
+    secrets: &[&str],
+    ready: &dyn Fn(&mut Sidecar, &http::Receiver),
+    server: &http::Receiver,
+) {
+    for format in ["text", "json"] {
+        let mut full: Vec<&str> = args.to_vec();
+        let fmt = format!("--log-format={format}");
+        full.extend([fmt.as_str(), "--log-level=debug"]);
+        let mut sc = Sidecar::start(applet, &full);
+        let line = sc.wait_for_log("admin server listening");
+        let admin = support::addr_field(&line, "addr=")
+            .or_else(|| support::addr_field(&line, "\"addr\":"))
+            .expect("the admin address in its log line");
+        ready(&mut sc, server);
+        let metrics = http::get(admin, "/metrics").text();
+        sc.signal(Signal::SIGTERM);
+        sc.wait_exit();
+        let stderr = sc.stderr();
+        for secret in secrets {
+            assert!(
+                !stderr.contains(secret),
+                "{applet} ({format}) logged {secret:?}:\n{stderr}"
+            );
+            assert!(
+                !metrics.contains(secret),
+                "{applet} /metrics shows {secret:?}:\n{metrics}"
+            );
+        }
+        server.drain();
+    }
+}
+
+/// `http://USER:SECRET@127.0.0.1:PORT/PATH` of `server`.
+fn url_with_userinfo(server: &http::Receiver, userinfo: &str, path: &str) -> String {
+    format!("http://{userinfo}@{}{path}", server.addr)
+}
+
+fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{secret}\n")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Waits for two requests: the first one's failure has been handled (and
+/// logged) once the retry arrives.
+fn two_requests(_: &mut Sidecar, server: &http::Receiver) {
+    server.next();
+    server.next();
+}
+
+#[test]
+fn git_sync_keeps_credentials_out_of_logs_and_metrics() {
+    let server = http::Receiver::with(|_| (401, "no\n".into()));
+    let dir = support::tempdir();
+    let root = dir.path().join("root");
+    let root = root.to_str().unwrap();
+    let wait_failure = |sc: &mut Sidecar, _: &http::Receiver| {
+        sc.wait_for_log("error syncing repo");
+    };
+    let repo = url_with_userinfo(&server, "alice:UrlS3cretGit", "/repo.git");
+    assert_secrets_hidden(
+        "git-sync",
+        &[
+            "--repo",
+            &repo,
+            "--root",
+            root,
+            "--max-failures=-1",
+            "--period=100ms",
+            "-v=6",
+        ],
+        &["UrlS3cretGit"],
+        &wait_failure,
+        &server,
+    );
+    let pw = secret_file(dir.path(), "pw", "FileS3cretGit");
+    let repo = server.url("/repo.git");
+    assert_secrets_hidden(
+        "git-sync",
+        &[
+            "--repo",
+            &repo,
+            "--root",
+            root,
+            "--username=alice",
+            "--password-file",
+            &pw,
+            "--max-failures=-1",
+            "--period=100ms",
+            "-v=6",
+        ],
+        &["FileS3cretGit"],
+        &wait_failure,
+        &server,
+    );
+    // An https URL: the TLS handshake with a plain HTTP server fails.
+    let repo = format!("https://alice:TlsS3cretGit@{}/repo.git", server.addr);
+    assert_secrets_hidden(
+        "git-sync",
+        &[
+            "--repo",
+            &repo,
+            "--root",
+            root,
+            "--max-failures=-1",
+            "--period=100ms",
+            "-v=6",
+        ],
+        &["TlsS3cretGit"],
+        &wait_failure,
+        &server,
+    );
+}
+
+#[test]
+fn config_watch_reload_keeps_url_credentials_out_of_logs_and_metrics() {
+    let server = http::Receiver::with(|_| (500, "no\n".into()));
+    let dir = support::tempdir();
+    let url = url_with_userinfo(&server, "bob:S3cretReload", "/-/reload");
+    assert_secrets_hidden(
+        "config-watch-reload",
+        &[
+            "--watch",
+            dir.path().to_str().unwrap(),
+            "--reload-url",
+            &url,
+            "--reload-on-start",
+            "--retry-interval=50ms",
+        ],
+        &["S3cretReload"],
+        &two_requests,
+        &server,
+    );
+}
+
+#[test]
+fn log_tail_ship_keeps_sink_credentials_out_of_logs_and_metrics() {
+    let server = http::Receiver::with(|_| (503, "no\n".into()));
+    let dir = support::tempdir();
+    support::write(&dir.path().join("logs/app.log"), "one line\n");
+    let glob = format!("{}/logs/*.log", dir.path().display());
+    let common = |data: &str| -> Vec<String> {
+        vec![
+            format!("--path={glob}"),
+            format!("--data-dir={}", dir.path().join(data).display()),
+            "--read-from=beginning".into(),
+            "--batch-timeout=20ms".into(),
+            "--retry-max-backoff=200ms".into(),
+            // Undeliverable events hold the drain for the whole grace period.
+            "--shutdown-grace=2s".into(),
+        ]
+    };
+    let es_url = url_with_userinfo(&server, "carol:S3cretEsUrl", "");
+    let pw = secret_file(dir.path(), "es-pw", "S3cretEsFile");
+    let loki_url = url_with_userinfo(&server, "dave:S3cretLoki", "");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--sink=elasticsearch".into(), format!("--es-url={es_url}")],
+            "S3cretEsUrl",
+        ),
+        (
+            vec![
+                "--sink=elasticsearch".into(),
+                format!("--es-url={}", server.url("")),
+                "--es-user=carol".into(),
+                format!("--es-password-file={pw}"),
+            ],
+            "S3cretEsFile",
+        ),
+        (
+            vec!["--sink=loki".into(), format!("--loki-url={loki_url}")],
+            "S3cretLoki",
+        ),
+    ];
+    for (i, (sink, secret)) in cases.into_iter().enumerate() {
+        let mut args = common(&format!("data{i}"));
+        args.extend(sink);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_secrets_hidden("log-tail-ship", &args, &[secret], &two_requests, &server);
+    }
+}
+
+/// Inodes of the TCP sockets `pid` listens on.
+fn listening_sockets(pid: u32) -> usize {
+    let mut inodes = HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(fd.path()) {
+            let t = target.to_string_lossy().to_string();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // st 0A = LISTEN; column 9 is the inode.
+            if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A typical configuration of each applet, the log line that says it is up,
+/// and how many TCP listeners it has of its own (besides the admin server).
+fn typical(applet: &str, dir: &Path) -> (Vec<String>, &'static str, usize) {
+    let d = dir.display();
+    match applet {
+        "config-watch-reload" => {
+            std::fs::create_dir_all(dir.join("w")).unwrap();
+            (
+                vec![format!("--watch={d}/w"), "--exec=true".into()],
+                "watching",
+                0,
+            )
+        }
+        "git-sync" => (
+            vec![
+                // Nothing listens on port 1: each sync fails and is retried.
+                "--repo=http://127.0.0.1:1/repo".into(),
+                format!("--root={d}/root"),
+                "--max-failures=-1".into(),
+            ],
+            "error syncing repo",
+            0,
+        ),
+        "log-tail-ship" => {
+            support::write(&dir.join("logs/a.log"), "");
+            (
+                vec![
+                    format!("--path={d}/logs/*.log"),
+                    format!("--data-dir={d}/data"),
+                    "--sink=stdout".into(),
+                ],
+                "tailing file",
+                0,
+            )
+        }
+        "static-serve" => {
+            support::write(&dir.join("www/index.html"), "hi\n");
+            (
+                vec![format!("--root={d}/www"), "--listen=127.0.0.1:0".into()],
+                "static-serve listening",
+                1,
+            )
+        }
+        "tcp-proxy" => (
+            vec![
+                "--listen=127.0.0.1:0".into(),
+                "--upstream=127.0.0.1:1".into(),
+            ],
+            "listening addr=",
+            1,
+        ),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn admin_addr_off_runs_without_an_admin_listener() {
+    for applet in APPLETS {
+        let dir = support::tempdir();
+        let (args, up, own) = typical(applet, dir.path());
+        let mut full: Vec<&str> = args.iter().map(String::as_str).collect();
+        full.push("--admin-addr=off");
+        let mut sc = Sidecar::start(applet, &full);
+        sc.wait_for_log(up);
+        assert!(
+            !sc.logged("admin server listening"),
+            "{applet}: {}",
+            sc.stderr()
+        );
+        assert_eq!(
+            listening_sockets(sc.pid()),
+            own,
+            "{applet} listens on more than its own ports:\n{}",
+            sc.stderr()
+        );
+        sc.signal(Signal::SIGTERM);
+        assert_eq!(sc.wait_exit().code(), Some(0), "{applet}: {}", sc.stderr());
+    }
+}
+
+/// With the admin server on, the same configuration has exactly one more
+/// listener: the check above counts what it means to count.
+#[test]
+fn admin_addr_adds_exactly_one_listener() {
+    for applet in APPLETS {
+        let dir = support::tempdir();
+        let (args, up, own) = typical(applet, dir.path());
+        let full: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut sc = Sidecar::start(applet, &full);
+        sc.admin_addr();
+        sc.wait_for_log(up);
+        assert_eq!(listening_sockets(sc.pid()), own + 1, "{applet}");
+    }
+}
+
+/// tcp-proxy drains open connections after SIGTERM, so the window in which
+/// `/readyz` must answer 503 is one the test controls. (The other applets
+/// have nothing to drain in a typical configuration and exit at once.)
+#[test]
+fn tcp_proxy_readyz_is_503_while_draining() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let mut sc = Sidecar::start(
+        "tcp-proxy",
+        &[
+            "--listen=127.0.0.1:0",
+            &format!("--upstream={up_addr}"),
+            "--shutdown-grace=60s",
+        ],
+    );
+    let admin = sc.admin_addr();
+    let line = sc.wait_for_log("listening addr=");
+    let listen: SocketAddr = support::addr_field(&line, "addr=").unwrap();
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+
+    let mut client = TcpStream::connect(listen).unwrap();
+    let (mut server_side, _) = upstream.accept().unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server_side.read_exact(&mut buf).unwrap();
+
+    sc.signal(Signal::SIGTERM);
+    sc.wait_for_log("draining");
+    assert_eq!(http::get(admin, "/readyz").status, 503);
+    assert_eq!(http::get(admin, "/healthz").status, 200);
+    // The open connection still works during the drain.
+    server_side.write_all(b"pong").unwrap();
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    drop(client);
+    drop(server_side);
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+}
+
+#[test]
+fn bad_duration_exits_2_naming_the_flag() {
+    let dir = support::tempdir();
+    let own = [
+        ("config-watch-reload", "--debounce"),
+        ("git-sync", "--period"),
+        ("log-tail-ship", "--batch-timeout"),
+        ("static-serve", "--header-timeout"),
+        ("tcp-proxy", "--connect-timeout"),
+    ];
+    for (applet, flag) in own {
+        for bad_flag in [flag, "--shutdown-grace"] {
+            let (mut args, _, _) = typical(applet, dir.path());
+            args.push(format!("{bad_flag}=fortnight"));
+            let args: Vec<&str> = std::iter::once(applet)
+                .chain(args.iter().map(String::as_str))
+                .chain(["--admin-addr=off"])
+                .collect();
+            let out = run(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{applet} {bad_flag}: {stderr}");
+            assert!(
+                stderr.contains(bad_flag),
+                "{applet}: the error does not name {bad_flag}:\n{stderr}"
+            );
+        }
+    }
+}
