@@ -551,6 +551,27 @@ fn bad_duration_exits_2_naming_the_flag() {
         ("tcp-proxy", "--connect-timeout"),
     ];
     for (applet, flag) in own {
+        // The same bad value from the flag's env var: exit 2, naming the
+        // flag (clap) or the variable (git-sync, which reads them itself).
+        let var = format!(
+            "{}{}",
+            prefix(applet),
+            flag[2..].to_uppercase().replace('-', "_")
+        );
+        let (args, _, _) = typical(applet, dir.path());
+        let out = support::run_cmd(
+            std::process::Command::new(support::bin())
+                .arg(applet)
+                .args(&args)
+                .arg("--admin-addr=off")
+                .env(&var, "fortnight"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{applet} ${var}: {stderr}");
+        assert!(
+            stderr.contains(flag) || stderr.contains(&var),
+            "{applet}: the error names neither {flag} nor ${var}:\n{stderr}"
+        );
         for bad_flag in [flag, "--shutdown-grace"] {
             let (mut args, _, _) = typical(applet, dir.path());
             args.push(format!("{bad_flag}=fortnight"));
