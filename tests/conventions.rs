@@ -502,8 +502,9 @@ fn admin_addr_adds_exactly_one_listener() {
 }
 
 /// tcp-proxy drains open connections after SIGTERM, so the window in which
-/// `/readyz` must answer 503 is one the test controls. (The other applets
-/// have nothing to drain in a typical configuration and exit at once.)
+/// `/readyz` must answer 503 is one the test controls. (log-tail-ship's is
+/// below; config-watch-reload, git-sync and static-serve have nothing to
+/// drain when idle and exit at once, so there is no window to observe.)
 #[test]
 fn tcp_proxy_readyz_is_503_while_draining() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -588,4 +589,40 @@ fn bad_duration_exits_2_naming_the_flag() {
             );
         }
     }
+}
+
+/// log-tail-ship holds its drain while events are undelivered: `/readyz`
+/// answers 503 during it, and once the sink accepts, the drain ends with
+/// exit 0.
+#[test]
+fn log_tail_ship_readyz_is_503_while_draining() {
+    let server = http::Receiver::with(|_| (503, "busy\n".into()));
+    let dir = support::tempdir();
+    support::write(&dir.path().join("logs/app.log"), "one line\n");
+    let mut sc = Sidecar::start(
+        "log-tail-ship",
+        &[
+            &format!("--path={}/logs/*.log", dir.path().display()),
+            &format!("--data-dir={}/data", dir.path().display()),
+            "--read-from=beginning",
+            "--sink=http",
+            &format!("--http-url={}", server.url("/ingest")),
+            "--batch-timeout=20ms",
+            "--retry-max-backoff=200ms",
+            "--shutdown-grace=60s",
+        ],
+    );
+    let admin = sc.admin_addr();
+    support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
+    server.next();
+    server.next();
+    // A refusing sink alone leaves it ready: the 503 below is the drain's.
+    assert_eq!(http::get(admin, "/readyz").status, 200);
+    sc.signal(Signal::SIGTERM);
+    sc.wait_for_log("shutting down");
+    // The refused batch is retried, so the drain is still going on.
+    server.next();
+    assert_eq!(http::get(admin, "/readyz").status, 503);
+    server.set_response(|_| (200, String::new()));
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
 }
