@@ -46,7 +46,7 @@ const NO_ENV: &[(&str, &str, &str)] = &[
     (
         "git-sync",
         "github-base-url",
-        "accepted for compatibility; $GITSYNC_GITHUB_BASE_URL is not read yet",
+        "only used by GitHub App auth, which exits 2 (unsupported); the flag is accepted and ignored",
     ),
 ];
 

@@ -25,7 +25,8 @@ use std::ffi::OsString;
 
 use sidecar_runtime::{Applet, Context};
 
-/// Flags upstream gives no env var (or that this applet does not read yet).
+/// Flags upstream gives no env var, and --github-base-url, which only the
+/// unsupported GitHub App auth would use (so no variable is read for it).
 const NO_ENV: &[&str] = &["man", "git-config-add", "github-base-url"];
 
 /// Shows each flag's `$GITSYNC_*` variable in `--help` as clap's own `env`
