@@ -280,3 +280,48 @@ fn a_closed_stderr_does_not_stop_the_applet() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// While an applet drains after SIGTERM, a second signal exits at once with
+/// 128 + the signal's number. tcp-proxy drains by waiting for open
+/// connections, so one held-open connection keeps it draining.
+#[test]
+fn a_second_signal_exits_at_once() {
+    use std::io::{Read, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Echo one connection, then hold it open.
+        if let Ok((mut s, _)) = upstream.accept() {
+            let mut buf = [0u8; 64];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut sc = Sidecar::start(
+        "tcp-proxy",
+        &[
+            "--listen=127.0.0.1:0",
+            &format!("--upstream={up_addr}"),
+            "--shutdown-grace=60s",
+        ],
+    );
+    sc.admin_addr(); // the admin server logs its address first
+    let line = sc.wait_for_log("listening addr=");
+    let listen = support::addr_field(&line, "addr=").unwrap();
+    let mut client = std::net::TcpStream::connect(listen).unwrap();
+    client.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    client.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    sc.wait_for_log("shutting down");
+    sc.signal(nix::sys::signal::Signal::SIGINT);
+    let status = sc.wait_exit();
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{}", sc.stderr());
+    assert!(sc.logged("second signal"));
+}
