@@ -249,48 +249,13 @@ pub fn lighttpd(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16)> {
 /// The same over TLS with a fresh self-signed certificate for 127.0.0.1;
 /// returns the certificate to trust.
 pub fn lighttpd_tls(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16, PathBuf)> {
-    if !Path::new("/usr/lib/lighttpd/mod_openssl.so").exists() || !have("openssl") {
-        eprintln!(
-            "SKIPPED (lighttpd-mod-openssl or openssl missing; .ci/packages.d/git-sync lists them)"
-        );
-        return None;
-    }
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(st.success(), "openssl req failed");
-    let extra = format!(
-        "server.modules += ( \"mod_openssl\" )\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\nssl.privkey = \"{}\"\n",
-        cert.display(),
-        key.display()
-    );
+    let (extra, cert) = support::lighttpd::self_signed_tls(dir, "127.0.0.1", Some("IP:127.0.0.1"))?;
     let (peer, port) = lighttpd_with(dir, base, users, &extra)?;
     Some((peer, port, cert))
 }
 
 fn lighttpd_with(dir: &Path, base: &Path, users: &str, extra: &str) -> Option<(Peer, u16)> {
-    if !have("/usr/sbin/lighttpd") {
-        eprintln!("SKIPPED (lighttpd not installed; .ci/packages.d/git-sync lists it)");
+    if !support::lighttpd::available() {
         return None;
     }
     let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
@@ -325,16 +290,7 @@ $HTTP["url"] =~ "^/git/" {{
         ),
     )
     .unwrap();
-    let child = Command::new("/usr/sbin/lighttpd")
-        .arg("-D")
-        .arg("-f")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lighttpd");
-    support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let child = support::lighttpd::spawn(&conf, port);
     Some((Peer(child), port))
 }
 
