@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub use command::CommandAction;
 pub use http::{HttpAction, StatusMatch};
 pub use runner::Runner;
-pub use signal::{find_processes, parse_signal, ProcessTarget, SignalAction};
+pub use signal::{parse_signal, ProcessTarget, SignalAction};
 
 /// Per-change details an action passes on: git-sync's `GITSYNC_HASH` env and
 /// `Gitsync-Hash` header, the new worktree as a hook's working directory.

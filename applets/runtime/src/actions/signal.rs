@@ -80,7 +80,7 @@ impl SignalAction {
 /// Pids matching a name or command-line target, excluding this process, and
 /// excluding processes whose parent also matches (nginx's workers get no
 /// SIGHUP of their own: their master handles it).
-pub fn find_processes(target: &ProcessTarget) -> Result<Vec<i32>> {
+fn find_processes(target: &ProcessTarget) -> Result<Vec<i32>> {
     let me = std::process::id() as i32;
     let mut matched: Vec<(i32, i32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
