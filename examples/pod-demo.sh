@@ -17,6 +17,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+for tool in git cargo; do
+  command -v "$tool" >/dev/null || { echo "pod-demo: needs $tool (Debian: apt-get install git; Rust: rustup)" >&2; exit 2; }
+done
+
 # SIDECAR_BIN runs an already built binary instead of building one.
 if [ -z "${SIDECAR_BIN:-}" ]; then
   cargo build --release --quiet
