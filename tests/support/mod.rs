@@ -34,26 +34,29 @@ pub fn run(args: &[&str]) -> std::process::Output {
 }
 
 pub fn run_cmd(cmd: &mut Command) -> std::process::Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // wait_with_output drains both pipes while waiting, so a command with
+    // more output than a pipe holds cannot block on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx.recv().unwrap().unwrap();
             panic!(
                 "command did not finish in {DEADLINE:?}; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -74,12 +77,17 @@ pub struct Sidecar {
 impl Sidecar {
     /// `sidecar APPLET ARGS…` with the admin server on an ephemeral port.
     pub fn start(applet: &str, args: &[&str]) -> Sidecar {
+        Self::spawn(&mut Self::command(applet, args))
+    }
+
+    /// The command `start` runs, for callers that add to it first.
+    pub fn command(applet: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg(applet).args(args);
         if !args.iter().any(|a| a.starts_with("--admin-addr")) {
             cmd.arg("--admin-addr=127.0.0.1:0");
         }
-        Self::spawn(&mut cmd)
+        cmd
     }
 
     pub fn spawn(cmd: &mut Command) -> Sidecar {
