@@ -20,22 +20,11 @@ impl Proxy {
     /// `sidecar tcp-proxy ARGS`, waiting until `routes` listeners are bound
     /// and the proxy is ready.
     pub fn start(args: &[&str], routes: usize) -> Proxy {
-        let mut sidecar = Sidecar::start("tcp-proxy", args);
-        let admin = sidecar.admin_addr();
-        let listens = (0..routes)
-            .map(|_| {
-                let line = sidecar.wait_for_log("listening addr=");
-                support::addr_field(&line, "addr=").expect("addr= in listening line")
-            })
-            .collect();
+        let proxy = Self::spawn(&mut Sidecar::command("tcp-proxy", args), routes);
         support::wait_until("proxy ready", || {
-            support::http::get(admin, "/readyz").status == 200
+            support::http::get(proxy.admin, "/readyz").status == 200
         });
-        Proxy {
-            sidecar,
-            listens,
-            admin,
-        }
+        proxy
     }
 
     /// Like `start`, for a command the test prepared (limits, uid, namespace).
