@@ -100,8 +100,12 @@ pub fn watch_file(
     apply: impl Fn(config::FileRoutes) -> Result<(), String> + Send + 'static,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |_event| {
-        let _ = tx.send(());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads are not changes, and our own read of the file after each
+        // event makes some: waking on them would re-read the file forever.
+        if !matches!(event, Ok(ref e) if matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = tx.send(());
+        }
     })?;
     let dir = path
         .parent()
