@@ -325,3 +325,30 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{}", sc.stderr());
     assert!(sc.logged("second signal"));
 }
+
+/// `APPLET --check` validates and exits without binding anything: it
+/// succeeds while another socket holds the very ports it is given.
+#[test]
+fn check_validates_without_binding() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = held.local_addr().unwrap();
+    let out = run(&[
+        "tcp-proxy",
+        "--check",
+        &format!("--listen={admin}"),
+        "--upstream=127.0.0.1:9",
+        &format!("--admin-addr={admin}"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("configuration is valid"), "{stderr}");
+
+    let out = run(&[
+        "tcp-proxy",
+        "--check",
+        "--upstream=127.0.0.1:9",
+        "--admin-addr=nowhere",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-addr"));
+}

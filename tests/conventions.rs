@@ -23,7 +23,13 @@ const APPLETS: [&str; 5] = [
 ];
 
 /// Flags shared by every applet (the runtime's), named `SIDECAR_*`.
-const COMMON: [&str; 4] = ["admin-addr", "log-format", "log-level", "shutdown-grace"];
+const COMMON: [&str; 5] = [
+    "admin-addr",
+    "log-format",
+    "log-level",
+    "shutdown-grace",
+    "check",
+];
 
 /// Flags deliberately without their own `<APPLET>_<FLAG>` variable, and why.
 const NO_ENV: &[(&str, &str, &str)] = &[

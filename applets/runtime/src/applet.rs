@@ -28,5 +28,15 @@ pub trait Applet: clap::Args + Send + 'static {
         None
     }
 
+    /// Validates flags, files, URLs and certificates without binding a port,
+    /// spawning a task or starting anything (`nginx -t`, `haproxy -c`).
+    /// `APPLET --check` runs only this and exits 0 or 2; a normal start runs
+    /// it before the admin server binds, so nothing listens until the
+    /// configuration is good. Errors name the flag or file and what is wrong;
+    /// every error here means exit 2.
+    fn check(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn run(self, ctx: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

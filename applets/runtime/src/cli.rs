@@ -35,6 +35,11 @@ pub struct CommonArgs {
     /// Time the applet has to drain after SIGTERM before the process exits.
     #[arg(long, env = "SIDECAR_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Duration,
+
+    /// Validate flags, files, URLs and certificates, then exit: 0 when
+    /// good, 2 naming what is wrong. Binds no port and starts nothing.
+    #[arg(long, env = "SIDECAR_CHECK")]
+    pub check: bool,
 }
 
 /// Parses `250ms`, `3m`, `1h30m` (humantime), and a bare `0` as zero.

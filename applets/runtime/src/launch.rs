@@ -1,6 +1,8 @@
-//! The life of the process: flags → logging → admin server → run → drain → exit.
+//! The life of the process: flags → logging → check → admin server → run →
+//! drain → exit.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -38,6 +40,22 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
         eprintln!("{}: {e}", A::NAME);
         return ExitCode::from(exit::USAGE);
     }
+    // Nothing binds or starts until the configuration is known to be good.
+    let admin_addr = match check(&applet, &common) {
+        Ok(addr) => addr,
+        Err(e) if common.check => {
+            eprintln!("{}: {e:#}", A::NAME);
+            return ExitCode::from(exit::USAGE);
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    if common.check {
+        eprintln!("{}: configuration is valid", A::NAME);
+        return ExitCode::from(exit::OK);
+    }
     process::start_reaper();
 
     let mut rt = if A::MULTI_THREAD {
@@ -52,14 +70,30 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let code = rt.block_on(run_applet(applet, common));
+    let code = rt.block_on(run_applet(applet, common, admin_addr));
     // Do not wait for lingering blocking tasks (a stuck hook's pipe reader).
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run_applet<A: Applet>(applet: A, common: CommonArgs) -> u8 {
-    match serve::<A>(applet, common).await {
+/// The runtime's own flags, then the applet's [`Applet::check`]. Returns the
+/// admin address to bind (`None` for `off`).
+fn check<A: Applet>(applet: &A, common: &CommonArgs) -> anyhow::Result<Option<SocketAddr>> {
+    let raw_addr = applet
+        .admin_addr_override()
+        .or(common.admin_addr.clone())
+        .unwrap_or_else(|| A::ADMIN_ADDR.to_string());
+    let admin_addr = admin::parse_addr(&raw_addr)?;
+    applet.check()?;
+    Ok(admin_addr)
+}
+
+async fn run_applet<A: Applet>(
+    applet: A,
+    common: CommonArgs,
+    admin_addr: Option<SocketAddr>,
+) -> u8 {
+    match serve::<A>(applet, common, admin_addr).await {
         Ok(()) => exit::OK,
         Err(e) => match e.downcast_ref::<UsageError>() {
             Some(u) => {
@@ -74,13 +108,11 @@ async fn run_applet<A: Applet>(applet: A, common: CommonArgs) -> u8 {
     }
 }
 
-async fn serve<A: Applet>(applet: A, common: CommonArgs) -> anyhow::Result<()> {
-    let raw_addr = applet
-        .admin_addr_override()
-        .or(common.admin_addr.clone())
-        .unwrap_or_else(|| A::ADMIN_ADDR.to_string());
-    let admin_addr = admin::parse_addr(&raw_addr)?;
-
+async fn serve<A: Applet>(
+    applet: A,
+    common: CommonArgs,
+    admin_addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let state = Arc::new(AdminState::default());
     let shutdown = Shutdown::new();
     // The admin server outlives the applet's drain, so probes keep answering 503.
