@@ -18,6 +18,7 @@ pub mod logging;
 pub mod process;
 pub mod redact;
 mod shutdown;
+pub mod watch;
 
 pub use applet::Applet;
 pub use context::Context;
