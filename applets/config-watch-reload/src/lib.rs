@@ -14,18 +14,17 @@ mod reload;
 mod render;
 mod runtimeinfo;
 mod snapshot;
-mod watcher;
 mod web;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
 use sidecar_runtime::actions::Runner;
+use sidecar_runtime::watch::{Watch, WatchMetrics};
 use sidecar_runtime::{Applet, Context};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use args::ConfigWatchReload;
@@ -33,7 +32,6 @@ use metrics::Metrics;
 use plan::{Mode, Plan};
 use reload::{Change, Outcome, Reloader};
 use snapshot::Snapshot;
-use watcher::Watcher;
 
 impl Applet for ConfigWatchReload {
     const NAME: &'static str = "config-watch-reload";
@@ -146,25 +144,29 @@ async fn once(plan: &Plan, metrics: Arc<Metrics>) -> Result<()> {
     }
 }
 
-/// The directories to watch for `snap`.
-fn watch_dirs(plan: &Plan, snap: &Snapshot) -> HashSet<PathBuf> {
-    let mut dirs: HashSet<PathBuf> = plan
-        .roots
-        .iter()
-        .flat_map(|r| watcher::dirs_for(r))
-        .collect();
-    dirs.extend(snap.link_dirs.iter().cloned());
+/// The paths to watch for `snap`: the roots, the directories symlinks lead
+/// to, and with `--recursive` every subdirectory (minus the excluded ones,
+/// which the snapshot skipped).
+fn watch_targets(plan: &Plan, snap: &Snapshot) -> BTreeSet<PathBuf> {
+    let mut targets: BTreeSet<PathBuf> = plan.roots.iter().cloned().collect();
+    targets.extend(snap.link_dirs.iter().cloned());
     if plan.recursive {
-        dirs.extend(snap.dirs.iter().cloned());
+        targets.extend(snap.dirs.iter().cloned());
     }
-    dirs
+    targets
 }
 
 async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
-    let wake = Arc::new(Notify::new());
-    let mut watcher = Watcher::new(wake.clone(), metrics.clone())?;
+    let mut watch = Watch::new()
+        .debounce(plan.debounce)
+        .max_wait(plan.max_wait)
+        .metrics(WatchMetrics {
+            events: metrics.watch_events.clone(),
+            errors: metrics.watch_errors.clone(),
+            watches: metrics.watches.clone(),
+        });
     render_all(&plan, &metrics, true)?;
-    let mut current = observe(&plan, &mut watcher).await;
+    let mut current = observe(&plan, &mut watch).await;
     tracing::info!(
         paths = %plan.roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
         files = current.files,
@@ -205,7 +207,7 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
         .map(|d| tokio::time::interval_at(Instant::now() + d, d));
     loop {
         tokio::select! {
-            _ = wake.notified() => settle(&plan, &wake, &ctx).await,
+            _ = watch.changed() => {}
             _ = tick(&mut resync) => tracing::debug!("resync"),
             _ = ctx.shutdown() => return Ok(()),
         }
@@ -213,7 +215,7 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
             return Ok(());
         }
         metrics.apply_operations.inc();
-        let snap = observe(&plan, &mut watcher).await;
+        let snap = observe(&plan, &mut watch).await;
         if snap.hash == current.hash || Some(snap.hash) == render_failed {
             // Outputs are not hashed: one deleted or edited by someone else
             // is written again (prometheus-config-reloader renders at every
@@ -240,35 +242,16 @@ async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
 /// Hashes the watched set and watches what it found. When that added a
 /// directory, hashes again: a change made in it before its watch existed
 /// would otherwise wait for the resync.
-async fn observe(plan: &Plan, watcher: &mut Watcher) -> Snapshot {
+async fn observe(plan: &Plan, watch: &mut Watch) -> Snapshot {
     let mut snap = snapshot(plan).await;
     // Bounded: directories that keep appearing are left to the next event.
     for _ in 0..3 {
-        if !watcher.reconcile(&watch_dirs(plan, &snap)) {
+        if !watch.set(watch_targets(plan, &snap), []) {
             break;
         }
         snap = snapshot(plan).await;
     }
     snap
-}
-
-/// Waits until events stop for `debounce`, or `max_wait` after the first.
-async fn settle(plan: &Plan, wake: &Notify, ctx: &Context) {
-    let first = Instant::now();
-    let cap = plan.max_wait.map(|m| first + m);
-    loop {
-        let quiet = Instant::now() + plan.debounce;
-        let until = cap.map_or(quiet, |c| c.min(quiet));
-        tokio::select! {
-            _ = wake.notified() => {
-                if cap.is_some_and(|c| Instant::now() >= c) {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(until) => return,
-            _ = ctx.shutdown() => return,
-        }
-    }
 }
 
 async fn tick(resync: &mut Option<tokio::time::Interval>) {
