@@ -315,9 +315,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {}
-
-    #[test]
     fn env_expansion() {
         std::env::set_var("LTS_TEST_POD", "web-1");
         assert_eq!(expand_env("$(LTS_TEST_POD)/${LTS_TEST_POD}"), "web-1/web-1");

@@ -1,6 +1,13 @@
 //! Which files to tail: `--path` globs minus `--exclude`, found by a glob
 //! rescan that inotify (through notify) triggers at once and a timer repeats
 //! as a safety net for missed events.
+//!
+//! One glob library (globset), every pattern compiled once. In `--path`, `*`
+//! and `?` stay within one path segment and `**` crosses any number, as in
+//! Filebeat's `paths` (Go's `filepath.Glob` plus its `**` expansion). An
+//! `--exclude` is matched against the whole path with `*` crossing `/`
+//! (`*.gz` skips `.gz` files in every directory), as Filebeat's
+//! `exclude_files` regexes and Fluent Bit's `exclude_path` do.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -8,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 /// Why the reader thread wakes up.
@@ -24,8 +31,23 @@ pub enum Wake {
     Shutdown,
 }
 
+/// How deep `**` reaches below the directory it starts from: a bound on the
+/// walk, and on loops through symlinked directories.
+const MAX_DEPTH: usize = 16;
+
+/// One `--path` glob: where its walk starts and how deep it can match.
+struct PathGlob {
+    pattern: String,
+    /// The directory part before any glob character (empty for a pattern
+    /// like `*.log`, relative to the working directory).
+    root: PathBuf,
+    /// Path components below `root` the pattern spans (MAX_DEPTH with `**`).
+    depth: usize,
+}
+
 pub struct Discovery {
-    patterns: Vec<String>,
+    patterns: Vec<PathGlob>,
+    include: GlobSet,
     exclude: GlobSet,
     /// Our own files (checkpoints, dead letter): tailing them would loop.
     own: Vec<PathBuf>,
@@ -46,9 +68,24 @@ impl Discovery {
         wake: SyncSender<Wake>,
         overflow: Arc<AtomicBool>,
     ) -> anyhow::Result<Discovery> {
+        let mut include = GlobSetBuilder::new();
+        let mut globs = Vec::new();
         for p in patterns {
-            glob::Pattern::new(p)
+            let g = GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
                 .map_err(|e| sidecar_runtime::usage!("--path {p:?}: invalid glob: {e}"))?;
+            include.add(g);
+            let (mut root, _) = literal_root(Path::new(p));
+            if root == Path::new(".") && !p.starts_with("./") {
+                root = PathBuf::new(); // `a.log` matches `a.log`, not `./a.log`
+            }
+            let below = Path::new(p).components().count() - root.components().count();
+            globs.push(PathGlob {
+                pattern: p.clone(),
+                root,
+                depth: if p.contains("**") { MAX_DEPTH } else { below },
+            });
         }
         let mut b = GlobSetBuilder::new();
         for e in excludes {
@@ -96,7 +133,8 @@ impl Discovery {
             }
         };
         Ok(Discovery {
-            patterns: patterns.to_vec(),
+            patterns: globs,
+            include: include.build()?,
             own: own.iter().map(|p| absolute(p)).collect(),
             follow_symlinks,
             skipped_links: std::collections::HashSet::new(),
@@ -108,15 +146,8 @@ impl Discovery {
 
     /// Whether a scan would list `path` (if it were a regular file).
     pub fn matches(&self, path: &Path) -> bool {
-        let opts = glob::MatchOptions {
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
-            case_sensitive: true,
-        };
         let abs = absolute(path);
-        self.patterns
-            .iter()
-            .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches_path_with(path, opts)))
+        self.include.is_match(path)
             && !self.exclude.is_match(path)
             && !self.own.iter().any(|o| abs.starts_with(o))
     }
@@ -124,10 +155,17 @@ impl Discovery {
     /// Every regular file (symlinks followed) the globs match now.
     pub fn scan(&mut self) -> Vec<(PathBuf, std::fs::Metadata)> {
         self.watch_roots();
+        let mut candidates = std::collections::BTreeSet::new();
+        for g in &self.patterns {
+            walk(&g.root, g.depth, &mut |p| {
+                if self.include.is_match(p) {
+                    candidates.insert(p.to_path_buf());
+                }
+            });
+        }
         let mut out = Vec::new();
-        for p in &self.patterns {
-            let Ok(paths) = glob::glob(p) else { continue };
-            for path in paths.flatten() {
+        {
+            for path in candidates {
                 if self.exclude.is_match(&path) {
                     continue;
                 }
@@ -161,8 +199,8 @@ impl Discovery {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        for p in &self.patterns {
-            let (root, deep) = literal_root(Path::new(p));
+        for g in &self.patterns {
+            let (root, deep) = literal_root(Path::new(&g.pattern));
             let mut dir = root.as_path();
             let mut mode = if deep {
                 RecursiveMode::Recursive
@@ -194,6 +232,37 @@ impl Discovery {
                     tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on rescans")
                 }
             }
+        }
+    }
+}
+
+/// Calls `found` with every path up to `depth` levels below `root` that is
+/// not a directory (or is, at the last level). Directories reached through
+/// symlinks are walked too, as shells' globs do; the depth bounds loops.
+/// Unreadable directories are skipped: the next scan tries again.
+fn walk(root: &Path, depth: usize, found: &mut dyn FnMut(&Path)) {
+    if depth == 0 {
+        return;
+    }
+    let dir = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = root.join(entry.file_name());
+        let is_dir = match entry.file_type() {
+            Ok(t) if t.is_symlink() => path.is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => false,
+        };
+        if is_dir && depth > 1 {
+            walk(&path, depth - 1, found);
+        } else if !is_dir {
+            found(&path);
         }
     }
 }
@@ -274,5 +343,41 @@ mod tests {
             .collect();
         found.sort();
         assert_eq!(found, ["a/y.log", "x.log"]);
+    }
+
+    fn discovery(patterns: &[String]) -> Discovery {
+        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
+        Discovery::new(patterns, &[], Vec::new(), false, tx, Arc::default()).unwrap()
+    }
+
+    fn found(d: &Path, disc: &mut Discovery) -> Vec<String> {
+        disc.scan()
+            .into_iter()
+            .map(|(p, _)| p.strip_prefix(d).unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_star_stays_within_one_directory_and_two_stars_cross_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("ns_pod_uid/app")).unwrap();
+        for f in [
+            "top.log",
+            "ns_pod_uid/app/0.log",
+            "ns_pod_uid/app/0.log.20240101",
+        ] {
+            std::fs::write(d.join(f), "1\n").unwrap();
+        }
+        let star = format!("{}/*.log", d.display());
+        let mut disc = discovery(std::slice::from_ref(&star));
+        assert_eq!(found(d, &mut disc), ["top.log"]);
+        assert!(!disc.matches(&d.join("ns_pod_uid/app/0.log")));
+        let pods = format!("{}/*/*/*.log", d.display());
+        assert_eq!(found(d, &mut discovery(&[pods])), ["ns_pod_uid/app/0.log"]);
+        let deep = format!("{}/**/*.log", d.display());
+        let mut disc = discovery(&[deep]);
+        assert_eq!(found(d, &mut disc), ["ns_pod_uid/app/0.log", "top.log"]);
+        assert!(disc.matches(&d.join("ns_pod_uid/app/0.log")));
     }
 }

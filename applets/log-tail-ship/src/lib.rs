@@ -13,6 +13,7 @@ mod config;
 mod discovery;
 mod emitter;
 mod event;
+mod lines;
 mod metrics;
 mod sink;
 mod tailer;

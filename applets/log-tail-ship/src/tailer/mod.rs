@@ -12,14 +12,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::checkpoint::{FileKey, Fingerprint, Store, HEAD_BYTES};
+mod copies;
+mod file;
+
+use crate::checkpoint::{FileKey, Fingerprint, Store};
 use crate::config::ReadFrom;
 use crate::discovery::{Discovery, Wake};
 use crate::emitter::{Emitter, Source};
-use crate::event::json_string;
+use crate::lines::{Cut, LineCutter};
 use crate::metrics::Metrics;
+use copies::{Class, Orphan};
+use file::{read_head, same_file, source, Closed, State, Tracked};
 
 /// Bytes per read call: large reads keep syscalls per MiB low.
 const READ_CHUNK: usize = 1 << 20;
@@ -27,11 +32,6 @@ const READ_CHUNK: usize = 1 << 20;
 const FAIR_SHARE: usize = 8 << 20;
 /// The longest the reader sleeps without looking at its files.
 const POLL: Duration = Duration::from_secs(1);
-/// Leading bytes two files must share before one counts as a copy of the
-/// other (logrotate copytruncate): shorter prefixes match by chance.
-const MIN_COPY_PREFIX: usize = 64;
-/// Leading bytes of a file that go into its events' document ids.
-const ID_PREFIX: usize = 64;
 
 pub struct Settings {
     pub max_line_bytes: usize,
@@ -39,127 +39,6 @@ pub struct Settings {
     pub rotate_wait: Duration,
     pub close_inactive: Duration,
     pub scan_interval: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// At its path: read and wait for more.
-    Live,
-    /// Renamed (rotated), or a copy being read: closed once it stayed at its
-    /// end for `--rotate-wait`.
-    Rotated,
-    /// A copy of a live file (copytruncate's first half): not read unless
-    /// the original is truncated before we read what the copy holds.
-    PendingCopy { of: FileKey },
-    /// Its bytes so far are the start of a live file: maybe a copy being
-    /// written. Decided (and read, if it is not a copy) once it differs or
-    /// holds the whole fingerprint.
-    Undecided,
-}
-
-/// A content stream that lost its file: a checkpoint loaded at start whose
-/// inode now holds something else, or the old content of a truncated file.
-/// A file that starts with the same bytes (a copy, or a file renamed while
-/// we were down) resumes at `offset`.
-struct Orphan {
-    fingerprint: Fingerprint,
-    offset: u64,
-    path: String,
-    /// The bytes themselves, when known, so a copy still being written
-    /// (shorter than the fingerprint) is recognised as one.
-    head: Option<Vec<u8>>,
-}
-
-/// Retired streams kept for recognising their copies.
-const MAX_ORPHANS: usize = 64;
-
-/// What a file with no checkpoint of its own is.
-enum Class {
-    Resume { offset: u64, was: String },
-    CopyOf(FileKey),
-    Undecided,
-    Fresh,
-}
-
-struct Tracked {
-    key: FileKey,
-    generation: u32,
-    file: File,
-    path: PathBuf,
-    path_json: String,
-    /// Next byte to read.
-    pos: u64,
-    /// Offset of the first byte of the line being assembled.
-    line_start: u64,
-    /// The line so far when a read ended mid-line (at most --max-line-bytes).
-    partial: Vec<u8>,
-    /// The current line outgrew --max-line-bytes: drop bytes until its newline.
-    discarding: bool,
-    /// The file's first bytes (up to HEAD_BYTES), its content identity.
-    head: Vec<u8>,
-    state: State,
-    eof_since: Option<Instant>,
-    /// When the file was last read or examined.
-    visited: Instant,
-    last_size: u64,
-    last_mtime: Option<SystemTime>,
-}
-
-impl Tracked {
-    /// Where a line ending at `end` comes from. Its seed names the line's
-    /// content stream: path, inode and the file's first bytes (up to
-    /// ID_PREFIX, or up to the line's end), so the same line read again
-    /// after a crash gets the same Elasticsearch `_id`, and a file that
-    /// reused the inode with other content does not.
-    fn source(&self, end: u64) -> Source<'_> {
-        let k = (end as usize).min(ID_PREFIX).min(self.head.len());
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(self.path_json.as_bytes());
-        h.update(&self.key.dev.to_le_bytes());
-        h.update(&self.key.ino.to_le_bytes());
-        h.update(&self.head[..k]);
-        Source {
-            key: self.key,
-            generation: self.generation,
-            path_json: &self.path_json,
-            seed: h.digest(),
-        }
-    }
-
-    fn set_path(&mut self, path: &Path) {
-        self.path = path.to_path_buf();
-        self.path_json = json_string(&path.to_string_lossy());
-    }
-}
-
-/// A file read to its end and closed that still exists: reopened only if it grows.
-struct Closed {
-    offset: u64,
-    /// First bytes and mtime at closing: the inode may be reused by a new
-    /// file (the rotated file deleted, a new one created), which must be
-    /// read from its start, not from our old offset.
-    head: Vec<u8>,
-    mtime: Option<std::time::SystemTime>,
-    /// Where it was: an inotify event naming it means a look is due.
-    path: PathBuf,
-}
-
-impl Closed {
-    fn of(file: &File, head: &[u8], offset: u64, path: &Path) -> Closed {
-        Closed {
-            offset,
-            path: path.to_path_buf(),
-            head: head.to_vec(),
-            mtime: file.metadata().and_then(|m| m.modified()).ok(),
-        }
-    }
-
-    /// Whether the file now at `path` still starts with what we closed.
-    fn same_content(&self, path: &Path) -> bool {
-        File::open(path)
-            .and_then(|f| read_head(&f, HEAD_BYTES as u64))
-            .is_ok_and(|h| h.starts_with(&self.head))
-    }
 }
 
 enum Verdict {
@@ -391,38 +270,6 @@ impl Tailer {
         }
     }
 
-    fn collect_orphans(&mut self, found: &[(PathBuf, std::fs::Metadata)]) {
-        let by_key: HashMap<FileKey, &PathBuf> = found
-            .iter()
-            .map(|(p, m)| {
-                (
-                    FileKey {
-                        dev: m.dev(),
-                        ino: m.ino(),
-                    },
-                    p,
-                )
-            })
-            .collect();
-        let store = lock(&self.store);
-        for e in store.entries() {
-            let intact = by_key.get(&e.key).is_some_and(|p| {
-                File::open(p)
-                    .ok()
-                    .and_then(|f| read_head(&f, e.fingerprint.bytes as u64).ok())
-                    .is_some_and(|h| Fingerprint::of(&h) == e.fingerprint)
-            });
-            if !intact && e.fingerprint.bytes >= MIN_COPY_PREFIX {
-                self.orphans.push(Orphan {
-                    fingerprint: e.fingerprint.clone(),
-                    offset: e.offset,
-                    path: e.path.clone(),
-                    head: None,
-                });
-            }
-        }
-    }
-
     fn open(
         &mut self,
         path: &Path,
@@ -493,9 +340,7 @@ impl Tailer {
             path: PathBuf::new(),
             path_json: String::new(),
             pos: start,
-            line_start: start,
-            partial: Vec::new(),
-            discarding: false,
+            cutter: LineCutter::at(start),
             head,
             state,
             eof_since: None,
@@ -505,70 +350,6 @@ impl Tailer {
         };
         t.set_path(path);
         self.files.insert(key, t);
-    }
-
-    /// Recognises copies (logrotate copytruncate) and renamed files by
-    /// their first bytes, so they are not read twice.
-    fn classify(&mut self, head: &[u8], path: &Path) -> Class {
-        if let Some(i) = self.orphans.iter().position(|o| {
-            o.fingerprint.bytes <= head.len()
-                && Fingerprint::of(&head[..o.fingerprint.bytes]) == o.fingerprint
-        }) {
-            let o = self.orphans.swap_remove(i);
-            return Class::Resume {
-                offset: o.offset,
-                was: o.path,
-            };
-        }
-        // Only a file still at its path can have been copied by logrotate;
-        // a deleted or renamed one was replaced, and its successor may well
-        // start with the same bytes (an app writing the same banner).
-        let live = || {
-            self.files.values().filter(|t| {
-                t.state == State::Live
-                    && t.head.len() >= MIN_COPY_PREFIX
-                    && t.path != path
-                    && same_file(&t.path, t.key)
-            })
-        };
-        if let Some(t) = live().find(|t| head.starts_with(&t.head)) {
-            return Class::CopyOf(t.key);
-        }
-        let retired = self.orphans.iter().filter_map(|o| o.head.as_deref());
-        if live().any(|t| t.head.starts_with(head)) || retired.clone().any(|h| h.starts_with(head))
-        {
-            return Class::Undecided;
-        }
-        Class::Fresh
-    }
-
-    /// An undecided file got more bytes: copy, renamed content, or new?
-    fn decide(&mut self, key: FileKey) {
-        let t = &self.files[&key];
-        let Ok(head) = read_head(&t.file, HEAD_BYTES as u64) else {
-            return;
-        };
-        if head.len() == t.head.len() {
-            return;
-        }
-        let path = t.path.clone();
-        let class = self.classify(&head, &path);
-        let t = self.files.get_mut(&key).expect("undecided file is tracked");
-        t.head = head;
-        let (state, start) = match class {
-            Class::Undecided => return,
-            Class::Resume { offset, .. } => (State::Live, offset),
-            Class::CopyOf(of) => (
-                State::PendingCopy { of },
-                lock(&self.store).acked(&of).unwrap_or(0),
-            ),
-            Class::Fresh => (State::Live, 0),
-        };
-        tracing::info!(path = %path.display(), offset = start, copy = matches!(state, State::PendingCopy { .. }), "decided what the new file is");
-        t.state = state;
-        t.pos = start;
-        t.line_start = start;
-        lock(&self.store).track(key, 0, &path, Fingerprint::of(&t.head), start);
     }
 
     /// Reads every file up to its end (each at most FAIR_SHARE per pass).
@@ -635,14 +416,20 @@ impl Tailer {
                 self.emitter.tick_clock();
                 let base = t.pos;
                 t.pos += n as u64;
-                if !split_lines(
-                    t,
-                    &self.buf[..n],
-                    base,
-                    &mut self.emitter,
-                    self.settings.max_line_bytes,
-                    &self.metrics,
-                ) {
+                let Tracked {
+                    cutter,
+                    path_json,
+                    key,
+                    generation,
+                    head,
+                    ..
+                } = t;
+                let (emitter, metrics) = (&mut self.emitter, &self.metrics);
+                let more = cutter.feed(&self.buf[..n], base, self.settings.max_line_bytes, |l| {
+                    let src = source(path_json, *key, *generation, head, l.end);
+                    emit(emitter, metrics, &src, l)
+                });
+                if !more {
                     return None;
                 }
                 total += n;
@@ -721,8 +508,7 @@ impl Tailer {
         }
         // A partial line stays open with the file: the writer may finish it.
         if t.state == State::Live
-            && t.partial.is_empty()
-            && !t.discarding
+            && !t.cutter.mid_line()
             && t.eof_since.is_some_and(|s| s.elapsed() >= close_inactive)
         {
             return Verdict::Finish("inactive");
@@ -730,129 +516,13 @@ impl Tailer {
         Verdict::Keep
     }
 
-    /// copytruncate: the file was emptied (and maybe written again). Lines
-    /// written after our last read are in the copy logrotate just made, so
-    /// that copy is read from where we were; then the file from its start.
-    fn truncated(&mut self, key: FileKey) {
-        self.metrics.files_truncated.inc();
-        let t = self.files.get_mut(&key).expect("truncated file is tracked");
-        tracing::info!(path = %t.path.display(), at = t.line_start, "file truncated; reading it from the start");
-        let was_at = t.line_start;
-        let old_head = std::mem::take(&mut t.head);
-        let path = t.path.clone();
-        t.generation += 1;
-        t.pos = 0;
-        t.line_start = 0;
-        t.partial.clear();
-        t.discarding = false;
-        t.last_size = 0;
-        t.last_mtime = None;
-        t.eof_since = None;
-        let generation = t.generation;
-        lock(&self.store).track(key, generation, &path, Fingerprint::default(), 0);
-        if old_head.len() >= MIN_COPY_PREFIX {
-            if self.orphans.len() >= MAX_ORPHANS {
-                self.orphans.remove(0);
-            }
-            self.orphans.push(Orphan {
-                fingerprint: Fingerprint::of(&old_head),
-                offset: was_at,
-                path: path.to_string_lossy().into_owned(),
-                head: Some(old_head.clone()),
-            });
-        }
-        // Copies we already know of.
-        for c in self.files.values_mut() {
-            if c.state == (State::PendingCopy { of: key }) {
-                tracing::info!(path = %c.path.display(), from = was_at, "reading the rotated copy");
-                c.state = State::Rotated;
-                c.pos = was_at;
-                c.line_start = was_at;
-                lock(&self.store).track(c.key, 0, &c.path, Fingerprint::of(&c.head), was_at);
-                self.orphans
-                    .retain(|o| o.head.as_deref() != Some(&old_head[..]));
-                return;
-            }
-        }
-        if old_head.len() < MIN_COPY_PREFIX {
-            return;
-        }
-        let Some(dir) = path.parent() else { return };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let cpath = entry.path();
-            let Ok(meta) = std::fs::metadata(&cpath) else {
-                continue;
-            };
-            let ckey = FileKey {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            };
-            if !meta.is_file() || meta.len() < was_at || self.files.contains_key(&ckey) {
-                continue;
-            }
-            let Ok(f) = File::open(&cpath) else { continue };
-            if read_head(&f, meta.len()).is_ok_and(|h| h.starts_with(&old_head)) {
-                tracing::info!(path = %cpath.display(), from = was_at, "reading the rotated copy");
-                self.closed.remove(&ckey);
-                self.orphans
-                    .retain(|o| o.head.as_deref() != Some(&old_head[..]));
-                self.open(&cpath, &meta, ckey, false, Some(was_at));
-                if let Some(c) = self.files.get_mut(&ckey) {
-                    c.state = State::Rotated;
-                }
-                return;
-            }
-        }
-    }
-
-    /// A pending copy is done with once its original has read past its end
-    /// and the copy stopped growing (logrotate may still be writing it).
-    fn settle_copy(&mut self, key: FileKey, of: FileKey) {
-        let rotate_wait = self.settings.rotate_wait;
-        let orig_done = self
-            .files
-            .get(&of)
-            .map(|o| (o.state != State::Live, o.line_start));
-        let c = self.files.get_mut(&key).expect("pending copy is tracked");
-        let Ok(size) = c.file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        if size != c.last_size || c.eof_since.is_none() {
-            c.last_size = size;
-            c.eof_since = Some(Instant::now());
-            return;
-        }
-        let covered = match orig_done {
-            Some((gone, read_to)) => gone || read_to >= size,
-            None => true,
-        };
-        if covered && c.eof_since.is_some_and(|t| t.elapsed() >= rotate_wait) {
-            let c = self.files.remove(&key).expect("pending copy is tracked");
-            tracing::info!(path = %c.path.display(), "copy holds nothing unread; closing it");
-            lock(&self.store).track(key, 0, &c.path, Fingerprint::of(&c.head), size);
-            self.closed
-                .insert(key, Closed::of(&c.file, &c.head, size, &c.path));
-            self.metrics.files_closed.inc();
-        }
-    }
-
     /// Sends a last unterminated line (the writer is gone), closes the file.
     fn finish(&mut self, key: FileKey, why: &str) -> bool {
-        let t = self.files.remove(&key).expect("finished file is tracked");
-        let src = t.source(t.pos);
+        let mut t = self.files.remove(&key).expect("finished file is tracked");
         let mut ok = true;
-        if !t.partial.is_empty() || t.discarding {
-            self.metrics.lines_read.inc();
-            ok = self.emitter.line(
-                &src,
-                clean(&t.partial, t.line_start),
-                t.line_start,
-                t.pos,
-                t.discarding,
-            );
+        let src = source(&t.path_json, t.key, t.generation, &t.head, t.pos);
+        if let Some(last) = t.cutter.finish(t.pos) {
+            ok = emit(&mut self.emitter, &self.metrics, &src, last);
         }
         ok = ok && self.emitter.flush_pending(&key);
         let (path, offset) = (t.path.clone(), t.pos);
@@ -869,120 +539,14 @@ impl Tailer {
     }
 }
 
-/// Cuts `data` (read at file offset `base`) into lines and hands complete
-/// ones to the emitter. Returns false when shutdown interrupted.
-fn split_lines(
-    t: &mut Tracked,
-    data: &[u8],
-    base: u64,
-    em: &mut Emitter,
-    max: usize,
-    m: &Metrics,
-) -> bool {
-    let mut rest = data;
-    let mut off = base;
-    loop {
-        if t.partial.is_empty() && !t.discarding {
-            // Leading NULs: what a writer without O_APPEND leaves after a
-            // copytruncate (it writes at its old offset into a sparse file).
-            let nul = rest.iter().take_while(|b| **b == 0).count();
-            if nul > 0 {
-                rest = &rest[nul..];
-                off += nul as u64;
-                t.line_start = off;
-            }
-        }
-        let Some(i) = memchr::memchr(b'\n', rest) else {
-            append_capped(t, rest, max);
-            return true;
-        };
-        let end = off + i as u64 + 1;
-        let src = t.source(end);
-        let ok = if t.partial.is_empty() && !t.discarding {
-            let seg = &rest[..i];
-            let truncated = seg.len() > max;
-            let text = if truncated { &seg[..max] } else { seg };
-            if truncated {
-                m.lines_truncated.inc();
-            }
-            m.lines_read.inc();
-            em.line(
-                &src,
-                clean(text, t.line_start),
-                t.line_start,
-                end,
-                truncated,
-            )
-        } else {
-            let room = max.saturating_sub(t.partial.len());
-            let take = i.min(room);
-            t.partial.extend_from_slice(&rest[..take]);
-            let truncated = t.discarding || take < i;
-            if truncated {
-                m.lines_truncated.inc();
-            }
-            m.lines_read.inc();
-            let src = t.source(end);
-            let ok = em.line(
-                &src,
-                clean(&t.partial, t.line_start),
-                t.line_start,
-                end,
-                truncated,
-            );
-            t.partial.clear();
-            t.discarding = false;
-            ok
-        };
-        t.line_start = end;
-        off = end;
-        rest = &rest[i + 1..];
-        if !ok {
-            return false;
-        }
+/// Hands one line to the emitter and counts it. False when shutdown
+/// interrupted.
+fn emit(em: &mut Emitter, m: &Metrics, src: &Source, l: Cut) -> bool {
+    m.lines_read.inc();
+    if l.truncated {
+        m.lines_truncated.inc();
     }
-}
-
-fn append_capped(t: &mut Tracked, bytes: &[u8], max: usize) {
-    let room = max.saturating_sub(t.partial.len());
-    if bytes.len() > room {
-        t.partial.extend_from_slice(&bytes[..room]);
-        t.discarding = true;
-    } else {
-        t.partial.extend_from_slice(bytes);
-    }
-}
-
-/// A line's text: without a trailing `\r`, and for the file's first line
-/// without a UTF-8 byte order mark (as Filebeat strips it).
-fn clean(line: &[u8], start: u64) -> &[u8] {
-    let line = match start {
-        0 => line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line),
-        _ => line,
-    };
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// The first min(size, HEAD_BYTES) bytes.
-fn read_head(f: &File, size: u64) -> std::io::Result<Vec<u8>> {
-    let want = size.min(HEAD_BYTES as u64) as usize;
-    let mut head = vec![0; want];
-    let mut got = 0;
-    while got < want {
-        match f.read_at(&mut head[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    head.truncate(got);
-    Ok(head)
-}
-
-/// Whether `path` still names the file `key`.
-fn same_file(path: &Path, key: FileKey) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.dev() == key.dev && m.ino() == key.ino)
+    em.line(src, l.text, l.start, l.end, l.truncated)
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
