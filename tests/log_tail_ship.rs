@@ -514,16 +514,46 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&[], "--path"),
     ];
     for (args, flag) in cases {
-        let mut full = vec!["log-tail-ship", "--admin-addr=off"];
-        full.extend_from_slice(args);
-        let out = support::run(&full);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.contains(flag),
-            "{args:?}: message does not name {flag}: {err}"
-        );
+        // A normal start and `--check` refuse the same flags the same way.
+        for check in [&[][..], &["--check"][..]] {
+            let mut full = vec!["log-tail-ship", "--admin-addr=off"];
+            full.extend_from_slice(check);
+            full.extend_from_slice(args);
+            let out = support::run(&full);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{full:?}: {err}");
+            assert!(
+                err.contains(flag),
+                "{full:?}: message does not name {flag}: {err}"
+            );
+        }
     }
+}
+
+/// `--check` accepts a good configuration without creating the data dir or
+/// the dead letter file, and without reading any log.
+#[test]
+fn check_accepts_a_good_configuration_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("password"), "s3cret").unwrap();
+    let data = d.join("data");
+    let dead = d.join("dead.ndjson");
+    let out = support::run(&[
+        "log-tail-ship",
+        "--check",
+        &format!("--path={}", glob(d, "*.log")),
+        &format!("--data-dir={}", data.display()),
+        &format!("--dead-letter={}", dead.display()),
+        "--sink=elasticsearch",
+        "--es-url=http://127.0.0.1:9",
+        "--es-user=shipper",
+        &format!("--es-password-file={}", d.join("password").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("configuration is valid"), "{err}");
+    assert!(!data.exists() && !dead.exists());
 }
 
 #[test]

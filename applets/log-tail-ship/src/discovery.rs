@@ -45,29 +45,15 @@ struct PathGlob {
     depth: usize,
 }
 
-pub struct Discovery {
-    patterns: Vec<PathGlob>,
+/// `--path` and `--exclude`, compiled once.
+pub struct Globs {
+    paths: Vec<PathGlob>,
     include: GlobSet,
     exclude: GlobSet,
-    /// Our own files (checkpoints, dead letter): tailing them would loop.
-    own: Vec<PathBuf>,
-    follow_symlinks: bool,
-    /// Symlinks already warned about.
-    skipped_links: std::collections::HashSet<PathBuf>,
-    watcher: Option<RecommendedWatcher>,
-    /// Directory watched → recursively or not.
-    watched: HashMap<PathBuf, RecursiveMode>,
 }
 
-impl Discovery {
-    pub fn new(
-        patterns: &[String],
-        excludes: &[String],
-        own: Vec<PathBuf>,
-        follow_symlinks: bool,
-        wake: SyncSender<Wake>,
-        overflow: Arc<AtomicBool>,
-    ) -> anyhow::Result<Discovery> {
+impl Globs {
+    pub fn compile(patterns: &[String], excludes: &[String]) -> anyhow::Result<Globs> {
         let mut include = GlobSetBuilder::new();
         let mut globs = Vec::new();
         for p in patterns {
@@ -95,7 +81,42 @@ impl Discovery {
                 })?,
             );
         }
-        let exclude = b.build()?;
+        Ok(Globs {
+            paths: globs,
+            include: include.build()?,
+            exclude: b.build()?,
+        })
+    }
+}
+
+pub struct Discovery {
+    patterns: Vec<PathGlob>,
+    include: GlobSet,
+    exclude: GlobSet,
+    /// Our own files (checkpoints, dead letter): tailing them would loop.
+    own: Vec<PathBuf>,
+    follow_symlinks: bool,
+    /// Symlinks already warned about.
+    skipped_links: std::collections::HashSet<PathBuf>,
+    watcher: Option<RecommendedWatcher>,
+    /// Directory watched → recursively or not.
+    watched: HashMap<PathBuf, RecursiveMode>,
+}
+
+impl Discovery {
+    pub fn new(
+        patterns: &[String],
+        excludes: &[String],
+        own: Vec<PathBuf>,
+        follow_symlinks: bool,
+        wake: SyncSender<Wake>,
+        overflow: Arc<AtomicBool>,
+    ) -> anyhow::Result<Discovery> {
+        let Globs {
+            paths: globs,
+            include,
+            exclude,
+        } = Globs::compile(patterns, excludes)?;
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let (rescan, paths) = match res {
                 Ok(ev) => (
@@ -134,7 +155,7 @@ impl Discovery {
         };
         Ok(Discovery {
             patterns: globs,
-            include: include.build()?,
+            include,
             own: own.iter().map(|p| absolute(p)).collect(),
             follow_symlinks,
             skipped_links: std::collections::HashSet::new(),

@@ -49,22 +49,22 @@ impl Applet for LogTailShip {
         "Tail log files and ship them to Elasticsearch, Loki, HTTP or stdout";
     const ADMIN_ADDR: &'static str = "0.0.0.0:9542";
 
+    /// Flags, globs, the multiline regex and the sink's URLs and secret
+    /// files; nothing is created, opened for writing or connected to.
+    fn check(&self) -> anyhow::Result<()> {
+        validate(&self.args)?;
+        multiline_rule(&self.args)?;
+        discovery::Globs::compile(&self.args.paths, &self.args.excludes)?;
+        sink::Sink::check(&self.args)
+    }
+
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
         run(self.args, ctx).await
     }
 }
 
 async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
-    validate(&args)?;
-    let multiline = match &args.multiline_start {
-        Some(re) => Some(MultilineRule {
-            start: Regex::new(re)
-                .map_err(|e| usage!("--multiline-start {re:?}: invalid regex: {e}"))?,
-            max_lines: args.multiline_max_lines,
-            timeout: args.multiline_timeout,
-        }),
-        None => None,
-    };
+    let multiline = multiline_rule(&args)?;
     let fields: Vec<(String, String)> = args
         .fields
         .iter()
@@ -183,6 +183,18 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     save(&store).await;
     tracing::info!("checkpoints written; bye");
     Ok(())
+}
+
+fn multiline_rule(args: &Args) -> anyhow::Result<Option<MultilineRule>> {
+    let Some(re) = &args.multiline_start else {
+        return Ok(None);
+    };
+    Ok(Some(MultilineRule {
+        start: Regex::new(re)
+            .map_err(|e| usage!("--multiline-start {re:?}: invalid regex: {e}"))?,
+        max_lines: args.multiline_max_lines,
+        timeout: args.multiline_timeout,
+    }))
 }
 
 fn validate(args: &Args) -> anyhow::Result<()> {

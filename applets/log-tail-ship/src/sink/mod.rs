@@ -88,6 +88,18 @@ impl Sink {
         })
     }
 
+    /// Validates the sink's flags, URLs and secret files without opening
+    /// the dead letter file or connecting anywhere.
+    pub fn check(args: &Args) -> anyhow::Result<()> {
+        match args.sink {
+            SinkKind::Stdout => return Ok(()),
+            SinkKind::Http => drop(http::HttpSink::new(args)?),
+            SinkKind::Elasticsearch => drop(elasticsearch::EsSink::new(args)?),
+            SinkKind::Loki => drop(loki::LokiSink::new(args)?),
+        }
+        client(args).map(drop)
+    }
+
     /// Returns once every event of the batch is acknowledged or dead-lettered.
     async fn deliver(&mut self, batch: &mut Batch) {
         match self {
