@@ -1,44 +1,50 @@
 #!/usr/bin/env bash
-# git-sync benchmark: our in-process libgit2 sync vs the git CLI running
-# upstream kubernetes/git-sync's per-pass command sequence, on the same
-# repository served by `git daemon` (and file://), side by side in one run.
+# git-sync benchmark: our applet against upstream kubernetes/git-sync v4 itself
+# (built from ../shared/peers/git-sync with its build.sh), side by side in one
+# run, on the same repository served by `git daemon` and over file://.
 #
-#   benches/git-sync.sh            # builds target/release/sidecar if needed
-#   SIDECAR=/path/to/sidecar FILES=10000 POLLS=50 benches/git-sync.sh
+#   benches/git-sync.sh            # builds the release binary and upstream if needed
+#   SIDECAR=/path/to/sidecar UPSTREAM=/path/to/git-sync FILES=10000 benches/git-sync.sh
 #
-# Prints: first sync of a FILES-file repo (wall time, CPU, peak RSS), CPU of
-# a poll that finds nothing new, and latency of a sync that finds a new
-# commit, each with the ratio CLI/ours (>1 means we are cheaper or faster).
+# Prints, per transport, ours / upstream (<1 = we are cheaper or faster):
+#   first sync           --one-time into a fresh root: wall, CPU (children included), peak RSS
+#   no-change poll       long-running, --period=200ms: CPU per poll (children included),
+#                        and the peak RSS of the process over all those polls
+#   new commit → link    a commit touching one file: time until readlink(link) names it,
+#                        median of CHANGES commits, both processes running at --period=200ms
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FILES=${FILES:-10000}
-POLLS=${POLLS:-50}
+POLLS=${POLLS:-40}
+CHANGES=${CHANGES:-7}
+REPS=${REPS:-3}
+PERIOD=${PERIOD:-200ms}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SIDECAR=${SIDECAR:-$TARGET_DIR/x86_64-unknown-linux-gnu/release/sidecar}
 if [[ ! -x $SIDECAR ]]; then
   cargo build --release --no-default-features --features git-sync >&2
 fi
-command -v git >/dev/null || { echo "needs git" >&2; exit 1; }
+UPSTREAM=${UPSTREAM:-$(../shared/peers/git-sync/build.sh | tail -1)}
+[[ -x $UPSTREAM ]] || { echo "no upstream git-sync binary at $UPSTREAM" >&2; exit 1; }
+for t in git curl python3 /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 1; }
+done
 
-# tmpfs by default: ext4 inode allocation after mass deletes (recently_deleted
-# scans) otherwise dominates both sides and varies run to run.
+# tmpfs by default: ext4 inode allocation after mass deletes otherwise
+# dominates both sides and varies run to run. BENCH_DIR=/some/ext4 to compare.
 WORK=$(mktemp -d "${BENCH_DIR:-/dev/shm}/git-sync-bench.XXXXXX")
-DAEMON_PID=""
+PIDS=()
 cleanup() {
-  [[ -n $DAEMON_PID ]] && kill "$DAEMON_PID" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME=$WORK
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com
 export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
-# No background auto-gc in the upstream repository while we measure.
-export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=gc.auto GIT_CONFIG_VALUE_0=0
-# The CLI side gets upstream's default config (safe.directory is a v4 default).
-g() { git -c gc.autoDetach=false -c gc.pruneExpire=now -c 'safe.directory=*' -c protocol.file.allow=always "$@"; }
-export -f g
 
 # --- the upstream repository: FILES files in 100 directories --------------
 REPO=$WORK/repo
@@ -46,122 +52,123 @@ git init -q -b main "$REPO"
 for ((d = 0; d < 100; d++)); do
   mkdir -p "$REPO/d$d"
   for ((f = 0; f < FILES / 100; f++)); do
-    printf 'file %d/%d\n%s\n' "$d" "$f" "$RANDOM$RANDOM" > "$REPO/d$d/f$f.txt"
+    printf 'file %d/%d\n%s\n' "$d" "$f" "$RANDOM$RANDOM" >"$REPO/d$d/f$f.txt"
   done
 done
 git -C "$REPO" add -A && git -C "$REPO" commit -qm initial
 git -C "$REPO" gc -q # a real server has packs
-REPS=${REPS:-3}
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$PORT" --base-path="$WORK" "$WORK" 2>/dev/null &
-DAEMON_PID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
-
-# --- upstream's per-pass sequence with the git CLI (SyncRepo in main.go) ----
-# cli_pass ROOT URL: sanity checks, fetch, rev-parse; on a change: reset,
-# worktree add, reset --hard, submodule update, atomic symlink swap, and
-# the cleanup of the replaced worktree with gc.
-cli_pass() {
-  local root=$1 url=$2 link=$1/link
-  if [[ ! -d $root/.git ]]; then
-    mkdir -p "$root"
-    g -C "$root" init -q -b git-sync
-    g -C "$root" remote add origin "$url"
-  fi
-  g -C "$root" rev-parse --show-toplevel >/dev/null
-  g -C "$root" fsck --no-progress --connectivity-only >/dev/null 2>&1
-  local current=""
-  [[ -L $link ]] && current=$(basename "$(readlink "$link")")
-  g -C "$root" fetch "$url" main --verbose --no-progress --prune --no-auto-gc --depth 1 >/dev/null 2>&1
-  local hash
-  hash=$(g -C "$root" rev-parse 'FETCH_HEAD^{}')
-  if [[ $hash == "$current" ]]; then
-    # sanityCheckWorktree
-    g -C "$root/.worktrees/$hash" rev-parse HEAD >/dev/null
-    g -C "$root/.worktrees/$hash" fsck --no-progress --connectivity-only >/dev/null 2>&1
-    return
-  fi
-  g -C "$root" reset --soft "$hash" >/dev/null
-  g -C "$root" worktree add --force --detach "$root/.worktrees/$hash" "$hash" --no-checkout >/dev/null 2>&1
-  echo "gitdir: ../../.git/worktrees/$hash" > "$root/.worktrees/$hash/.git"
-  g -C "$root/.worktrees/$hash" reset --hard "$hash" -- >/dev/null
-  g -C "$root/.worktrees/$hash" submodule update --init --recursive --depth 1 >/dev/null 2>&1
-  ln -sfn ".worktrees/$hash" "$root/tmp-link" && mv -T "$root/tmp-link" "$link"
-  # cleanup(): stale worktrees (timeout 0), then prune, reflog expiry and
-  # gc (upstream's default --git-gc=always) because something was removed.
-  if [[ -n $current && -d $root/.worktrees/$current ]]; then
-    rm -rf "${root:?}/.worktrees/$current"
-    g -C "$root" worktree prune --verbose >/dev/null 2>&1
-    g -C "$root" reflog expire --expire-unreachable=all --all >/dev/null 2>&1
-    g -C "$root" gc --quiet >/dev/null 2>&1
-  fi
-}
-export -f cli_pass
+git -C "$REPO" config gc.auto 0
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-noops() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^git_sync_count_total\{status="noop"\}/ { print $2; f=1 } END { if (!f) print 0 }'; }
+PORT=$(free_port)
+git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$PORT" --base-path="$WORK" "$WORK" 2>/dev/null &
+PIDS+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
 
-# measure CMD...: prints "wall_s cpu_s maxrss_kb"
+# The two commands, same flags; upstream's own defaults otherwise.
+# ours ROOT ARGS... / up ROOT ARGS...
+ours() { local root=$1; shift; "$SIDECAR" git-sync --admin-addr=off --log-level=warn --root="$root" --link=link "$@"; }
+up() { local root=$1; shift; "$UPSTREAM" --root="$root" --link=link -v=0 "$@"; }
+export -f ours up
+export SIDECAR UPSTREAM
+
+# measure CMD...: prints "wall_s cpu_s maxrss_kb" (CPU and RSS include children)
 measure() {
-  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" "$@" >/dev/null 2>&1
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" "$@" >/dev/null 2>"$WORK/stderr.out" ||
+    { cat "$WORK/stderr.out" >&2; return 1; }
   awk '{printf "%.3f %.3f %d\n", $1, $2 + $3, $4}' "$WORK/time.out"
 }
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3fx", a / b; else print "n/a" }'; }
+now() { date +%s.%N; }
+# CPU seconds of a process and its reaped children (git subprocesses).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.4f", ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"; }
+hwm_of() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+count() { # PORT STATUS
+  curl -s "http://127.0.0.1:$1/metrics" |
+    awk -v s="$2" '$0 ~ "^git_sync_count_total\\{status=\"" s "\"\\}" { print $2; f=1 } END { if (!f) print 0 }'
+}
+wait_count() { # PORT STATUS N
+  local deadline=$((SECONDS + 120))
+  while (($(count "$1" "$2" | cut -d. -f1) < $3)); do
+    ((SECONDS < deadline)) || { echo "timed out waiting for $2 >= $3 on :$1" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+target_of() { basename "$(readlink "$1/link" 2>/dev/null)" 2>/dev/null || true; }
+
+# start SIDE ROOT URL: a long-running sync at $PERIOD with metrics on a port;
+# prints "pid port".
+start() {
+  local side=$1 root=$2 url=$3 port
+  port=$(free_port)
+  $side "$root" --repo="$url" --period="$PERIOD" --http-bind="127.0.0.1:$port" --http-metrics \
+    >/dev/null 2>"$root.log" &
+  local pid=$!
+  PIDS+=("$pid")
+  echo "$pid $port"
+}
 
 run_suite() { # URL LABEL
   local url=$1 label=$2
-  local ours=$WORK/ours-$label cli=$WORK/cli-$label
-  echo "== $label: $url ($FILES files)"
+  echo
+  echo "== $label: $url ($FILES files, period $PERIOD)"
+  printf '%-40s %12s %12s %10s\n' "" ours upstream ours/up
 
-  # Best of REPS (the machine may be shared), alternating sides, fresh roots.
-  local ow=999 oc=999 om=0 cw=999 cc=999 cm=0 w c m
+  # First sync: best of REPS, alternating sides, fresh roots.
+  local ow=999 oc=999 om=0 uw=999 uc=999 um=0 w c m r
   for ((r = 0; r < REPS; r++)); do
-    rm -rf "$ours" "$cli"
-    read -r w c m < <(measure "$SIDECAR" git-sync --admin-addr=off --log-level=warn --one-time --repo="$url" --root="$ours" --link=link)
+    rm -rf "$WORK/o1" "$WORK/u1"
+    read -r w c m < <(measure bash -c 'ours "$0" --one-time --repo="$1"' "$WORK/o1" "$url")
     ow=$(min "$ow" "$w"); oc=$(min "$oc" "$c"); om=$(max "$om" "$m")
-    read -r w c m < <(measure bash -c 'cli_pass "$0" "$1"' "$cli" "$url")
-    cw=$(min "$cw" "$w"); cc=$(min "$cc" "$c"); cm=$(max "$cm" "$m")
+    read -r w c m < <(measure bash -c 'up "$0" --one-time --repo="$1"' "$WORK/u1" "$url")
+    uw=$(min "$uw" "$w"); uc=$(min "$uc" "$c"); um=$(max "$um" "$m")
   done
-  printf '%-34s %10s %10s %8s\n' "" ours git-cli "cli/ours"
-  printf '%-34s %9ss %9ss %8s\n' "first sync wall time" "$ow" "$cw" "$(ratio "$cw" "$ow")"
-  printf '%-34s %9ss %9ss %8s\n' "first sync CPU time" "$oc" "$cc" "$(ratio "$cc" "$oc")"
-  printf '%-34s %8sKB %8sKB %8s\n' "first sync peak RSS" "$om" "$cm" "$(ratio "$cm" "$om")"
+  [[ $(target_of "$WORK/o1") == $(target_of "$WORK/u1") ]] || { echo "MISMATCH: first sync published different commits" >&2; exit 1; }
+  printf '%-40s %11ss %11ss %10s\n' "first sync, wall" "$ow" "$uw" "$(ratio "$ow" "$uw")"
+  printf '%-40s %11ss %11ss %10s\n' "first sync, CPU" "$oc" "$uc" "$(ratio "$oc" "$uc")"
+  printf '%-40s %10sKB %10sKB %10s\n' "first sync, peak RSS" "$om" "$um" "$(ratio "$om" "$um")"
 
-  # No-change polls: our long-running process (CPU from /proc, polls from
-  # its metrics) vs the same number of CLI passes.
-  local aport; aport=$(free_port)
-  "$SIDECAR" git-sync --admin-addr="127.0.0.1:$aport" --log-level=warn --period=20ms --repo="$url" --root="$ours" --link=link --touch-file=touched &
-  local pid=$!
-  for _ in $(seq 200); do [[ -e $ours/touched ]] && break; sleep 0.05; done
-  local n0 t0 n1 t1 hz
-  n0=$(noops "$aport"); t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  while (( $(noops "$aport") - n0 < POLLS )); do sleep 0.1; done
-  n1=$(noops "$aport"); t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  hz=$(getconf CLK_TCK)
-  local ours_poll cli_poll cpoll
-  ours_poll=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n=$((n1 - n0)) 'BEGIN { printf "%.5f", (b - a) / hz / n }')
-  read -r _ cpoll _ < <(measure bash -c 'for ((i = 0; i < '"$POLLS"'; i++)); do cli_pass "$0" "$1"; done' "$cli" "$url")
-  cli_poll=$(awk -v c="$cpoll" -v n="$POLLS" 'BEGIN { printf "%.5f", c / n }')
-  printf '%-34s %9ss %9ss %8s\n' "no-change poll CPU (per poll)" "$ours_poll" "$cli_poll" "$(ratio "$cli_poll" "$ours_poll")"
-
-  # One new commit touching one file: a sync pass that finds it.
-  local ow2=999 oc2=999 cw2=999 cc2=999
-  for ((r = 0; r < REPS; r++)); do
-    echo "change $RANDOM" >> "$REPO/d0/f0.txt"
-    git -C "$REPO" commit -qam "change"
-    read -r w c _ < <(measure "$SIDECAR" git-sync --admin-addr=off --log-level=warn --one-time --repo="$url" --root="$ours" --link=link)
-    ow2=$(min "$ow2" "$w"); oc2=$(min "$oc2" "$c")
-    read -r w c _ < <(measure bash -c 'cli_pass "$0" "$1"' "$cli" "$url")
-    cw2=$(min "$cw2" "$w"); cc2=$(min "$cc2" "$c")
+  # Long-running processes, one after the other (they would share the CPUs).
+  local side res=() root pid port n0 c0 n1 c1 i lat lats
+  for side in ours up; do
+    root=$WORK/$side-$label
+    rm -rf "$root"
+    read -r pid port < <(start "$side" "$root" "$url")
+    wait_count "$port" success 1
+    # No-change polls: CPU per poll over POLLS polls.
+    n0=$(count "$port" noop); c0=$(cpu_of "$pid")
+    wait_count "$port" noop $((${n0%.*} + POLLS))
+    n1=$(count "$port" noop); c1=$(cpu_of "$pid")
+    res+=("$(awk -v a="$c0" -v b="$c1" -v n="$((${n1%.*} - ${n0%.*}))" 'BEGIN { printf "%.5f", (b - a) / n }')")
+    res+=("$(hwm_of "$pid")")
+    # New commits: time from the commit to the swapped link.
+    lats=()
+    for ((i = 0; i < CHANGES; i++)); do
+      echo "change $side $i $RANDOM" >>"$REPO/d$((i % 100))/f0.txt"
+      git -C "$REPO" commit -qam "change $side $i"
+      local want t0 deadline=$((SECONDS + 120))
+      want=$(git -C "$REPO" rev-parse HEAD)
+      t0=$(now)
+      until [[ $(target_of "$root") == "$want" ]]; do
+        ((SECONDS < deadline)) || { echo "$side never published $want" >&2; cat "$root.log" >&2; exit 1; }
+        sleep 0.005
+      done
+      lats+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')")
+    done
+    res+=("$(printf '%s\n' "${lats[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')")
+    res+=("$(cpu_of "$pid")")
+    # The published tree is exactly the commit's tree.
+    [[ -z $(git -C "$root/link" status --porcelain) ]] || { echo "$side: worktree not clean" >&2; exit 1; }
+    kill "$pid"; wait "$pid" 2>/dev/null || true
   done
-  printf '%-34s %9ss %9ss %8s\n' "new-commit sync latency" "$ow2" "$cw2" "$(ratio "$cw2" "$ow2")"
-  printf '%-34s %9ss %9ss %8s\n' "new-commit sync CPU" "$oc2" "$cc2" "$(ratio "$cc2" "$oc2")"
-  [[ $(readlink "$ours/link") == $(readlink "$cli/link") ]] || { echo "MISMATCH: ours and the CLI published different commits" >&2; exit 1; }
+  printf '%-40s %11ss %11ss %10s\n' "no-change poll, CPU per poll" "${res[0]}" "${res[4]}" "$(ratio "${res[0]}" "${res[4]}")"
+  printf '%-40s %10sKB %10sKB %10s\n' "long-running peak RSS (VmHWM)" "${res[1]}" "${res[5]}" "$(ratio "${res[1]}" "${res[5]}")"
+  printf '%-40s %11ss %11ss %10s\n' "new commit -> link swapped (median)" "${res[2]}" "${res[6]}" "$(ratio "${res[2]}" "${res[6]}")"
 }
 
+echo "ours:     $SIDECAR"
+echo "upstream: $UPSTREAM ($("$UPSTREAM" --version 2>&1 | head -1))"
 run_suite "git://127.0.0.1:$PORT/repo" git-daemon
 run_suite "file://$REPO" file

@@ -49,11 +49,6 @@ const NO_ENV: &[(&str, &str, &str)] = &[
         "git-config-add",
         "upstream: one `k:v` per use, repeatable, no env var",
     ),
-    (
-        "git-sync",
-        "github-base-url",
-        "only used by GitHub App auth, which exits 2 (unsupported); the flag is accepted and ignored",
-    ),
 ];
 
 /// The env var prefix of an applet's own flags.

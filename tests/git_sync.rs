@@ -883,3 +883,29 @@ fn config_errors_go_to_the_error_file_too() {
     let text = std::fs::read_to_string(s.root.join("err.txt")).unwrap();
     assert!(text.contains("--period"), "{text}");
 }
+
+/// A git daemon started by a test goes with it, children included: a client
+/// that holds a connection open keeps an upload-pack child alive, and
+/// dropping the peer (as a failing test's unwinding does) kills the group.
+#[test]
+fn git_daemon_and_its_children_do_not_outlive_the_test() {
+    use std::io::{Read, Write};
+    let s = Setup::new();
+    s.up.commit("one");
+    let (daemon, port) = helpers::git_daemon(s.tmp.path());
+    let pgid = daemon.0.id();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let req = "git-upload-pack /repo\0host=127.0.0.1\0";
+    write!(conn, "{:04x}{req}", req.len() + 4).unwrap();
+    // The ref advertisement comes from the forked child.
+    let mut first = [0u8; 4];
+    conn.read_exact(&mut first).unwrap();
+    assert!(
+        helpers::group_members(pgid).len() >= 2,
+        "no upload-pack child in the daemon's group"
+    );
+    drop(daemon);
+    support::wait_until("the daemon's group to be gone", || {
+        helpers::group_members(pgid).is_empty()
+    });
+}

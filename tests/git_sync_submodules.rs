@@ -155,3 +155,63 @@ fn full_depth_keeps_submodule_history() {
         2
     );
 }
+
+/// Upstream's `submodule_sync_relative` with a `file://` superproject: the
+/// relative URL `../sub` resolves against `file:///…/repo` to
+/// `file:///…/sub` (no `//` lost), at the top level and one level down.
+#[test]
+fn relative_submodule_urls_against_a_file_url() {
+    let s = Setup::new();
+    let base = s.tmp.path();
+    let nested = Upstream {
+        dir: base.join("nested"),
+    };
+    std::fs::create_dir_all(&nested.dir).unwrap();
+    git(&nested.dir, &["init", "-q", "-b", "main"]);
+    nested.commit("nested one");
+    let sub = Upstream {
+        dir: base.join("sub"),
+    };
+    std::fs::create_dir_all(&sub.dir).unwrap();
+    git(&sub.dir, &["init", "-q", "-b", "main"]);
+    sub.commit("sub one");
+    git(
+        &sub.dir,
+        &[
+            "-c",
+            FILE_OK,
+            "submodule",
+            "-q",
+            "add",
+            "../nested",
+            "nested",
+        ],
+    );
+    commit_all(&sub.dir, "add nested");
+    s.up.commit("top one");
+    git(
+        &s.up.dir,
+        &["-c", FILE_OK, "submodule", "-q", "add", "../sub", "sub"],
+    );
+    commit_all(&s.up.dir, "add sub by a relative URL");
+    let gitmodules = std::fs::read_to_string(s.up.dir.join(".gitmodules")).unwrap();
+    assert!(gitmodules.contains("url = ../sub"), "{gitmodules}");
+    assert!(s.up.url().starts_with("file:///"));
+
+    let out = s.run_once(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = s.link();
+    assert_eq!(
+        std::fs::read_to_string(link.join("sub/file")).unwrap(),
+        "sub one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(link.join("sub/nested/file")).unwrap(),
+        "nested one"
+    );
+    clean_submodules(&link);
+}

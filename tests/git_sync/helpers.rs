@@ -199,37 +199,72 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A child process killed on drop.
+/// A peer process killed on drop, pass or fail (a panicking test unwinds
+/// through this too). Peers started with [`Peer::spawn`] lead their own
+/// process group, so the per-connection children they fork (git daemon's
+/// upload-pack, sshd's sessions) are killed with them.
 pub struct Peer(pub Child);
+
+impl Peer {
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Peer> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0).spawn().map(Peer)
+    }
+}
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        // ESRCH when the peer leads no group of its own: then only it goes.
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
+/// The processes in process group `pgid` (from /proc).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp …; comm may contain spaces.
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        let pgrp = after.split_whitespace().nth(2).and_then(|p| p.parse().ok());
+        let state = after.split_whitespace().next();
+        if pgrp == Some(pgid) && state != Some("Z") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// `git daemon` serving `base` on loopback.
 pub fn git_daemon(base: &Path) -> (Peer, u16) {
     let port = free_port();
-    let child = Command::new("git")
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--informative-errors",
-            "--listen=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", base.display()))
-        .arg(base)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start git daemon");
+    let peer = Peer::spawn(
+        Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("start git daemon");
     support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-    (Peer(child), port)
+    (peer, port)
 }
 
 /// Whether a program is installed; tests that need it say so loudly.
@@ -337,14 +372,15 @@ pub fn sshd_on(
     )
     .unwrap();
     std::fs::create_dir_all("/run/sshd").unwrap();
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sshd");
+    let peer = Peer::spawn(
+        Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("start sshd");
     support::http::wait_listening(format!("{ip}:{port}").parse().unwrap());
     let pubkey = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
     let mut fields = pubkey.split_whitespace();
@@ -363,7 +399,7 @@ pub fn sshd_on(
         ),
     )
     .unwrap();
-    Some((Peer(child), port, known_hosts))
+    Some((peer, port, known_hosts))
 }
 
 /// A passphrase-less ed25519 key pair at `path` and `path.pub`.

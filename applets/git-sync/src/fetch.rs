@@ -12,14 +12,10 @@ use anyhow::{Context as _, Result};
 use git2::{AutotagOption, Direction, FetchOptions, Oid, Repository};
 
 use crate::auth::Auth;
-use crate::{local, shallow};
+use crate::{local, refname, shallow};
 
 /// `GIT_FETCH_DEPTH_UNSHALLOW`: turns a shallow repository into a full one.
 const DEPTH_UNSHALLOW: i32 = i32::MAX;
-
-pub fn is_full_hash(r: &str) -> bool {
-    r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit())
-}
 
 pub struct Fetched {
     pub commit: Oid,
@@ -140,7 +136,7 @@ fn find(heads: &[(String, Oid)], r: &str) -> Result<(String, Option<Oid>)> {
             .or_else(|| heads.iter().find(|(n, _)| n == name))
             .map(|(_, o)| *o)
     };
-    if is_full_hash(r) {
+    if refname::is_full_hash(r) {
         let oid = Oid::from_str(r)?;
         let advertised = heads.iter().any(|(_, o)| *o == oid);
         return Ok((r.to_string(), advertised.then_some(oid)));
@@ -149,7 +145,7 @@ fn find(heads: &[(String, Oid)], r: &str) -> Result<(String, Option<Oid>)> {
         let oid = lookup("HEAD").ok_or_else(|| anyhow::anyhow!("couldn't find remote ref HEAD"))?;
         return Ok(("HEAD".into(), Some(oid)));
     }
-    for name in local::candidates(r) {
+    for name in refname::candidates(r) {
         if let Some(oid) = lookup(&name) {
             return Ok((name, Some(oid)));
         }

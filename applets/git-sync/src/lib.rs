@@ -15,6 +15,8 @@ mod hooks;
 mod layout;
 mod local;
 mod metrics;
+mod preflight;
+mod refname;
 mod repo;
 mod server;
 mod shallow;
@@ -25,9 +27,8 @@ use std::ffi::OsString;
 
 use sidecar_runtime::{Applet, Context};
 
-/// Flags upstream gives no env var, and --github-base-url, which only the
-/// unsupported GitHub App auth would use (so no variable is read for it).
-const NO_ENV: &[&str] = &["man", "git-config-add", "github-base-url"];
+/// Flags upstream gives no env var.
+const NO_ENV: &[&str] = &["man", "git-config-add"];
 
 /// Shows each flag's `$GITSYNC_*` variable in `--help` as clap's own `env`
 /// does for the other applets. `config` reads the variables itself (to let
@@ -46,7 +47,7 @@ fn show_env(arg: clap::Arg) -> clap::Arg {
 
 /// Raw flags. Values stay strings here: `config` parses them with Go's syntax,
 /// merges the env vars and names the flag or variable in every error.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Default, Clone, clap::Args)]
 #[command(args_override_self = true)]
 #[command(
     after_help = "Every flag also reads $GITSYNC_<FLAG> (and the legacy $GIT_SYNC_<FLAG>); see the README."
@@ -65,10 +66,10 @@ pub struct GitSync {
     /// Submodule behaviour: recursive, shallow or off [default: recursive].
     #[arg(long)]
     pub submodules: Option<String>,
-    /// Sparse-checkout patterns file (unsupported: exits 2).
+    /// Sparse-checkout patterns file (git's non-cone syntax), applied to each worktree.
     #[arg(long)]
     pub sparse_checkout_file: Option<String>,
-    /// Partial-clone filter (unsupported: exits 2).
+    /// Partial-clone filter (refused: libgit2 cannot fetch with a filter; exits 2).
     #[arg(long)]
     pub filter: Option<String>,
     /// The root directory for git-sync operations (required).
@@ -166,25 +167,25 @@ pub struct GitSync {
     /// known_hosts file [default: /etc/git-secret/known_hosts].
     #[arg(long)]
     pub ssh_known_hosts_file: Option<String>,
-    /// Git cookie file (unsupported: exits 2 when true).
+    /// Send the cookies of /etc/git-secret/cookie_file (Netscape format) with HTTP(S) requests.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub cookie_file: Option<String>,
     /// URL queried before each sync for username=/password= lines.
     #[arg(long)]
     pub askpass_url: Option<String>,
-    /// GitHub App auth (unsupported: exits 2).
+    /// GitHub App private key (PEM) file; or $GITSYNC_GITHUB_APP_PRIVATE_KEY.
     #[arg(long)]
     pub github_app_private_key_file: Option<String>,
-    /// GitHub App auth (unsupported: exits 2).
+    /// GitHub App client ID (or --github-app-application-id).
     #[arg(long)]
     pub github_app_client_id: Option<String>,
-    /// GitHub App auth (unsupported: exits 2).
+    /// GitHub App application ID (or --github-app-client-id).
     #[arg(long)]
     pub github_app_application_id: Option<String>,
-    /// GitHub App auth (unsupported: exits 2).
+    /// GitHub App installation ID whose token is the HTTPS password.
     #[arg(long)]
     pub github_app_installation_id: Option<String>,
-    /// GitHub API base URL (only meaningful with GitHub App auth).
+    /// GitHub API base URL for GitHub App auth [default: https://api.github.com/].
     #[arg(long)]
     pub github_base_url: Option<String>,
 
@@ -213,9 +214,9 @@ pub struct GitSync {
     /// Log verbosity, as upstream's -v (2+ logs every sync pass).
     #[arg(short = 'v', long = "verbose", allow_hyphen_values = true)]
     pub verbose: Option<String>,
-    /// Print the full help and exit.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub man: Option<String>,
+    /// Print the full help and exit (before anything starts).
+    #[arg(long, action = clap::ArgAction::HelpLong)]
+    pub man: Option<bool>,
 
     /// /readyz answers 503 once the last successful sync is older than this (0 = off).
     #[arg(long)]
@@ -278,10 +279,17 @@ impl Applet for GitSync {
     /// one: when the default port is taken (a second git-sync in the Pod),
     /// run without it and say so, instead of failing to start. An address
     /// the user chose is always honoured (and its bind errors are fatal).
+    /// The port is probed by connecting, not binding: nothing listens
+    /// before the configuration has been checked.
     fn admin_addr_override(&self) -> Option<String> {
+        // Until the runtime checks the configuration before it binds, a bad
+        // one keeps the admin server off: `run` then refuses it (exit 2).
+        if self.check_config().is_err() {
+            return Some("off".into());
+        }
         let explicit = std::env::var_os("SIDECAR_ADMIN_ADDR").is_some()
             || std::env::args().any(|a| a == "--admin-addr" || a.starts_with("--admin-addr="));
-        if explicit || std::net::TcpListener::bind(Self::ADMIN_ADDR).is_ok() {
+        if explicit || !default_admin_port_taken() {
             return None;
         }
         tracing::warn!(
@@ -292,17 +300,39 @@ impl Applet for GitSync {
     }
 
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
-        let error_file = config::raw_error_file(&self, &config::ProcessEnv);
-        let cfg = match config::Config::resolve(self, &config::ProcessEnv) {
-            Ok(c) => c,
-            Err(e) => {
-                // Upstream writes config errors to --error-file too, as plain text.
-                if let Some(path) = error_file {
-                    errorfile::write_plain(&path, &format!("{e:#}"));
-                }
-                return Err(e);
-            }
-        };
+        let cfg = self.validate()?;
         sync_loop::run(cfg, ctx).await
     }
+}
+
+impl GitSync {
+    /// The whole configuration, checked before anything starts: flags and
+    /// env vars, then the files they name that must exist up front. A
+    /// config error is also written to `--error-file` as plain text, as
+    /// upstream does.
+    pub fn validate(&self) -> anyhow::Result<config::Config> {
+        self.check_config().inspect_err(|e| {
+            if let Some(path) = config::raw_error_file(self, &config::ProcessEnv) {
+                errorfile::write_plain(&path, &format!("{e:#}"));
+            }
+        })
+    }
+
+    /// Flags, env vars and the files they name; writes nothing.
+    fn check_config(&self) -> anyhow::Result<config::Config> {
+        let cfg = config::Config::resolve(self.clone(), &config::ProcessEnv)?;
+        preflight::check_files(&cfg)?;
+        Ok(cfg)
+    }
+}
+
+/// Whether something already listens on the default admin port.
+fn default_admin_port_taken() -> bool {
+    let port = GitSync::ADMIN_ADDR
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_default();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_ok()
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context as _, Result};
 use git2::{ObjectType, Odb, Oid, Repository};
 
-use crate::shallow;
+use crate::{refname, shallow};
 
 /// The path of a local URL, or None for a network URL.
 pub fn local_path(url: &str) -> Option<std::path::PathBuf> {
@@ -27,22 +27,10 @@ pub fn local_path(url: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-/// The ref names `git fetch` tries for a short name, in its order.
-pub fn candidates(r: &str) -> Vec<String> {
-    vec![
-        r.to_string(),
-        format!("refs/{r}"),
-        format!("refs/tags/{r}"),
-        format!("refs/heads/{r}"),
-        format!("refs/remotes/{r}"),
-        format!("refs/remotes/{r}/HEAD"),
-    ]
-}
-
 /// Resolves `--ref` in the source repository to a commit.
 pub fn resolve(src: &Repository, r: &str) -> Result<Oid> {
     let not_found = || anyhow::anyhow!("couldn't find remote ref {r}");
-    if crate::fetch::is_full_hash(r) {
+    if refname::is_full_hash(r) {
         let oid = Oid::from_str(r)?;
         return src
             .find_commit(oid)
@@ -52,7 +40,7 @@ pub fn resolve(src: &Repository, r: &str) -> Result<Oid> {
     if r == "HEAD" {
         return Ok(src.head().map_err(|_| not_found())?.peel_to_commit()?.id());
     }
-    for name in candidates(r) {
+    for name in refname::candidates(r) {
         if let Ok(reference) = src.find_reference(&name) {
             return Ok(reference.peel_to_commit()?.id());
         }

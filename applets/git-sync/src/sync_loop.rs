@@ -43,6 +43,9 @@ pub async fn run(cfg: Config, ctx: Context) -> Result<()> {
             git2::opts::set_ssl_cert_dir(d).context("SSL_CERT_DIR")?;
         }
     }
+    for note in &cfg.notes {
+        tracing::info!("{note}");
+    }
     if cfg.add_user {
         tracing::info!(
             "--add-user: not needed, ssh runs in-process and needs no /etc/passwd entry"

@@ -268,8 +268,9 @@ fn update_submodules(
 ) -> Result<()> {
     for mut sm in repo.submodules()? {
         let name = sm.name().unwrap_or_default().to_string();
+        let url = effective_url(repo, &name, sm.url().unwrap_or_default())?;
         let mut opts = git2::SubmoduleUpdateOptions::new();
-        opts.fetch(fetch(sm.url().unwrap_or_default()));
+        opts.fetch(fetch(&url));
         let mut co = CheckoutBuilder::new();
         co.force();
         opts.checkout(co);
@@ -290,6 +291,49 @@ fn update_submodules(
         }
     }
     Ok(())
+}
+
+/// The URL a submodule is cloned from. A relative one (`../sub.git`) is
+/// resolved against the superproject's origin as git does, and recorded as
+/// `submodule.<name>.url` (what `git submodule init` writes), which libgit2's
+/// update then uses: its own resolution collapses the `//` of `file:///`.
+fn effective_url(repo: &Repository, name: &str, url: &str) -> Result<String> {
+    if !(url.starts_with("./") || url.starts_with("../")) {
+        return Ok(url.to_string());
+    }
+    let origin = repo.find_remote("origin")?;
+    let base = origin.url().unwrap_or_default();
+    let resolved = resolve_relative_url(base, url);
+    repo.config()?
+        .set_str(&format!("submodule.{name}.url"), &resolved)
+        .with_context(|| format!("cannot record the URL of submodule {name}"))?;
+    Ok(resolved)
+}
+
+/// git's `relative_url`: each leading `../` drops one component of `base`
+/// (separated by `/`, or the `:` of an scp-like URL), `./` drops none.
+fn resolve_relative_url(base: &str, rel: &str) -> String {
+    let mut base = base.trim_end_matches('/').to_string();
+    let mut rel = rel;
+    loop {
+        if let Some(rest) = rel.strip_prefix("./") {
+            rel = rest;
+        } else if let Some(rest) = rel.strip_prefix("../") {
+            rel = rest;
+            match base.rfind(['/', ':']) {
+                Some(i) if base[i..].starts_with(':') => base.truncate(i + 1),
+                Some(i) => base.truncate(i),
+                None => base.clear(),
+            }
+        } else {
+            break;
+        }
+    }
+    if base.ends_with(':') || base.is_empty() {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}/{rel}")
+    }
 }
 
 /// `git reset --hard` in the published worktree: tracked files that were
@@ -336,6 +380,22 @@ pub fn is_sane(l: &Layout, hash: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn relative_submodule_urls_resolve_like_git() {
+        let r = super::resolve_relative_url;
+        assert_eq!(
+            r("file:///tmp/x/repo", "../sub.git"),
+            "file:///tmp/x/sub.git"
+        );
+        assert_eq!(r("file:///tmp/x/repo/", "./sub"), "file:///tmp/x/repo/sub");
+        assert_eq!(
+            r("https://h/org/repo.git", "../../other/s"),
+            "https://h/other/s"
+        );
+        assert_eq!(r("git@host:org/repo", "../sub"), "git@host:org/sub");
+        assert_eq!(r("/srv/git/repo", "../sub"), "/srv/git/sub");
+    }
+
     #[test]
     fn unsafe_names_are_refused() {
         for bad in [
