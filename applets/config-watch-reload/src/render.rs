@@ -3,17 +3,19 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
+use sidecar_runtime::expand;
 
 /// Which references a template may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syntax {
     /// `$(VAR)`, `${VAR}`, `${VAR:-default}` and `$$` (a literal `$`); an
-    /// unset variable without a default is an error.
+    /// unset variable without a default is an error (the runtime's strict
+    /// mode; bare `$VAR` is kept: Prometheus rules use `$labels`).
     Full,
     /// prometheus-config-reloader's `--config-envsubst-file`: `$(VAR)` only,
     /// so Prometheus' own `${1}` and `$1` pass through; an unset variable is
-    /// kept literally and counted.
+    /// kept literally and counted (the runtime's lenient mode).
     Kubernetes,
 }
 
@@ -82,12 +84,14 @@ fn write_atomically(dst: &Path, content: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", dst.display()))
 }
 
-fn is_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
-}
-
-fn is_name(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+impl Syntax {
+    /// The runtime's forms and unset-variable mode for this syntax.
+    fn rules(self) -> (expand::Syntax, expand::Mode) {
+        match self {
+            Syntax::Full => (expand::Syntax::BRACED, expand::Mode::Strict),
+            Syntax::Kubernetes => (expand::Syntax::KUBERNETES, expand::Mode::Lenient),
+        }
+    }
 }
 
 /// Expands references in `input`. Returns the output and, for the
@@ -97,92 +101,9 @@ pub fn expand(
     syntax: Syntax,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Vec<u8>, Vec<String>)> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut unset = Vec::new();
-    let mut i = 0;
-    while i < input.len() {
-        let b = input[i];
-        if b != b'$' || i + 1 >= input.len() {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        let rest = &input[i + 1..];
-        match (rest[0], syntax) {
-            (b'$', Syntax::Full) => {
-                out.push(b'$');
-                i += 2;
-            }
-            (b'(', _) => {
-                // $(VAR): thanos' `[a-zA-Z_0-9]+`.
-                let len = rest[1..].iter().take_while(|c| is_name(**c)).count();
-                if len == 0 || rest.get(1 + len) != Some(&b')') {
-                    out.push(b'$');
-                    i += 1;
-                    continue;
-                }
-                let name = std::str::from_utf8(&rest[1..1 + len]).expect("ascii");
-                let whole = &input[i..i + 3 + len];
-                match lookup(name) {
-                    Some(v) => out.extend_from_slice(v.as_bytes()),
-                    None if syntax == Syntax::Kubernetes => {
-                        out.extend_from_slice(whole);
-                        unset.push(name.to_string());
-                    }
-                    None => unset.push(name.to_string()),
-                }
-                i += 3 + len;
-            }
-            (b'{', Syntax::Full) if rest.len() > 1 && is_name_start(rest[1]) => {
-                let len = rest[1..].iter().take_while(|c| is_name(**c)).count();
-                let name = std::str::from_utf8(&rest[1..1 + len]).expect("ascii");
-                let after = &rest[1 + len..];
-                if after.first() == Some(&b'}') {
-                    match lookup(name) {
-                        Some(v) => out.extend_from_slice(v.as_bytes()),
-                        None => unset.push(name.to_string()),
-                    }
-                    i += 3 + len;
-                } else if after.starts_with(b":-") {
-                    let Some(close) = after.iter().position(|c| *c == b'}') else {
-                        bail!("unterminated ${{{name}:-…}}");
-                    };
-                    match lookup(name).filter(|v| !v.is_empty()) {
-                        Some(v) => out.extend_from_slice(v.as_bytes()),
-                        None => out.extend_from_slice(&after[2..close]),
-                    }
-                    i += 1 + 1 + len + close + 1;
-                } else {
-                    // `${1}`, `${a.b}`: not ours, kept as written.
-                    out.push(b'$');
-                    i += 1;
-                }
-            }
-            _ => {
-                out.push(b'$');
-                i += 1;
-            }
-        }
-    }
-    if syntax == Syntax::Full && !unset.is_empty() {
-        let mut seen = std::collections::HashSet::new();
-        unset.retain(|n| seen.insert(n.clone()));
-        // The message ends in thanos' wording for the first variable, which
-        // prometheus-operator users search for and scripts match on.
-        let first = format!(
-            "found reference to unset environment variable {:?}",
-            unset[0]
-        );
-        if unset.len() == 1 {
-            bail!("no ${{VAR:-default}}: {first}");
-        }
-        bail!(
-            "{} variables unset without ${{VAR:-default}} ({}): {first}",
-            unset.len(),
-            unset.join(", ")
-        );
-    }
-    Ok((out, unset))
+    let (forms, mode) = syntax.rules();
+    let e = expand::expand_bytes(input, forms, mode, lookup)?;
+    Ok((e.text, e.unset))
 }
 
 /// prometheus-config-reloader's `--statefulset-ordinal-from-envvar`: the

@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod cli;
 mod context;
 pub mod error;
+pub mod expand;
 pub mod fsutil;
 mod launch;
 pub mod logging;
