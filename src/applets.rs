@@ -3,12 +3,14 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use sidecar_runtime::{launch, Applet};
+use sidecar_runtime::{command, launch, Applet};
 
 pub struct Entry {
     pub name: &'static str,
     pub about: &'static str,
     pub launch: fn(Vec<OsString>) -> ExitCode,
+    /// The applet's command line, for man pages and completions.
+    pub command: fn() -> clap::Command,
 }
 
 const fn entry<A: Applet>() -> Entry {
@@ -16,6 +18,7 @@ const fn entry<A: Applet>() -> Entry {
         name: A::NAME,
         about: A::ABOUT,
         launch: launch::<A>,
+        command: command::<A>,
     }
 }
 

@@ -5,10 +5,12 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::applets::{Entry, APPLETS};
+use clap_complete::Shell;
+use sidecar_runtime::error::exit;
+use sidecar_runtime::{build_info, stdout};
 
-const NOT_FOUND: u8 = 127;
-const USAGE: u8 = 2;
+use crate::applets::{Entry, APPLETS};
+use crate::docs;
 
 fn find(name: &OsStr) -> Option<&'static Entry> {
     APPLETS.iter().find(|a| OsStr::new(a.name) == name)
@@ -23,30 +25,38 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if let Some(applet) = find(&invoked) {
         return (applet.launch)(args);
     }
+    // Any other name is a link to an applet this binary lacks (busybox):
+    // only `sidecar` (or `sidecar-0.2.0` …) is the multi-call form.
+    if !invoked.is_empty() && !invoked.to_string_lossy().starts_with("sidecar") {
+        return not_found(&invoked);
+    }
     let rest = &args[1.min(args.len())..];
     let Some(first) = rest.first() else {
         eprint!("{}", help());
-        return ExitCode::from(USAGE);
+        return ExitCode::from(exit::USAGE);
     };
     match first.to_str() {
         Some("--list") => {
-            for a in APPLETS {
-                println!("{}", a.name);
-            }
-            ExitCode::SUCCESS
+            let names: String = APPLETS.iter().map(|a| format!("{}\n", a.name)).collect();
+            stdout::print(names.as_bytes())
         }
         Some("--version" | "-V") => {
-            println!("sidecar {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            let text = format!("sidecar {}\n", build_info::get().long_version());
+            stdout::print(text.as_bytes())
         }
         Some("--help" | "-h") => match rest.get(1) {
             Some(name) => run_applet(name, vec![name.clone(), "--help".into()]),
-            None => {
-                print!("{}", help());
-                ExitCode::SUCCESS
-            }
+            None => stdout::print(help().as_bytes()),
         },
         Some("--install") => install(&rest[1..]),
+        Some("--completions") => completions(rest.get(1)),
+        Some("--man") => match rest.get(1) {
+            None => stdout::print(&docs::man_page(docs::sidecar_command())),
+            Some(name) => match find(name) {
+                Some(applet) => stdout::print(&docs::man_page((applet.command)())),
+                None => not_found(name),
+            },
+        },
         _ => run_applet(first, rest.to_vec()),
     }
 }
@@ -54,19 +64,42 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 fn run_applet(name: &OsStr, args: Vec<OsString>) -> ExitCode {
     match find(name) {
         Some(applet) => (applet.launch)(args),
+        None => not_found(name),
+    }
+}
+
+fn not_found(name: &OsStr) -> ExitCode {
+    eprintln!("sidecar: applet not found: {}", name.to_string_lossy());
+    ExitCode::from(exit::NOT_FOUND)
+}
+
+fn completions(shell: Option<&OsString>) -> ExitCode {
+    let parsed = shell.and_then(|s| s.to_str()).map(|s| {
+        <Shell as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("sidecar: --completions: unknown shell {s:?}"))
+    });
+    match parsed {
+        Some(Ok(shell)) => stdout::print(&docs::completions(shell)),
+        Some(Err(msg)) => {
+            eprintln!("{msg} (bash, zsh, fish, elvish, powershell)");
+            ExitCode::from(exit::USAGE)
+        }
         None => {
-            eprintln!("sidecar: applet not found: {}", name.to_string_lossy());
-            ExitCode::from(NOT_FOUND)
+            eprintln!("sidecar: usage: sidecar --completions bash|zsh|fish|elvish|powershell");
+            ExitCode::from(exit::USAGE)
         }
     }
 }
 
 fn help() -> String {
     let mut s = format!(
-        "sidecar {}: the sidecars a Pod needs, in one static binary\n\n\
+        "sidecar {}: {}\n\n\
          Usage: sidecar APPLET [ARGS...]   (or a link named APPLET)\n       \
-         sidecar --list | --install [-s] DIR | --help [APPLET] | --version\n\nApplets:\n",
-        env!("CARGO_PKG_VERSION")
+         sidecar --list | --install [-s] DIR | --help [APPLET] | --version\n       \
+         sidecar --completions bash|zsh|fish | --man [APPLET]\n\n\
+         Every applet also takes --check: validate the configuration and exit.\n\nApplets:\n",
+        env!("CARGO_PKG_VERSION"),
+        docs::ABOUT,
     );
     for a in APPLETS {
         s.push_str(&format!("  {:<22}{}\n", a.name, a.about));
@@ -81,7 +114,7 @@ fn install(args: &[OsString]) -> ExitCode {
         [dir] => (false, dir),
         _ => {
             eprintln!("sidecar: usage: sidecar --install [-s] DIR");
-            return ExitCode::from(USAGE);
+            return ExitCode::from(exit::USAGE);
         }
     };
     let exe = match std::env::current_exe() {

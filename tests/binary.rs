@@ -352,3 +352,197 @@ fn check_validates_without_binding() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-addr"));
 }
+
+/// busybox: a link named after an applet this binary lacks.
+#[test]
+fn unknown_applet_via_a_link_exits_127() {
+    let dir = support::tempdir();
+    let link = dir.path().join("nope");
+    std::os::unix::fs::symlink(support::bin(), &link).unwrap();
+    let out = support::run_cmd(&mut Command::new(&link));
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "sidecar: applet not found: nope"
+    );
+}
+
+/// `--version` and the `sidecar_build_info` gauge tell the same story:
+/// version, commit, build date, applets.
+#[test]
+fn version_and_build_info_gauge_agree() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key}: line in\n{text}"))
+            .to_string()
+    };
+    let version = text
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("sidecar ")
+        .unwrap();
+    let (commit, built, applets) = (field("commit"), field("built"), field("applets"));
+    assert!(!commit.is_empty() && built.ends_with('Z'), "{text}");
+    let list = String::from_utf8(run(&["--list"]).stdout).unwrap();
+    assert_eq!(
+        applets.split(' ').collect::<Vec<_>>(),
+        list.lines().collect::<Vec<_>>()
+    );
+
+    let dir = support::tempdir();
+    let mut sc = Sidecar::start(
+        "config-watch-reload",
+        &["--watch", dir.path().to_str().unwrap(), "--exec", "true"],
+    );
+    let admin = sc.admin_addr();
+    let gauge = format!(
+        "sidecar_build_info{{version=\"{version}\",commit=\"{commit}\",build_date=\"{built}\",applets=\"{}\"}}",
+        applets.replace(' ', ",")
+    );
+    let text = support::metrics::scrape(admin);
+    assert_eq!(support::metrics::sample(&text, &gauge), Some(1.0), "{text}");
+}
+
+/// Every command whose answer goes to stdout stops quietly when the reader
+/// has gone (`sidecar --man | head -1`): no panic, nothing on stderr.
+#[test]
+fn a_closed_stdout_never_panics() {
+    let list = String::from_utf8(run(&["--list"]).stdout).unwrap();
+    let mut commands: Vec<Vec<String>> = [
+        "--list",
+        "--version",
+        "--help",
+        "--man",
+        "--completions bash",
+        "--completions zsh",
+        "--completions fish",
+        "git-sync --man",
+    ]
+    .iter()
+    .map(|c| c.split(' ').map(String::from).collect())
+    .collect();
+    for name in list.lines() {
+        commands.push(vec!["--man".into(), name.into()]);
+        commands.push(vec![name.into(), "--help".into()]);
+        commands.push(vec![name.into(), "--version".into()]);
+    }
+    for args in commands {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = support::run_cmd(
+            Command::new(support::bin())
+                .args(&args)
+                .env("SIDECAR_ADMIN_ADDR", "off")
+                .stdout(std::process::Stdio::from(write)),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// `sidecar --completions SHELL` loads in that shell and completes the
+/// applets and their flags.
+#[test]
+fn completions_load_in_bash_zsh_and_fish() {
+    let dir = support::tempdir();
+    for shell in ["bash", "zsh", "fish"] {
+        if !support::require_peer(shell) {
+            continue;
+        }
+        let out = run(&["--completions", shell]);
+        assert!(out.status.success());
+        let script = dir.path().join(format!("sidecar.{shell}"));
+        std::fs::write(&script, &out.stdout).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("static-serve") && text.contains("--admin-addr"));
+        let check = match shell {
+            // Loads, and registers a completion function for `sidecar`.
+            "bash" => format!("source {} && complete -p sidecar", script.display()),
+            // Parses (compinit is not needed to read the file).
+            "zsh" => format!("zsh -n {}", script.display()),
+            _ => format!("fish --no-execute {}", script.display()),
+        };
+        let out = support::run_cmd(Command::new("bash").args(["-c", &check]));
+        assert!(
+            out.status.success(),
+            "{shell}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `sidecar --man [APPLET]` is a man page groff renders, listing the flags.
+#[test]
+fn man_pages_for_sidecar_and_every_applet() {
+    let list = String::from_utf8(run(&["--list"]).stdout).unwrap();
+    let mut pages = vec![(vec!["--man".to_string()], "--completions".to_string())];
+    for name in list.lines() {
+        pages.push((vec!["--man".into(), name.into()], "--admin-addr".into()));
+    }
+    let out = run(&["--man", "nope"]);
+    assert_eq!(out.status.code(), Some(127));
+    if !support::require_peer("groff") {
+        return;
+    }
+    for (args, flag) in pages {
+        let out = support::run_cmd(Command::new(support::bin()).args(&args));
+        assert!(out.status.success(), "{args:?}");
+        let dir = support::tempdir();
+        let page = dir.path().join("page.1");
+        std::fs::write(&page, &out.stdout).unwrap();
+        let rendered = support::run_cmd(
+            Command::new("groff")
+                // As man renders it (-k: UTF-8 input), as plain text.
+                .args(["-k", "-man", "-Tutf8", "-ww", "-P-cbou"])
+                .arg(&page),
+        );
+        let text = String::from_utf8_lossy(&rendered.stdout);
+        let warnings = String::from_utf8_lossy(&rendered.stderr);
+        assert!(
+            rendered.status.success() && warnings.is_empty(),
+            "{args:?}: {warnings}"
+        );
+        assert!(text.contains(&flag), "{args:?}:\n{text}");
+    }
+}
+
+/// `--depth -1`: the value reaches the flag's own parser, whose error names
+/// the flag, instead of clap taking `-1` for an unknown option.
+#[test]
+fn negative_numbers_without_equals_name_the_flag() {
+    for (args, flag) in [
+        (
+            &[
+                "tcp-proxy",
+                "--upstream=127.0.0.1:9",
+                "--max-connections",
+                "-1",
+            ][..],
+            "--max-connections",
+        ),
+        (
+            &["static-serve", "--root=/", "--max-connections", "-1"][..],
+            "--max-connections",
+        ),
+        (
+            &["log-tail-ship", "--path=/x", "--multiline-max-lines", "-1"][..],
+            "--multiline-max-lines",
+        ),
+        (
+            &["git-sync", "--repo=x", "--root=/tmp/x", "--depth", "-1"][..],
+            "--depth",
+        ),
+    ] {
+        let out = run(&[args, &["--admin-addr=off"]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}

@@ -5,6 +5,11 @@
 
 pub mod http;
 pub mod lighttpd;
+pub mod metrics;
+pub mod peer;
+
+#[allow(unused_imports)]
+pub use peer::{require, require_peer, require_root, Peer};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -66,7 +71,9 @@ struct Lines {
     closed: bool,
 }
 
-/// A running applet with its stderr collected line by line.
+/// A running applet with its stderr collected line by line. Like a
+/// [`Peer`], it leads a process group that is killed on drop, so the
+/// commands it starts (hooks, validation commands) end with the test.
 pub struct Sidecar {
     pub child: Child,
     stderr: Arc<(Mutex<Lines>, Condvar)>,
@@ -91,7 +98,9 @@ impl Sidecar {
     }
 
     pub fn spawn(cmd: &mut Command) -> Sidecar {
+        use std::os::unix::process::CommandExt;
         let mut child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -196,9 +205,21 @@ impl Sidecar {
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        peer::kill_group(&mut self.child);
     }
+}
+
+/// A loopback port nothing listens on (bound, then released), for peers
+/// that cannot report an ephemeral port they bound themselves.
+pub fn free_port() -> u16 {
+    free_addr().port()
+}
+
+/// [`free_port`] as `127.0.0.1:PORT`.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
 }
 
 /// Parses `key=HOST:PORT` out of a log line.

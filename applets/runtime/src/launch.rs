@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{self, AdminState};
+use crate::build_info;
 use crate::cli::CommonArgs;
 use crate::error::exit;
 use crate::{logging, process, Applet, Context, Shutdown, UsageError};
@@ -19,10 +20,7 @@ use crate::{logging, process, Applet, Context, Shutdown, UsageError};
 /// the process exit code.
 pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
     let args = A::rewrite_args(args);
-    let cmd = clap::Command::new(A::NAME).version(env!("CARGO_PKG_VERSION"));
-    // The about line last: a doc comment on an Args struct would replace it.
-    let cmd = CommonArgs::augment_args(A::augment_args(cmd)).about(A::ABOUT);
-    let parsed = cmd
+    let parsed = command::<A>()
         .try_get_matches_from(args)
         .and_then(|m| Ok((A::from_arg_matches(&m)?, CommonArgs::from_arg_matches(&m)?)));
     let (applet, common) = match parsed {
@@ -76,6 +74,26 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Applet `A`'s command line: its own flags, then the common ones. Also the
+/// source of its man page and shell completions.
+pub fn command<A: Applet>() -> clap::Command {
+    let cmd = clap::Command::new(A::NAME).version(build_info::get().version_line());
+    // The about line last: a doc comment on an Args struct would replace it.
+    CommonArgs::augment_args(A::augment_args(cmd))
+        .about(A::ABOUT)
+        .mut_args(negative_numbers_are_values)
+}
+
+/// `--depth -1` reaches the flag's own parser, whose error names the flag,
+/// instead of clap reading `-1` as an unknown short option.
+fn negative_numbers_are_values(arg: clap::Arg) -> clap::Arg {
+    if arg.get_action().takes_values() {
+        arg.allow_negative_numbers(true)
+    } else {
+        arg
+    }
+}
+
 /// The runtime's own flags, then the applet's [`Applet::check`]. Returns the
 /// admin address to bind (`None` for `off`).
 fn check<A: Applet>(applet: &A, common: &CommonArgs) -> anyhow::Result<Option<SocketAddr>> {
@@ -114,6 +132,7 @@ async fn serve<A: Applet>(
     admin_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let state = Arc::new(AdminState::default());
+    build_info::get().register(&mut state.registry());
     let shutdown = Shutdown::new();
     // The admin server outlives the applet's drain, so probes keep answering 503.
     let admin_stop = Shutdown::new();

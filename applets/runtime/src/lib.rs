@@ -9,6 +9,7 @@ pub mod actions;
 pub mod admin;
 mod applet;
 pub mod backoff;
+pub mod build_info;
 pub mod cli;
 mod context;
 pub mod error;
@@ -19,12 +20,13 @@ pub mod logging;
 pub mod process;
 pub mod redact;
 mod shutdown;
+pub mod stdout;
 pub mod watch;
 
 pub use applet::Applet;
 pub use context::Context;
 pub use error::UsageError;
-pub use launch::launch;
+pub use launch::{command, launch};
 pub use shutdown::Shutdown;
 
 /// Re-exported so applets register metrics against the same crate version the

@@ -1,0 +1,64 @@
+//! Build information for `--version` and the `sidecar_build_info` gauge.
+//! Works from a clean checkout, a worktree, or a tarball without `.git`:
+//! `SIDECAR_GIT_COMMIT` overrides git (the Dockerfile passes it, since the
+//! image build context leaves `.git` out), and `SOURCE_DATE_EPOCH` fixes the
+//! date for reproducible builds.
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=SIDECAR_GIT_COMMIT");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+
+    let commit = std::env::var("SIDECAR_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(git_commit)
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=SIDECAR_GIT_COMMIT={}", commit.trim());
+
+    let date = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(secs) => {
+            let secs: u64 = secs
+                .trim()
+                .parse()
+                .expect("SOURCE_DATE_EPOCH: seconds since 1970");
+            UNIX_EPOCH + Duration::from_secs(secs)
+        }
+        Err(_) => SystemTime::now(),
+    };
+    println!(
+        "cargo:rustc-env=SIDECAR_BUILD_DATE={}",
+        humantime::format_rfc3339_seconds(date)
+    );
+}
+
+/// The checked-out commit, and a rerun whenever it moves. `None` without git
+/// or outside a repository.
+fn git_commit() -> Option<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
+    // HEAD names the branch; the branch's ref (loose or packed) names the
+    // commit. `--git-path` resolves both for worktrees too.
+    for path in ["HEAD", "packed-refs"] {
+        rerun_if_changed(git(&["rev-parse", "--git-path", path]));
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        rerun_if_changed(git(&["rev-parse", "--git-path", &branch]));
+    }
+    Some(commit)
+}
+
+/// Only for files that exist: cargo reruns on every build for a missing one.
+fn rerun_if_changed(path: Option<String>) {
+    if let Some(p) = path.filter(|p| std::path::Path::new(p).exists()) {
+        println!("cargo:rerun-if-changed={p}");
+    }
+}
