@@ -14,6 +14,7 @@ pub mod cli;
 mod context;
 pub mod error;
 pub mod expand;
+mod fdlimit;
 pub mod fsutil;
 mod launch;
 pub mod logging;
@@ -26,6 +27,7 @@ pub mod watch;
 pub use applet::Applet;
 pub use context::Context;
 pub use error::UsageError;
+pub use fdlimit::raise_fd_limit;
 pub use launch::{command, launch};
 pub use shutdown::Shutdown;
 

@@ -175,7 +175,7 @@ impl Applet for StaticServe {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
         };
-        raise_fd_limit(self.max_connections);
+        warn_if_fd_limit_is_low(sidecar_runtime::raise_fd_limit(), self.max_connections);
         let listeners = listen::bind_all(&self.listen, server::worker_count()).await?;
         let metrics = metrics::Metrics::register(&mut ctx.registry());
         let handler = Arc::new(handler::Handler::new(settings, metrics));
@@ -184,21 +184,8 @@ impl Applet for StaticServe {
     }
 }
 
-/// Each connection costs a socket plus two descriptors per request in flight;
-/// containers often start with a soft limit of 1024. Raise it to the hard limit.
-fn raise_fd_limit(max_connections: usize) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    // The kernel caps descriptors at fs.nr_open (2^20 by default) even when
-    // the hard limit says unlimited.
-    let target = hard.min(1 << 20);
-    let limit = if soft < target && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
-        target
-    } else {
-        soft
-    };
+/// Each connection costs a socket plus two descriptors per request in flight.
+fn warn_if_fd_limit_is_low(limit: u64, max_connections: usize) {
     if (max_connections as u64).saturating_mul(2) > limit {
         tracing::warn!(
             limit,

@@ -50,7 +50,7 @@ impl Applet for TcpProxy {
 
 async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
     let plan = args.plan()?;
-    raise_fd_limit();
+    sidecar_runtime::raise_fd_limit();
     let metrics = Metrics::register(&mut ctx.registry());
     let access_log =
         access_log::AccessLog::open(&args.access_log, metrics.access_log_dropped.clone())?;
@@ -205,27 +205,6 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         tracing::info!("drained");
     }
     Ok(())
-}
-
-/// Every connection costs two descriptors, and container runtimes often
-/// start processes with a soft limit of 1024 under a much higher hard limit:
-/// take the hard limit, as HAProxy and Envoy do.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let from = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-            tracing::debug!(from, to = lim.rlim_max, "raised the open-files limit");
-        }
-    }
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
