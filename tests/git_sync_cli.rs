@@ -92,3 +92,31 @@ fn nothing_listens_before_the_flags_are_valid() {
         assert!(!tmp.path().join("root").exists(), "{bad}: root was created");
     }
 }
+
+/// `git-sync --check` validates and exits: 0 for a good configuration, 2
+/// naming the flag for a bad one; no root, no sync.
+#[test]
+fn check_validates_without_syncing() {
+    let tmp = support::tempdir();
+    let root = tmp.path().join("root");
+    let base = [
+        "git-sync".to_string(),
+        "--check".into(),
+        "--repo=file:///nonexistent".into(),
+        format!("--root={}", root.display()),
+    ];
+    let args: Vec<&str> = base.iter().map(String::as_str).collect();
+    let out = support::run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bad = args.clone();
+    bad.push("--submodules=some");
+    let out = support::run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--submodules"));
+    assert!(!root.exists(), "--check created the root");
+}

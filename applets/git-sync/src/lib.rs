@@ -282,11 +282,6 @@ impl Applet for GitSync {
     /// The port is probed by connecting, not binding: nothing listens
     /// before the configuration has been checked.
     fn admin_addr_override(&self) -> Option<String> {
-        // Until the runtime checks the configuration before it binds, a bad
-        // one keeps the admin server off: `run` then refuses it (exit 2).
-        if self.check_config().is_err() {
-            return Some("off".into());
-        }
         let explicit = std::env::var_os("SIDECAR_ADMIN_ADDR").is_some()
             || std::env::args().any(|a| a == "--admin-addr" || a.starts_with("--admin-addr="));
         if explicit || !default_admin_port_taken() {
@@ -297,6 +292,11 @@ impl Applet for GitSync {
             "default admin address is in use: admin server off (set --admin-addr to choose one)"
         );
         Some("off".into())
+    }
+
+    /// Runs before anything binds (and alone with `--check`).
+    fn check(&self) -> anyhow::Result<()> {
+        self.validate().map(drop)
     }
 
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
@@ -311,18 +311,13 @@ impl GitSync {
     /// config error is also written to `--error-file` as plain text, as
     /// upstream does.
     pub fn validate(&self) -> anyhow::Result<config::Config> {
-        self.check_config().inspect_err(|e| {
+        let checked = config::Config::resolve(self.clone(), &config::ProcessEnv)
+            .and_then(|cfg| preflight::check_files(&cfg).map(|()| cfg));
+        checked.inspect_err(|e| {
             if let Some(path) = config::raw_error_file(self, &config::ProcessEnv) {
                 errorfile::write_plain(&path, &format!("{e:#}"));
             }
         })
-    }
-
-    /// Flags, env vars and the files they name; writes nothing.
-    fn check_config(&self) -> anyhow::Result<config::Config> {
-        let cfg = config::Config::resolve(self.clone(), &config::ProcessEnv)?;
-        preflight::check_files(&cfg)?;
-        Ok(cfg)
     }
 }
 
