@@ -22,6 +22,7 @@ pub mod process;
 pub mod redact;
 mod shutdown;
 pub mod stdout;
+pub mod tls;
 pub mod watch;
 
 pub use applet::Applet;
