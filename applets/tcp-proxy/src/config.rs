@@ -17,7 +17,24 @@ pub enum Lb {
     LeastConn,
     RandomTwo,
     HashSource,
+    /// Peak-EWMA latency times outstanding requests, best of two random
+    /// endpoints (Linkerd's balancer).
+    Ewma,
 }
+
+/// How a listener treats what it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Look at the first bytes: HTTP/1.x or HTTP/2 → HTTP, else TCP.
+    Auto,
+    Http,
+    Tcp,
+}
+
+/// Linkerd's default opaque ports: SMTP, MySQL (and its X protocol),
+/// PostgreSQL, Redis, Elasticsearch transport, memcached. Server-speaks-first
+/// or binary protocols that sniffing would only delay.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -60,9 +77,85 @@ pub struct Args {
     #[arg(long, env = "TCP_PROXY_DNS_REFRESH", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub dns_refresh: Duration,
 
-    /// Load-balancing algorithm.
-    #[arg(long, env = "TCP_PROXY_LB", value_enum, default_value = "round-robin")]
-    pub lb: Lb,
+    /// Load-balancing algorithm [default: round-robin for TCP connections,
+    /// ewma for HTTP requests].
+    #[arg(long, env = "TCP_PROXY_LB", value_enum)]
+    pub lb: Option<Lb>,
+
+    /// What listeners carry: `auto` sniffs each connection's first bytes.
+    #[arg(long, env = "TCP_PROXY_PROTOCOL", value_enum, default_value = "auto")]
+    pub protocol: Protocol,
+
+    /// In `--protocol auto`, a client silent this long is relayed as TCP (a
+    /// server-speaks-first protocol).
+    #[arg(long, env = "TCP_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub detect_timeout: Duration,
+
+    /// Destination ports never sniffed in `--protocol auto` (listener port, or
+    /// original destination port in transparent mode): `PORT` or `LO-HI`, comma separated.
+    #[arg(long, env = "TCP_PROXY_OPAQUE_PORTS", value_name = "LIST", default_value = DEFAULT_OPAQUE_PORTS, value_parser = parse_port_ranges)]
+    pub opaque_ports: PortRanges,
+
+    /// An HTTP route `[HOST]/PATH_PREFIX=UP1,UP2`; repeatable (env: separate
+    /// routes with `;`). The longest matching prefix wins; requests matching
+    /// none go to the listener's upstreams (transparent: the original destination).
+    #[arg(
+        long,
+        env = "TCP_PROXY_HTTP_ROUTE",
+        value_name = "MATCH=UP1,UP2",
+        value_delimiter = ';',
+        value_parser = parse_http_route
+    )]
+    pub http_route: Vec<HttpRouteSpec>,
+
+    /// Further attempts of a failed HTTP request, each to another endpoint when there is one.
+    #[arg(
+        long,
+        env = "TCP_PROXY_HTTP_RETRIES",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub http_retries: u32,
+
+    /// What an HTTP request is retried on: `connect-failure`, `reset`, status codes.
+    #[arg(
+        long,
+        env = "TCP_PROXY_HTTP_RETRY_ON",
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "connect-failure",
+        value_parser = parse_retry_on
+    )]
+    pub http_retry_on: Vec<RetryOn>,
+
+    /// Retries may add at most this percentage to the original requests
+    /// (plus a reserve of 10), so retries cannot amplify an outage.
+    #[arg(
+        long,
+        env = "TCP_PROXY_HTTP_RETRY_BUDGET",
+        default_value_t = 20.0,
+        value_name = "PERCENT"
+    )]
+    pub http_retry_budget: f64,
+
+    /// Answer 504 when an HTTP response has not started within this (0 = off).
+    #[arg(long, env = "TCP_PROXY_HTTP_REQUEST_TIMEOUT", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_request_timeout: Duration,
+
+    /// Outstanding HTTP requests per upstream endpoint (0 = unlimited); when
+    /// every endpoint is full, answer 503 at once.
+    #[arg(
+        long,
+        env = "TCP_PROXY_MAX_PENDING_REQUESTS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_pending_requests: usize,
+
+    /// HTTP requests per HTTP route (and per listener for the rest), as a
+    /// token bucket: `100/s`; over it, 429 with Retry-After.
+    #[arg(long, env = "TCP_PROXY_HTTP_RATE_LIMIT", value_name = "N/s", value_parser = parse_rate)]
+    pub http_rate_limit: Option<Rate>,
 
     /// Time allowed for one upstream connect.
     #[arg(long, env = "TCP_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
@@ -112,12 +205,12 @@ pub struct Args {
     pub health_check_interval: Duration,
 
     /// Bytes a health check sends after connecting (escapes: \r \n \t \\ \xHH).
-    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_SEND", value_name = "BYTES", default_value = "", value_parser = crate::health::parse_payload, hide_default_value = true)]
-    pub health_check_send: crate::health::Payload,
+    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_SEND", value_name = "BYTES", default_value = "", value_parser = parse_payload, hide_default_value = true)]
+    pub health_check_send: Payload,
 
     /// Bytes the answer to a health check must start with (same escapes).
-    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_EXPECT", value_name = "BYTES", default_value = "", value_parser = crate::health::parse_payload, hide_default_value = true)]
-    pub health_check_expect: crate::health::Payload,
+    #[arg(long, env = "TCP_PROXY_HEALTH_CHECK_EXPECT", value_name = "BYTES", default_value = "", value_parser = parse_payload, hide_default_value = true)]
+    pub health_check_expect: Payload,
 
     /// Consecutive failed checks that mark an endpoint unhealthy.
     #[arg(
@@ -184,6 +277,133 @@ pub struct Args {
     /// bytes (0 = never; small exchanges stay on plain copies).
     #[arg(long, env = "TCP_PROXY_SPLICE_AFTER", default_value = "1MiB", value_parser = parse_bytes, value_name = "BYTES")]
     pub splice_after: u64,
+}
+
+/// Bytes given in a flag (a newtype, so clap takes one value, not a list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload(pub Vec<u8>);
+
+/// `PING\r\n` → bytes, with `\r`, `\n`, `\t`, `\\` and `\xHH` escapes, so
+/// binary and line-based protocols can be written in a flag.
+pub fn parse_payload(s: &str) -> Result<Payload, String> {
+    let mut out = Vec::new();
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match it.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = it.by_ref().take(2).collect();
+                let hex = std::str::from_utf8(&hex).unwrap_or("");
+                let v = u8::from_str_radix(hex, 16)
+                    .map_err(|_| format!("invalid \\x escape in {s:?}"))?;
+                out.push(v);
+            }
+            _ => {
+                return Err(format!(
+                    "invalid escape in {s:?}: use \\r \\n \\t \\\\ or \\xHH"
+                ))
+            }
+        }
+    }
+    Ok(Payload(out))
+}
+
+/// Port ranges, inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortRanges(pub Vec<(u16, u16)>);
+
+impl PortRanges {
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= port && port <= hi)
+    }
+}
+
+fn parse_port_ranges(s: &str) -> Result<PortRanges, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid port or range {part:?}: expected PORT or LO-HI");
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo > hi {
+            return Err(bad());
+        }
+        out.push((lo, hi));
+    }
+    Ok(PortRanges(out))
+}
+
+/// A condition under which an HTTP request is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// No connection to the endpoint: nothing was sent, always safe.
+    ConnectFailure,
+    /// The connection failed after the request was (partly) sent.
+    Reset,
+    Status(u16),
+}
+
+fn parse_retry_on(s: &str) -> Result<RetryOn, String> {
+    match s.trim() {
+        "connect-failure" => Ok(RetryOn::ConnectFailure),
+        "reset" => Ok(RetryOn::Reset),
+        code => match code.parse::<u16>() {
+            Ok(c) if (100..600).contains(&c) => Ok(RetryOn::Status(c)),
+            _ => Err(format!(
+                "invalid retry condition {code:?}: expected connect-failure, reset or a status code"
+            )),
+        },
+    }
+}
+
+/// `[HOST]/PATH_PREFIX=UP1,UP2`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRouteSpec {
+    /// Lower case, without a port; None matches every host.
+    pub host: Option<String>,
+    pub prefix: String,
+    pub upstreams: Vec<Target>,
+}
+
+impl std::fmt::Display for HttpRouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.host.as_deref().unwrap_or(""), self.prefix)
+    }
+}
+
+pub fn parse_http_route(s: &str) -> Result<HttpRouteSpec, String> {
+    let bad =
+        |why: &str| format!("invalid HTTP route {s:?}: {why}; expected [HOST]/PATH_PREFIX=UP1,UP2");
+    let (m, ups) = s.trim().split_once('=').ok_or_else(|| bad("no '='"))?;
+    let slash = m
+        .find('/')
+        .ok_or_else(|| bad("the match needs a path starting with '/'"))?;
+    let (host, prefix) = m.split_at(slash);
+    let host = match host.trim() {
+        "" => None,
+        h if h.contains(':') => return Err(bad("HOST is matched without a port")),
+        h => Some(h.to_ascii_lowercase()),
+    };
+    let upstreams = ups
+        .split(',')
+        .filter(|u| !u.trim().is_empty())
+        .map(parse_target)
+        .collect::<Result<Vec<_>, _>>()?;
+    if upstreams.is_empty() {
+        return Err(bad("no upstream"));
+    }
+    Ok(HttpRouteSpec {
+        host,
+        prefix: prefix.to_string(),
+        upstreams,
+    })
 }
 
 /// A token-bucket rate: `per_sec` tokens a second, bucket size `burst`.
@@ -363,6 +583,17 @@ impl Args {
         if self.outlier_ejection_time.is_zero() && self.outlier_failures > 0 {
             return Err(usage!("--outlier-ejection-time: must be more than 0"));
         }
+        if !(self.http_retry_budget >= 0.0 && self.http_retry_budget.is_finite()) {
+            return Err(usage!(
+                "--http-retry-budget: must be a percentage of 0 or more"
+            ));
+        }
+        if self.protocol == Protocol::Tcp && !self.http_route.is_empty() {
+            return Err(usage!("--http-route needs --protocol auto or http"));
+        }
+        if self.detect_timeout.is_zero() {
+            return Err(usage!("--detect-timeout: must be more than 0"));
+        }
         if self.health_check_unhealthy_threshold == 0 || self.health_check_healthy_threshold == 0 {
             return Err(usage!("--health-check-*-threshold: must be at least 1"));
         }
@@ -406,6 +637,37 @@ mod tests {
             .unwrap_err()
             .contains("line 2"));
         assert!(parse_upstreams_file("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn http_routes() {
+        let r = parse_http_route("API.shop/v1/=10.0.0.1:8080,b:80").unwrap();
+        assert_eq!(r.host.as_deref(), Some("api.shop"));
+        assert_eq!(r.prefix, "/v1/");
+        assert_eq!(r.upstreams.len(), 2);
+        let r = parse_http_route("/static/=static:80").unwrap();
+        assert_eq!(r.host, None);
+        assert!(parse_http_route("api.shop=a:1").is_err());
+        assert!(parse_http_route("api.shop:80/=a:1").is_err());
+        assert!(parse_http_route("/=").is_err());
+    }
+
+    #[test]
+    fn ports_and_retry_conditions() {
+        let p = parse_port_ranges(DEFAULT_OPAQUE_PORTS).unwrap();
+        assert!(p.contains(6379) && !p.contains(80));
+        assert!(parse_port_ranges("1000-1002").unwrap().contains(1001));
+        assert!(parse_port_ranges("9-1").is_err());
+        assert_eq!(parse_retry_on("503").unwrap(), RetryOn::Status(503));
+        assert!(parse_retry_on("sometimes").is_err());
+    }
+
+    #[test]
+    fn payload_escapes() {
+        assert_eq!(parse_payload("PING\\r\\n").unwrap().0, b"PING\r\n");
+        assert_eq!(parse_payload("\\x00\\xff\\\\").unwrap().0, [0, 255, b'\\']);
+        assert!(parse_payload("\\q").is_err());
+        assert!(parse_payload("\\xZ").is_err());
     }
 
     #[test]

@@ -6,11 +6,14 @@
 
 mod access_log;
 mod config;
+mod detect;
 mod discovery;
 mod health;
+mod http_proxy;
 mod limits;
 mod metrics;
 mod pool;
+mod prefixed;
 mod proxy;
 mod proxy_protocol;
 mod relay;
@@ -25,11 +28,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::{Lb, Protocol};
 use crate::discovery::Discovery;
+use crate::http_proxy::router::{Destination, Endpoints, Router};
+use crate::http_proxy::{HttpProxy, RetryBudget};
 use crate::limits::{ConnectionLimit, TokenBucket};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolSettings};
-use crate::proxy::{Route, Shared, Upstreams};
+use crate::proxy::{HttpListener, Route, Shared, Upstreams};
 
 #[derive(Debug, clap::Args)]
 pub struct TcpProxy {
@@ -71,8 +77,10 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
     };
 
     let settings = PoolSettings {
-        lb: args.lb,
+        lb: args.lb.unwrap_or(Lb::RoundRobin),
+        http_lb: args.lb.unwrap_or(Lb::Ewma),
         max_per_endpoint: args.max_connections_per_upstream,
+        max_pending_requests: args.max_pending_requests,
         outlier_failures: args.outlier_failures,
         ejection_time: args.outlier_ejection_time,
         max_ejection_time: args
@@ -90,18 +98,75 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         send_proxy_protocol: args.send_proxy_protocol,
         accept_proxy_protocol: args.accept_proxy_protocol,
         proxy_protocol_timeout: args.proxy_protocol_timeout,
+        protocol: args.protocol,
+        detect_timeout: args.detect_timeout,
+        opaque_ports: args.opaque_ports.clone(),
         metrics: metrics.clone(),
         limit: ConnectionLimit::new(args.max_connections),
-        access_log,
+        access_log: access_log.clone(),
         tracker: TaskTracker::new(),
+        stop: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
     });
-    let stop = CancellationToken::new();
     let mut pools = Vec::new();
+    let mut discoveries: Vec<Discovery> = Vec::new();
+    let health_check = health::Check {
+        interval: args.health_check_interval,
+        timeout: args.connect_timeout,
+        send: args.health_check_send.0.clone(),
+        expect: args.health_check_expect.0.clone(),
+    };
+    let mut start_pool = |name: String, targets: Vec<config::Target>| {
+        let pool = Pool::new(name, settings.clone(), metrics.clone());
+        pools.push(pool.clone());
+        if !health_check.interval.is_zero() {
+            health::spawn(pool.clone(), health_check.clone());
+        }
+        let discovery = Discovery::start(pool.clone(), targets, args.dns_refresh, metrics.clone());
+        async move { (pool, discovery.await) }
+    };
+
+    // HTTP routes have pools of their own, shared by every listener.
+    let destination = |name: String, endpoints: Endpoints| {
+        Arc::new(Destination {
+            name,
+            endpoints,
+            rate: args.http_rate_limit.map(TokenBucket::new),
+            budget: RetryBudget::new(args.http_retry_budget),
+        })
+    };
+    let mut router = Router::default();
+    for spec in &args.http_route {
+        let (pool, discovery) = start_pool(spec.to_string(), spec.upstreams.clone()).await;
+        discoveries.push(discovery);
+        router.add(
+            spec.host.clone(),
+            spec.prefix.clone(),
+            destination(spec.to_string(), Endpoints::Balanced(pool)),
+        );
+        tracing::info!(route = %spec, upstreams = %spec.upstreams.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","), "HTTP route");
+    }
+    let http_proxy = Arc::new(HttpProxy::new(
+        router,
+        http_proxy::Settings {
+            retries: args.http_retries,
+            retry_on: args.http_retry_on.clone(),
+            request_timeout: args.http_request_timeout,
+            connect_timeout: args.connect_timeout,
+        },
+        metrics.clone(),
+        access_log,
+    ));
+    let http_listener = |fallback: Arc<Destination>| {
+        (args.protocol != Protocol::Tcp).then(|| HttpListener {
+            proxy: http_proxy.clone(),
+            fallback,
+        })
+    };
 
     // Bind everything before serving anything: a port conflict fails start-up.
     let mut listeners = Vec::new();
-    let mut discoveries: Vec<Discovery> = Vec::new();
+    let mut route_discoveries: Vec<Discovery> = Vec::new();
     for (i, spec) in plan.routes.iter().enumerate() {
         let flag = if i == 0 && args.listen.is_some() {
             "--listen"
@@ -111,26 +176,14 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
         let listener = bind(spec.listen, flag).await?;
         let local = listener.local_addr()?;
         let name = local.to_string();
-        let pool = Pool::new(name.clone(), settings.clone(), metrics.clone());
-        pools.push(pool.clone());
         let targets = route_targets(spec, flag == "--listen", file_routes.as_ref());
-        discoveries
-            .push(Discovery::start(pool.clone(), targets, args.dns_refresh, metrics.clone()).await);
-        if !args.health_check_interval.is_zero() {
-            health::spawn(
-                pool.clone(),
-                health::Check {
-                    interval: args.health_check_interval,
-                    timeout: args.connect_timeout,
-                    send: args.health_check_send.0.clone(),
-                    expect: args.health_check_expect.0.clone(),
-                },
-            );
-        }
+        let (pool, discovery) = start_pool(name.clone(), targets).await;
+        route_discoveries.push(discovery);
         tracing::info!(addr = %local, listen = %spec.listen, upstreams = %spec.upstreams.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","), "listening");
         listeners.push((
             listener,
             Route {
+                http: http_listener(destination(name.clone(), Endpoints::Balanced(pool.clone()))),
                 name,
                 local,
                 upstreams: Upstreams::Balanced(pool),
@@ -149,6 +202,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
                 local,
                 upstreams: Upstreams::OriginalDst,
                 rate: args.rate_limit.map(TokenBucket::new),
+                http: http_listener(destination(local.to_string(), Endpoints::OriginalDst)),
             },
         ));
     }
@@ -162,7 +216,7 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
                 metrics.clone(),
                 move |fr| {
                     check_file_routes(&fr, &routes, has_listen)?;
-                    for (i, (spec, d)) in routes.iter().zip(&discoveries).enumerate() {
+                    for (i, (spec, d)) in routes.iter().zip(&route_discoveries).enumerate() {
                         d.set_targets(route_targets(spec, has_listen && i == 0, Some(&fr)));
                     }
                     Ok(())
@@ -181,13 +235,13 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
             listener,
             Arc::new(route),
             shared.clone(),
-            stop.clone(),
+            shared.stop.clone(),
         ));
     }
     ctx.set_ready(true);
 
     ctx.shutdown().await;
-    stop.cancel();
+    shared.stop.cancel();
     shared.tracker.close();
     let open = shared.limit.open();
     tracing::info!(open_connections = open, grace = ?ctx.shutdown_grace(), "stopped accepting; draining");

@@ -21,6 +21,11 @@ impl TokenBucket {
         }
     }
 
+    /// How long until the next token (for Retry-After).
+    pub fn retry_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / self.rate.per_sec)
+    }
+
     pub fn try_take(&self) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();

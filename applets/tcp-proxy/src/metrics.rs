@@ -28,6 +28,16 @@ pub struct Metrics {
     pub discovery_errors: Family<Labels, Counter>,
     pub access_log_dropped: Counter,
     pub spliced_bytes: Counter,
+    pub detected: Family<Labels, Counter>,
+    pub http_requests: Family<Labels, Counter>,
+    pub http_latency: Family<Labels, Histogram>,
+    pub http_retries: Family<Labels, Counter>,
+    pub http_local_responses: Family<Labels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~100 s
+    Histogram::new(exponential_buckets(0.0001, 2.5, 16))
 }
 
 fn duration_histogram() -> Histogram {
@@ -53,6 +63,11 @@ impl Metrics {
             discovery_errors: Family::default(),
             access_log_dropped: Counter::default(),
             spliced_bytes: Counter::default(),
+            detected: Family::default(),
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            http_retries: Family::default(),
+            http_local_responses: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("tcp_proxy");
         r.register(
@@ -130,6 +145,33 @@ impl Metrics {
             "spliced_bytes",
             "Bytes relayed with splice(2) (included in tcp_proxy_bytes_total)",
             m.spliced_bytes.clone(),
+        );
+        r.register(
+            "detected_connections",
+            "Accepted connections by the protocol they were handled as (http, tcp; \
+             reason = detected, timeout, opaque_port, configured)",
+            m.detected.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP responses sent, by route, upstream endpoint (empty for local answers) and status class",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_response_seconds",
+            "Time from a request's arrival to its response headers, by route",
+            m.http_latency.clone(),
+        );
+        r.register(
+            "http_retries",
+            "HTTP request attempts made again, by route",
+            m.http_retries.clone(),
+        );
+        r.register(
+            "http_local_responses",
+            "Answers made by the proxy itself, by route, status and cause (rate_limited, \
+             no_endpoints, upstream_full, connect_failed, upstream_reset, timeout, bad_request)",
+            m.http_local_responses.clone(),
         );
         m
     }

@@ -17,8 +17,13 @@ use crate::metrics::{self, Metrics};
 /// Outlier-ejection and limit settings shared by every pool.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
+    /// For TCP connections.
     pub lb: Lb,
+    /// For HTTP requests.
+    pub http_lb: Lb,
     pub max_per_endpoint: usize,
+    /// Outstanding HTTP requests per endpoint (0 = unlimited).
+    pub max_pending_requests: usize,
     pub outlier_failures: u32,
     pub ejection_time: Duration,
     pub max_ejection_time: Duration,
@@ -34,11 +39,43 @@ struct Ejection {
     last_end: Option<Instant>,
 }
 
+/// Peak-EWMA of response latency (Linkerd's balancer): a slower response
+/// raises the estimate at once, faster ones pull it down with a decay of
+/// `DECAY`, so an endpoint that turned slow is avoided immediately.
+struct PeakEwma {
+    nanos: f64,
+    at: Instant,
+}
+
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// Assumed latency of an endpoint with no response yet (Linkerd's default).
+const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+impl PeakEwma {
+    fn decayed(&self, now: Instant) -> f64 {
+        let w = (-now.duration_since(self.at).as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp();
+        self.nanos * w
+    }
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_nanos() as f64;
+        self.nanos = if rtt > self.nanos {
+            rtt
+        } else {
+            let w = (-now.duration_since(self.at).as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp();
+            self.nanos * w + rtt * (1.0 - w)
+        };
+        self.at = now;
+    }
+}
+
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// The name it was resolved from (`db.svc:5432`), for logs.
     pub target: String,
+    /// Open connections (TCP) plus outstanding requests (HTTP).
     active: AtomicUsize,
+    ewma: Mutex<PeakEwma>,
     failures: AtomicU32,
     ejection: Mutex<Ejection>,
     healthy: AtomicBool,
@@ -51,6 +88,10 @@ impl Endpoint {
             addr,
             target,
             active: AtomicUsize::new(0),
+            ewma: Mutex::new(PeakEwma {
+                nanos: EWMA_DEFAULT_RTT.as_nanos() as f64,
+                at: Instant::now(),
+            }),
             failures: AtomicU32::new(0),
             ejection: Mutex::new(Ejection::default()),
             healthy: AtomicBool::new(true),
@@ -60,6 +101,12 @@ impl Endpoint {
 
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Expected wait for one more request: latency times the queue it joins.
+    fn ewma_cost(&self, now: Instant) -> f64 {
+        let e = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
+        e.decayed(now) * (self.active() + 1) as f64
     }
 
     fn ejected(&self, now: Instant) -> bool {
@@ -144,12 +191,34 @@ impl Pool {
     /// Picks an endpoint for a connection from `client`, avoiding `tried`
     /// (endpoints that already failed this connection) while others remain.
     pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Result<Lease, NoEndpoint> {
+        let s = &self.settings;
+        self.pick_with(s.lb, s.max_per_endpoint, client, tried)
+    }
+
+    /// `pick` for one HTTP request: the lease counts it as outstanding.
+    pub fn pick_request(&self, client: IpAddr, tried: &[SocketAddr]) -> Result<Lease, NoEndpoint> {
+        let s = &self.settings;
+        self.pick_with(s.http_lb, s.max_pending_requests, client, tried)
+    }
+
+    /// An HTTP response's headers arrived after `rtt`.
+    pub fn observe_latency(&self, e: &Endpoint, rtt: Duration) {
+        let mut ewma = e.ewma.lock().unwrap_or_else(|e| e.into_inner());
+        ewma.observe(rtt, Instant::now());
+    }
+
+    fn pick_with(
+        &self,
+        lb: Lb,
+        max: usize,
+        client: IpAddr,
+        tried: &[SocketAddr],
+    ) -> Result<Lease, NoEndpoint> {
         let all = self.endpoints();
         if all.is_empty() {
             return Err(NoEndpoint::Empty);
         }
         let now = Instant::now();
-        let max = self.settings.max_per_endpoint;
         let has_room = |e: &Endpoint| max == 0 || e.active() < max;
         // Healthy ones first; when none is left, every endpoint (Envoy's
         // "panic mode"): sending to a possibly-bad endpoint beats refusing all.
@@ -169,7 +238,7 @@ impl Pool {
             let mut candidates: Vec<&Arc<Endpoint>> =
                 in_tier.into_iter().filter(|e| has_room(e)).collect();
             while !candidates.is_empty() {
-                let i = self.choose(&candidates, client);
+                let i = self.choose(lb, &candidates, client, now);
                 let e = candidates[i];
                 let acquired = e
                     .active
@@ -200,11 +269,11 @@ impl Pool {
         Err(NoEndpoint::Full)
     }
 
-    fn choose(&self, c: &[&Arc<Endpoint>], client: IpAddr) -> usize {
+    fn choose(&self, lb: Lb, c: &[&Arc<Endpoint>], client: IpAddr, now: Instant) -> usize {
         if c.len() == 1 {
             return 0;
         }
-        match self.settings.lb {
+        match lb {
             Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % c.len(),
             Lb::LeastConn => {
                 // Among equally loaded endpoints, rotate so ties spread out.
@@ -215,13 +284,16 @@ impl Pool {
                     .unwrap_or(0)
             }
             Lb::RandomTwo => {
-                let mut rng = rand::thread_rng();
-                let a = rng.gen_range(0..c.len());
-                let mut b = rng.gen_range(0..c.len() - 1);
-                if b >= a {
-                    b += 1;
-                }
+                let (a, b) = two_random(c.len());
                 if c[b].active() < c[a].active() {
+                    b
+                } else {
+                    a
+                }
+            }
+            Lb::Ewma => {
+                let (a, b) = two_random(c.len());
+                if c[b].ewma_cost(now) < c[a].ewma_cost(now) {
                     b
                 } else {
                     a
@@ -240,6 +312,8 @@ impl Pool {
         }
     }
 
+    /// A success ends a streak of failures (connect failures, and 5xx
+    /// responses in HTTP mode).
     pub fn report_success(&self, e: &Endpoint) {
         e.failures.store(0, Ordering::Relaxed);
     }
@@ -375,6 +449,17 @@ impl Pool {
     }
 }
 
+/// Two distinct indexes below `n` (n ≥ 2), for power-of-two-choices.
+fn two_random(n: usize) -> (usize, usize) {
+    let mut rng = rand::thread_rng();
+    let a = rng.gen_range(0..n);
+    let mut b = rng.gen_range(0..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,7 +471,9 @@ mod tests {
             "r".into(),
             PoolSettings {
                 lb,
+                http_lb: lb,
                 max_per_endpoint: max,
+                max_pending_requests: max,
                 outlier_failures: 2,
                 ejection_time: Duration::from_secs(10),
                 max_ejection_time: Duration::from_secs(300),
@@ -458,6 +545,17 @@ mod tests {
                 p.pick(client(), &[]).unwrap().endpoint.addr,
                 held.endpoint.addr
             );
+        }
+    }
+
+    #[test]
+    fn ewma_avoids_the_slow_endpoint() {
+        let p = pool(Lb::Ewma, 0, 2);
+        let eps = p.endpoints();
+        p.observe_latency(&eps[0], Duration::from_secs(1));
+        p.observe_latency(&eps[1], Duration::from_millis(1));
+        for _ in 0..10 {
+            assert_eq!(p.pick(client(), &[]).unwrap().endpoint.addr, eps[1].addr);
         }
     }
 

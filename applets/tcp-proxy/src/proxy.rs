@@ -14,9 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
-use crate::limits::{ConnectionLimit, TokenBucket};
+use crate::config::{PortRanges, Protocol};
+use crate::detect::{self, Detected};
+use crate::http_proxy::{self, HttpProxy};
+use crate::limits::{ConnectionLimit, Slot, TokenBucket};
 use crate::metrics::{self, Metrics};
 use crate::pool::{Lease, NoEndpoint, Pool};
+use crate::prefixed::Prefixed;
 use crate::proxy_protocol::{self, Version};
 use crate::relay::{self, Close, Direction};
 use crate::transparent;
@@ -31,10 +35,16 @@ pub struct Shared {
     pub send_proxy_protocol: Option<Version>,
     pub accept_proxy_protocol: bool,
     pub proxy_protocol_timeout: Duration,
+    pub protocol: Protocol,
+    pub detect_timeout: Duration,
+    pub opaque_ports: PortRanges,
     pub metrics: Metrics,
     pub limit: ConnectionLimit,
     pub access_log: Option<AccessLog>,
     pub tracker: TaskTracker,
+    /// Fires when shutdown starts: HTTP connections finish their requests
+    /// and close.
+    pub stop: CancellationToken,
     /// Fires when the shutdown grace period is over: open relays close.
     pub hard_stop: CancellationToken,
 }
@@ -51,6 +61,15 @@ pub struct Route {
     pub local: SocketAddr,
     pub upstreams: Upstreams,
     pub rate: Option<TokenBucket>,
+    /// None: `--protocol tcp`.
+    pub http: Option<HttpListener>,
+}
+
+/// HTTP on one listener: the shared HTTP proxy and where requests that
+/// match no --http-route go.
+pub struct HttpListener {
+    pub proxy: Arc<HttpProxy>,
+    pub fallback: Arc<http_proxy::router::Destination>,
 }
 
 /// Accepts until `stop` fires; then the listener closes (new connects are
@@ -142,22 +161,40 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
     // both sides; this branch only ends connections not relaying yet.
     let result = tokio::select! {
         biased;
-        r = proxy(&client, &route, &shared, &mut rec) => r,
+        r = admit(&client, &route, &shared, &mut rec) => r,
         _ = shared.hard_stop.cancelled() => {
             relay::reset(&client);
             Err("shutdown")
         }
     };
+    let result = match result {
+        Ok(admitted) if admitted.http => {
+            serve_http(client, admitted, &route, &shared, &rec).await;
+            Ok(None)
+        }
+        Ok(admitted) => tokio::select! {
+            biased;
+            r = proxy(&client, &route, &shared, &mut rec, admitted) => r.map(Some),
+            _ = shared.hard_stop.cancelled() => {
+                relay::reset(&client);
+                Err("shutdown")
+            }
+        },
+        Err(e) => Err(e),
+    };
     active.dec();
     match result {
         Ok(close) => {
-            rec.close = close.as_str();
+            rec.close = close.map_or("done", Close::as_str);
             m.closes
                 .get_or_create(&metrics::route_with(&route.name, "reason", rec.close))
                 .inc();
             m.duration
                 .get_or_create(&labels)
                 .observe(rec.start.elapsed().as_secs_f64());
+            if close.is_none() {
+                return; // HTTP: the access log has a line per request instead
+            }
         }
         Err(reason) => {
             rec.close = reason;
@@ -188,19 +225,30 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
     }
 }
 
-/// Ok: relayed, with how it closed. Err: the reason it was turned away.
-async fn proxy(
+/// A connection let in: what was learnt before deciding how to carry it.
+struct Admitted {
+    _slot: Slot,
+    local: SocketAddr,
+    /// Bytes read already (PROXY header remainder, protocol detection).
+    early: Vec<u8>,
+    announced_dst: Option<SocketAddr>,
+    http: bool,
+}
+
+/// Limits, PROXY header, original destination, protocol detection.
+/// Err: the reason the connection was turned away.
+async fn admit(
     client: &TcpStream,
     route: &Route,
     shared: &Shared,
     rec: &mut Record,
-) -> Result<Close, &'static str> {
+) -> Result<Admitted, &'static str> {
     if let Some(rate) = &route.rate {
         if !rate.try_take() {
             return Err("rate_limited");
         }
     }
-    let Some(_slot) = shared.limit.try_acquire() else {
+    let Some(slot) = shared.limit.try_acquire() else {
         tracing::debug!(route = %route.name, "over --max-connections");
         return Err("max_connections");
     };
@@ -228,18 +276,124 @@ async fn proxy(
         early = rest;
     }
 
+    if let Upstreams::OriginalDst = route.upstreams {
+        let dst = transparent::original_dst(client).map_err(|e| {
+            tracing::warn!(route = %route.name, peer = %rec.peer, error = %e, "no original destination");
+            "original_dst"
+        })?;
+        rec.original_dst = Some(dst);
+        if transparent::is_loop(dst, local, route.local) {
+            tracing::warn!(route = %route.name, peer = %rec.peer, original_dst = %dst, "refusing a connection addressed to the proxy itself");
+            relay::reset(client);
+            return Err("loop");
+        }
+    }
+
+    let http = detect_http(client, route, shared, rec, &mut early).await?;
+    Ok(Admitted {
+        _slot: slot,
+        local,
+        early,
+        announced_dst,
+        http,
+    })
+}
+
+/// Whether to serve HTTP (`--protocol`, opaque ports, the first bytes).
+/// Refuses a first request spelt for smuggling with a 400.
+async fn detect_http(
+    client: &TcpStream,
+    route: &Route,
+    shared: &Shared,
+    rec: &Record,
+    early: &mut Vec<u8>,
+) -> Result<bool, &'static str> {
+    let count = |proto: &str, reason: &str| {
+        let labels = vec![
+            ("route", route.name.clone()),
+            ("protocol", proto.to_string()),
+            ("reason", reason.to_string()),
+        ];
+        shared.metrics.detected.get_or_create(&labels).inc();
+    };
+    let Some(http) = &route.http else {
+        count("tcp", "configured");
+        return Ok(false);
+    };
+    if shared.protocol == Protocol::Http {
+        count("http", "configured");
+        return Ok(true);
+    }
+    let dst_port = rec.original_dst.unwrap_or(route.local).port();
+    if shared.opaque_ports.contains(dst_port) {
+        count("tcp", "opaque_port");
+        return Ok(false);
+    }
+    // Bytes already read (behind a PROXY header) count towards detection.
+    let deadline = tokio::time::Instant::now() + shared.detect_timeout;
+    let found = detect::detect(client, early, deadline).await.map_err(|e| {
+        tracing::debug!(route = %route.name, error = %e, "connection failed during protocol detection");
+        "detect"
+    })?;
+    match found {
+        Detected::Tcp { timed_out } => {
+            count("tcp", if timed_out { "timeout" } else { "detected" });
+            Ok(false)
+        }
+        Detected::Http => {
+            count("http", "detected");
+            if let Some(cause) = http_proxy::smuggling(early) {
+                tracing::debug!(route = %route.name, peer = %rec.peer, cause, "request smuggling refused");
+                http.proxy.count_refusal(&route.name);
+                let _ = relay::write_all(client, &http_proxy::refuse_smuggling(cause)).await;
+                return Err("bad_request");
+            }
+            Ok(true)
+        }
+    }
+}
+
+async fn serve_http(
+    client: TcpStream,
+    admitted: Admitted,
+    route: &Route,
+    shared: &Arc<Shared>,
+    rec: &Record,
+) {
+    let Some(http) = &route.http else {
+        return;
+    };
+    let info = http_proxy::ConnInfo {
+        client: rec.client,
+        original_dst: rec.original_dst,
+        tls: false,
+        peer_id: None,
+        fallback: http.fallback.clone(),
+    };
+    let io = Prefixed::new(admitted.early, client);
+    http.proxy
+        .clone()
+        .serve(io, info, shared.stop.clone(), shared.hard_stop.clone())
+        .await;
+}
+
+/// Ok: relayed, with how it closed. Err: the reason it was turned away.
+async fn proxy(
+    client: &TcpStream,
+    route: &Route,
+    shared: &Shared,
+    rec: &mut Record,
+    admitted: Admitted,
+) -> Result<Close, &'static str> {
+    let Admitted {
+        local,
+        mut early,
+        announced_dst,
+        ..
+    } = admitted;
     let (upstream, _lease) = match &route.upstreams {
         Upstreams::OriginalDst => {
-            let dst = transparent::original_dst(client).map_err(|e| {
-                tracing::warn!(route = %route.name, peer = %rec.peer, error = %e, "no original destination");
-                "original_dst"
-            })?;
-            rec.original_dst = Some(dst);
-            if transparent::is_loop(dst, local, route.local) {
-                tracing::warn!(route = %route.name, peer = %rec.peer, original_dst = %dst, "refusing a connection addressed to the proxy itself");
-                relay::reset(client);
-                return Err("loop");
-            }
+            let dst = rec.original_dst.expect("admit found it");
             (connect_direct(dst, route, shared, rec).await?, None)
         }
         Upstreams::Balanced(pool) => {
@@ -265,6 +419,8 @@ async fn proxy(
         Direction::new(shared.metrics.bytes.get_or_create(&labels).clone())
     };
     let (up, down) = (bytes("upstream"), bytes("downstream"));
+    // The client's bytes read before relaying count as relayed.
+    up.add(early.len());
 
     if let Some(version) = shared.send_proxy_protocol {
         let dst = announced_dst.or(rec.original_dst).unwrap_or(local);

@@ -68,7 +68,7 @@ impl Direction {
         }
     }
 
-    fn add(&self, n: usize) {
+    pub fn add(&self, n: usize) {
         self.counter.inc_by(n as u64);
         self.total.fetch_add(n as u64, Ordering::Relaxed);
     }

@@ -1,0 +1,146 @@
+//! Protocol detection, as linkerd2-proxy does it: read the client's first
+//! bytes; an HTTP/1.x request line or the HTTP/2 connection preface means
+//! HTTP, anything else TCP. A client that sends nothing within the detection
+//! timeout is relayed as TCP, so server-speaks-first protocols (SMTP, MySQL)
+//! work, only delayed by the timeout.
+//!
+//! The bytes are read, not peeked: peeking cannot wait for *more* bytes
+//! without spinning. They are handed on to whichever side takes over.
+
+use std::io;
+
+use tokio::net::TcpStream;
+
+/// Enough for any request line a real client sends before giving up on it.
+const MAX_PEEK: usize = 8 * 1024;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    Http,
+    /// `timed_out`: the client said nothing (or too little) in time.
+    Tcp {
+        timed_out: bool,
+    },
+}
+
+const TCP: Detected = Detected::Tcp { timed_out: false };
+
+/// What `bytes` (the start of a connection) say so far; None = cannot tell yet.
+fn classify(bytes: &[u8]) -> Option<Detected> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let n = bytes.len().min(H2_PREFACE.len());
+    if bytes[..n] == H2_PREFACE[..n] {
+        return (n == H2_PREFACE.len()).then_some(Detected::Http);
+    }
+    match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) => Some(if is_request_line(&bytes[..end]) {
+            Detected::Http
+        } else {
+            TCP
+        }),
+        None if bytes.len() >= MAX_PEEK || !could_be_request_line(bytes) => Some(TCP),
+        None => None,
+    }
+}
+
+/// An HTTP/1 request head is complete (or too big to wait for).
+fn head_complete(bytes: &[u8]) -> bool {
+    bytes.starts_with(H2_PREFACE)
+        || bytes.len() >= MAX_PEEK
+        || bytes.windows(4).any(|w| w == b"\r\n\r\n")
+        || bytes.windows(2).any(|w| w == b"\n\n")
+}
+
+/// `METHOD SP TARGET SP HTTP/1.x` (the trailing CR optional, as parsers accept).
+fn is_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    is_token(method)
+        && !target.is_empty()
+        && target.iter().all(|b| b.is_ascii_graphic())
+        && matches!(version, b"HTTP/1.0" | b"HTTP/1.1")
+}
+
+/// A start of a request line that has not reached its end yet.
+fn could_be_request_line(bytes: &[u8]) -> bool {
+    match bytes.iter().position(|&b| b == b' ') {
+        None => bytes.len() <= 32 && bytes.iter().all(|&b| is_tchar(b)),
+        Some(sp) => {
+            is_token(&bytes[..sp])
+                && bytes[sp + 1..]
+                    .iter()
+                    .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\r')
+        }
+    }
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Reads the start of `s` into `buf` (which may hold bytes read before)
+/// until it tells HTTP from TCP, the peer closes its side, or `deadline`
+/// passes (TCP). For HTTP/1 it reads on to the end of the first request's
+/// head, so the head can be checked before hyper parses it; a head still
+/// incomplete at the deadline is left to hyper.
+pub async fn detect(
+    s: &TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> io::Result<Detected> {
+    let mut found = classify(buf);
+    loop {
+        match found {
+            Some(TCP) => return Ok(TCP),
+            Some(Detected::Http) if head_complete(buf) => return Ok(Detected::Http),
+            _ => {}
+        }
+        let ready = tokio::time::timeout_at(deadline, s.readable()).await;
+        match ready {
+            Err(_) => return Ok(found.unwrap_or(Detected::Tcp { timed_out: true })),
+            Ok(r) => r?,
+        }
+        buf.reserve(512.min(MAX_PEEK.saturating_sub(buf.len())).max(1));
+        match s.try_read_buf(buf) {
+            Ok(0) => return Ok(found.unwrap_or(TCP)),
+            Ok(_) => found = found.or_else(|| classify(buf)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_http_from_tcp() {
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Some(Detected::Http)
+        );
+        assert_eq!(classify(b"OPTIONS * HTTP/1.0\r\n"), Some(Detected::Http));
+        assert_eq!(classify(H2_PREFACE), Some(Detected::Http));
+        assert_eq!(classify(&H2_PREFACE[..10]), None);
+        assert_eq!(classify(b"GET /very/long"), None);
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Some(TCP));
+        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(TCP));
+        assert_eq!(classify(b"HELO x\r\n"), Some(TCP));
+        assert_eq!(classify(b"GET / HTTP/2.0\r\n"), Some(TCP));
+        assert_eq!(classify(&[b'A'; MAX_PEEK]), Some(TCP));
+    }
+}

@@ -1,0 +1,91 @@
+//! Answers the proxy makes itself. Each has a one-line body naming the
+//! cause, so a user reading `curl` output knows it was the proxy and why.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::{full, Body};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Local {
+    /// --http-rate-limit; how long until a request would be admitted.
+    RateLimited(Duration),
+    /// The route has no endpoint (discovery found none).
+    NoEndpoints,
+    /// Every endpoint is at --max-pending-requests.
+    UpstreamFull,
+    /// No connection to any endpoint tried.
+    ConnectFailed,
+    /// The upstream connection failed after the request was sent.
+    Reset,
+    /// --http-request-timeout passed before the response started.
+    Timeout,
+    BadRequest(&'static str),
+}
+
+impl Local {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Local::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Local::NoEndpoints | Local::UpstreamFull => StatusCode::SERVICE_UNAVAILABLE,
+            Local::ConnectFailed | Local::Reset => StatusCode::BAD_GATEWAY,
+            Local::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Local::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Local::RateLimited(_) => "rate_limited",
+            Local::NoEndpoints => "no_endpoints",
+            Local::UpstreamFull => "upstream_full",
+            Local::ConnectFailed => "connect_failed",
+            Local::Reset => "upstream_reset",
+            Local::Timeout => "timeout",
+            Local::BadRequest(_) => "bad_request",
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            Local::RateLimited(_) => "rate limit of this route exceeded (--http-rate-limit)".into(),
+            Local::NoEndpoints => "no endpoint available for this route".into(),
+            Local::UpstreamFull => {
+                "every endpoint has its maximum of pending requests (--max-pending-requests)".into()
+            }
+            Local::ConnectFailed => "cannot connect to an upstream endpoint".into(),
+            Local::Reset => "upstream connection failed before the response".into(),
+            Local::Timeout => "no response within --http-request-timeout".into(),
+            Local::BadRequest(what) => format!("bad request: {what}"),
+        }
+    }
+
+    pub fn response(self) -> Response<Body> {
+        let mut resp = Response::new(full(format!("tcp-proxy: {}\n", self.message())));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Local::RateLimited(wait) = self {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// The raw 400 for a request-smuggling spelling, written before hyper reads
+/// the request (hyper would accept some of them; see `headers::smuggling`).
+pub fn refuse_smuggling(cause: &str) -> Vec<u8> {
+    let body = format!("tcp-proxy: request smuggling refused: {cause}\n");
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

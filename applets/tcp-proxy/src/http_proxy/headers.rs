@@ -1,0 +1,172 @@
+//! Header rules of a forwarding proxy: hop-by-hop removal (RFC 9110 §7.6.1),
+//! X-Forwarded-For/-Proto, x-request-id, and the request-smuggling spellings
+//! refused before anything reaches an upstream.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the headers that describe one connection, not the message:
+/// Connection and every header it names, Keep-Alive, Proxy-Connection,
+/// Transfer-Encoding, Upgrade, and TE except `te: trailers` (gRPC needs it
+/// to reach the server). `upgrade`: keep `Upgrade` and `Connection:
+/// upgrade`, the request is becoming a tunnel.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(upgrade && n == header::UPGRADE) && n != header::TE {
+            h.remove(n);
+        }
+    }
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TRANSFER_ENCODING,
+    ] {
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+    let trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    h.remove(header::TE);
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Appends the client to X-Forwarded-For and says how it reached us.
+pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool) {
+    let prior: Vec<String> = h
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let mut value = prior.join(", ");
+    if !value.is_empty() {
+        value.push_str(", ");
+    }
+    value.push_str(&client.to_string());
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(&X_FORWARDED_FOR, v);
+    }
+    h.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+}
+
+/// The request's id: kept when the client sent one, else a new random one.
+pub fn request_id(h: &mut HeaderMap) -> String {
+    if let Some(id) = h.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        return id.to_string();
+    }
+    let id = format!("{:032x}", rand::thread_rng().gen::<u128>());
+    h.insert(
+        &X_REQUEST_ID,
+        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+    );
+    id
+}
+
+/// Checks a raw HTTP/1 request head (request line and header lines) for the
+/// spellings that let two parsers disagree about where a request ends. hyper
+/// reads a message with both Content-Length and Transfer-Encoding as chunked
+/// and merges equal duplicate Content-Length headers, so these are caught on
+/// the bytes, before hyper sees them. Returns the cause.
+pub fn smuggling(head: &[u8]) -> Option<&'static str> {
+    let mut lines = head.split(|&b| b == b'\n').skip(1);
+    let (mut cl, mut te) = (0, 0);
+    for line in lines.by_ref() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Some("obsolete line folding in a header");
+        }
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        if name.eq_ignore_ascii_case(b"content-length") {
+            cl += 1;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te += 1;
+        }
+    }
+    if cl > 0 && te > 0 {
+        Some("both Content-Length and Transfer-Encoding")
+    } else if cl > 1 {
+        Some("duplicate Content-Length")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_goes_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers, deflate".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-app", "kept".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn forwarded_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn request_id_kept_or_made() {
+        let mut h = HeaderMap::new();
+        let id = request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        assert_eq!(request_id(&mut h), id);
+    }
+
+    #[test]
+    fn smuggling_spellings() {
+        let ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(smuggling(ok), None);
+        let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(smuggling(both).is_some());
+        let dup = b"POST / HTTP/1.1\r\ncontent-length: 3\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(smuggling(dup), Some("duplicate Content-Length"));
+        let fold = b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n";
+        assert!(smuggling(fold).is_some());
+    }
+}
