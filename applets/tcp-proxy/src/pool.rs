@@ -43,28 +43,35 @@ struct Ejection {
 /// raises the estimate at once, faster ones pull it down with a decay of
 /// `DECAY`, so an endpoint that turned slow is avoided immediately.
 struct PeakEwma {
-    nanos: f64,
+    /// None until the first response.
+    nanos: Option<f64>,
     at: Instant,
 }
 
 const EWMA_DECAY: Duration = Duration::from_secs(10);
-/// Assumed latency of an endpoint with no response yet (Linkerd's default).
+/// Assumed latency when no endpoint has answered yet (Linkerd's default).
 const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
 
 impl PeakEwma {
-    fn decayed(&self, now: Instant) -> f64 {
-        let w = (-now.duration_since(self.at).as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp();
-        self.nanos * w
+    fn weight(&self, now: Instant) -> f64 {
+        (-now.duration_since(self.at).as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp()
+    }
+
+    /// The estimate, decaying while no response comes, so an endpoint
+    /// avoided for being slow is tried again after a while.
+    fn decayed(&self, now: Instant) -> Option<f64> {
+        self.nanos.map(|n| n * self.weight(now))
     }
 
     fn observe(&mut self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
-        self.nanos = if rtt > self.nanos {
-            rtt
-        } else {
-            let w = (-now.duration_since(self.at).as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp();
-            self.nanos * w + rtt * (1.0 - w)
-        };
+        self.nanos = Some(match self.nanos {
+            Some(n) if rtt <= n => {
+                let w = self.weight(now);
+                n * w + rtt * (1.0 - w)
+            }
+            _ => rtt,
+        });
         self.at = now;
     }
 }
@@ -89,7 +96,7 @@ impl Endpoint {
             target,
             active: AtomicUsize::new(0),
             ewma: Mutex::new(PeakEwma {
-                nanos: EWMA_DEFAULT_RTT.as_nanos() as f64,
+                nanos: None,
                 at: Instant::now(),
             }),
             failures: AtomicU32::new(0),
@@ -103,10 +110,9 @@ impl Endpoint {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Expected wait for one more request: latency times the queue it joins.
-    fn ewma_cost(&self, now: Instant) -> f64 {
+    fn latency(&self, now: Instant) -> Option<f64> {
         let e = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        e.decayed(now) * (self.active() + 1) as f64
+        e.decayed(now)
     }
 
     fn ejected(&self, now: Instant) -> bool {
@@ -293,7 +299,16 @@ impl Pool {
             }
             Lb::Ewma => {
                 let (a, b) = two_random(c.len());
-                if c[b].ewma_cost(now) < c[a].ewma_cost(now) {
+                // Expected wait: latency times the queue a request joins.
+                // An endpoint that has not answered yet is assumed as fast
+                // as the other, so new endpoints get their share at once
+                // instead of waiting out a pessimistic default.
+                let (la, lb) = (c[a].latency(now), c[b].latency(now));
+                let default = EWMA_DEFAULT_RTT.as_nanos() as f64;
+                let la_ = la.or(lb).unwrap_or(default);
+                let lb_ = lb.or(la).unwrap_or(default);
+                let cost = |l: f64, e: &Endpoint| l * (e.active() + 1) as f64;
+                if cost(lb_, c[b]) < cost(la_, c[a]) {
                     b
                 } else {
                     a

@@ -1,0 +1,526 @@
+//! tcp-proxy as an HTTP proxy: protocol detection, per-request routing and
+//! balancing, retries and their budget, local answers, header rules and
+//! smuggling refusal, against real peers (nginx upstreams; curl, h2load and
+//! raw sockets as clients).
+
+#[path = "tcp_proxy/peers.rs"]
+mod peers;
+mod support;
+#[path = "tcp_proxy/web.rs"]
+mod web;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::Command;
+
+use peers::{connect, free_port, read_n, read_to_end, recv, Proxy, Upstream};
+use support::http::{self, Receiver};
+use web::{curl, need, Nginx};
+
+fn proxy(upstreams: &[SocketAddr], extra: &[&str]) -> Proxy {
+    let ups: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
+    let mut args = vec![
+        "--listen=127.0.0.1:0".to_string(),
+        format!("--upstream={}", ups.join(",")),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proxy::start(&args, 1)
+}
+
+fn url(p: &Proxy, path: &str) -> String {
+    format!("http://{}{path}", p.addr())
+}
+
+fn count(text: &str, name: &str) -> usize {
+    text.lines().filter(|l| *l == name).count()
+}
+
+#[test]
+fn http1_keep_alive_connection_is_balanced_per_request() {
+    if !need("curl", "curl") || !need("nginx", "nginx") {
+        return;
+    }
+    let (a, b) = (Nginx::http1("A"), Nginx::http1("B"));
+    let p = proxy(&[a.addr, b.addr], &["--lb=round-robin"]);
+    // One curl, ten URLs: curl reuses its one keep-alive connection.
+    let target = url(&p, "/");
+    let mut args = vec!["-w", "connects=%{num_connects}\\n"];
+    args.extend(std::iter::repeat_n(target.as_str(), 10));
+    let out = curl(&args);
+    assert_eq!(count(&out, "connects=1"), 1, "{out}");
+    assert_eq!(count(&out, "connects=0"), 9, "{out}");
+    assert_eq!((count(&out, "A"), count(&out, "B")), (5, 5), "{out}");
+    assert_eq!(
+        p.metric("tcp_proxy_connections_total", &[]),
+        1.0,
+        "one client connection"
+    );
+    let route = format!("route=\"{}\"", p.addr());
+    for up in [a.addr, b.addr] {
+        let labels = [
+            route.as_str(),
+            &format!("upstream=\"{up}\""),
+            "class=\"2xx\"",
+        ];
+        assert_eq!(p.metric("tcp_proxy_http_requests_total", &labels), 5.0);
+    }
+    assert!(p
+        .metrics()
+        .contains("tcp_proxy_http_response_seconds_bucket"));
+}
+
+#[test]
+fn h2c_prior_knowledge_and_h2c_upgrade_are_served() {
+    if !need("curl", "curl") || !need("nginx", "nginx") {
+        return;
+    }
+    let h2 = Nginx::h2c("H2");
+    let p = proxy(&[h2.addr], &[]);
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        "%{http_version}\\n",
+        &url(&p, "/"),
+    ]);
+    assert_eq!(out, "H2\n2\n");
+
+    // `curl --http2` on plain HTTP asks to upgrade to h2c: served as HTTP/1.1.
+    let h1 = Nginx::http1("H1");
+    let p = proxy(&[h1.addr], &[]);
+    let out = curl(&["--http2", "-w", "%{http_version}\\n", &url(&p, "/")]);
+    assert_eq!(out, "H1\n1.1\n");
+}
+
+#[test]
+fn h2load_multiplexed_requests_spread_over_endpoints() {
+    if !need("h2load", "nghttp2-client") || !need("nginx", "nginx") {
+        return;
+    }
+    let (a, b) = (Nginx::h2c("A"), Nginx::h2c("B"));
+    // Default balancer for HTTP: peak-EWMA with two random choices.
+    let p = proxy(&[a.addr, b.addr], &[]);
+    let out = support::run_cmd(Command::new("h2load").args([
+        "-n",
+        "400",
+        "-c",
+        "1",
+        "-m",
+        "20",
+        &url(&p, "/"),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("400 succeeded"), "{text}");
+    assert!(text.contains("400 2xx"), "{text}");
+    let route = format!("route=\"{}\"", p.addr());
+    let per = |up: SocketAddr| {
+        p.metric(
+            "tcp_proxy_http_requests_total",
+            &[&route, &format!("upstream=\"{up}\"")],
+        )
+    };
+    let (na, nb) = (per(a.addr), per(b.addr));
+    assert_eq!(na + nb, 400.0);
+    assert!(
+        na > 0.0 && nb > 0.0,
+        "one connection, spread per request: {na} / {nb}"
+    );
+}
+
+#[test]
+fn routes_by_host_and_longest_path_prefix() {
+    if !need("curl", "curl") || !need("nginx", "nginx") {
+        return;
+    }
+    let (api, v1, other, fallback) = (
+        Nginx::http1("api"),
+        Nginx::http1("v1"),
+        Nginx::http1("other"),
+        Nginx::http1("fallback"),
+    );
+    let p = proxy(
+        &[fallback.addr],
+        &[
+            &format!("--http-route=/v1/={}", v1.addr),
+            &format!("--http-route=api.shop/v1/={}", api.addr),
+            &format!("--http-route=api.shop/v1/other/={}", other.addr),
+        ],
+    );
+    let get = |host: &str, path: &str| curl(&["-H", &format!("Host: {host}"), &url(&p, path)]);
+    assert_eq!(get("api.shop:8080", "/v1/orders"), "api\n");
+    assert_eq!(get("API.shop", "/v1/other/x"), "other\n");
+    assert_eq!(get("elsewhere", "/v1/x"), "v1\n");
+    assert_eq!(get("api.shop", "/v2/x"), "fallback\n");
+    let route = "route=\"api.shop/v1/\"";
+    assert_eq!(p.metric("tcp_proxy_http_requests_total", &[route]), 1.0);
+}
+
+#[test]
+fn headers_forwarded_request_id_and_hop_by_hop() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let resp = http::request(
+        p.addr(),
+        "GET",
+        "/h",
+        &[
+            ("Connection", "x-private, close"),
+            ("x-private", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+        b"",
+    );
+    assert_eq!(resp.status, 200);
+    let got = up.next();
+    assert_eq!(got.header("x-private"), None);
+    assert_eq!(got.header("keep-alive"), None);
+    assert_eq!(got.header("te"), Some("trailers"));
+    assert_eq!(
+        got.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(got.header("x-forwarded-proto"), Some("http"));
+    let id = got.header("x-request-id").expect("a request id is added");
+    assert_eq!(id.len(), 32);
+
+    http::request(p.addr(), "GET", "/h", &[("x-request-id", "mine-1")], b"");
+    assert_eq!(up.next().header("x-request-id"), Some("mine-1"));
+}
+
+/// Sends raw bytes on a fresh connection and returns everything answered.
+fn raw(p: &Proxy, bytes: &[u8]) -> String {
+    let mut s = connect(p.addr());
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn request_smuggling_spellings_are_refused_before_the_upstream() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let cases: [&[u8]; 5] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n",
+    ];
+    for case in cases {
+        let answer = raw(&p, case);
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}\n→ {answer}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    assert!(up.drain().is_empty(), "nothing reached the upstream");
+    // A clean request on the same proxy does.
+    assert_eq!(
+        raw(
+            &p,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )[..12]
+            .to_string(),
+        "HTTP/1.1 200"
+    );
+    assert_eq!(up.drain().len(), 1);
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_http_local_responses_total",
+            &["cause=\"smuggling\""]
+        ),
+        5.0
+    );
+    // Later requests on a kept-alive connection reach hyper's parser, which
+    // refuses obs-fold too.
+    let answer = raw(
+        &p,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-F: a\r\n b\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 400"), "{answer}");
+    assert_eq!(up.drain().len(), 1);
+}
+
+#[test]
+fn local_answers_name_their_cause_and_are_counted() {
+    if !need("curl", "curl") {
+        return;
+    }
+    let fmt = ["-w", "\\n%{http_code}"];
+    // 429: over the route's rate, with Retry-After.
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--http-rate-limit=1/m"]);
+    assert_eq!(curl(&[fmt[0], fmt[1], &url(&p, "/")]), "\n200");
+    let out = curl(&["-i", &url(&p, "/")]);
+    assert!(out.starts_with("HTTP/1.1 429"), "{out}");
+    assert!(out.to_lowercase().contains("retry-after: 60"), "{out}");
+    assert!(out.contains("rate limit"), "{out}");
+
+    // 502: nothing listens at the endpoint.
+    let p = proxy(&[free_port()], &[]);
+    let out = curl(&[fmt[0], fmt[1], &url(&p, "/")]);
+    assert_eq!(
+        out,
+        "tcp-proxy: cannot connect to an upstream endpoint\n\n502"
+    );
+
+    // 503: the route has no endpoint.
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--http-route=/none/=no-such-host.invalid:80"]);
+    let out = curl(&[fmt[0], fmt[1], &url(&p, "/none/x")]);
+    assert_eq!(
+        out,
+        "tcp-proxy: no endpoint available for this route\n\n503"
+    );
+
+    // 504 and 503: an upstream that accepts and never answers.
+    let (silent, accepted) = Upstream::manual();
+    let p = proxy(
+        &[silent.addr],
+        &["--http-request-timeout=300ms", "--max-pending-requests=1"],
+    );
+    let target = url(&p, "/");
+    let first = std::thread::spawn(move || curl(&["-w", "\n%{http_code}", &target]));
+    let _held = recv(&accepted); // the first request is now pending there
+    let out = curl(&[fmt[0], fmt[1], &url(&p, "/")]);
+    assert!(out.ends_with("\n503"), "{out}");
+    assert!(out.contains("--max-pending-requests"), "{out}");
+    let out = first.join().unwrap();
+    assert_eq!(
+        out,
+        "tcp-proxy: no response within --http-request-timeout\n\n504"
+    );
+
+    let m = p.metrics();
+    for (status, cause) in [("503", "upstream_full"), ("504", "timeout")] {
+        let labels = [
+            &format!("status=\"{status}\"")[..],
+            &format!("cause=\"{cause}\""),
+        ];
+        assert_eq!(
+            peers::metric_value(&m, "tcp_proxy_http_local_responses_total", &labels),
+            1.0,
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn retries_go_to_another_endpoint() {
+    if !need("curl", "curl") || !need("nginx", "nginx") {
+        return;
+    }
+    let good = Nginx::http1("good");
+    let p = proxy(
+        &[free_port(), good.addr],
+        &[
+            "--lb=round-robin",
+            "--http-retries=1",
+            "--outlier-failures=0",
+        ],
+    );
+    let target = url(&p, "/");
+    let mut args = vec![];
+    args.extend(std::iter::repeat_n(target.as_str(), 6));
+    assert_eq!(curl(&args), "good\n".repeat(6));
+    assert_eq!(p.metric("tcp_proxy_http_retries_total", &[]), 3.0);
+}
+
+#[test]
+fn retry_budget_holds_while_every_endpoint_fails() {
+    if !need("curl", "curl") {
+        return;
+    }
+    let p = proxy(
+        &[free_port(), free_port()],
+        &[
+            "--http-retries=3",
+            "--http-retry-budget=20",
+            "--outlier-failures=0",
+        ],
+    );
+    let target = url(&p, "/");
+    let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}\\n"];
+    args.extend(std::iter::repeat_n(target.as_str(), 100));
+    let out = curl(&args);
+    assert_eq!(count(&out, "502"), 100, "{out}");
+    let retries = p.metric("tcp_proxy_http_retries_total", &[]);
+    // Unbounded, 3 retries each would be 300: the budget allows 20% of the
+    // 100 requests plus its reserve of 10.
+    assert!(retries > 0.0 && retries <= 30.0, "{retries} retries");
+}
+
+#[test]
+fn consecutive_5xx_eject_the_endpoint() {
+    if !need("curl", "curl") {
+        return;
+    }
+    let bad = Receiver::with(|_| (500, "bad\n".into()));
+    let good = Receiver::with(|_| (200, "good\n".into()));
+    let p = proxy(
+        &[bad.addr, good.addr],
+        &["--lb=round-robin", "--outlier-failures=2"],
+    );
+    let target = url(&p, "/");
+    let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}\\n"];
+    args.extend(std::iter::repeat_n(target.as_str(), 10));
+    let out = curl(&args);
+    // Round robin: bad, good, bad (second 5xx: ejected), then good only.
+    assert_eq!(count(&out, "500"), 2, "{out}");
+    assert_eq!(count(&out, "200"), 8, "{out}");
+    let labels = [&format!("upstream=\"{}\"", bad.addr)[..]];
+    assert_eq!(p.metric("tcp_proxy_ejections_total", &labels), 1.0);
+}
+
+#[test]
+fn websocket_upgrade_becomes_a_tunnel() {
+    // An upstream that accepts the upgrade, then echoes bytes.
+    let up = Upstream::start(|mut s| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .unwrap();
+        peers::echo(s);
+    });
+    let p = proxy(&[up.addr], &[]);
+    let mut c = connect(p.addr());
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_n(&mut c, 1));
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    c.write_all(b"frames both ways").unwrap();
+    assert_eq!(read_n(&mut c, 16), b"frames both ways");
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), b"");
+}
+
+#[test]
+fn connect_becomes_a_tunnel_to_the_endpoint() {
+    let up = Upstream::echo();
+    let p = proxy(&[up.addr], &[]);
+    let mut c = connect(p.addr());
+    c.write_all(b"CONNECT db.svc:5432 HTTP/1.1\r\nHost: db.svc:5432\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_n(&mut c, 1));
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c.write_all(b"raw bytes").unwrap();
+    assert_eq!(read_n(&mut c, 9), b"raw bytes");
+}
+
+#[test]
+fn auto_detection_relays_server_speaks_first_and_opaque_ports_as_tcp() {
+    // The client sends nothing: after --detect-timeout the banner flows.
+    let up = Upstream::named("220 smtp ready");
+    let p = proxy(&[up.addr], &["--detect-timeout=200ms"]);
+    let mut c = p.connect();
+    assert_eq!(read_n(&mut c, 15), b"220 smtp ready\n");
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(
+        read_n(&mut c, 18),
+        b"GET / HTTP/1.1\r\n\r\n",
+        "still a byte relay"
+    );
+    let route = format!("route=\"{}\"", p.addr());
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_detected_connections_total",
+            &[&route, "protocol=\"tcp\"", "reason=\"timeout\""]
+        ),
+        1.0
+    );
+
+    // A listener port in --opaque-ports is never sniffed: HTTP bytes are relayed.
+    let port = free_port();
+    let p = Proxy::start(
+        &[
+            &format!("--listen={port}"),
+            &format!("--upstream={}", Upstream::echo().addr),
+            &format!("--opaque-ports=1-3,{}", port.port()),
+        ],
+        1,
+    );
+    let mut c = p.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(read_n(&mut c, 27), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+    // --protocol tcp: never HTTP.
+    let p = proxy(&[Upstream::echo().addr], &["--protocol=tcp"]);
+    let mut c = p.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(read_n(&mut c, 27), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+}
+
+#[test]
+fn access_log_has_a_line_per_request() {
+    let up = Receiver::start();
+    let dir = support::tempdir();
+    let log = dir.path().join("access.log");
+    let p = proxy(&[up.addr], &[&format!("--access-log={}", log.display())]);
+    http::request(p.addr(), "GET", "/a?q=1", &[("x-request-id", "req-7")], b"");
+    http::request(p.addr(), "POST", "/b", &[], b"body");
+    support::wait_until("two access-log lines", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 2)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["path"], "/a");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["request_id"], "req-7");
+    assert_eq!(lines[0]["endpoint"], up.addr.to_string());
+    assert_eq!(lines[0]["retries"], 0);
+    assert_eq!(lines[1]["method"], "POST");
+    assert_eq!(lines[0]["authority"], p.addr().to_string());
+}
+
+#[test]
+fn bad_http_flags_exit_2_naming_the_flag() {
+    for (args, flag) in [
+        (&["--http-route=nohost=a:1"][..], "--http-route"),
+        (&["--http-retry-on=sometimes"][..], "--http-retry-on"),
+        (&["--opaque-ports=9-1"][..], "--opaque-ports"),
+        (
+            &["--protocol=tcp", "--http-route=/a/=b:1"][..],
+            "--http-route",
+        ),
+    ] {
+        let mut all = vec![
+            "tcp-proxy",
+            "--listen=127.0.0.1:0",
+            "--upstream=127.0.0.1:1",
+        ];
+        all.extend(args);
+        let out = support::run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
