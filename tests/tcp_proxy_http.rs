@@ -15,7 +15,8 @@ use std::process::Command;
 
 use peers::{connect, free_port, read_n, read_to_end, recv, Proxy, Upstream};
 use support::http::{self, Receiver};
-use web::{curl, need, Nginx};
+use support::require_peer;
+use web::{curl, Nginx};
 
 fn proxy(upstreams: &[SocketAddr], extra: &[&str]) -> Proxy {
     let ups: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
@@ -38,7 +39,7 @@ fn count(text: &str, name: &str) -> usize {
 
 #[test]
 fn http1_keep_alive_connection_is_balanced_per_request() {
-    if !need("curl", "curl") || !need("nginx", "nginx") {
+    if !require_peer("curl") || !require_peer("nginx") {
         return;
     }
     let (a, b) = (Nginx::http1("A"), Nginx::http1("B"));
@@ -72,7 +73,7 @@ fn http1_keep_alive_connection_is_balanced_per_request() {
 
 #[test]
 fn h2c_prior_knowledge_and_h2c_upgrade_are_served() {
-    if !need("curl", "curl") || !need("nginx", "nginx") {
+    if !require_peer("curl") || !require_peer("nginx") {
         return;
     }
     let h2 = Nginx::h2c("H2");
@@ -94,7 +95,7 @@ fn h2c_prior_knowledge_and_h2c_upgrade_are_served() {
 
 #[test]
 fn h2load_multiplexed_requests_spread_over_endpoints() {
-    if !need("h2load", "nghttp2-client") || !need("nginx", "nginx") {
+    if !require_peer("h2load") || !require_peer("nginx") {
         return;
     }
     let (a, b) = (Nginx::h2c("A"), Nginx::h2c("B"));
@@ -130,7 +131,7 @@ fn h2load_multiplexed_requests_spread_over_endpoints() {
 
 #[test]
 fn routes_by_host_and_longest_path_prefix() {
-    if !need("curl", "curl") || !need("nginx", "nginx") {
+    if !require_peer("curl") || !require_peer("nginx") {
         return;
     }
     let (api, v1, other, fallback) = (
@@ -249,7 +250,7 @@ fn request_smuggling_spellings_are_refused_before_the_upstream() {
 
 #[test]
 fn local_answers_name_their_cause_and_are_counted() {
-    if !need("curl", "curl") {
+    if !require_peer("curl") {
         return;
     }
     let fmt = ["-w", "\\n%{http_code}"];
@@ -313,7 +314,7 @@ fn local_answers_name_their_cause_and_are_counted() {
 
 #[test]
 fn retries_go_to_another_endpoint() {
-    if !need("curl", "curl") || !need("nginx", "nginx") {
+    if !require_peer("curl") || !require_peer("nginx") {
         return;
     }
     let good = Nginx::http1("good");
@@ -334,7 +335,7 @@ fn retries_go_to_another_endpoint() {
 
 #[test]
 fn retry_budget_holds_while_every_endpoint_fails() {
-    if !need("curl", "curl") {
+    if !require_peer("curl") {
         return;
     }
     let p = proxy(
@@ -358,7 +359,7 @@ fn retry_budget_holds_while_every_endpoint_fails() {
 
 #[test]
 fn consecutive_5xx_eject_the_endpoint() {
-    if !need("curl", "curl") {
+    if !require_peer("curl") {
         return;
     }
     let bad = Receiver::with(|_| (500, "bad\n".into()));

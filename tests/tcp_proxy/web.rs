@@ -3,34 +3,16 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::peers::free_port;
-use crate::support;
-
-/// A tool the test needs. Missing: fails under CI=true (CI installs every
-/// peer), else says SKIPPED and the test returns.
-pub fn need(tool: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing (Debian package {package}; .ci/packages.d/tcp-proxy lists it)"
-        );
-        eprintln!("SKIPPED ({tool} not installed; Debian package {package})");
-    }
-    found
-}
+use crate::support::{self, Peer};
 
 /// An nginx server answering every request with `NAME\n` (and the header
-/// `x-upstream: NAME`); `/slow` answers after 300 ms, `/status/500` with 500.
+/// `x-upstream: NAME`).
 pub struct Nginx {
     pub addr: SocketAddr,
-    child: Child,
+    _process: Peer,
     _dir: tempfile::TempDir,
 }
 
@@ -55,34 +37,27 @@ impl Nginx {
               fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
               keepalive_requests 100000;\n\
               server {{\n  listen {addr}{listen_opts};\n  add_header x-upstream {name} always;\n\
-               location = /status/500 {{ return 500 \"{name} failed\\n\"; }}\n\
                location / {{ return 200 \"{name}\\n\"; }}\n }}\n}}\n"
         );
         let path = dir.path().join("nginx.conf");
         support::write(&path, &conf);
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
+        let process = Peer::spawn(
+            Command::new("nginx")
+                .arg("-c")
+                .arg(&path)
+                .arg("-p")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("start nginx");
         support::http::wait_listening(addr);
         Nginx {
             addr,
-            child,
+            _process: process,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
