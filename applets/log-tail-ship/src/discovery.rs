@@ -1,6 +1,7 @@
 //! Which files to tail: `--path` globs minus `--exclude`, found by a glob
-//! rescan that inotify (through notify) triggers at once and a timer repeats
-//! as a safety net for missed events.
+//! rescan that file events (through `sidecar_runtime::watch`, on the
+//! directories the globs start from) trigger at once and a timer repeats as
+//! a safety net for missed events.
 //!
 //! One glob library (globset), every pattern compiled once. In `--path`, `*`
 //! and `?` stay within one path segment and `**` crosses any number, as in
@@ -9,27 +10,32 @@
 //! (`*.gz` skips `.gz` files in every directory), as Filebeat's
 //! `exclude_files` regexes and Fluent Bit's `exclude_path` do.
 
-use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use sidecar_runtime::watch::Watch;
 
 /// Why the reader thread wakes up.
 pub enum Wake {
-    /// Something changed on disk; `rescan` when names changed (create,
-    /// rename, delete), not just contents. `paths` are the files named.
+    /// Something changed on disk; `rescan` when events were lost. `paths`
+    /// are the files named (as the globs name them).
     Fs {
         rescan: bool,
         paths: Vec<PathBuf>,
-        /// A rename (from, to) seen whole by inotify.
-        renamed: Option<(PathBuf, PathBuf)>,
+        /// Renames (from, to) seen whole by inotify.
+        renamed: Vec<(PathBuf, PathBuf)>,
     },
     Shutdown,
 }
+
+/// File events are gathered this long before the reader is woken, and at
+/// most WATCH_MAX_WAIT while a file is being written without a pause.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(5);
+const WATCH_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// How deep `**` reaches below the directory it starts from: a bound on the
 /// walk, and on loops through symlinked directories.
@@ -37,12 +43,13 @@ const MAX_DEPTH: usize = 16;
 
 /// One `--path` glob: where its walk starts and how deep it can match.
 struct PathGlob {
-    pattern: String,
     /// The directory part before any glob character (empty for a pattern
     /// like `*.log`, relative to the working directory).
     root: PathBuf,
     /// Path components below `root` the pattern spans (MAX_DEPTH with `**`).
     depth: usize,
+    /// Whether it reaches below the directory `root` (its watch is a tree).
+    deep: bool,
 }
 
 /// `--path` and `--exclude`, compiled once.
@@ -62,15 +69,15 @@ impl Globs {
                 .build()
                 .map_err(|e| sidecar_runtime::usage!("--path {p:?}: invalid glob: {e}"))?;
             include.add(g);
-            let (mut root, _) = literal_root(Path::new(p));
+            let (mut root, deep) = literal_root(Path::new(p));
             if root == Path::new(".") && !p.starts_with("./") {
                 root = PathBuf::new(); // `a.log` matches `a.log`, not `./a.log`
             }
             let below = Path::new(p).components().count() - root.components().count();
             globs.push(PathGlob {
-                pattern: p.clone(),
                 root,
                 depth: if p.contains("**") { MAX_DEPTH } else { below },
+                deep,
             });
         }
         let mut b = GlobSetBuilder::new();
@@ -98,9 +105,6 @@ pub struct Discovery {
     follow_symlinks: bool,
     /// Symlinks already warned about.
     skipped_links: std::collections::HashSet<PathBuf>,
-    watcher: Option<RecommendedWatcher>,
-    /// Directory watched → recursively or not.
-    watched: HashMap<PathBuf, RecursiveMode>,
 }
 
 impl Discovery {
@@ -109,50 +113,12 @@ impl Discovery {
         excludes: &[String],
         own: Vec<PathBuf>,
         follow_symlinks: bool,
-        wake: SyncSender<Wake>,
-        overflow: Arc<AtomicBool>,
     ) -> anyhow::Result<Discovery> {
         let Globs {
             paths: globs,
             include,
             exclude,
         } = Globs::compile(patterns, excludes)?;
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let (rescan, paths) = match res {
-                Ok(ev) => (
-                    !matches!(
-                        ev.kind,
-                        EventKind::Modify(notify::event::ModifyKind::Data(_))
-                            | EventKind::Access(_)
-                    ),
-                    ev.paths,
-                ),
-                // An overflowed queue lost events: look again.
-                Err(_) => (true, Vec::new()),
-            };
-            let renamed = match paths.as_slice() {
-                [from, to] if rescan => Some((from.clone(), to.clone())),
-                _ => None,
-            };
-            // A full queue means the reader is behind (waiting for the
-            // sink): drop the event, and have it look at everything instead,
-            // so a stalled sink cannot make events pile up in memory.
-            let ev = Wake::Fs {
-                rescan,
-                paths,
-                renamed,
-            };
-            if wake.try_send(ev).is_err() {
-                overflow.store(true, Ordering::Relaxed);
-            }
-        });
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify unavailable; discovery relies on --scan-interval");
-                None
-            }
-        };
         Ok(Discovery {
             patterns: globs,
             include,
@@ -160,9 +126,25 @@ impl Discovery {
             follow_symlinks,
             skipped_links: std::collections::HashSet::new(),
             exclude,
-            watcher,
-            watched: HashMap::new(),
         })
+    }
+
+    /// A watch on the directory each glob starts from (its whole tree when
+    /// the glob reaches below it). The watch follows directories that do
+    /// not exist yet or are replaced. Made before the first scan, so no
+    /// file created in between goes unseen.
+    pub fn watch(&self) -> Watch {
+        let (trees, dirs): (Vec<&PathGlob>, Vec<&PathGlob>) =
+            self.patterns.iter().partition(|g| g.deep);
+        let dir = |g: &PathGlob| match g.root.as_os_str().is_empty() {
+            true => PathBuf::from("."),
+            false => g.root.clone(),
+        };
+        let mut w = Watch::new()
+            .debounce(WATCH_DEBOUNCE)
+            .max_wait(Some(WATCH_MAX_WAIT));
+        w.set(dirs.into_iter().map(dir), trees.into_iter().map(dir));
+        w
     }
 
     /// Whether a scan would list `path` (if it were a regular file).
@@ -175,7 +157,6 @@ impl Discovery {
 
     /// Every regular file (symlinks followed) the globs match now.
     pub fn scan(&mut self) -> Vec<(PathBuf, std::fs::Metadata)> {
-        self.watch_roots();
         let mut candidates = std::collections::BTreeSet::new();
         for g in &self.patterns {
             walk(&g.root, g.depth, &mut |p| {
@@ -212,49 +193,6 @@ impl Discovery {
         }
         out
     }
-
-    /// Watches the deepest existing directory above each glob, recursively
-    /// when the glob reaches below it. A missing directory is watched
-    /// through its nearest existing parent until it appears.
-    fn watch_roots(&mut self) {
-        let Some(watcher) = self.watcher.as_mut() else {
-            return;
-        };
-        for g in &self.patterns {
-            let (root, deep) = literal_root(Path::new(&g.pattern));
-            let mut dir = root.as_path();
-            let mut mode = if deep {
-                RecursiveMode::Recursive
-            } else {
-                RecursiveMode::NonRecursive
-            };
-            while !dir.is_dir() {
-                mode = RecursiveMode::NonRecursive;
-                match dir.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
-                    _ => break,
-                }
-            }
-            if !dir.is_dir() || self.watched.get(dir) == Some(&mode) {
-                continue;
-            }
-            if let Some(old) = self.watched.get(dir) {
-                if *old == RecursiveMode::Recursive {
-                    continue;
-                }
-                let _ = watcher.unwatch(dir);
-            }
-            match watcher.watch(dir, mode) {
-                Ok(()) => {
-                    tracing::debug!(dir = %dir.display(), ?mode, "watching");
-                    self.watched.insert(dir.to_path_buf(), mode);
-                }
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on rescans")
-                }
-            }
-        }
-    }
 }
 
 /// Calls `found` with every path up to `depth` levels below `root` that is
@@ -284,6 +222,36 @@ fn walk(root: &Path, depth: usize, found: &mut dyn FnMut(&Path)) {
             walk(&path, depth - 1, found);
         } else if !is_dir {
             found(&path);
+        }
+    }
+}
+
+/// Hands file events to the reader thread until the reader is gone. A full
+/// queue means the reader is behind (waiting for the sink): the batch is
+/// dropped and the reader told to look at everything instead, so a stalled
+/// sink cannot make events pile up in memory.
+pub async fn forward(mut watch: Watch, wake: SyncSender<Wake>, overflow: Arc<AtomicBool>) {
+    // Events name absolute paths; relative globs name files relative to here.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let local = |p: PathBuf| match p.strip_prefix(&cwd) {
+        Ok(rel) if !cwd.as_os_str().is_empty() => rel.to_path_buf(),
+        _ => p,
+    };
+    loop {
+        let c = watch.changed().await;
+        let ev = Wake::Fs {
+            rescan: c.rescan,
+            paths: c.paths.into_iter().map(local).collect(),
+            renamed: c
+                .renames
+                .into_iter()
+                .map(|(from, to)| (local(from), local(to)))
+                .collect(),
+        };
+        match wake.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => overflow.store(true, Ordering::Relaxed),
+            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }
@@ -344,19 +312,10 @@ mod tests {
         for f in ["x.log", "a/y.log", "a/b/z.log", "a/b/z.log.gz"] {
             std::fs::write(d.join(f), "1\n").unwrap();
         }
-        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
         let pat = format!("{}/**/*.log*", d.display());
         let own = vec![d.join("a/b/z.log")];
         std::os::unix::fs::symlink("/etc/hostname", d.join("link.log")).unwrap();
-        let mut disc = Discovery::new(
-            &[pat],
-            &["*.gz".to_string()],
-            own,
-            false,
-            tx,
-            Arc::default(),
-        )
-        .unwrap();
+        let mut disc = Discovery::new(&[pat], &["*.gz".to_string()], own, false).unwrap();
         let mut found: Vec<String> = disc
             .scan()
             .into_iter()
@@ -367,8 +326,7 @@ mod tests {
     }
 
     fn discovery(patterns: &[String]) -> Discovery {
-        let (tx, _rx) = std::sync::mpsc::sync_channel(16);
-        Discovery::new(patterns, &[], Vec::new(), false, tx, Arc::default()).unwrap()
+        Discovery::new(patterns, &[], Vec::new(), false).unwrap()
     }
 
     fn found(d: &Path, disc: &mut Discovery) -> Vec<String> {

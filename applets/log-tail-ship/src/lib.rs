@@ -91,14 +91,12 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         .chain(args.dead_letter.iter())
         .cloned()
         .collect();
-    let discovery = Discovery::new(
-        &args.paths,
-        &args.excludes,
-        own,
-        args.follow_symlinks,
+    let discovery = Discovery::new(&args.paths, &args.excludes, own, args.follow_symlinks)?;
+    let watcher = tokio::spawn(discovery::forward(
+        discovery.watch(),
         wake_tx.clone(),
         overflow.clone(),
-    )?;
+    ));
     let budget = Arc::new(Semaphore::new(
         (args.buffer_max_bytes as usize)
             .min(Semaphore::MAX_PERMITS)
@@ -155,8 +153,11 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     tracing::info!(paths = ?args.paths, sink = ?args.sink, "log-tail-ship started");
     ctx.set_ready(true);
     tokio::select! {
+        // The reader also sees the shutdown and may stop first: that is
+        // the shutdown, not a failure.
+        biased;
         _ = ctx.shutdown() => {}
-        _ = &mut reader_done => {
+        _ = &mut reader_done, if !ctx.shutdown_handle().is_requested() => {
             saver.abort();
             save(&store).await;
             anyhow::bail!("the reader thread stopped unexpectedly");
@@ -180,6 +181,7 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         tracing::warn!("grace period over before the sink acknowledged everything; the rest is sent again after the restart");
     }
     saver.abort();
+    watcher.abort();
     save(&store).await;
     tracing::info!("checkpoints written; bye");
     Ok(())

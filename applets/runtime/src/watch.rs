@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -85,6 +85,10 @@ pub struct Changed {
     /// newly watched, the timer fallback): every target is in `targets`, and
     /// callers that list directories should list them again.
     pub rescan: bool,
+    /// Renames inotify saw whole, `(from, to)` in order, where either side
+    /// concerns a target: a log shipper follows a file renamed away before
+    /// it ever opened it. Kept even when `rescan` is set.
+    pub renames: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Changed {
@@ -144,6 +148,7 @@ struct State {
 struct Pending {
     targets: BTreeSet<usize>,
     paths: BTreeSet<PathBuf>,
+    renames: Vec<(PathBuf, PathBuf)>,
     rescan: bool,
     first: Option<Instant>,
     last: Option<Instant>,
@@ -219,6 +224,13 @@ impl Shared {
             }
         }
         if hit {
+            if let ([from, to], EventKind::Modify(ModifyKind::Name(RenameMode::Both))) =
+                (ev.paths.as_slice(), ev.kind)
+            {
+                if pending.renames.len() < MAX_EVENT_PATHS {
+                    pending.renames.push((from.clone(), to.clone()));
+                }
+            }
             pending.mark();
             drop(st);
             self.signal();
@@ -471,6 +483,7 @@ impl Watch {
                 pending.paths
             },
             rescan,
+            renames: pending.renames,
         })
     }
 

@@ -116,9 +116,9 @@ impl Tailer {
                         paths,
                         renamed,
                     }) => {
-                        rescan |= r;
+                        rescan |= r || self.names_changed(&paths);
                         self.touched.extend(paths);
-                        self.follow_rename(renamed);
+                        self.follow_renames(renamed);
                     }
                     Ok(Wake::Shutdown) | Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         break 'outer
@@ -152,8 +152,9 @@ impl Tailer {
                     paths,
                     renamed,
                 }) => {
+                    let rescan = rescan || self.names_changed(&paths);
                     self.touched.extend(paths);
-                    self.follow_rename(renamed);
+                    self.follow_renames(renamed);
                     if rescan {
                         self.scan(false);
                     }
@@ -225,6 +226,18 @@ impl Tailer {
         lock(&self.store).retain(|k| files.contains_key(k) || closed.contains_key(k));
     }
 
+    /// Whether file events named a path that is not (or no longer) a file
+    /// we tail: a file created, renamed or deleted, which only a scan sorts
+    /// out. Writes to the files we tail need no scan.
+    fn names_changed(&self, paths: &[PathBuf]) -> bool {
+        paths.iter().any(|p| {
+            !self
+                .files
+                .values()
+                .any(|t| t.path == *p && same_file(p, t.key))
+        })
+    }
+
     /// Whether inotify named a closed file (closed for inactivity, it grew).
     fn closed_file_touched(&self) -> bool {
         !self.touched.is_empty() && self.closed.values().any(|c| self.touched.contains(&c.path))
@@ -235,12 +248,17 @@ impl Tailer {
     /// never opened: it lived at its path only between two of our scans
     /// (two quick rotations). It holds lines nobody read yet: read it from
     /// its start, then close it as a rotated file.
-    fn follow_rename(&mut self, renamed: Option<(PathBuf, PathBuf)>) {
-        let Some((from, to)) = renamed else { return };
-        if !self.discovery.matches(&from) || self.discovery.matches(&to) {
+    fn follow_renames(&mut self, renamed: Vec<(PathBuf, PathBuf)>) {
+        for (from, to) in final_names(&renamed) {
+            self.follow_rename(from, to);
+        }
+    }
+
+    fn follow_rename(&mut self, from: &Path, to: &Path) {
+        if !self.discovery.matches(from) || self.discovery.matches(to) {
             return;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&to) else {
+        let Ok(meta) = std::fs::symlink_metadata(to) else {
             return;
         };
         if !meta.is_file() {
@@ -256,13 +274,13 @@ impl Tailer {
         // Closed for inactivity, then written to and rotated between two
         // looks: what it got since is read from where we were.
         let resume = match self.closed.get(&key) {
-            Some(c) if meta.len() > c.offset && c.same_content(&to) => Some(c.offset),
+            Some(c) if meta.len() > c.offset && c.same_content(to) => Some(c.offset),
             Some(_) => return,
             None => None,
         };
         self.closed.remove(&key);
         tracing::info!(from = %from.display(), to = %to.display(), "file rotated away before we opened it");
-        self.open(&to, &meta, key, false, resume);
+        self.open(to, &meta, key, false, resume);
         if let Some(t) = self.files.get_mut(&key) {
             if t.state == State::Live {
                 t.state = State::Rotated;
@@ -539,6 +557,22 @@ impl Tailer {
     }
 }
 
+/// Where each renamed file is now: events arrive in batches, and a file
+/// renamed `app.log` → `app.log.1` may since have moved on to `app.log.2`
+/// (logrotate's next round), while `app.log.1` is now another file.
+fn final_names(renamed: &[(PathBuf, PathBuf)]) -> Vec<(&Path, &Path)> {
+    renamed
+        .iter()
+        .enumerate()
+        .map(|(i, (from, to))| {
+            let now = renamed[i + 1..]
+                .iter()
+                .fold(to, |at, (f, t)| if f == at { t } else { at });
+            (from.as_path(), now.as_path())
+        })
+        .collect()
+}
+
 /// Hands one line to the emitter and counts it. False when shutdown
 /// interrupted.
 fn emit(em: &mut Emitter, m: &Metrics, src: &Source, l: Cut) -> bool {
@@ -551,4 +585,36 @@ fn emit(em: &mut Emitter, m: &Metrics, src: &Source, l: Cut) -> bool {
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_are_followed_to_where_the_file_is_now() {
+        let p = |s: &str| PathBuf::from(s);
+        // Three logrotate rounds in one batch, each renaming the older
+        // rotated file first.
+        let renamed = [
+            (p("a.log"), p("a.log.1")),
+            (p("a.log.1"), p("a.log.2")),
+            (p("a.log"), p("a.log.1")),
+            (p("a.log.2"), p("a.log.3")),
+            (p("a.log.1"), p("a.log.2")),
+            (p("a.log"), p("a.log.1")),
+        ];
+        let finals: Vec<(&Path, &Path)> = final_names(&renamed)
+            .into_iter()
+            .filter(|(from, _)| *from == Path::new("a.log"))
+            .collect();
+        assert_eq!(
+            finals,
+            [
+                (Path::new("a.log"), Path::new("a.log.3")),
+                (Path::new("a.log"), Path::new("a.log.2")),
+                (Path::new("a.log"), Path::new("a.log.1")),
+            ]
+        );
+    }
 }

@@ -48,6 +48,19 @@ async fn write_in_place_is_seen() {
 }
 
 #[tokio::test]
+async fn renames_are_reported_with_both_names() {
+    let d = tempfile::tempdir().unwrap();
+    let from = d.path().join("app.log");
+    let to = d.path().join("app.log.1");
+    write(&from, "one");
+    let mut w = Watch::files([d.path()]);
+    fs::rename(&from, &to).unwrap();
+    let batches = until(&mut w, d.path()).await;
+    let renames: Vec<_> = batches.into_iter().flat_map(|c| c.renames).collect();
+    assert_eq!(renames, [(from, to)]);
+}
+
+#[tokio::test]
 async fn atomic_rename_over_the_file_is_seen_and_the_watch_survives_it() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("a.conf");
