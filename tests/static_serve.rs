@@ -2,6 +2,8 @@
 //! requests, raw TCP for malformed and slow ones, real files, symlinks and
 //! root swaps on disk.
 
+#[path = "static_serve/floods.rs"]
+mod floods;
 mod support;
 
 use std::io::{Read, Write};

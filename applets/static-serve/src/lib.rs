@@ -15,6 +15,7 @@ mod listen;
 mod listing;
 mod metrics;
 mod path;
+mod per_ip;
 mod range;
 mod request_line;
 mod sendfile;
@@ -161,6 +162,16 @@ pub struct StaticServe {
         value_name = "N"
     )]
     max_connections: usize,
+
+    /// Most connections one client address may hold at once; more are closed
+    /// right after accept and counted (0: no cap).
+    #[arg(
+        long,
+        env = "STATIC_SERVE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    max_connections_per_ip: usize,
 }
 
 impl Applet for StaticServe {
@@ -174,10 +185,13 @@ impl Applet for StaticServe {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
         };
         warn_if_fd_limit_is_low(sidecar_runtime::raise_fd_limit(), self.max_connections);
-        let listeners = listen::bind_all(&self.listen, server::worker_count()).await?;
+        // Metrics exist before the listening line is logged: whoever reads
+        // that line may scrape at once.
         let metrics = metrics::Metrics::register(&mut ctx.registry());
+        let listeners = listen::bind_all(&self.listen, server::worker_count()).await?;
         let handler = Arc::new(handler::Handler::new(settings, metrics));
         watch_root(&ctx, self.root.clone());
         server::serve(listeners, handler, limits, ctx).await

@@ -12,6 +12,12 @@ use std::path::PathBuf;
 use sidecar_runtime::usage;
 use tokio::net::UnixListener;
 
+/// Connections the kernel completes before we accept them (capped by
+/// `net.core.somaxconn`). std's 128 fills during a connection flood, and a
+/// full backlog drops new SYNs, so honest clients then wait out SYN
+/// retransmits (1 s, 3 s, …) even after the flood's connections are gone.
+const BACKLOG: u32 = 4096;
+
 pub enum Listener {
     /// One duplicate of the listening socket per worker.
     Tcp(SocketAddr, Vec<std::net::TcpListener>),
@@ -75,8 +81,19 @@ fn bind(raw: &str, workers: usize) -> anyhow::Result<Listener> {
             .ok_or_else(|| usage!("--listen: {e}"))?,
     };
     let cannot = |e: std::io::Error| anyhow::anyhow!("--listen {raw}: cannot listen: {e}");
-    let sock = std::net::TcpListener::bind(addr).map_err(cannot)?;
-    sock.set_nonblocking(true).map_err(cannot)?;
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(cannot)?;
+    sock.set_reuseaddr(true).map_err(cannot)?;
+    sock.bind(addr).map_err(cannot)?;
+    let sock = sock
+        .listen(BACKLOG)
+        .map_err(cannot)?
+        .into_std()
+        .map_err(cannot)?;
     let local = sock.local_addr().map_err(cannot)?;
     let mut socks = Vec::with_capacity(workers);
     for _ in 1..workers.max(1) {

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub connections: Counter,
     /// Connections closed by the header or idle timeout.
     pub timeouts: Counter,
+    /// Connections closed at once by `--max-connections-per-ip`.
+    pub per_ip_rejected: Counter,
+    /// Failed accepts (EMFILE and the like back off).
+    pub accept_errors: Counter,
     /// Requests answered 503 because the root did not resolve.
     pub root_missing: Counter,
     /// Precompressed variants skipped because they are older than their original.
@@ -44,6 +48,8 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections: Counter::default(),
             timeouts: Counter::default(),
+            per_ip_rejected: Counter::default(),
+            accept_errors: Counter::default(),
             root_missing: Counter::default(),
             stale_variants: Counter::default(),
         };
@@ -71,6 +77,16 @@ impl Metrics {
             "connection_timeouts",
             "Connections closed by --header-timeout or --idle-timeout",
             m.timeouts.clone(),
+        );
+        reg.register(
+            "connections_rejected_per_ip",
+            "Connections closed at accept because their address held --max-connections-per-ip",
+            m.per_ip_rejected.clone(),
+        );
+        reg.register(
+            "accept_errors",
+            "Failed accepts; running out of descriptors backs off instead of spinning",
+            m.accept_errors.clone(),
         );
         reg.register(
             "root_unavailable",

@@ -1,12 +1,18 @@
 //! The accept loops and per-connection HTTP/1.1 driver.
 //!
 //! Slow clients cannot hold the server: a connection cap (accepting pauses
-//! while it is reached), a header timeout (request head must arrive within
-//! `--header-timeout` of its first byte), an idle timeout (no traffic between
-//! requests, or a client that stops reading), a cap on the request head
-//! size (431) and on the request line (414, `request_line.rs`). hyper's own header timeout also runs while a keep-alive
-//! connection waits for its next request, which would make the two flags one,
-//! so both are tracked here from the bytes the socket actually moves.
+//! while it is reached), a per-address cap (`per_ip.rs`), a header timeout (a
+//! request head must arrive within `--header-timeout` of its first byte, or of
+//! the accept for a connection's first request; trickled bytes never extend
+//! it), an idle timeout (no traffic between requests, or a client that stops
+//! reading), a cap on the request head size (431) and on the request line
+//! (414, `request_line.rs`).
+//!
+//! Both timeouts are tracked here from the bytes the socket actually moves.
+//! hyper 1.x's own `header_read_timeout` does not fit: without a `timer` it is
+//! silently off, and with one its clock starts when hyper begins waiting for
+//! a head (`proto/h1/conn.rs`, `poll_read_head`), so it would also cut idle
+//! keep-alive connections at the header timeout, making the two flags one.
 
 use std::convert::Infallible;
 use std::io;
@@ -26,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::handler::Handler;
 use crate::listen::Listener;
+use crate::per_ip::PerIp;
 use crate::request_line::{self, LineWatch};
 use crate::sendfile::{is_placeholder, SendFile, Spans};
 
@@ -37,6 +44,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// 0: off.
+    pub max_connections_per_ip: usize,
 }
 
 /// How many threads serve TCP connections: the CPUs this container may use,
@@ -63,7 +72,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let shutdown = ctx.shutdown_handle();
     let grace = ctx.shutdown_grace();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let shared = Arc::new(Shared {
+        slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        per_ip: PerIp::new(limits.max_connections_per_ip),
+        handler: handler.clone(),
+        limits,
+    });
     let tracker = TaskTracker::new();
     let mut loops = Vec::new();
     let mut sockets = Vec::new();
@@ -80,9 +94,7 @@ pub async fn serve(
                 sockets.push(path);
                 loops.push(tokio::spawn(accept_loop(
                     Acceptor::Unix(l),
-                    handler.clone(),
-                    limits,
-                    slots.clone(),
+                    shared.clone(),
                     tracker.clone(),
                     shutdown.clone(),
                 )));
@@ -93,11 +105,11 @@ pub async fn serve(
     for (i, socks) in per_worker.into_iter().enumerate() {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let (handler, slots, shutdown) = (handler.clone(), slots.clone(), shutdown.clone());
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name(format!("static-serve-{i}"))
             .spawn(move || {
-                worker(socks, handler, limits, slots, shutdown, grace, closed_tx);
+                worker(socks, shared, shutdown, grace, closed_tx);
                 let _ = done_tx.send(());
             })?;
         workers.push((closed_rx, done_rx));
@@ -140,9 +152,7 @@ pub async fn serve(
 /// connections the grace period to finish.
 fn worker(
     socks: Vec<std::net::TcpListener>,
-    handler: Arc<Handler>,
-    limits: Limits,
-    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
     shutdown: Shutdown,
     grace: Duration,
     listeners_closed: tokio::sync::oneshot::Sender<()>,
@@ -164,9 +174,7 @@ fn worker(
             match tokio::net::TcpListener::from_std(sock) {
                 Ok(l) => loops.push(tokio::spawn(accept_loop(
                     Acceptor::Tcp(l),
-                    handler.clone(),
-                    limits,
-                    slots.clone(),
+                    shared.clone(),
                     tracker.clone(),
                     shutdown.clone(),
                 ))),
@@ -187,52 +195,106 @@ enum Acceptor {
     Unix(UnixListener),
 }
 
-async fn accept_loop(
-    listener: Acceptor,
+/// What every accept loop shares, across worker threads.
+struct Shared {
     handler: Arc<Handler>,
     limits: Limits,
+    /// `--max-connections`.
     slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
+/// Backoff after an accept that failed for lack of resources (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM): the pending connection stays in the backlog, so retrying
+/// at once would spin. Doubles up to a second while the shortage lasts.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+async fn accept_loop(
+    listener: Acceptor,
+    shared: Arc<Shared>,
     tracker: TaskTracker,
     shutdown: Shutdown,
 ) {
+    let metrics = &shared.handler.metrics;
+    let mut backoff: Option<Duration> = None;
     loop {
         let accepted = tokio::select! {
             a = accept(&listener) => a,
             _ = shutdown.requested() => return,
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(e) if is_resource_shortage(&e) => {
+                metrics.accept_errors.inc();
+                let wait = match backoff {
+                    None => {
+                        // Once per shortage, not once per retry.
+                        tracing::warn!(error = %e, "accept failed; backing off until descriptors free up");
+                        ACCEPT_BACKOFF.0
+                    }
+                    Some(w) => (w * 2).min(ACCEPT_BACKOFF.1),
+                };
+                backoff = Some(wait);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = shutdown.requested() => return,
+                }
+            }
+            // The client gave up before we accepted (ECONNABORTED and the
+            // like): nothing to wait for.
+            Err(e) => {
+                metrics.accept_errors.inc();
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        if backoff.take().is_some() {
+            tracing::info!("accepting again");
+        }
+        let ip_slot = match &accepted {
+            Accepted::Tcp(_, peer) => match shared.per_ip.admit(peer.ip()) {
+                Some(slot) => slot,
+                None => {
+                    // Closed at once: the address already holds its share.
+                    metrics.per_ip_rejected.inc();
+                    tracing::debug!(peer = %peer, "--max-connections-per-ip reached; connection closed");
+                    continue;
+                }
+            },
+            Accepted::Unix(_) => None,
         };
         // At the cap, the connection just accepted waits for a slot and this
         // loop stops accepting (later clients queue in the backlog). Taking
         // the slot after accept matters with one accept loop per worker: a worker
         // holding a slot while idle in accept could starve the others.
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = shared.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.requested() => return,
         };
+        let (h, limits, s) = (shared.handler.clone(), shared.limits, shutdown.clone());
         match accepted {
-            Ok(Accepted::Tcp(stream, peer)) => {
+            Accepted::Tcp(stream, peer) => {
                 let _ = stream.set_nodelay(true);
-                let h = handler.clone();
-                let s = shutdown.clone();
                 tracker.spawn(async move {
                     connection(stream, peer.to_string(), h, limits, s).await;
-                    drop(permit);
+                    drop((permit, ip_slot));
                 });
             }
-            Ok(Accepted::Unix(stream)) => {
-                let h = handler.clone();
-                let s = shutdown.clone();
+            Accepted::Unix(stream) => {
                 tracker.spawn(async move {
                     connection(stream, "unix".to_string(), h, limits, s).await;
                     drop(permit);
                 });
             }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
         }
     }
+}
+
+fn is_resource_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 enum Accepted {
@@ -299,6 +361,8 @@ async fn connection<S>(
         sleep.as_mut().reset(activity.deadline(&limits).into());
         tokio::select! {
             _ = conn.as_mut() => break,
+            // The deadline moved earlier than the one armed.
+            _ = activity.rearm.notified() => {}
             _ = shutdown.requested(), if !draining => {
                 // Idle connections close now; a response in flight finishes first.
                 conn.as_mut().graceful_shutdown();
@@ -331,16 +395,26 @@ fn epoch() -> Instant {
 struct Activity {
     last_io: AtomicU64,
     /// When the first byte of a request head arrived (0: not reading a head).
+    /// A new connection's first head counts from the accept, as nginx's
+    /// `client_header_timeout` does: a client that connects and says nothing
+    /// holds a slot no longer than one that trickles.
     head_started: AtomicU64,
     in_flight: AtomicU32,
+    /// Woken when the deadline may have moved earlier (a head starts while
+    /// the idle deadline is armed, a request starts while the header deadline
+    /// is), so the connection re-arms its timer. Later deadlines need no
+    /// wake-up: the timer fires early, finds time left and re-arms.
+    rearm: tokio::sync::Notify,
 }
 
 impl Activity {
     fn new() -> Activity {
+        let now = now_ms();
         Activity {
-            last_io: AtomicU64::new(now_ms()),
-            head_started: AtomicU64::new(0),
+            last_io: AtomicU64::new(now),
+            head_started: AtomicU64::new(now),
             in_flight: AtomicU32::new(0),
+            rearm: tokio::sync::Notify::new(),
         }
     }
 
@@ -350,10 +424,13 @@ impl Activity {
         }
         let now = now_ms();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ =
-                self.head_started
-                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self
+                .head_started
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.rearm.notify_one();
         }
     }
 
@@ -366,6 +443,8 @@ impl Activity {
     fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
+        // The idle deadline may come before the header deadline armed now.
+        self.rearm.notify_one();
         RequestGuard(self.clone())
     }
 
@@ -486,22 +565,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_deadline_runs_from_the_first_byte_until_the_request_starts() {
+    fn header_deadline_runs_from_accept_then_from_each_heads_first_byte() {
         let limits = Limits {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(100),
             max_connections: 1,
+            max_connections_per_ip: 0,
         };
+        let soon = || Instant::now() + Duration::from_secs(6);
+        let later = || Instant::now() + Duration::from_secs(50);
         let a = Arc::new(Activity::new());
-        let idle = a.deadline(&limits);
-        assert!(idle > Instant::now() + Duration::from_secs(50));
-        a.read(3);
-        assert!(a.deadline(&limits) < Instant::now() + Duration::from_secs(6));
+        // The first head's clock runs from the accept, and trickled bytes keep it.
+        let first = a.deadline(&limits);
+        assert!(first < soon());
+        a.read(1);
+        a.read(1);
+        assert_eq!(a.deadline(&limits), first);
         let g = a.begin_request();
         // Bytes read while a request is in flight (pipelining) do not start the header clock.
         a.read(3);
-        assert!(a.deadline(&limits) > Instant::now() + Duration::from_secs(50));
+        assert!(a.deadline(&limits) > later());
         drop(g);
-        assert!(a.deadline(&limits) > Instant::now() + Duration::from_secs(50));
+        // Between requests: the idle timeout.
+        assert!(a.deadline(&limits) > later());
+        a.read(3);
+        assert!(a.deadline(&limits) < soon());
+    }
+
+    #[tokio::test]
+    async fn a_head_starting_wakes_the_connection_timer() {
+        let a = Arc::new(Activity::new());
+        drop(a.begin_request());
+        let woken = a.rearm.notified();
+        a.read(1);
+        tokio::time::timeout(Duration::from_secs(60), woken)
+            .await
+            .expect("rearm notified");
     }
 }
