@@ -11,10 +11,7 @@ use super::support::{self, http};
 use super::{serve_admin, site};
 
 fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let text = http::get(admin, "/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    support::metrics::metric(admin, name).unwrap_or_else(|| panic!("no {name}")) as u64
 }
 
 /// Reads what the server sends until it closes the connection.
@@ -141,6 +138,9 @@ fn one_address_holds_at_most_max_connections_per_ip() {
         1
     );
     // Another address is served meanwhile (curl from 127.0.0.2).
+    if !support::require_peer("curl") {
+        return;
+    }
     let curl = Command::new("curl")
         .args(["-sS", "--interface", "127.0.0.2"])
         .arg(format!("http://{addr}/hello.txt"))
@@ -230,24 +230,6 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     assert!(warnings <= 2 * 4, "{warnings} warnings:\n{}", sc.stderr());
 }
 
-/// Fails under CI=true when the tool is missing; elsewhere says so and skips.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing (.ci/packages.d/static-serve lists it)"
-        );
-        eprintln!("SKIPPED: {tool} is not installed (apt-get install {tool})");
-    }
-    found
-}
-
 /// What slowhttptest printed every few seconds: (connections it has opened
 /// so far, connected or closed by now; whether the service was available).
 fn slowhttptest_statuses(out: &str) -> Vec<(u32, bool)> {
@@ -293,7 +275,7 @@ fn slowhttptest_statuses(out: &str) -> Vec<(u32, bool)> {
 /// use). `-X` reads a 1 MiB file so its reads stay slow for the whole run.
 #[test]
 fn slowhttptest_floods_leave_the_service_available() {
-    if !have("slowhttptest") {
+    if !support::require_peer("slowhttptest") {
         return;
     }
     let dir = site();
