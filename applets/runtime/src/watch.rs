@@ -149,6 +149,9 @@ struct Pending {
     targets: BTreeSet<usize>,
     paths: BTreeSet<PathBuf>,
     renames: Vec<(PathBuf, PathBuf)>,
+    /// Paths removed or renamed: a watched directory among them lost its
+    /// kernel watch, even if a new one got the same inode number.
+    gone: BTreeSet<PathBuf>,
     rescan: bool,
     first: Option<Instant>,
     last: Option<Instant>,
@@ -210,6 +213,16 @@ impl Shared {
         let State {
             matchers, pending, ..
         } = &mut *st;
+        if matches!(
+            ev.kind,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+        ) {
+            if pending.gone.len() + ev.paths.len() > MAX_EVENT_PATHS {
+                pending.rescan = true;
+            } else {
+                pending.gone.extend(ev.paths.iter().cloned());
+            }
+        }
         for path in &ev.paths {
             for (i, candidates) in matchers.iter().enumerate() {
                 if candidates.iter().any(|c| concerns(path, c)) {
@@ -464,7 +477,7 @@ impl Watch {
     /// when nothing concerned a target after all.
     fn take(&mut self) -> Option<Changed> {
         let pending = std::mem::take(&mut self.shared.lock().pending);
-        let rescan = self.reconcile() || pending.rescan;
+        let rescan = self.reconcile_after(&pending.gone, pending.rescan) || pending.rescan;
         let targets: BTreeSet<PathBuf> = self
             .targets
             .iter()
@@ -490,6 +503,12 @@ impl Watch {
     /// Watches exactly the directories the targets need now. Returns whether
     /// a directory is newly watched.
     fn reconcile(&mut self) -> bool {
+        self.reconcile_after(&BTreeSet::new(), false)
+    }
+
+    /// [`Watch::reconcile`], watching again the directories in `gone` (or
+    /// all, when events were lost): their kernel watches may have ended.
+    fn reconcile_after(&mut self, gone: &BTreeSet<PathBuf>, lost: bool) -> bool {
         let mut matchers = Vec::with_capacity(self.targets.len());
         let mut wanted: HashMap<PathBuf, bool> = HashMap::new();
         for t in &self.targets {
@@ -508,13 +527,13 @@ impl Watch {
         self.shared.lock().matchers = matchers;
 
         let mut added = false;
-        let gone: Vec<PathBuf> = self
+        let unwanted: Vec<PathBuf> = self
             .watched
             .keys()
             .filter(|d| !wanted.contains_key(*d))
             .cloned()
             .collect();
-        for dir in gone {
+        for dir in unwanted {
             self.unwatch(&dir);
         }
         for (dir, recursive) in wanted {
@@ -526,7 +545,7 @@ impl Watch {
                 recursive,
             };
             match self.watched.get(&dir) {
-                Some(w) if *w == want => continue,
+                Some(w) if *w == want && !lost && !gone.contains(&dir) => continue,
                 Some(_) => self.unwatch(&dir),
                 None => {}
             }
