@@ -120,8 +120,7 @@ fn binary_is_static_and_runs_in_an_empty_root() {
         desc.contains("static-pie linked") || desc.contains("statically linked"),
         "not static: {desc}"
     );
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED (needs root): chroot into an empty root; CI runs it as root");
+    if !support::require_root("chroot into an empty root") {
         return;
     }
     let root = support::tempdir();
@@ -176,10 +175,7 @@ fn sigterm_drops_readiness_then_exits_zero() {
 /// `sidecar` reaps orphans that the commands it runs leave behind.
 #[test]
 fn reaps_orphans_as_pid_1() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED (needs root): PID namespace for the PID 1 reaping test; CI runs it as root"
-        );
+    if !support::require_root("PID namespace for the PID 1 reaping test") {
         return;
     }
     let dir = support::tempdir();

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use kubelet::Volume;
 use support::http::{self, Receiver};
+use support::metrics::metric;
 use support::{run, Sidecar};
 
 const APPLET: &str = "config-watch-reload";
@@ -26,19 +27,6 @@ fn start(args: &[&str]) -> (Sidecar, SocketAddr) {
     sc.wait_for_log("watching");
     support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
     (sc, admin)
-}
-
-/// The value of one sample in /metrics, e.g. `reloader_reloads_total` or
-/// `config_watch_reload_reloads_total{result="success"}`.
-fn metric(admin: SocketAddr, sample: &str) -> Option<f64> {
-    let text = http::get(admin, "/metrics").text();
-    text.lines().find_map(|l| {
-        l.strip_prefix(sample)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn successes(admin: SocketAddr) -> f64 {
@@ -330,7 +318,8 @@ fn failed_reload_retries_newest_only_and_rollback_recovers() {
 
 /// A process with a unique name that records each SIGHUP in `dir/hups`.
 struct HupTarget {
-    child: std::process::Child,
+    /// Killed with its `sleep` on drop.
+    _process: support::Peer,
     name: String,
     hups: std::path::PathBuf,
     pid_file: std::path::PathBuf,
@@ -357,10 +346,10 @@ impl HupTarget {
         );
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let child = std::process::Command::new(&script).spawn().unwrap();
+        let process = support::Peer::spawn(&mut std::process::Command::new(&script)).unwrap();
         support::wait_until("signal target ready", || ready.exists());
         HupTarget {
-            child,
+            _process: process,
             name,
             hups,
             pid_file,
@@ -371,13 +360,6 @@ impl HupTarget {
         std::fs::read_to_string(&self.hups)
             .map(|s| s.lines().count())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for HupTarget {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -968,8 +950,7 @@ fn symlinked_directories_and_link_targets_outside() {
 
 #[test]
 fn warns_when_a_watched_path_is_a_subpath_mount() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED (needs root): bind mounts in a private mount namespace");
+    if !support::require_root("bind mounts in a private mount namespace") {
         return;
     }
     let d = support::tempdir();

@@ -681,8 +681,7 @@ fn sync_timeout_bounds_a_stuck_server() {
 
 #[test]
 fn runs_as_a_uid_without_passwd_entry_and_empty_env() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED (needs root): switching to an unknown uid");
+    if !support::require_root("switching to an unknown uid") {
         return;
     }
     let s = Setup::new();

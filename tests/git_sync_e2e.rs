@@ -112,8 +112,7 @@ fn scp_style_ssh_url() {
 /// and error files live in root.
 #[test]
 fn read_only_root_filesystem_with_only_root_writable() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED (needs root): mount namespace");
+    if !support::require_root("mount namespace") {
         return;
     }
     let s = Setup::new();
@@ -143,11 +142,10 @@ exec "$@"
         .env("HOME", "/nonexistent");
     let out = support::run_cmd(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(97)
+    let made = !(out.status.code() == Some(97)
         || stderr.contains("unshare failed")
-        || stderr.contains("Operation not permitted")
-    {
-        eprintln!("SKIPPED (cannot make a read-only mount namespace): {stderr}");
+        || stderr.contains("Operation not permitted"));
+    if !support::require(made, &format!("a read-only mount namespace ({stderr})")) {
         return;
     }
     assert!(out.status.success(), "{stderr}");

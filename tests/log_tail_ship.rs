@@ -324,7 +324,7 @@ fn long_lines_are_truncated_flagged_and_counted() {
         1.0
     );
     support::wait_until("three events acknowledged", || {
-        common::metric_opt(&ship.metrics(), "log_tail_ship_events_acked_total") == Some(3.0)
+        support::metrics::sample(&ship.metrics(), "log_tail_ship_events_acked_total") == Some(3.0)
     });
     let m = ship.metrics();
     assert_eq!(metric(&m, "log_tail_ship_lines_read_total"), 3.0);
@@ -423,7 +423,7 @@ fn backpressure_bounds_memory_and_loses_nothing() {
     let admin = sc.admin_addr();
     let m = || http::get(admin, "/metrics").text();
     support::wait_until("retries while the sink is down", || {
-        common::metric_opt(&m(), "log_tail_ship_retries_total").unwrap_or(0.0) >= 5.0
+        support::metrics::sample(&m(), "log_tail_ship_retries_total").unwrap_or(0.0) >= 5.0
     });
     let text = m();
     let read = metric(&text, "log_tail_ship_bytes_read_total");
@@ -749,7 +749,7 @@ fn multiline_event_open_at_shutdown_arrives_whole_after_restart() {
     let ship = Ship::start(&first.iter().map(String::as_str).collect::<Vec<_>>());
     ship.wait_message("2026-01-01 done");
     support::wait_until("all three lines read", || {
-        common::metric_opt(&ship.metrics(), "log_tail_ship_lines_read_total") == Some(3.0)
+        support::metrics::sample(&ship.metrics(), "log_tail_ship_lines_read_total") == Some(3.0)
     });
     assert_eq!(ship.stop(), Some(0));
     w.line("  at b()");

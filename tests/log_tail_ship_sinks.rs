@@ -27,10 +27,6 @@ fn start(args: &[&str]) -> (Sidecar, std::net::SocketAddr) {
     (sc, admin)
 }
 
-fn metrics(admin: std::net::SocketAddr) -> String {
-    http::get(admin, "/metrics").text()
-}
-
 fn dead_letters(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -141,7 +137,7 @@ fn elasticsearch_bulk_item_semantics() {
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .is_some_and(|v| v["files"][0]["offset"] == size)
     });
-    let m = metrics(admin);
+    let m = support::metrics::scrape(admin);
     assert_eq!(metric(&m, "log_tail_ship_events_dead_lettered_total"), 1.0);
     assert_eq!(metric(&m, "log_tail_ship_events_duplicate_total"), 1.0);
     assert_eq!(metric(&m, "log_tail_ship_events_acked_total"), 4.0);
@@ -330,7 +326,10 @@ fn http_sink_headers_and_rejection() {
     Writer::append(&log).line("two");
     assert_eq!(wait_dead_letters(&dlq)[0]["event"]["message"], "two");
     assert_eq!(
-        metric(&metrics(admin), "log_tail_ship_events_dead_lettered_total"),
+        metric(
+            &support::metrics::scrape(admin),
+            "log_tail_ship_events_dead_lettered_total"
+        ),
         1.0
     );
 }
@@ -370,7 +369,10 @@ fn elasticsearch_resend_is_a_conflict_not_a_copy() {
     let (_sc, admin) = start(&args);
     es.wait("the resend", |s| s.requests.len() == 2);
     support::wait_until("three duplicates acknowledged", || {
-        common::metric_opt(&metrics(admin), "log_tail_ship_events_duplicate_total") == Some(3.0)
+        support::metrics::sample(
+            &support::metrics::scrape(admin),
+            "log_tail_ship_events_duplicate_total",
+        ) == Some(3.0)
     });
     let st = es.state();
     assert_eq!(st.docs.len(), 3);
@@ -435,10 +437,16 @@ fn assert_only_a_dead_lettered(dlq: &Path, admin: std::net::SocketAddr) {
     assert_eq!(dl[0]["event"]["message"], "a");
     // The receiver had the last part before its answer reached the shipper.
     support::wait_until("the last answer to be counted", || {
-        metric(&metrics(admin), "log_tail_ship_events_acked_total") == 3.0
+        metric(
+            &support::metrics::scrape(admin),
+            "log_tail_ship_events_acked_total",
+        ) == 3.0
     });
     assert_eq!(
-        metric(&metrics(admin), "log_tail_ship_events_dead_lettered_total"),
+        metric(
+            &support::metrics::scrape(admin),
+            "log_tail_ship_events_dead_lettered_total"
+        ),
         1.0
     );
 }

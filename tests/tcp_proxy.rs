@@ -65,7 +65,7 @@ fn upstream_half_close_first_keeps_client_direction_open() {
 
 #[test]
 fn refused_upstream_closes_the_client_after_retries() {
-    let dead = peers::free_port();
+    let dead = support::free_addr();
     let p = Proxy::start(
         &[
             "--listen=127.0.0.1:0",
@@ -367,7 +367,7 @@ fn hash_source_keeps_a_client_on_one_upstream() {
 #[test]
 fn failing_endpoint_is_ejected_and_returns() {
     let good = Upstream::named("good");
-    let dead_addr = peers::free_port();
+    let dead_addr = support::free_addr();
     let mut p = Proxy::start(
         &[
             "--listen=127.0.0.1:0",
@@ -417,7 +417,7 @@ fn failing_endpoint_is_ejected_and_returns() {
 #[test]
 fn active_health_checks_mark_endpoints_down_and_up() {
     let good = Upstream::named("good");
-    let dead_addr = peers::free_port();
+    let dead_addr = support::free_addr();
     let mut p = Proxy::start(
         &[
             "--listen=127.0.0.1:0",
@@ -942,16 +942,14 @@ fn fd_exhaustion_backs_off_and_recovers() {
 fn names_are_resolved_again_every_dns_refresh() {
     use std::ffi::CString;
     use std::os::unix::process::CommandExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED (needs root): private /etc/hosts through a mount namespace");
+    if !support::require_root("private /etc/hosts through a mount namespace") {
         return;
     }
     let can_unshare = std::process::Command::new("unshare")
         .args(["-m", "true"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !can_unshare {
-        eprintln!("SKIPPED (needs root with CAP_SYS_ADMIN: `unshare -m` failed)");
+    if !support::require(can_unshare, "CAP_SYS_ADMIN (`unshare -m` failed)") {
         return;
     }
     // Two upstreams on one port, at two loopback addresses.

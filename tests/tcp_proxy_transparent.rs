@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use peers::{closed, metric_value, which, Upstream};
+use peers::{closed, which, Upstream};
 use support::{Sidecar, DEADLINE};
 
 const PROXY_UID: u32 = 1337;
@@ -74,13 +74,6 @@ fn sh(args: &[&str]) {
     );
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// The README's rules: everything TCP leaving the namespace goes to the
 /// capture port 15001, except the proxy's own traffic (uid 1337, the loop
 /// guard) and the admin port.
@@ -104,8 +97,7 @@ fn install_redirect_rules(ns: &Netns) {
 
 /// Root and the tools, or a visible skip.
 fn preflight() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED (needs root): transparent mode needs a network namespace and iptables");
+    if !support::require_root("transparent mode needs a network namespace and iptables") {
         return false;
     }
     // iptables and ip live in sbin, which a non-login PATH may lack.
@@ -116,8 +108,7 @@ fn preflight() -> bool {
             std::env::set_var("PATH", format!("{path}:/usr/sbin:/sbin"));
         }
     });
-    if !have("iptables") || !have("ip") {
-        eprintln!("SKIPPED (needs iptables and iproute2; .ci/packages.d/tcp-proxy lists them)");
+    if !support::require_peer("iptables") || !support::require_peer("ip") {
         return false;
     }
     // Root in a container without CAP_SYS_ADMIN/CAP_NET_ADMIN, or a kernel
@@ -129,8 +120,7 @@ fn preflight() -> bool {
         .args(["netns", "add", &probe])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED (needs root with CAP_SYS_ADMIN: cannot create a network namespace)");
+    if !support::require(ok, "CAP_SYS_ADMIN (cannot create a network namespace)") {
         return false;
     }
     let nat = Command::new("ip")
@@ -140,8 +130,10 @@ fn preflight() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     let _ = Command::new("ip").args(["netns", "del", &probe]).status();
-    if !nat {
-        eprintln!("SKIPPED (needs iptables NAT in the kernel: `iptables -t nat -L` failed in a namespace)");
+    if !support::require(
+        nat,
+        "iptables NAT in the kernel (`iptables -t nat -L` failed in a namespace)",
+    ) {
         return false;
     }
     true
@@ -245,14 +237,14 @@ fn redirected_connections_reach_their_original_destination() {
     }
     let metrics = ns.run(move || support::http::get(admin, "/metrics").text());
     assert_eq!(
-        metric_value(&metrics, "tcp_proxy_connections_total", &[]),
+        support::metrics::sum(&metrics, "tcp_proxy_connections_total", &[]),
         3.0,
         "all three went through the proxy:\n{metrics}"
     );
     for &(dst, _) in &destinations {
         let label = format!("upstream=\"{dst}\"");
         assert_eq!(
-            metric_value(&metrics, "tcp_proxy_upstream_connections_total", &[&label]),
+            support::metrics::sum(&metrics, "tcp_proxy_upstream_connections_total", &[&label]),
             1.0,
             "{dst}:\n{metrics}"
         );
@@ -276,7 +268,7 @@ fn redirected_connections_reach_their_original_destination() {
     proxy.wait_for_log("refusing a connection addressed to the proxy itself");
     support::wait_until("loop rejections counted", || {
         let m = ns.run(move || support::http::get(admin, "/metrics").text());
-        metric_value(
+        support::metrics::sum(
             &m,
             "tcp_proxy_rejected_connections_total",
             &["reason=\"loop\""],
@@ -349,7 +341,7 @@ fn inbound_redirect_reaches_the_app_and_sees_the_real_client() {
     let metrics =
         server.run(|| support::http::get("127.0.0.1:15000".parse().unwrap(), "/metrics").text());
     assert_eq!(
-        metric_value(
+        support::metrics::sum(
             &metrics,
             "tcp_proxy_upstream_connections_total",
             &["route=\"0.0.0.0:15006\"", "upstream=\"10.1.0.2:8080\""]

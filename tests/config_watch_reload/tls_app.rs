@@ -3,19 +3,13 @@
 //! serving `GET /-/reload` from a file.
 
 use std::path::Path;
-use std::process::Child;
+
+use crate::support::Peer;
 
 /// The server, stopped on drop.
 pub struct TlsApp {
-    child: Child,
+    _server: Peer,
     pub port: u16,
-}
-
-impl Drop for TlsApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl TlsApp {
@@ -27,10 +21,7 @@ impl TlsApp {
         let root = dir.join("www");
         std::fs::create_dir_all(root.join("-")).unwrap();
         std::fs::write(root.join("-/reload"), "reloaded\n").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let conf = dir.join("lighttpd.conf");
         std::fs::write(
             &conf,
@@ -42,7 +33,10 @@ impl TlsApp {
             ),
         )
         .unwrap();
-        let child = crate::support::lighttpd::spawn(&conf, port);
-        Some(TlsApp { child, port })
+        let server = crate::support::lighttpd::spawn(&conf, port);
+        Some(TlsApp {
+            _server: server,
+            port,
+        })
     }
 }

@@ -3,9 +3,8 @@
 //! sshd) on loopback, and checks of the published worktree with the git CLI.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::support::{self, Sidecar};
 
@@ -179,69 +178,9 @@ impl Setup {
     }
 }
 
-/// A metric's value from the admin server's /metrics.
-pub fn metric(addr: SocketAddr, name_and_labels: &str) -> Option<f64> {
-    let body = support::http::get(addr, "/metrics").text();
-    body.lines().find_map(|l| {
-        l.strip_prefix(name_and_labels)?
-            .strip_prefix(' ')?
-            .parse()
-            .ok()
-    })
-}
-
-/// A free loopback port for servers that cannot report an ephemeral one.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A peer process killed on drop, pass or fail (a panicking test unwinds
-/// through this too). Peers started with [`Peer::spawn`] lead their own
-/// process group, so the per-connection children they fork (git daemon's
-/// upload-pack, sshd's sessions) are killed with them.
-pub struct Peer(pub Child);
-
-impl Peer {
-    pub fn spawn(cmd: &mut Command) -> std::io::Result<Peer> {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0).spawn().map(Peer)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        // ESRCH when the peer leads no group of its own: then only it goes.
-        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The processes in process group `pgid` (from /proc).
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp …; comm may contain spaces.
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        let pgrp = after.split_whitespace().nth(2).and_then(|p| p.parse().ok());
-        let state = after.split_whitespace().next();
-        if pgrp == Some(pgid) && state != Some("Z") {
-            out.push(pid);
-        }
-    }
-    out
-}
+// Each test crate uses a different subset.
+#[allow(unused_imports)]
+pub use crate::support::{free_port, metrics::metric, peer::group_members, Peer};
 
 /// `git daemon` serving `base` on loopback.
 pub fn git_daemon(base: &Path) -> (Peer, u16) {
@@ -265,14 +204,6 @@ pub fn git_daemon(base: &Path) -> (Peer, u16) {
     .expect("start git daemon");
     support::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     (peer, port)
-}
-
-/// Whether a program is installed; tests that need it say so loudly.
-pub fn have(program: &str) -> bool {
-    Path::new(program).exists()
-        || std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
-            .unwrap_or(false)
 }
 
 /// lighttpd serving `git-http-backend` for repositories under `base` at
@@ -325,8 +256,7 @@ $HTTP["url"] =~ "^/git/" {{
         ),
     )
     .unwrap();
-    let child = support::lighttpd::spawn(&conf, port);
-    Some((Peer(child), port))
+    Some((support::lighttpd::spawn(&conf, port), port))
 }
 
 /// An sshd on loopback that accepts `authorized` public keys for the
@@ -344,12 +274,7 @@ pub fn sshd_on(
     ip: &str,
     port: u16,
 ) -> Option<(Peer, u16, PathBuf)> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED (needs root): sshd");
-        return None;
-    }
-    if !have("/usr/sbin/sshd") {
-        eprintln!("SKIPPED (openssh-server not installed; .ci/packages.d/git-sync lists it)");
+    if !support::require_root("sshd") || !support::require_peer("/usr/sbin/sshd") {
         return None;
     }
     let host_key = dir.join("ssh_host_key");

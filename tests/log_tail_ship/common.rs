@@ -112,7 +112,7 @@ impl Ship {
     }
 
     pub fn metrics(&self) -> String {
-        http::get(self.admin, "/metrics").text()
+        crate::support::metrics::scrape(self.admin)
     }
 }
 
@@ -442,11 +442,6 @@ pub fn counts(msgs: &[String]) -> HashMap<String, usize> {
 
 /// The value of a Prometheus sample, e.g. `log_tail_ship_lines_truncated_total`.
 pub fn metric(text: &str, name: &str) -> f64 {
-    metric_opt(text, name).unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
-}
-
-pub fn metric_opt(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
+    crate::support::metrics::sample(text, name)
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
 }

@@ -3,33 +3,30 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 const BINARY: &str = "/usr/sbin/lighttpd";
 const TLS_MODULE: &str = "/usr/lib/lighttpd/mod_openssl.so";
 
-/// Whether lighttpd is installed; says SKIPPED (naming the Debian
-/// package) when not.
+/// Whether lighttpd is installed (see [`super::require`]).
 pub fn available() -> bool {
-    let ok = Path::new(BINARY).exists();
-    if !ok {
-        eprintln!("SKIPPED (lighttpd not installed; .ci/packages.d lists it)");
-    }
-    ok
+    super::require_peer(BINARY)
 }
 
 /// Creates a self-signed certificate for `cn` (with `san`, e.g.
 /// `IP:127.0.0.1`, when given) and returns the lighttpd config lines that
-/// serve TLS with it, and the certificate to trust. None (after saying
-/// SKIPPED) when lighttpd's TLS module or openssl is missing.
+/// serve TLS with it, and the certificate to trust. None when lighttpd's
+/// TLS module or openssl is missing (see [`super::require`]).
 pub fn self_signed_tls(dir: &Path, cn: &str, san: Option<&str>) -> Option<(String, PathBuf)> {
     let have_openssl = Command::new("openssl")
         .arg("version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !available() || !Path::new(TLS_MODULE).exists() || !have_openssl {
-        eprintln!("SKIPPED (lighttpd-mod-openssl or openssl missing; .ci/packages.d lists them)");
+    if !available()
+        || !super::require_peer(TLS_MODULE)
+        || !super::require(have_openssl, "the test peer `openssl`")
+    {
         return None;
     }
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -62,16 +59,17 @@ pub fn self_signed_tls(dir: &Path, cn: &str, san: Option<&str>) -> Option<(Strin
 
 /// Starts lighttpd in the foreground with `conf` and waits until it
 /// accepts on `port`.
-pub fn spawn(conf: &Path, port: u16) -> Child {
-    let child = Command::new(BINARY)
-        .arg("-D")
-        .arg("-f")
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lighttpd");
+pub fn spawn(conf: &Path, port: u16) -> super::Peer {
+    let child = super::Peer::spawn(
+        Command::new(BINARY)
+            .arg("-D")
+            .arg("-f")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("start lighttpd");
     super::http::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     child
 }

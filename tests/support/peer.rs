@@ -87,3 +87,24 @@ pub fn kill_group(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The processes in process group `pgid` (from /proc).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp …; comm may contain spaces.
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+        let pgrp = after.split_whitespace().nth(2).and_then(|p| p.parse().ok());
+        let state = after.split_whitespace().next();
+        if pgrp == Some(pgid) && state != Some("Z") {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -53,12 +53,12 @@ impl Proxy {
     }
 
     pub fn metrics(&self) -> String {
-        support::http::get(self.admin, "/metrics").text()
+        support::metrics::scrape(self.admin)
     }
 
     /// The value of the metric line that starts with `prefix` (name and labels), or 0.
     pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        metric_value(&self.metrics(), name, labels)
+        support::metrics::sum(&self.metrics(), name, labels)
     }
 
     /// Waits until the metric reaches at least `min`.
@@ -67,14 +67,6 @@ impl Proxy {
             self.metric(name, labels) >= min
         });
     }
-}
-
-pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -116,12 +108,6 @@ pub fn closed(s: &mut TcpStream) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-/// A port nothing listens on (bound, then released).
-pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// An upstream server; every accepted connection is handed to `serve` on
