@@ -610,7 +610,7 @@ fn configmap_reload_drop_in_flags() {
         "{metrics}"
     );
     assert!(!metrics.contains("s3cr3t"), "{metrics}");
-    let metrics = http::get(admin, "/metrics").text();
+    let metrics = support::metrics::scrape(admin);
     assert!(!metrics.contains("s3cr3t"), "{metrics}");
     assert!(!sc.stderr().contains("s3cr3t"), "{}", sc.stderr());
 }
@@ -637,7 +637,7 @@ fn password_never_logged_when_the_webhook_fails() {
     assert!(sc.stderr().contains("status 401"), "{}", sc.stderr());
     assert!(sc.stderr().contains("wants credentials"), "{}", sc.stderr());
     assert!(!sc.stderr().contains("hunter2"), "{}", sc.stderr());
-    let metrics = http::get(admin, "/metrics").text();
+    let metrics = support::metrics::scrape(admin);
     assert!(!metrics.contains("hunter2"));
     assert!(
         metrics.contains("reason=\"retries_exhausted\""),

@@ -162,7 +162,7 @@ fn assert_secrets_hidden(
             .or_else(|| support::addr_field(&line, "\"addr\":"))
             .expect("the admin address in its log line");
         let mut seen = ready(&mut sc, server);
-        let metrics = http::get(admin, "/metrics").text();
+        let metrics = support::metrics::scrape(admin);
         sc.signal(Signal::SIGTERM);
         sc.wait_exit();
         let stderr = sc.stderr();

@@ -476,7 +476,7 @@ fn http_bind_readiness_and_metrics() {
     let addr = support::addr_field(&line, "endpoint=").unwrap();
     s.wait_for_sync();
     assert_eq!(http::get(addr, "/").status, 200);
-    let m = http::get(addr, "/metrics").text();
+    let m = support::metrics::scrape(addr);
     assert!(
         m.contains("git_sync_count_total{status=\"success\"} 1"),
         "{m}"

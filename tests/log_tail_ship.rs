@@ -421,7 +421,7 @@ fn backpressure_bounds_memory_and_loses_nothing() {
         ],
     );
     let admin = sc.admin_addr();
-    let m = || http::get(admin, "/metrics").text();
+    let m = || support::metrics::scrape(admin);
     support::wait_until("retries while the sink is down", || {
         support::metrics::sample(&m(), "log_tail_ship_retries_total").unwrap_or(0.0) >= 5.0
     });

@@ -904,7 +904,7 @@ fn slow_malformed_and_oversized_requests_are_cut_off() {
     drop(a);
     drop(b);
     assert_eq!(waiter.join().unwrap(), 200);
-    let metrics = http::get(admin, "/metrics").text();
+    let metrics = support::metrics::scrape(admin);
     assert!(
         metrics.contains("static_serve_connection_timeouts_total"),
         "{metrics}"
@@ -986,7 +986,7 @@ fn missing_root_answers_503_until_it_appears_and_metrics_count() {
     std::os::unix::fs::symlink("www", &root).unwrap();
     support::wait_until("ready", || http::get(admin, "/readyz").status == 200);
     assert_eq!(http::get(addr, "/hello.txt").status, 200);
-    let m = http::get(admin, "/metrics").text();
+    let m = support::metrics::scrape(admin);
     for needle in [
         "static_serve_requests_total{class=\"2xx\"}",
         "static_serve_requests_total{class=\"5xx\"}",
@@ -1527,7 +1527,7 @@ fn stale_precompressed_variants_are_not_served() {
     assert_eq!(gunzip(&r.body), new_css.as_bytes());
     let r = get_with(addr, "/fresh.css", &[("accept-encoding", "br")]);
     assert_eq!(r.body, b"FRESH-BROTLI");
-    let m = http::get(admin, "/metrics").text();
+    let m = support::metrics::scrape(admin);
     assert!(
         m.contains("static_serve_stale_variants_skipped_total 3"),
         "{m}"

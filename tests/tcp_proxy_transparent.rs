@@ -235,7 +235,7 @@ fn redirected_connections_reach_their_original_destination() {
         });
         assert_eq!(got, (name.to_string(), b"ping".to_vec()), "via {dst}");
     }
-    let metrics = ns.run(move || support::http::get(admin, "/metrics").text());
+    let metrics = ns.run(move || support::metrics::scrape(admin));
     assert_eq!(
         support::metrics::sum(&metrics, "tcp_proxy_connections_total", &[]),
         3.0,
@@ -267,7 +267,7 @@ fn redirected_connections_reach_their_original_destination() {
     }
     proxy.wait_for_log("refusing a connection addressed to the proxy itself");
     support::wait_until("loop rejections counted", || {
-        let m = ns.run(move || support::http::get(admin, "/metrics").text());
+        let m = ns.run(move || support::metrics::scrape(admin));
         support::metrics::sum(
             &m,
             "tcp_proxy_rejected_connections_total",
@@ -338,8 +338,7 @@ fn inbound_redirect_reaches_the_app_and_sees_the_real_client() {
     });
     // REDIRECT mode: the app sees the proxy's address, not the client's.
     assert_eq!(greeting, "app saw 10.1.0.2");
-    let metrics =
-        server.run(|| support::http::get("127.0.0.1:15000".parse().unwrap(), "/metrics").text());
+    let metrics = server.run(|| support::metrics::scrape("127.0.0.1:15000".parse().unwrap()));
     assert_eq!(
         support::metrics::sum(
             &metrics,
