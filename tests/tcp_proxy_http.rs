@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::Command;
 
-use peers::{connect, free_port, read_n, read_to_end, recv, Proxy, Upstream};
+use peers::{connect, read_n, read_to_end, recv, Proxy, Upstream};
 use support::http::{self, Receiver};
 use support::require_peer;
 use web::{curl, Nginx};
@@ -264,7 +264,7 @@ fn local_answers_name_their_cause_and_are_counted() {
     assert!(out.contains("rate limit"), "{out}");
 
     // 502: nothing listens at the endpoint.
-    let p = proxy(&[free_port()], &[]);
+    let p = proxy(&[support::free_addr()], &[]);
     let out = curl(&[fmt[0], fmt[1], &url(&p, "/")]);
     assert_eq!(
         out,
@@ -305,7 +305,7 @@ fn local_answers_name_their_cause_and_are_counted() {
             &format!("cause=\"{cause}\""),
         ];
         assert_eq!(
-            peers::metric_value(&m, "tcp_proxy_http_local_responses_total", &labels),
+            support::metrics::sum(&m, "tcp_proxy_http_local_responses_total", &labels),
             1.0,
             "{m}"
         );
@@ -319,7 +319,7 @@ fn retries_go_to_another_endpoint() {
     }
     let good = Nginx::http1("good");
     let p = proxy(
-        &[free_port(), good.addr],
+        &[support::free_addr(), good.addr],
         &[
             "--lb=round-robin",
             "--http-retries=1",
@@ -339,7 +339,7 @@ fn retry_budget_holds_while_every_endpoint_fails() {
         return;
     }
     let p = proxy(
-        &[free_port(), free_port()],
+        &[support::free_addr(), support::free_addr()],
         &[
             "--http-retries=3",
             "--http-retry-budget=20",
@@ -456,7 +456,7 @@ fn auto_detection_relays_server_speaks_first_and_opaque_ports_as_tcp() {
     );
 
     // A listener port in --opaque-ports is never sniffed: HTTP bytes are relayed.
-    let port = free_port();
+    let port = support::free_addr();
     let p = Proxy::start(
         &[
             &format!("--listen={port}"),

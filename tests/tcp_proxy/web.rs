@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use crate::peers::free_port;
+use crate::support::free_addr;
 use crate::support::{self, Peer};
 
 /// An nginx server answering every request with `NAME\n` (and the header
@@ -28,7 +28,7 @@ impl Nginx {
 
     fn start(name: &str, listen_opts: &str) -> Nginx {
         let dir = support::tempdir();
-        let addr = free_port();
+        let addr = free_addr();
         let d = dir.path().display();
         let conf = format!(
             "daemon off;\nmaster_process off;\nerror_log stderr error;\npid {d}/nginx.pid;\n\
