@@ -652,3 +652,29 @@ fn log_tail_ship_readyz_is_503_while_draining() {
     server.set_response(|_| (200, String::new()));
     assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
 }
+
+/// Every integration test is declared in Cargo.toml with the applets it
+/// needs, so a build with fewer applets compiles it out instead of failing
+/// (`cargo test --no-default-features --features tcp-proxy`).
+#[test]
+fn every_test_file_names_its_required_features() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let declared: Vec<&str> = manifest
+        .split("[[test]]")
+        .skip(1)
+        .filter(|entry| entry.contains("required-features"))
+        .filter_map(|entry| entry.lines().find_map(|l| l.strip_prefix("name = ")))
+        .map(|n| n.trim_matches('"'))
+        .collect();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(test) = name.strip_suffix(".rs") {
+            assert!(
+                declared.contains(&test),
+                "tests/{name}: add a [[test]] entry with required-features to Cargo.toml"
+            );
+        }
+    }
+}
