@@ -525,3 +525,109 @@ fn bad_http_flags_exit_2_naming_the_flag() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
+
+/// A grpcio server (tests/tcp_proxy/grpc_peer.py) and the port it bound.
+fn grpc_server(name: &str) -> (support::Peer, SocketAddr) {
+    let mut server = support::Peer::spawn(
+        Command::new(PYTHON)
+            .arg(GRPC_PEER)
+            .args(["server", name])
+            .stdout(std::process::Stdio::piped()),
+    )
+    .expect("start the gRPC server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("gRPC server said {line:?}"))
+        .trim();
+    (server, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Debian's python3 with python3-grpcio (not whatever python3 PATH finds).
+const PYTHON: &str = "/usr/bin/python3";
+const GRPC_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tcp_proxy/grpc_peer.py");
+
+#[test]
+fn grpc_unary_bidi_streaming_trailers_and_status_pass_through() {
+    let have_grpcio = Command::new(PYTHON)
+        .args(["-c", "import grpc"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !support::require(have_grpcio, "python3-grpcio") {
+        return;
+    }
+    let (_s1, g1) = grpc_server("G1");
+    let (_s2, g2) = grpc_server("G2");
+    let p = proxy(&[g1, g2], &[]);
+    let out = support::run_cmd(
+        Command::new(PYTHON)
+            .arg(GRPC_PEER)
+            .args(["client", &p.addr().to_string()]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let who = got["who"].as_str().unwrap();
+    assert!(who == "G1" || who == "G2", "{got}");
+    assert_eq!(got["trailer"], who, "trailing metadata arrives");
+    let chat: Vec<&str> = got["chat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(chat.len(), 5, "{got}");
+    for (i, reply) in chat.iter().enumerate() {
+        assert!(reply.ends_with(&format!(":m{i}")), "{got}");
+    }
+    assert_eq!(
+        got["fail"], "NOT_FOUND: no such thing",
+        "grpc-status trailer"
+    );
+    let route = format!("route=\"{}\"", p.addr());
+    assert_eq!(
+        p.metric("tcp_proxy_http_requests_total", &[&route, "class=\"2xx\""]),
+        3.0
+    );
+}
+
+#[test]
+fn check_validates_flags_and_upstreams_file_without_binding() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = support::tempdir();
+    let file = dir.path().join("upstreams");
+    support::write(&file, "127.0.0.1:9\n");
+    let good = [
+        "tcp-proxy",
+        "--check",
+        "--listen",
+        &addr,
+        "--http-route=/api/=api:80",
+        "--upstreams-file",
+        file.to_str().unwrap(),
+    ];
+    // The listen port is taken: --check binds nothing, so it passes.
+    let out = support::run(&good);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    support::write(&file, "not an upstream\n");
+    let out = support::run(&good);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstreams-file"));
+}

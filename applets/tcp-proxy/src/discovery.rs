@@ -5,11 +5,11 @@
 //! previous endpoints.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use sidecar_runtime::watch::Watch;
 use tokio::sync::watch;
 
 use crate::config::{self, Target};
@@ -92,35 +92,21 @@ async fn resolve_into(pool: &Pool, targets: &[Target], metrics: &Metrics) {
     pool.set_endpoints(addrs);
 }
 
-/// Watches --upstreams-file (its directory, so a ConfigMap's symlink swap
-/// is seen) and hands each valid new content to `apply`.
+/// Watches --upstreams-file (through `runtime::watch`, so a ConfigMap's
+/// `..data` swap is seen) and hands each valid new content to `apply`.
 pub fn watch_file(
     path: PathBuf,
     metrics: Metrics,
     apply: impl Fn(config::FileRoutes) -> Result<(), String> + Send + 'static,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reads are not changes, and our own read of the file after each
-        // event makes some: waking on them would re-read the file forever.
-        if !matches!(event, Ok(ref e) if matches!(e.kind, notify::EventKind::Access(_))) {
-            let _ = tx.send(());
-        }
-    })?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| anyhow::anyhow!("--upstreams-file: cannot watch {}: {e}", dir.display()))?;
+) {
+    // Created before the first read below, so no change falls between.
+    let mut watch = Watch::files([&path]);
     tokio::spawn(async move {
         let mut last = std::fs::read_to_string(&path).ok();
-        while rx.recv().await.is_some() {
-            // One editor save is several events: take them all, then read once.
-            while rx.try_recv().is_ok() {}
+        loop {
+            watch.changed().await;
             let Ok(text) = tokio::fs::read_to_string(&path).await else {
-                continue; // mid-swap; the next event brings the new file
+                continue; // mid-swap; the next change brings the new file
             };
             if last.as_deref() == Some(text.as_str()) {
                 continue;
@@ -139,5 +125,4 @@ pub fn watch_file(
             last = Some(text);
         }
     });
-    Ok(watcher)
 }
