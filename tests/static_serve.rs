@@ -5,6 +5,8 @@
 #[path = "static_serve/floods.rs"]
 mod floods;
 mod support;
+#[path = "static_serve/tls_h2.rs"]
+mod tls_h2;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -30,6 +30,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::ArgAction;
 use sidecar_runtime::cli::parse_duration;
+use sidecar_runtime::tls;
 use sidecar_runtime::{Applet, Context};
 
 #[derive(Debug, clap::Args)]
@@ -172,6 +173,40 @@ pub struct StaticServe {
         value_name = "N"
     )]
     max_connections_per_ip: usize,
+
+    /// PEM certificate chain: serve HTTPS (TLS 1.2 and 1.3, HTTP/2 by ALPN) on
+    /// every listener. Re-read when the file changes; a bad new file keeps the old.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(
+        long,
+        env = "STATIC_SERVE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Speak HTTP/2 without TLS to clients that start with its preface (h2c
+    /// prior knowledge); HTTP/1.1 clients are served as before.
+    #[arg(long, env = "STATIC_SERVE_HTTP2_CLEARTEXT")]
+    http2_cleartext: bool,
+}
+
+impl StaticServe {
+    fn tls_files(&self) -> Option<tls::TlsFiles> {
+        Some(tls::TlsFiles {
+            cert: tls::PemFile::new(self.tls_cert.clone()?, "--tls-cert"),
+            key: tls::PemFile::new(self.tls_key.clone()?, "--tls-key"),
+            ca: None,
+        })
+    }
 }
 
 impl Applet for StaticServe {
@@ -179,8 +214,36 @@ impl Applet for StaticServe {
     const ABOUT: &'static str = "Serve static files, following atomic root swaps";
     const ADMIN_ADDR: &'static str = "0.0.0.0:9541";
 
+    /// Flags, pages, globs, the htpasswd file and the TLS files, read and
+    /// checked; nothing binds.
+    fn check(&self) -> anyhow::Result<()> {
+        settings::Settings::from_args(self)?;
+        if let Some(files) = self.tls_files() {
+            tls::Material::load(files, tls::TlsMetrics::default())?;
+        }
+        Ok(())
+    }
+
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
         let settings = settings::Settings::from_args(&self)?;
+        let protocols = server::Protocols {
+            tls: match self.tls_files() {
+                None => None,
+                Some(files) => {
+                    let metrics = tls::TlsMetrics::register(
+                        ctx.registry().sub_registry_with_prefix("static_serve"),
+                    );
+                    let material = tls::Material::load_watched(files, metrics)?;
+                    let config = material.server_config(
+                        tls::ClientAuth::Off,
+                        tls::Identities::parse(&[], "--tls-cert")?,
+                        tls::ALPN_H2_HTTP1,
+                    )?;
+                    Some(tokio_rustls::TlsAcceptor::from(config))
+                }
+            },
+            h2c: self.http2_cleartext,
+        };
         let limits = server::Limits {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
@@ -194,7 +257,7 @@ impl Applet for StaticServe {
         let listeners = listen::bind_all(&self.listen, server::worker_count()).await?;
         let handler = Arc::new(handler::Handler::new(settings, metrics));
         watch_root(&ctx, self.root.clone());
-        server::serve(listeners, handler, limits, ctx).await
+        server::serve(listeners, handler, limits, protocols, ctx).await
     }
 }
 

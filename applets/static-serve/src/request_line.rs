@@ -25,6 +25,11 @@ impl Default for LineWatch {
 }
 
 impl LineWatch {
+    /// Watches nothing: TLS connections (the socket carries ciphertext).
+    pub fn off() -> LineWatch {
+        LineWatch { seen: None }
+    }
+
     /// Feeds bytes just read; true once the line is over the limit.
     pub fn too_long(&mut self, bytes: &[u8]) -> bool {
         let Some(seen) = self.seen else {

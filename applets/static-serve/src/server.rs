@@ -15,6 +15,7 @@
 //! keep-alive connections at the header timeout, making the two flags one.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sidecar_runtime::{Context, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixListener;
@@ -68,6 +69,7 @@ pub async fn serve(
     listeners: Vec<Listener>,
     handler: Arc<Handler>,
     limits: Limits,
+    protocols: Protocols,
     ctx: Context,
 ) -> anyhow::Result<()> {
     let shutdown = ctx.shutdown_handle();
@@ -77,6 +79,7 @@ pub async fn serve(
         per_ip: PerIp::new(limits.max_connections_per_ip),
         handler: handler.clone(),
         limits,
+        protocols,
     });
     let tracker = TaskTracker::new();
     let mut loops = Vec::new();
@@ -202,6 +205,7 @@ struct Shared {
     /// `--max-connections`.
     slots: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
+    protocols: Protocols,
 }
 
 /// Backoff after an accept that failed for lack of resources (EMFILE, ENFILE,
@@ -272,17 +276,18 @@ async fn accept_loop(
             _ = shutdown.requested() => return,
         };
         let (h, limits, s) = (shared.handler.clone(), shared.limits, shutdown.clone());
+        let protocols = shared.protocols.clone();
         match accepted {
             Accepted::Tcp(stream, peer) => {
                 let _ = stream.set_nodelay(true);
                 tracker.spawn(async move {
-                    connection(stream, peer.to_string(), h, limits, s).await;
+                    connection(stream, peer.to_string(), h, limits, protocols, s).await;
                     drop((permit, ip_slot));
                 });
             }
             Accepted::Unix(stream) => {
                 tracker.spawn(async move {
-                    connection(stream, "unix".to_string(), h, limits, s).await;
+                    connection(stream, "unix".to_string(), h, limits, protocols, s).await;
                     drop(permit);
                 });
             }
@@ -309,11 +314,50 @@ async fn accept(l: &Acceptor) -> io::Result<Accepted> {
     }
 }
 
+/// How a connection speaks: decided per listener, then by ALPN under TLS.
+#[derive(Clone)]
+pub struct Protocols {
+    /// `--tls-cert/--tls-key`: every TCP connection is TLS; ALPN picks h2 or HTTP/1.1.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `--http2-cleartext`: plain connections that open with the h2 preface speak h2.
+    pub h2c: bool,
+}
+
+/// The HTTP/2 defences, as nginx and hyper set them, on either of hyper's
+/// h2 builders (its own, or hyper-util's for h2c detection).
+macro_rules! http2_limits {
+    ($b:expr) => {
+        $b
+            // nginx's http2_max_concurrent_streams.
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            // The same 16 KiB as an HTTP/1.1 head.
+            .max_header_list_size(MAX_HEAD as u32)
+            // Rapid reset (CVE-2023-44487): streams the client opens and
+            // resets before we accept them; past this many at once the
+            // connection gets GOAWAY (h2's default, pinned).
+            .max_pending_accept_reset_streams(20)
+            // Streams we had to reset for the client's errors (RUSTSEC-2024-0003);
+            // hyper's default, pinned.
+            .max_local_error_reset_streams(1024)
+            .timer(TokioTimer::new())
+    };
+}
+
+fn http2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2_limits!(b);
+    b
+}
+
+/// Streams one h2 connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
 async fn connection<S>(
     stream: S,
     peer: String,
     handler: Arc<Handler>,
     limits: Limits,
+    protocols: Protocols,
     shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + SendFile + Unpin + Send + 'static,
@@ -322,62 +366,163 @@ async fn connection<S>(
     handler.metrics.connections_open.inc();
     let activity = Arc::new(Activity::new());
     let spans = Arc::new(Spans::default());
+    let tls = protocols.tls.clone();
     let io = Tracked {
         inner: stream,
         activity: activity.clone(),
         spans: spans.clone(),
-        line: LineWatch::default(),
+        line: if tls.is_some() {
+            LineWatch::off()
+        } else {
+            LineWatch::default()
+        },
     };
     let peer: Arc<str> = peer.into();
-    let log_peer = peer.clone();
-    let svc_activity = activity.clone();
-    let svc_handler = handler.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let guard = svc_activity.begin_request();
-        let handler = svc_handler.clone();
-        let peer = peer.clone();
-        let spans = spans.clone();
-        async move {
-            let mut resp = handler.handle(req, &peer).await;
-            resp.body_mut().guard(Box::new(guard));
-            resp.body_mut().sendfile_via(spans.clone());
-            Ok::<_, Infallible>(resp)
+    let conn = Conn {
+        handler: handler.clone(),
+        activity: activity.clone(),
+        limits,
+        shutdown,
+        peer,
+    };
+    match tls {
+        None if protocols.h2c => {
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // hyper-util's HTTP/1.1 side has no max_header_size: its read
+            // buffer cap gives the same 431 for heads above 16 KiB.
+            b.http1().keep_alive(true).max_buf_size(MAX_HEAD);
+            http2_limits!(b.http2());
+            let svc = conn.service(None);
+            let c = b.serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(c);
+            conn.drive(c, |c| c.graceful_shutdown()).await;
         }
-    });
-    let conn = http1::Builder::new()
-        .keep_alive(true)
+        None => {
+            let svc = conn.service(Some(spans));
+            let c = http1_builder().serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(c);
+            conn.drive(c, |c| c.graceful_shutdown()).await;
+        }
+        Some(acceptor) => {
+            // The handshake is part of the first request's head: it has
+            // the header deadline.
+            let deadline = activity.deadline(&limits);
+            let tls = tokio::select! {
+                r = tokio::time::timeout_at(deadline.into(), acceptor.accept(io)) => r,
+                _ = conn.shutdown.requested() => Ok(Err(io::Error::other("shutting down"))),
+            };
+            let tls = match tls {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                    handler.metrics.connections_open.dec();
+                    return;
+                }
+                Err(_) => {
+                    handler.metrics.timeouts.inc();
+                    handler.metrics.connections_open.dec();
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let svc = conn.service(None);
+            if h2 {
+                let c = http2_builder().serve_connection(TokioIo::new(tls), svc);
+                tokio::pin!(c);
+                conn.drive(c, |c| c.graceful_shutdown()).await;
+            } else {
+                let c = http1_builder().serve_connection(TokioIo::new(tls), svc);
+                tokio::pin!(c);
+                conn.drive(c, |c| c.graceful_shutdown()).await;
+            }
+        }
+    }
+    handler.metrics.connections_open.dec();
+}
+
+fn http1_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.keep_alive(true)
         .max_header_size(MAX_HEAD)
         // Body buffers go to the socket as they are (sendfile placeholders rely on it):
         // hyper queues them only with writev on and pipeline_flush off; if it ever
         // copied one, its zeros would be sent, which the integration test
         // `sendfile_bodies_stay_exact_when_pipelined_with_head_ranges_and_a_slow_reader` catches.
-        .writev(true)
-        .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sleep);
-    let mut draining = false;
-    loop {
-        sleep.as_mut().reset(activity.deadline(&limits).into());
-        tokio::select! {
-            _ = conn.as_mut() => break,
-            // The deadline moved earlier than the one armed.
-            _ = activity.rearm.notified() => {}
-            _ = shutdown.requested(), if !draining => {
-                // Idle connections close now; a response in flight finishes first.
-                conn.as_mut().graceful_shutdown();
-                draining = true;
+        .writev(true);
+    b
+}
+
+/// One connection's state shared by its service and its driver.
+struct Conn {
+    handler: Arc<Handler>,
+    activity: Arc<Activity>,
+    limits: Limits,
+    shutdown: Shutdown,
+    peer: Arc<str>,
+}
+
+impl Conn {
+    /// The request handler. File bodies go out by sendfile only on plain
+    /// HTTP/1.1 connections (`spans`): TLS must encrypt them and h2 frames
+    /// them, and either would send a placeholder's zeros.
+    fn service(
+        &self,
+        spans: Option<Arc<Spans>>,
+    ) -> impl hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::body::Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<crate::body::Body>, Infallible>> + Send,
+    > + Clone {
+        let activity = self.activity.clone();
+        let handler = self.handler.clone();
+        let peer = self.peer.clone();
+        hyper::service::service_fn(move |req| {
+            let guard = activity.begin_request();
+            let handler = handler.clone();
+            let peer = peer.clone();
+            let spans = spans.clone();
+            async move {
+                let mut resp = handler.handle(req, &peer).await;
+                resp.body_mut().guard(Box::new(guard));
+                if let Some(spans) = spans {
+                    resp.body_mut().sendfile_via(spans);
+                }
+                Ok::<_, Infallible>(resp)
             }
-            _ = &mut sleep => {
-                if activity.deadline(&limits) <= Instant::now() {
-                    handler.metrics.timeouts.inc();
-                    tracing::debug!(peer = %log_peer, "connection timed out");
-                    break;
+        })
+    }
+
+    /// Runs the connection until it ends, times out, or shutdown drains it.
+    async fn drive<C, T, E>(&self, mut conn: Pin<&mut C>, graceful: impl Fn(Pin<&mut C>))
+    where
+        C: Future<Output = Result<T, E>>,
+    {
+        let (activity, limits) = (&self.activity, &self.limits);
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut draining = false;
+        loop {
+            sleep.as_mut().reset(activity.deadline(limits).into());
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                // The deadline moved earlier than the one armed.
+                _ = activity.rearm.notified() => {}
+                _ = self.shutdown.requested(), if !draining => {
+                    // Idle connections close now; a response in flight finishes first.
+                    graceful(conn.as_mut());
+                    draining = true;
+                }
+                _ = &mut sleep => {
+                    if activity.deadline(limits) <= Instant::now() {
+                        self.handler.metrics.timeouts.inc();
+                        tracing::debug!(peer = %self.peer, "connection timed out");
+                        break;
+                    }
                 }
             }
         }
     }
-    handler.metrics.connections_open.dec();
 }
 
 /// Milliseconds since a process-wide epoch, so timestamps fit in atomics.
