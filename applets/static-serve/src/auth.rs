@@ -6,14 +6,15 @@
 //! differs. Unknown users are checked against a dummy hash so response time does
 //! not reveal which user names exist (SWS v2.41.0, darkhttpd CVE-2024-23771).
 //!
-//! The file is checked for changes at most once a second (a Kubernetes Secret
-//! is updated by swapping a symlink) and reloaded; a file that no longer parses
-//! keeps the previous users and is logged.
+//! The file is reloaded when `sidecar_runtime::watch` sees it change (a
+//! Kubernetes Secret is updated by swapping a symlink); a file that no longer
+//! parses keeps the previous users and is logged.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+
+use sidecar_runtime::watch::{Fingerprint, Watch};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -23,21 +24,12 @@ use tokio::sync::Semaphore;
 pub struct BasicAuth {
     path: PathBuf,
     users: RwLock<Arc<HashMap<String, String>>>,
-    /// When the file was last looked at, and what it was then.
-    seen: Mutex<(Instant, Option<Stamp>)>,
+    /// The file as it was when the users were read.
+    loaded: Fingerprint,
     dummy: String,
     verified: Mutex<HashMap<String, [u8; 32]>>,
     /// Bounds the CPU that unauthenticated clients can make us burn on bcrypt.
     slots: Semaphore,
-}
-
-/// Identity of one version of the file.
-type Stamp = (u64, i64, i64, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).ok()?;
-    Some((md.ino(), md.mtime(), md.mtime_nsec(), md.size()))
 }
 
 /// Reads `user:bcrypt-hash` lines (`#` comments and blank lines skipped).
@@ -72,32 +64,46 @@ fn parse(path: &Path) -> Result<HashMap<String, String>, String> {
 
 impl BasicAuth {
     pub fn load(path: &Path) -> Result<BasicAuth, String> {
-        let seen = stamp(path);
+        let loaded = Fingerprint::of_files(&[path]);
         let users = parse(path)?;
         let dummy =
             bcrypt::hash("static-serve-dummy", bcrypt::DEFAULT_COST).map_err(|e| e.to_string())?;
         Ok(BasicAuth {
             path: path.to_path_buf(),
             users: RwLock::new(Arc::new(users)),
-            seen: Mutex::new((Instant::now(), seen)),
+            loaded,
             dummy,
             verified: Mutex::new(HashMap::new()),
             slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         })
     }
 
-    /// Reloads the file if it changed (checked at most once a second).
-    fn refresh(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.0.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        seen.0 = Instant::now();
-        let now = stamp(&self.path);
-        if now == seen.1 {
-            return;
-        }
-        seen.1 = now;
+    /// Reloads the file whenever it changes, for as long as `self` is in use.
+    /// Needs a tokio runtime.
+    pub fn watch(self: &Arc<Self>) {
+        let path = self.path.clone();
+        // Watch first, then compare with what was read: a change in between
+        // is a difference, not a missed event.
+        let mut watch = Watch::files([&path]);
+        let mut seen = self.loaded;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let now = Fingerprint::of_files(&[&path]);
+                if now != seen {
+                    seen = now;
+                    let Some(auth) = weak.upgrade() else { return };
+                    auth.reload();
+                }
+                watch.changed().await;
+                if weak.strong_count() == 0 {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn reload(&self) {
         match parse(&self.path) {
             Ok(users) => {
                 tracing::info!(file = %self.path.display(), users = users.len(), "reloaded --basic-auth-file");
@@ -115,7 +121,6 @@ impl BasicAuth {
         let Some((user, pass)) = header.and_then(decode) else {
             return false;
         };
-        self.refresh();
         let users = self.users.read().unwrap_or_else(|e| e.into_inner()).clone();
         let known = users.get(&user);
         let hash = known.unwrap_or(&self.dummy).clone();

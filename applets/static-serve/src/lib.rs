@@ -255,6 +255,9 @@ impl Applet for StaticServe {
         // that line may scrape at once.
         let metrics = metrics::Metrics::register(&mut ctx.registry());
         let listeners = listen::bind_all(&self.listen, server::worker_count()).await?;
+        if let Some(auth) = &settings.auth {
+            auth.watch();
+        }
         let handler = Arc::new(handler::Handler::new(settings, metrics));
         watch_root(&ctx, self.root.clone());
         server::serve(listeners, handler, limits, protocols, ctx).await
