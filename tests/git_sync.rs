@@ -817,6 +817,36 @@ fn sparse_checkout_file() {
         skipped.contains("S file") && skipped.contains("H file2"),
         "{skipped}"
     );
+
+    // A restart with another sparse file applies it to the published
+    // worktree (same commit, same directory), as upstream's configureWorktree.
+    let wt = std::fs::canonicalize(&link).unwrap();
+    std::fs::write(&patterns, "!/*\n!/*/\ndir/\n").unwrap();
+    let out = s.run_once(&[&format!("--sparse-checkout-file={}", patterns.display())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.published(), sha);
+    assert_eq!(std::fs::canonicalize(&link).unwrap(), wt);
+    assert_eq!(
+        std::fs::read_to_string(link.join("dir/file3")).unwrap(),
+        "three"
+    );
+    assert!(!link.join("file2").exists());
+    assert_eq!(git(&link, &["status", "--porcelain"]), "");
+    let listed = git(&link, &["ls-files", "-t"]);
+    assert!(
+        listed.contains("S file2") && listed.contains("H dir/file3"),
+        "{listed}"
+    );
+    let info = s
+        .root
+        .join(".git/worktrees")
+        .join(&sha)
+        .join("info/sparse-checkout");
+    assert!(std::fs::read_to_string(info).unwrap().contains("dir/"));
 }
 
 #[test]
@@ -907,4 +937,55 @@ fn git_daemon_and_its_children_do_not_outlive_the_test() {
     support::wait_until("the daemon's group to be gone", || {
         helpers::group_members(pgid).is_empty()
     });
+}
+
+/// Publishing a change reuses the previous worktree's unmodified files
+/// (cloned, never hard-linked) and writes the rest from the commit: the new
+/// tree is exactly the commit's, even when someone edited the old one.
+#[test]
+fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Setup::new();
+    for i in 0..200 {
+        std::fs::create_dir_all(s.up.dir.join(format!("d{}", i % 10))).unwrap();
+        std::fs::write(
+            s.up.dir.join(format!("d{}/f{i}", i % 10)),
+            format!("file {i}\n"),
+        )
+        .unwrap();
+    }
+    s.up.commit("one");
+    let mut sc = s.start(&["--period=100ms", "--log-level=sidecar_git_sync=debug,info"]);
+    s.wait_for_sync();
+    let old = std::fs::canonicalize(s.link()).unwrap();
+    // A consumer edits two files of the published tree (same size: only the
+    // stat data tells), and adds one.
+    std::fs::write(old.join("d1/f1"), "FILE 1\n").unwrap();
+    std::fs::write(old.join("d2/f2"), "edited and longer\n").unwrap();
+    std::fs::write(old.join("untracked"), "x").unwrap();
+    let sha = s.up.commit("two");
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha);
+    let new = std::fs::canonicalize(s.link()).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(s.content(), "two");
+    assert_eq!(
+        std::fs::read_to_string(new.join("d1/f1")).unwrap(),
+        "file 1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(new.join("d2/f2")).unwrap(),
+        "file 2\n"
+    );
+    assert!(!new.join("untracked").exists());
+    s.assert_real_worktree(&sha);
+    // Unchanged files were taken from the old tree, as copies.
+    let first = sc.wait_for_log("worktree files written");
+    assert!(first.contains("cloned=0"), "{first}");
+    let second = sc.wait_for_log("worktree files written");
+    assert!(!second.contains("cloned=0"), "{second}");
+    let m = std::fs::metadata(new.join("d3/f3")).unwrap();
+    assert_eq!(m.nlink(), 1, "a reused file is a hard link");
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
 }

@@ -231,6 +231,33 @@ fn ssh_with_keys_and_known_hosts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The same known_hosts hashed by OpenSSH (`|1|salt|hash` entries).
+    let hashed = dir.join("known_hosts_hashed");
+    std::fs::copy(&known, &hashed).unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-H", "-f"])
+        .arg(&hashed)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&hashed).unwrap();
+    assert!(text.starts_with("|1|"), "{text}");
+    let mut args = base_args(&s, &url);
+    args.extend([
+        key_arg(dir, "right"),
+        format!("--ssh-known-hosts-file={}", hashed.display()),
+    ]);
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -294,4 +321,78 @@ fn https_trusts_the_ca_named_by_ssl_cert_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+}
+
+/// `--cookie-file` (upstream's fixed /etc/git-secret/cookie_file, here put
+/// in place in a private mount namespace): the git host lets only requests
+/// carrying the session cookie through.
+#[test]
+fn cookie_file_cookies_are_sent() {
+    let s = Setup::new();
+    s.up.commit("one");
+    let Some((_peer, port)) = helpers::lighttpd_with(
+        s.tmp.path(),
+        s.tmp.path(),
+        "testuser:testpass\n",
+        "$HTTP[\"cookie\"] !~ \"(^|; )session=s3cr3t(;|$)\" {\n  url.access-deny = ( \"\" )\n}\n",
+    ) else {
+        assert!(std::env::var("CI").is_err(), "lighttpd is missing");
+        return;
+    };
+    let url = format!("http://127.0.0.1:{port}/git/repo");
+    let cookies = s.tmp.path().join("cookie_file");
+    let run_with = |cookie_line: &str| {
+        std::fs::write(
+            &cookies,
+            format!("# Netscape HTTP Cookie File\n{cookie_line}\n"),
+        )
+        .unwrap();
+        // /etc is replaced in this process's mount namespace only; the
+        // binary is static and needs nothing from it.
+        let script = r#"mount -t tmpfs none /etc && mkdir /etc/git-secret &&
+cp "$1" /etc/git-secret/cookie_file && shift && exec "$@""#;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&cookies)
+            .arg(support::bin())
+            .args([
+                "git-sync",
+                "--admin-addr=off",
+                "--one-time",
+                "--cookie-file",
+            ])
+            .args(base_args(&s, &url))
+            .args(["--username=testuser", "--password-file"])
+            .arg(s.tmp.path().join("pw"))
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        support::run_cmd(&mut cmd)
+    };
+    std::fs::write(s.tmp.path().join("pw"), "testpass").unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "needs root for a mount namespace"
+        );
+        return;
+    }
+    let out = run_with("127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\twrong");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wrong cookie must be refused");
+    assert!(stderr.contains("403"), "{stderr}");
+    assert!(!s.link().exists());
+    let out = run_with("127.0.0.1\tFALSE\t/git\tFALSE\t0\tsession\ts3cr3t");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_real_worktree(&s.up.head());
+    // Without the flag the cookie is not sent.
+    let mut args = base_args(&s, &url);
+    args.extend([
+        "--username=testuser".into(),
+        "--__env__GITSYNC_PASSWORD=testpass".into(),
+    ]);
+    assert!(!run_env(&args, &[]).status.success());
 }

@@ -139,6 +139,34 @@ fn shallow_and_off_submodule_modes() {
     assert!(!off.join("sub/file").exists());
 }
 
+/// A restart applies `--submodules` again to the published worktree (same
+/// commit): what an `off` run left empty is checked out.
+#[test]
+fn a_restart_updates_submodules_of_the_published_worktree() {
+    let (s, _sub) = setup();
+    let out = s.run_once(&["--submodules=off"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = s.link();
+    assert!(!link.join("sub/file").exists());
+    let hash = s.published();
+    let out = s.run_once(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.published(), hash);
+    assert_eq!(
+        std::fs::read_to_string(link.join("sub/nested/file")).unwrap(),
+        "nested one"
+    );
+    clean_submodules(&link);
+}
+
 #[test]
 fn full_depth_keeps_submodule_history() {
     let (s, _sub) = setup();

@@ -220,7 +220,7 @@ pub fn lighttpd_tls(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16, 
     Some((peer, port, cert))
 }
 
-fn lighttpd_with(dir: &Path, base: &Path, users: &str, extra: &str) -> Option<(Peer, u16)> {
+pub fn lighttpd_with(dir: &Path, base: &Path, users: &str, extra: &str) -> Option<(Peer, u16)> {
     if !support::lighttpd::available() {
         return None;
     }

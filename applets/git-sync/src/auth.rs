@@ -12,6 +12,7 @@ use base64::Engine as _;
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
 
 use crate::config::{Config, Ssh};
+use crate::cookies::Jar;
 
 /// A username and password for URLs that match `url`.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct UserPass {
 pub struct Auth {
     pub userpass: Vec<UserPass>,
     pub ssh: Ssh,
+    /// `--cookie-file`, read for this sync.
+    cookies: Option<Arc<Jar>>,
     /// Why a callback refused, since libgit2 replaces the callback's
     /// error with a generic one ("invalid or unknown remote ssh hostkey").
     refusal: Arc<Mutex<Option<String>>>,
@@ -33,8 +36,10 @@ pub struct Auth {
 
 impl Auth {
     /// Reads password files now, so a rotated secret is used by this sync.
-    pub fn load(cfg: &Config, askpass: Option<UserPass>) -> Result<Auth> {
-        let mut userpass: Vec<UserPass> = askpass.into_iter().collect();
+    /// `fetched` are credentials obtained for this sync (`--askpass-url`,
+    /// a GitHub App token); they come first.
+    pub fn load(cfg: &Config, fetched: Vec<UserPass>) -> Result<Auth> {
+        let mut userpass = fetched;
         for c in &cfg.credentials {
             let password = if c.password_file.is_empty() {
                 c.password.clone()
@@ -48,11 +53,31 @@ impl Auth {
                 password,
             });
         }
+        let cookies = match &cfg.cookie_file {
+            Some(f) => Some(Arc::new(Jar::load(f)?)),
+            None => None,
+        };
         Ok(Auth {
             userpass,
             ssh: cfg.ssh.clone(),
+            cookies,
             refusal: Arc::default(),
         })
+    }
+
+    /// The `Cookie:` header `--cookie-file` gives requests to `url`.
+    pub fn cookie_header(&self, url: &str) -> Option<String> {
+        self.cookies.as_ref()?.header_for(url)
+    }
+
+    /// Fetch options for `url`: these callbacks and the cookie header.
+    pub fn fetch_options(&self, url: &str, cancel: Arc<AtomicBool>) -> git2::FetchOptions<'static> {
+        let mut o = git2::FetchOptions::new();
+        o.remote_callbacks(self.callbacks(url, cancel));
+        if let Some(h) = self.cookie_header(url) {
+            o.custom_headers(&[h.as_str()]);
+        }
+        o
     }
 
     /// Turns a libgit2 error into ours, keeping a callback's own reason.
@@ -176,7 +201,8 @@ fn ssh_port(url: &str) -> u16 {
 }
 
 /// Whether `file` lists `key` for `host` (`host` or `[host]:port` patterns,
-/// `*`/`?` wildcards, `!` negation). Hashed (`|1|`) entries are not supported.
+/// `*`/`?` wildcards, `!` negation, and hashed `|1|salt|hash` entries as
+/// `ssh-keygen -H` writes them).
 pub fn known_host(file: &Path, host: &str, port: u16, key: &[u8]) -> Result<bool> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("can't read --ssh-known-hosts-file {}", file.display()))?;
@@ -201,7 +227,9 @@ pub fn known_host(file: &Path, host: &str, port: u16, key: &[u8]) -> Result<bool
         };
         let mut matched = false;
         for pat in hosts.split(',') {
-            if let Some(neg) = pat.strip_prefix('!') {
+            if pat.starts_with("|1|") {
+                matched |= hashed_host_matches(pat, &name);
+            } else if let Some(neg) = pat.strip_prefix('!') {
                 if glob(neg, &name) {
                     matched = false;
                     break;
@@ -219,6 +247,20 @@ pub fn known_host(file: &Path, host: &str, port: u16, key: &[u8]) -> Result<bool
         }
     }
     Ok(false)
+}
+
+/// A hashed known_hosts name: `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`.
+fn hashed_host_matches(pat: &str, name: &str) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut parts = pat.trim_start_matches("|1|").splitn(2, '|');
+    let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt);
+    ring::hmac::verify(&key, name.as_bytes(), &hash).is_ok()
 }
 
 /// OpenSSH host patterns: `*` and `?`.
@@ -293,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn hashed_known_hosts_entries() {
+        // An entry for "[127.0.0.1]:2222" as `ssh-keygen -H` writes it:
+        // a salt and the HMAC-SHA1 of the name under it (the integration
+        // test syncs through a file hashed by ssh-keygen itself).
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kh");
+        let key = b"raw-key";
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let salt = b"0123456789abcdefghij";
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, salt);
+        let mac = ring::hmac::sign(&k, b"[127.0.0.1]:2222");
+        std::fs::write(
+            &f,
+            format!(
+                "|1|{}|{} ssh-ed25519 {}\n",
+                b64.encode(salt),
+                b64.encode(mac.as_ref()),
+                b64.encode(key)
+            ),
+        )
+        .unwrap();
+        assert!(known_host(&f, "127.0.0.1", 2222, key).unwrap());
+        assert!(!known_host(&f, "127.0.0.1", 22, key).unwrap());
+        assert!(!known_host(&f, "127.0.0.2", 2222, key).unwrap());
+    }
+
+    #[test]
     fn credential_matching_prefers_longest_path() {
         let a = Auth {
             userpass: vec![
@@ -312,6 +381,7 @@ mod tests {
                 known_hosts: true,
                 known_hosts_file: "/x".into(),
             },
+            cookies: None,
             refusal: Arc::default(),
         };
         assert_eq!(

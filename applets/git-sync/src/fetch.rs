@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use git2::{AutotagOption, Direction, FetchOptions, Oid, Repository};
+use git2::{AutotagOption, Direction, Oid, Repository};
 
 use crate::auth::Auth;
 use crate::{local, refname, shallow};
@@ -62,24 +62,7 @@ fn has_commit(repo: &Repository, oid: Oid) -> bool {
 fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
     let mut remote = repo.remote_anonymous(req.url)?;
     // One connection lists the refs; the download (if any) opens its own.
-    let (refspec, advertised) = {
-        let cb = req.auth.callbacks(req.url, req.cancel.clone());
-        let conn = remote
-            .connect_auth(Direction::Fetch, Some(cb), None)
-            .map_err(|e| req.auth.explain(e))
-            .with_context(|| {
-                format!(
-                    "cannot connect to {}",
-                    sidecar_runtime::redact::redact_url(req.url)
-                )
-            })?;
-        let heads: Vec<(String, Oid)> = conn
-            .list()?
-            .iter()
-            .map(|h| (h.name().to_string(), h.oid()))
-            .collect();
-        find(&heads, req.ref_)?
-    };
+    let (refspec, advertised) = find(&list_refs(&mut remote, req)?, req.ref_)?;
     let known = advertised.filter(|o| has_commit(repo, *o));
     if let (Some(commit), false) = (known, req.force_download) {
         return Ok(Fetched {
@@ -87,8 +70,7 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
             downloaded: false,
         });
     }
-    let mut opts = FetchOptions::new();
-    opts.remote_callbacks(req.auth.callbacks(req.url, req.cancel.clone()));
+    let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
     opts.download_tags(AutotagOption::None);
     opts.update_fetchhead(true);
     let shallow_now = !shallow::read(repo.path()).is_empty();
@@ -123,6 +105,40 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
         commit,
         downloaded: true,
     })
+}
+
+/// The remote's refs: one round trip, no pack.
+fn list_refs(remote: &mut git2::Remote, req: &Request) -> Result<Vec<(String, Oid)>> {
+    let cannot = || {
+        format!(
+            "cannot connect to {}",
+            sidecar_runtime::redact::redact_url(req.url)
+        )
+    };
+    let heads = |list: &[git2::RemoteHead]| -> Vec<(String, Oid)> {
+        list.iter()
+            .map(|h| (h.name().to_string(), h.oid()))
+            .collect()
+    };
+    if req.auth.cookie_header(req.url).is_some() {
+        // Only a download connects with custom headers: wanting nothing,
+        // it just lists the refs. The fetch then connects afresh (with its
+        // depth), as a reused connection would not negotiate one.
+        let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
+        remote
+            .download::<&str>(&[], Some(&mut opts))
+            .map_err(|e| req.auth.explain(e))
+            .with_context(cannot)?;
+        let listed = heads(remote.list()?);
+        remote.disconnect()?;
+        return Ok(listed);
+    }
+    let cb = req.auth.callbacks(req.url, req.cancel.clone());
+    let conn = remote
+        .connect_auth(Direction::Fetch, Some(cb), None)
+        .map_err(|e| req.auth.explain(e))
+        .with_context(cannot)?;
+    Ok(heads(conn.list()?))
 }
 
 /// Picks `--ref` out of the advertised refs: the refspec to fetch and, when

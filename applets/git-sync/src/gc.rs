@@ -1,11 +1,18 @@
 //! Removing replaced worktrees and the objects only they needed.
 //!
-//! libgit2 has no `git gc`, so this repacks what the kept worktrees reach
-//! (down to the shallow boundary) into one pack and deletes every other pack
-//! and loose object: upstream's `gc` with `gc.pruneExpire=now`.
+//! libgit2 has no `git gc`. What the kept worktrees reach (down to the
+//! shallow boundary) is live; everything else goes, as with upstream's `gc`
+//! and `gc.pruneExpire=now`, at a cost that follows the garbage rather than
+//! the repository:
+//! - a pack holding nothing live (the objects of a replaced commit) is
+//!   deleted, and unreachable loose objects too;
+//! - a pack whose garbage is a small part of it (one old blob in a large
+//!   tree's pack) stays until the garbage passes 1/10 of its bytes, or
+//!   packs pile up; then (and always with `--git-gc=aggressive`) all live
+//!   objects are repacked into one pack and the rest deleted.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
@@ -13,7 +20,7 @@ use git2::{Oid, Repository};
 
 use crate::config::GcMode;
 use crate::layout::{self, Layout};
-use crate::{shallow, worktree};
+use crate::{packidx, shallow, worktree};
 
 /// Deletes every entry of `.worktrees/` except `keep` whose mtime is older
 /// than `stale` (junk files included), then prunes admin dirs and, if
@@ -55,7 +62,7 @@ pub fn cleanup(
     match mode {
         GcMode::Off => {}
         GcMode::Auto if !auto_gc_needed(repo.path()) => {}
-        _ => repack(repo)?,
+        mode => collect(repo, mode == GcMode::Aggressive)?,
     }
     Ok(removed)
 }
@@ -106,21 +113,33 @@ fn tips(repo: &Repository) -> Vec<Oid> {
     out
 }
 
-/// Packs everything reachable from the tips into one new pack and deletes
-/// the rest. Objects that are not reachable are gone afterwards.
-pub fn repack(repo: &Repository) -> Result<()> {
+/// Packs with more than this many live ones are merged into one.
+const MAX_PACKS: usize = 16;
+
+/// What the tips reach, down to the shallow boundary.
+struct Live {
+    commits: Vec<Oid>,
+    objects: HashSet<Oid>,
+    boundary: BTreeSet<Oid>,
+}
+
+fn live(repo: &Repository) -> Result<Live> {
     let odb = repo.odb()?;
     let shallow_set = shallow::read(repo.path());
-    let mut pb = repo.packbuilder()?;
-    let mut seen = HashSet::new();
+    let mut objects = HashSet::new();
+    let mut commits = Vec::new();
     let mut boundary = BTreeSet::new();
     let mut queue: VecDeque<Oid> = tips(repo).into_iter().collect();
     while let Some(c) = queue.pop_front() {
-        if !seen.insert(c) {
+        if !objects.insert(c) {
             continue;
         }
-        pb.insert_commit(c)
-            .with_context(|| format!("gc: cannot pack commit {c}"))?;
+        commits.push(c);
+        let tree = repo
+            .find_commit(c)
+            .with_context(|| format!("gc: cannot read commit {c}"))?
+            .tree_id();
+        mark_tree(repo, tree, &mut objects)?;
         if shallow_set.contains(&c) {
             boundary.insert(c);
             continue;
@@ -133,38 +152,143 @@ pub fn repack(repo: &Repository) -> Result<()> {
             }
         }
     }
-    if seen.is_empty() {
+    Ok(Live {
+        commits,
+        objects,
+        boundary,
+    })
+}
+
+/// Marks a tree and what it holds (a tree seen before is skipped whole).
+fn mark_tree(repo: &Repository, tree: Oid, seen: &mut HashSet<Oid>) -> Result<()> {
+    if !seen.insert(tree) {
+        return Ok(());
+    }
+    let t = repo
+        .find_tree(tree)
+        .with_context(|| format!("gc: cannot read tree {tree}"))?;
+    for entry in t.iter() {
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => mark_tree(repo, entry.id(), seen)?,
+            Some(git2::ObjectType::Blob) => {
+                seen.insert(entry.id());
+            }
+            // Submodule commits live in other repositories.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Drops everything the tips do not reach (see the module comment).
+pub fn collect(repo: &Repository, aggressive: bool) -> Result<()> {
+    let live = live(repo)?;
+    if live.commits.is_empty() {
         return Ok(());
     }
     let pack_dir = repo.path().join("objects/pack");
-    std::fs::create_dir_all(&pack_dir)?;
-    let before: Vec<_> = std::fs::read_dir(&pack_dir)?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    pb.write(&pack_dir, 0o444)
-        .context("gc: cannot write pack")?;
-    let name = pb.name().context("gc: pack has no name")?.to_string();
-    let new_prefix = format!("pack-{name}");
-    for p in before {
-        let stem = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if stem != new_prefix {
-            layout::remove_any(&p)?;
+    let mut kept = 0;
+    let mut merge = aggressive;
+    for pack in packs(&pack_dir) {
+        let idx = pack.with_extension("idx");
+        let objs = match packidx::objects(&idx, &pack) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "gc: repacking everything");
+                merge = true;
+                kept += 1;
+                continue;
+            }
+        };
+        let total: u64 = objs.iter().map(|(_, s)| s).sum();
+        let garbage: u64 = objs
+            .iter()
+            .filter(|(o, _)| !live.objects.contains(o))
+            .map(|(_, s)| s)
+            .sum();
+        if garbage == total {
+            tracing::debug!(pack = %pack.display(), "gc: deleting a pack with nothing live");
+            remove_pack(&pack)?;
+        } else {
+            kept += 1;
+            merge |= garbage * 10 > total;
         }
     }
-    // Loose objects: every two-hex-digit directory.
-    for e in std::fs::read_dir(repo.path().join("objects"))?.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if merge || kept > MAX_PACKS {
+        repack(repo, &live)?;
+    } else {
+        remove_loose(repo.path(), Some(&live.objects))?;
+    }
+    shallow::write(repo.path(), &live.boundary)?;
+    // Reflogs would name pruned commits.
+    layout::remove_any(&repo.path().join("logs"))?;
+    Ok(())
+}
+
+/// The `.pack` files of a pack directory.
+fn packs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A pack and its companions (`.idx`, `.rev`, `.keep`, `.promisor`, …).
+fn remove_pack(pack: &Path) -> Result<()> {
+    let (Some(dir), Some(stem)) = (pack.parent(), pack.file_stem()) else {
+        return Ok(());
+    };
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.path().file_stem() == Some(stem) {
             layout::remove_any(&e.path())?;
         }
     }
-    shallow::write(repo.path(), &boundary)?;
-    // Reflogs would name pruned commits.
-    layout::remove_any(&repo.path().join("logs"))?;
+    Ok(())
+}
+
+/// Loose objects: every one, or those not in `keep`.
+fn remove_loose(gitdir: &Path, keep: Option<&HashSet<Oid>>) -> Result<()> {
+    for dir in std::fs::read_dir(gitdir.join("objects"))?.flatten() {
+        let prefix = dir.file_name().to_string_lossy().into_owned();
+        if prefix.len() != 2 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Some(keep) = keep else {
+            layout::remove_any(&dir.path())?;
+            continue;
+        };
+        for obj in std::fs::read_dir(dir.path())?.flatten() {
+            let name = format!("{prefix}{}", obj.file_name().to_string_lossy());
+            if Oid::from_str(&name).is_ok_and(|o| !keep.contains(&o)) {
+                layout::remove_any(&obj.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Packs every live object into one new pack and deletes the rest.
+fn repack(repo: &Repository, live: &Live) -> Result<()> {
+    let mut pb = repo.packbuilder()?;
+    for c in &live.commits {
+        pb.insert_commit(*c)
+            .with_context(|| format!("gc: cannot pack commit {c}"))?;
+    }
+    let pack_dir = repo.path().join("objects/pack");
+    std::fs::create_dir_all(&pack_dir)?;
+    let before = packs(&pack_dir);
+    pb.write(&pack_dir, 0o444)
+        .context("gc: cannot write pack")?;
+    let name = pb.name().context("gc: pack has no name")?.to_string();
+    let new = pack_dir.join(format!("pack-{name}.pack"));
+    for p in before.iter().filter(|p| **p != new) {
+        remove_pack(p)?;
+    }
+    remove_loose(repo.path(), None)?;
     tracing::debug!(objects = pb.object_count(), "repacked");
     Ok(())
 }

@@ -6,20 +6,26 @@
 //! libgit2: the image needs no git, ssh or shell.
 
 mod auth;
+mod checkout;
 mod config;
+mod cookies;
 mod errorfile;
 mod fetch;
 mod gc;
+mod github_app;
 mod goparse;
 mod hooks;
 mod layout;
 mod local;
 mod metrics;
+mod packidx;
+mod pass;
 mod preflight;
 mod refname;
 mod repo;
 mod server;
 mod shallow;
+mod sparse;
 mod sync_loop;
 mod worktree;
 

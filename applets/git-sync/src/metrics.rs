@@ -30,6 +30,7 @@ pub struct Metrics {
     pub sync_duration: Family<Status, Histogram, fn() -> Histogram>,
     pub fetch_count: Counter,
     pub askpass: Family<Status, Counter>,
+    pub github_app_token: Family<Status, Counter>,
     pub hook_runs: Family<Hook, Counter>,
     pub last_success: Gauge<f64, AtomicU64>,
 }
@@ -41,6 +42,7 @@ impl Metrics {
             sync_duration: Family::new_with_constructor(new_histogram),
             fetch_count: Counter::default(),
             askpass: Family::default(),
+            github_app_token: Family::default(),
             hook_runs: Family::default(),
             last_success: Gauge::default(),
         };
@@ -64,6 +66,11 @@ impl Metrics {
             "git_sync_askpass_calls",
             "How many git askpass calls completed, partitioned by state (success, error)",
             m.askpass.clone(),
+        );
+        r.register(
+            "git_sync_refresh_github_app_token_count",
+            "How many times the GitHub app token was refreshed, partitioned by state (success, error)",
+            m.github_app_token.clone(),
         );
         r.register(
             "git_sync_hook_run_count",

@@ -7,10 +7,8 @@ use sidecar_runtime::usage;
 use crate::config::Config;
 
 pub fn check_files(cfg: &Config) -> Result<()> {
-    if cfg.github_app.is_some() {
-        return Err(usage!(
-            "unsupported flag: --github-app-*: GitHub App auth is not implemented yet"
-        ));
+    if let Some(app) = &cfg.github_app {
+        crate::github_app::check_key(&app.private_key).map_err(|e| usage!("{e:#}"))?;
     }
     if let Some(f) = &cfg.cookie_file {
         std::fs::metadata(f).map_err(|e| {
@@ -19,9 +17,6 @@ pub fn check_files(cfg: &Config) -> Result<()> {
                 f.display()
             )
         })?;
-        return Err(usage!(
-            "unsupported flag: --cookie-file: sending cookies is not implemented yet"
-        ));
     }
     Ok(())
 }

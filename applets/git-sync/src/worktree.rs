@@ -9,8 +9,10 @@ use anyhow::{Context as _, Result};
 use git2::build::CheckoutBuilder;
 use git2::{Oid, Repository};
 
+use crate::checkout;
 use crate::config::Submodules;
 use crate::layout::{self, Layout};
+use crate::sparse::Sparse;
 
 /// Fetch options for a submodule's URL (auth, depth).
 pub type SubFetch = dyn Fn(&str) -> git2::FetchOptions<'static>;
@@ -26,17 +28,75 @@ pub fn remove(l: &Layout, name: &str) -> Result<()> {
 }
 
 /// Creates `.worktrees/<hash>` checked out at `hash`, replacing whatever is
-/// there (a half-made tree from a crash, a foreign directory).
+/// there (a half-made tree from a crash, a foreign directory). `previous`
+/// is the worktree published now, whose unmodified files are reused.
 pub fn create(
     l: &Layout,
     commit: Oid,
     submodules: Submodules,
     depth: u32,
     sparse: Option<&Sparse>,
+    previous: Option<&Path>,
     sub_fetch: &SubFetch,
 ) -> Result<PathBuf> {
     let hash = commit.to_string();
     remove(l, &hash)?;
+    let wt = l.worktree(&hash);
+    let repo = build(l, commit, &wt, sparse, previous)?;
+    if submodules != Submodules::Off {
+        update_submodules(&repo, submodules == Submodules::Recursive, depth, sub_fetch)?;
+    }
+    Ok(wt)
+}
+
+/// Applies today's `--sparse-checkout-file` to the published worktree of
+/// `commit` (after a restart, as upstream's `configureWorktree` does): the
+/// tree is rebuilt beside it, reusing its unmodified files, and the two
+/// directories are exchanged with one rename(2), so a reader of the link
+/// sees the old tree or the new one, never a mix. Edited files are restored
+/// on the way. Submodule directories come back empty: update them after.
+pub fn reapply_sparse(l: &Layout, commit: Oid, sparse: &Sparse) -> Result<()> {
+    let hash = commit.to_string();
+    let wt = l.worktree(&hash);
+    // Not a hash: a leftover from a crash is junk that cleanup removes.
+    let tmp = l.worktrees().join(format!("{hash}.rebuild"));
+    layout::remove_any(&tmp)?;
+    build(l, commit, &tmp, Some(sparse), Some(&wt))?;
+    nix::fcntl::renameat2(
+        None,
+        &tmp,
+        None,
+        &wt,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .with_context(|| format!("cannot swap {} into place", wt.display()))?;
+    layout::remove_any(&tmp)
+}
+
+/// `git submodule update --init [--recursive]` in the published worktree.
+pub fn update_published_submodules(
+    l: &Layout,
+    hash: &str,
+    recursive: bool,
+    depth: u32,
+    sub_fetch: &SubFetch,
+) -> Result<()> {
+    let wt = l.worktree(hash);
+    let repo =
+        Repository::open(&wt).with_context(|| format!("cannot open worktree {}", wt.display()))?;
+    update_submodules(&repo, recursive, depth, sub_fetch)
+}
+
+/// Writes worktree `hash`'s admin dir and checks `commit` out into `dir`
+/// (`.worktrees/<hash>`, or a directory that will be renamed there).
+fn build(
+    l: &Layout,
+    commit: Oid,
+    dir: &Path,
+    sparse: Option<&Sparse>,
+    previous: Option<&Path>,
+) -> Result<Repository> {
+    let hash = commit.to_string();
     let wt = l.worktree(&hash);
     let admin = admin_dir(&l.root, &hash);
     std::fs::create_dir_all(&admin)
@@ -47,21 +107,25 @@ pub fn create(
         admin.join("gitdir"),
         format!("{}\n", wt.join(".git").display()),
     )?;
-    std::fs::create_dir_all(&wt).with_context(|| format!("cannot create {}", wt.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(
-        wt.join(".git"),
+        dir.join(".git"),
         format!("gitdir: ../../.git/worktrees/{hash}\n"),
     )?;
 
     let repo =
-        Repository::open(&wt).with_context(|| format!("cannot open worktree {}", wt.display()))?;
+        Repository::open(dir).with_context(|| format!("cannot open worktree {}", dir.display()))?;
     let c = repo.find_commit(commit)?;
-    if let Some(sp) = sparse {
-        // As `git sparse-checkout init` leaves it, for the record.
-        std::fs::create_dir_all(admin.join("info"))?;
-        std::fs::write(admin.join("info/sparse-checkout"), &sp.text)?;
+    let info_sparse = admin.join("info/sparse-checkout");
+    match sparse {
+        Some(sp) => {
+            // As `git sparse-checkout init` leaves it, for the record.
+            std::fs::create_dir_all(admin.join("info"))?;
+            std::fs::write(&info_sparse, &sp.text)?;
+        }
+        None => layout::remove_any(&info_sparse)?,
     }
-    let fast = write_tree(&repo, &c.tree()?, &wt, sparse)
+    let fast = checkout::write_tree(&repo, &c.tree()?, dir, sparse, previous)
         .with_context(|| format!("cannot check out {hash}"))?;
     if !fast {
         anyhow::ensure!(
@@ -73,187 +137,9 @@ pub fn create(
         repo.checkout_tree(c.as_object(), Some(&mut co))
             .with_context(|| format!("cannot check out {hash}"))?;
     }
+    drop(c);
     repo.set_head_detached(commit)?;
-    if submodules != Submodules::Off {
-        update_submodules(&repo, submodules == Submodules::Recursive, depth, sub_fetch)?;
-    }
-    Ok(wt)
-}
-
-/// Checks `tree` out into the empty worktree `wt` and writes its index with
-/// the files' stat data, so `git status` is clean without rehashing.
-///
-/// libgit2's checkout resolves every path (about 14 readlink calls a file)
-/// and is several times slower than git's on large trees; a fresh worktree
-/// needs none of its conflict handling. Trees with `.gitattributes` (eol,
-/// ident, filters) return false and go through libgit2's checkout.
-fn write_tree(
-    repo: &Repository,
-    tree: &git2::Tree,
-    wt: &Path,
-    sparse: Option<&Sparse>,
-) -> Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-
-    let mut items: Vec<(Vec<u8>, Oid, i32)> = Vec::new();
-    let mut filtered = false;
-    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let name = entry.name_bytes();
-        // Attributes need libgit2's filters; names git refuses need its
-        // path validation (which then fails the checkout, as git would).
-        if name == b".gitattributes" || !safe_name(name) {
-            filtered = true;
-            return git2::TreeWalkResult::Abort;
-        }
-        let mut path = dir.as_bytes().to_vec();
-        path.extend_from_slice(name);
-        items.push((path, entry.id(), entry.filemode()));
-        git2::TreeWalkResult::Ok
-    });
-    if filtered {
-        return Ok(false);
-    }
-    walked?;
-    let odb = repo.odb()?;
-    let mut index = repo.index()?;
-    index.clear()?;
-    for (path, id, mode) in items {
-        let full = wt.join(std::ffi::OsStr::from_bytes(&path));
-        if mode == 0o040000 {
-            // Sparse checkouts create directories only for included files.
-            if sparse.is_none() {
-                std::fs::create_dir(&full)
-                    .with_context(|| format!("cannot create {}", full.display()))?;
-            }
-            continue;
-        }
-        let included = sparse.is_none_or(|sp| sp.includes(std::ffi::OsStr::from_bytes(&path)));
-        if !included {
-            // Not checked out: the skip-worktree bit tells git not to look.
-            let entry = git2::IndexEntry {
-                ctime: git2::IndexTime::new(0, 0),
-                mtime: git2::IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode: mode as u32,
-                uid: 0,
-                gid: 0,
-                file_size: 0,
-                id,
-                flags: path.len().min(0xfff) as u16 | INDEX_ENTRY_EXTENDED,
-                flags_extended: INDEX_ENTRY_SKIP_WORKTREE,
-                path,
-            };
-            index.add(&entry)?;
-            continue;
-        }
-        if sparse.is_some() {
-            if let Some(dir) = full.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-        }
-        let meta = match mode {
-            0o160000 => {
-                // A submodule: an empty directory until `submodule update`.
-                std::fs::create_dir(&full)
-                    .with_context(|| format!("cannot create {}", full.display()))?;
-                None
-            }
-            0o120000 => {
-                let target = odb.read(id)?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.data()), &full)
-                    .with_context(|| format!("cannot create symlink {}", full.display()))?;
-                Some(full.symlink_metadata()?)
-            }
-            _ => {
-                let blob = odb.read(id)?;
-                let perm = if mode == 0o100755 { 0o777 } else { 0o666 };
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(perm)
-                    .open(&full)
-                    .with_context(|| format!("cannot create {}", full.display()))?;
-                std::io::Write::write_all(&mut f, blob.data())
-                    .with_context(|| format!("cannot write {}", full.display()))?;
-                Some(f.metadata()?)
-            }
-        };
-        // The index stores 32-bit stat fields, truncated as git does.
-        let time = |s: i64, ns: i64| git2::IndexTime::new(s as i32, ns as u32);
-        let m = meta.as_ref();
-        let entry = git2::IndexEntry {
-            ctime: m.map_or(time(0, 0), |m| time(m.ctime(), m.ctime_nsec())),
-            mtime: m.map_or(time(0, 0), |m| time(m.mtime(), m.mtime_nsec())),
-            dev: m.map_or(0, |m| m.dev() as u32),
-            ino: m.map_or(0, |m| m.ino() as u32),
-            mode: mode as u32,
-            uid: m.map_or(0, |m| m.uid()),
-            gid: m.map_or(0, |m| m.gid()),
-            file_size: m.map_or(0, |m| m.size() as u32),
-            id,
-            flags: path.len().min(0xfff) as u16,
-            flags_extended: 0,
-            path,
-        };
-        index.add(&entry)?;
-    }
-    index.write()?;
-    Ok(true)
-}
-
-const INDEX_ENTRY_EXTENDED: u16 = 0x4000;
-const INDEX_ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
-
-/// `--sparse-checkout-file`: git's non-cone patterns (gitignore syntax, the
-/// last matching pattern decides; a path is checked out when it matches a
-/// positive pattern, itself or through a parent directory).
-pub struct Sparse {
-    text: String,
-    matcher: ignore::gitignore::Gitignore,
-}
-
-impl Sparse {
-    pub fn load(path: &Path) -> Result<Sparse> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("can't read --sparse-checkout-file {}", path.display()))?;
-        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
-        for line in text.lines() {
-            b.add_line(None, line)
-                .with_context(|| format!("--sparse-checkout-file: bad pattern {line:?}"))?;
-        }
-        let matcher = b.build().context("--sparse-checkout-file")?;
-        Ok(Sparse { text, matcher })
-    }
-
-    fn includes(&self, path: &std::ffi::OsStr) -> bool {
-        // The matcher's "ignore" is sparse's "include".
-        self.matcher
-            .matched_path_or_any_parents(Path::new("/").join(path), false)
-            .is_ignore()
-    }
-}
-
-/// A tree entry name that is safe to create as is: not empty, `.`, `..`,
-/// no separators or NUL, and not `.git` in any spelling Windows or macOS
-/// filesystems fold to it (`.GIT`, `.git.`, `.git `, `git~1`).
-fn safe_name(name: &[u8]) -> bool {
-    if name.is_empty() || name == b"." || name == b".." {
-        return false;
-    }
-    if name.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
-        return false;
-    }
-    let end = name.len()
-        - name
-            .iter()
-            .rev()
-            .take_while(|b| **b == b'.' || **b == b' ')
-            .count();
-    let trimmed = name[..end].to_ascii_lowercase();
-    trimmed != b".git" && trimmed != b"git~1"
+    Ok(repo)
 }
 
 /// `git submodule update --init [--recursive]`.
@@ -375,7 +261,9 @@ pub fn is_sane(l: &Layout, hash: &str) -> bool {
         .ok()
         .and_then(|h| h.target())
         .is_some_and(|o| o.to_string() == hash);
-    head_ok && repo.index().is_ok()
+    // The index is only stat'ed: parsing it (and checking its SHA-1) would
+    // be most of a no-change poll's cost on a large tree.
+    head_ok && repo.path().join("index").is_file()
 }
 
 #[cfg(test)]
@@ -394,26 +282,5 @@ mod tests {
         );
         assert_eq!(r("git@host:org/repo", "../sub"), "git@host:org/sub");
         assert_eq!(r("/srv/git/repo", "../sub"), "/srv/git/sub");
-    }
-
-    #[test]
-    fn unsafe_names_are_refused() {
-        for bad in [
-            &b".."[..],
-            b".",
-            b"",
-            b".git",
-            b".GIT",
-            b".git.",
-            b".git ",
-            b"git~1",
-            b"a/b",
-            b"a\\b",
-        ] {
-            assert!(!super::safe_name(bad), "{:?}", String::from_utf8_lossy(bad));
-        }
-        for good in [&b"file"[..], b".gitignore", b".github", b"git", b"..x"] {
-            assert!(super::safe_name(good));
-        }
     }
 }

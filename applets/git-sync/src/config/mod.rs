@@ -22,7 +22,7 @@ use anyhow::Result;
 use nix::sys::signal::Signal;
 use sidecar_runtime::usage;
 
-pub use credentials::{Credential, GithubApp, Ssh};
+pub use credentials::{Credential, GithubApp, PrivateKey, Ssh};
 pub use lookup::{Env, ProcessEnv};
 
 use crate::GitSync;
