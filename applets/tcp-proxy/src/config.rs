@@ -36,6 +36,14 @@ pub enum Protocol {
 /// or binary protocols that sniffing would only delay.
 pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 
+/// TLS on the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsServerMode {
+    Off,
+    Strict,
+    Permissive,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Listen address of the single route (with --upstream).
@@ -263,6 +271,60 @@ pub struct Args {
     /// Time a client has to send its PROXY protocol header.
     #[arg(long, env = "TCP_PROXY_PROXY_PROTOCOL_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub proxy_protocol_timeout: Duration,
+
+    /// Our certificate chain (PEM), presented as TLS server and client; read
+    /// again when it changes.
+    #[arg(long, env = "TCP_PROXY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "TCP_PROXY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA bundle (PEM) that peers' certificates must chain to.
+    #[arg(long, env = "TCP_PROXY_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// TLS on the listeners: `strict` requires a client certificate chained
+    /// to --tls-ca; `permissive` also accepts plaintext on the same port (told
+    /// apart by the ClientHello); traffic goes on to upstreams in plaintext.
+    #[arg(long, env = "TCP_PROXY_TLS_SERVER", value_enum, default_value = "off")]
+    pub tls_server: TlsServerMode,
+
+    /// Glob on a client's URI SAN (`spiffe://cluster.local/ns/shop/sa/*`) or
+    /// DNS SAN; repeatable; a client matching none is refused (default: any
+    /// certificate chained to --tls-ca).
+    #[arg(
+        long,
+        env = "TCP_PROXY_TLS_ALLOW_ID",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub tls_allow_id: Vec<String>,
+
+    /// Connect to upstreams with mutual TLS: present --tls-cert, verify the
+    /// server against --tls-ca and its identity (--tls-upstream-id, else the
+    /// upstream's host name as DNS SAN).
+    #[arg(long, env = "TCP_PROXY_TLS_CLIENT")]
+    pub tls_client: bool,
+
+    /// Glob the upstream's URI or DNS SAN must match; repeatable.
+    #[arg(
+        long,
+        env = "TCP_PROXY_TLS_UPSTREAM_ID",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub tls_upstream_id: Vec<String>,
+
+    /// Transparent mode: only original destinations in this CIDR (and port)
+    /// get mutual TLS, others stay plaintext; repeatable (default: all).
+    #[arg(long, env = "TCP_PROXY_TLS_CLIENT_DEST", value_name = "CIDR[:PORT]", value_delimiter = ',', value_parser = crate::tls::parse_dest)]
+    pub tls_client_dest: Vec<crate::tls::Dest>,
+
+    /// Time a TLS handshake may take, either side.
+    #[arg(long, env = "TCP_PROXY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub tls_handshake_timeout: Duration,
 
     /// JSON access log, one line per closed connection: `off`, `stdout` or a file path.
     #[arg(

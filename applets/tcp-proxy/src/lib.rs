@@ -20,6 +20,7 @@ mod prefixed;
 mod proxy;
 mod proxy_protocol;
 mod relay;
+mod tls;
 mod transparent;
 mod wiring;
 
@@ -52,7 +53,7 @@ impl Applet for TcpProxy {
     fn check(&self) -> anyhow::Result<()> {
         let plan = self.args.plan()?;
         wiring::read_upstreams_file(&self.args, &plan)?;
-        Ok(())
+        tls::check(&self.args)
     }
 
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
@@ -66,11 +67,25 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
     sidecar_runtime::raise_fd_limit();
     let metrics = Metrics::register(&mut ctx.registry());
     let access_log = AccessLog::open(&args.access_log, metrics.access_log_dropped.clone())?;
-    let shared = Arc::new(shared_state(&args, &metrics, access_log.clone()));
+    let tls = tls::Tls::from_args(&args, &mut ctx.registry())?;
+    let shared = Arc::new(shared_state(
+        &args,
+        &metrics,
+        access_log.clone(),
+        tls.clone(),
+    ));
 
     // Discovery, health checks, HTTP routes; every listener is bound before
     // any serves, so a port conflict fails start-up.
-    let mut wired = wiring::wire(&args, &plan, file_routes.as_ref(), &metrics, access_log).await?;
+    let mut wired = wiring::wire(
+        &args,
+        &plan,
+        file_routes.as_ref(),
+        &metrics,
+        access_log,
+        tls,
+    )
+    .await?;
     if let Some(path) = &args.upstreams_file {
         wired.watch_upstreams_file(path, &plan, args.listen.is_some(), &metrics);
     }
@@ -94,7 +109,12 @@ async fn run(args: config::Args, ctx: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn shared_state(args: &config::Args, metrics: &Metrics, access_log: Option<AccessLog>) -> Shared {
+fn shared_state(
+    args: &config::Args,
+    metrics: &Metrics,
+    access_log: Option<AccessLog>,
+    tls: Option<Arc<tls::Tls>>,
+) -> Shared {
     Shared {
         connect_timeout: args.connect_timeout,
         connect_retries: args.connect_retries,
@@ -104,6 +124,7 @@ fn shared_state(args: &config::Args, metrics: &Metrics, access_log: Option<Acces
         send_proxy_protocol: args.send_proxy_protocol,
         accept_proxy_protocol: args.accept_proxy_protocol,
         proxy_protocol_timeout: args.proxy_protocol_timeout,
+        tls,
         protocol: args.protocol,
         detect_timeout: args.detect_timeout,
         opaque_ports: args.opaque_ports.clone(),

@@ -103,7 +103,8 @@ impl Metrics {
         r.register(
             "rejected_connections",
             "Client connections closed without proxying, by reason (rate_limited, max_connections, \
-             upstream_limit, no_upstream, connect_failed, loop, proxy_protocol, original_dst)",
+             upstream_limit, no_upstream, connect_failed, loop, proxy_protocol, original_dst, \
+             tls_* for refused TLS clients, upstream_tls)",
             m.rejected.clone(),
         );
         r.register(

@@ -5,10 +5,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sidecar_runtime::backoff::Backoff;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +25,7 @@ use crate::pool::{Lease, NoEndpoint, Pool};
 use crate::prefixed::Prefixed;
 use crate::proxy_protocol::{self, Version};
 use crate::relay::{self, Close, Direction};
+use crate::tls::{self, Tls};
 use crate::transparent;
 
 /// Settings and state every route shares.
@@ -35,6 +38,8 @@ pub struct Shared {
     pub send_proxy_protocol: Option<Version>,
     pub accept_proxy_protocol: bool,
     pub proxy_protocol_timeout: Duration,
+    /// None: no TLS flag given.
+    pub tls: Option<Arc<Tls>>,
     pub protocol: Protocol,
     pub detect_timeout: Duration,
     pub opaque_ports: PortRanges,
@@ -136,6 +141,8 @@ struct Record {
     sent: u64,
     received: u64,
     close: &'static str,
+    /// The client certificate's first identity, when TLS was terminated.
+    peer_identity: Option<String>,
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: Arc<Shared>) {
@@ -145,6 +152,9 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
     let active = m.active.get_or_create(&labels).clone();
     active.inc();
     let peer = transparent::unmap(peer);
+    // Shared with the TLS stream when TLS is terminated; the task keeps a
+    // handle to reset the socket.
+    let client = Arc::new(client);
     let mut rec = Record {
         start: Instant::now(),
         started: SystemTime::now(),
@@ -156,6 +166,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
         sent: 0,
         received: 0,
         close: "",
+        peer_identity: None,
     };
     // Biased: a relaying connection sees the hard stop itself and resets
     // both sides; this branch only ends connections not relaying yet.
@@ -221,6 +232,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
             "bytes_received": rec.received,
             "duration_ms": rec.start.elapsed().as_millis() as u64,
             "close": rec.close,
+            "peer_identity": rec.peer_identity,
         }));
     }
 }
@@ -233,12 +245,14 @@ struct Admitted {
     early: Vec<u8>,
     announced_dst: Option<SocketAddr>,
     http: bool,
+    /// TLS was terminated: the stream to read the client through.
+    tls: Option<tls::Terminated>,
 }
 
 /// Limits, PROXY header, original destination, protocol detection.
 /// Err: the reason the connection was turned away.
 async fn admit(
-    client: &TcpStream,
+    client: &Arc<TcpStream>,
     route: &Route,
     shared: &Shared,
     rec: &mut Record,
@@ -289,6 +303,31 @@ async fn admit(
         }
     }
 
+    // TLS is terminated before anything else reads the client's bytes;
+    // then ALPN says whether HTTP follows.
+    if let Some(t) = &shared.tls {
+        if let Some(terminated) = t.accept(client, &mut early, &route.name).await? {
+            rec.peer_identity = terminated.peer_ids.first().cloned();
+            let http = route.http.is_some()
+                && (shared.protocol == Protocol::Http
+                    || (shared.protocol == Protocol::Auto && terminated.is_http()));
+            let labels = vec![
+                ("route", route.name.clone()),
+                ("protocol", if http { "http" } else { "tcp" }.to_string()),
+                ("reason", "alpn".to_string()),
+            ];
+            shared.metrics.detected.get_or_create(&labels).inc();
+            return Ok(Admitted {
+                _slot: slot,
+                local,
+                early,
+                announced_dst,
+                http,
+                tls: Some(terminated),
+            });
+        }
+    }
+
     let http = detect_http(client, route, shared, rec, &mut early).await?;
     Ok(Admitted {
         _slot: slot,
@@ -296,6 +335,7 @@ async fn admit(
         early,
         announced_dst,
         http,
+        tls: None,
     })
 }
 
@@ -354,7 +394,7 @@ async fn detect_http(
 }
 
 async fn serve_http(
-    client: TcpStream,
+    client: Arc<TcpStream>,
     admitted: Admitted,
     route: &Route,
     shared: &Arc<Shared>,
@@ -366,20 +406,26 @@ async fn serve_http(
     let info = http_proxy::ConnInfo {
         client: rec.client,
         original_dst: rec.original_dst,
-        tls: false,
-        peer_id: None,
+        tls: admitted.tls.is_some(),
+        peer_id: rec.peer_identity.clone(),
         fallback: http.fallback.clone(),
     };
-    let io = Prefixed::new(admitted.early, client);
-    http.proxy
-        .clone()
-        .serve(io, info, shared.stop.clone(), shared.hard_stop.clone())
-        .await;
+    let proxy = http.proxy.clone();
+    let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
+    match admitted.tls {
+        Some(t) => proxy.serve(t.stream, info, stop, hard_stop).await,
+        None => {
+            let client =
+                Arc::try_unwrap(client).expect("plaintext: the task's handle is the only one");
+            let io = Prefixed::new(admitted.early, client);
+            proxy.serve(io, info, stop, hard_stop).await
+        }
+    }
 }
 
 /// Ok: relayed, with how it closed. Err: the reason it was turned away.
 async fn proxy(
-    client: &TcpStream,
+    client: &Arc<TcpStream>,
     route: &Route,
     shared: &Shared,
     rec: &mut Record,
@@ -389,9 +435,10 @@ async fn proxy(
         local,
         mut early,
         announced_dst,
+        tls: tls_in,
         ..
     } = admitted;
-    let (upstream, _lease) = match &route.upstreams {
+    let (upstream, lease) = match &route.upstreams {
         Upstreams::OriginalDst => {
             let dst = rec.original_dst.expect("admit found it");
             (connect_direct(dst, route, shared, rec).await?, None)
@@ -422,6 +469,29 @@ async fn proxy(
     // The client's bytes read before relaying count as relayed.
     up.add(early.len());
 
+    let up_tls = shared
+        .tls
+        .as_ref()
+        .filter(|t| t.originates_to(rec.upstream.expect("set on connect")));
+    if tls_in.is_some() || up_tls.is_some() {
+        let header = shared.send_proxy_protocol.map(|v| {
+            let dst = announced_dst.or(rec.original_dst).unwrap_or(local);
+            proxy_protocol::encode(v, rec.client, dst)
+        });
+        let ends = Ends {
+            client,
+            upstream: Arc::new(upstream),
+            tls_in: tls_in.map(|t| t.stream),
+            up_tls: up_tls.map(|t| {
+                (
+                    t.as_ref(),
+                    lease.as_ref().map(|l| l.endpoint.target.clone()),
+                )
+            }),
+        };
+        return relay_tls(ends, header, early, route, shared, rec, (&up, &down)).await;
+    }
+
     if let Some(version) = shared.send_proxy_protocol {
         let dst = announced_dst.or(rec.original_dst).unwrap_or(local);
         let mut header = proxy_protocol::encode(version, rec.client, dst);
@@ -447,6 +517,90 @@ async fn proxy(
     rec.received = down.bytes();
     Ok(close)
 }
+
+/// Both ends of a connection that speaks TLS on at least one side.
+struct Ends<'a> {
+    client: &'a Arc<TcpStream>,
+    upstream: Arc<TcpStream>,
+    tls_in: Option<tls::ServerStream>,
+    /// TLS towards the upstream, and the endpoint's name when it has one.
+    up_tls: Option<(&'a Tls, Option<String>)>,
+}
+
+/// [`proxy`]'s relay when TLS is on either side. The PROXY header goes out
+/// in plaintext before the upstream handshake (as HAProxy's `send-proxy`
+/// with `ssl` does); early client bytes go after it, inside TLS.
+async fn relay_tls(
+    ends: Ends<'_>,
+    header: Option<Vec<u8>>,
+    early: Vec<u8>,
+    route: &Route,
+    shared: &Shared,
+    rec: &mut Record,
+    (up, down): (&Direction, &Direction),
+) -> Result<Close, &'static str> {
+    let Ends {
+        client,
+        upstream,
+        tls_in,
+        up_tls,
+    } = ends;
+    let fail = |reason| {
+        relay::reset(client);
+        reason
+    };
+    if let Some(h) = header {
+        relay::write_all(&upstream, &h)
+            .await
+            .map_err(|_| fail("upstream_closed"))?;
+    }
+    let addr = rec.upstream.expect("set on connect");
+    let mut up_stream: Pin<Box<dyn Stream>> = match up_tls {
+        Some((t, name)) => {
+            let host = name.as_deref().map_or_else(
+                || addr.ip().to_string(),
+                |n| tls::target_host(n).to_string(),
+            );
+            Box::pin(
+                t.connect(&upstream, &host, addr, &route.name, tls::Alpn::Opaque)
+                    .await
+                    .map_err(fail)?,
+            )
+        }
+        None => Box::pin(tls::SharedTcp(upstream.clone())),
+    };
+    if !early.is_empty() && up_stream.write_all(&early).await.is_err() {
+        relay::reset(client);
+        return Ok(Close::Reset);
+    }
+    let client_stream: Pin<Box<dyn Stream>> = match tls_in {
+        Some(s) => Box::pin(s),
+        // Plaintext client, TLS upstream: the relay reads the socket itself.
+        None => Box::pin(tls::SharedTcp(client.clone())),
+    };
+    let opts = relay::Options {
+        idle_timeout: shared.idle_timeout,
+        max_duration: shared.max_connection_duration,
+        splice_after: 0,
+        spliced: &shared.metrics.spliced_bytes,
+        hard_stop: &shared.hard_stop,
+    };
+    let close = relay::relay_streams(
+        client_stream,
+        up_stream,
+        (client, &upstream),
+        up,
+        down,
+        &opts,
+    )
+    .await;
+    rec.sent = up.bytes();
+    rec.received = down.bytes();
+    Ok(close)
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Stream for T {}
 
 /// No Nagle delay on relayed bytes, and keepalive probes so a peer that
 /// vanished without FIN or RST (node gone) is noticed on idle connections.

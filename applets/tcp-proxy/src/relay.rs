@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use prometheus_client::metrics::counter::Counter;
 use sidecar_runtime::prometheus_client;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -120,15 +120,7 @@ pub async fn relay(
     };
     let to_upstream = pump(client, upstream, up, &activity, opts);
     let to_client = pump(upstream, client, down, &activity, opts);
-    let idle = async {
-        loop {
-            let deadline = activity.last() + opts.idle_timeout;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline.into()).await;
-        }
-    };
+    let idle = idle(&activity, opts.idle_timeout);
     let lifetime = tokio::time::sleep(opts.max_duration);
     tokio::pin!(to_upstream, to_client, idle, lifetime);
     let (mut up_done, mut down_done) = (false, false);
@@ -174,6 +166,106 @@ pub async fn relay(
         reset(upstream);
     }
     close
+}
+
+/// [`relay`] for streams that are not plain sockets (TLS on either side):
+/// no splice, and EOF becomes the stream's shutdown (close_notify, then
+/// FIN). `sockets` are the TCP connections underneath, reset when the relay
+/// does not end cleanly.
+pub async fn relay_streams<C, U>(
+    client: C,
+    upstream: U,
+    sockets: (&TcpStream, &TcpStream),
+    up: &Direction,
+    down: &Direction,
+    opts: &Options<'_>,
+) -> Close
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
+{
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let to_upstream = pump_stream(&mut client_r, &mut upstream_w, up, &activity);
+    let to_client = pump_stream(&mut upstream_r, &mut client_w, down, &activity);
+    let idle = idle(&activity, opts.idle_timeout);
+    let lifetime = tokio::time::sleep(opts.max_duration);
+    tokio::pin!(to_upstream, to_client, idle, lifetime);
+    let (mut up_done, mut down_done) = (false, false);
+    let close = loop {
+        tokio::select! {
+            r = &mut to_upstream, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client to upstream failed");
+                    break Close::Reset;
+                }
+            },
+            r = &mut to_client, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream to client failed");
+                    break Close::Reset;
+                }
+            },
+            _ = &mut idle, if !opts.idle_timeout.is_zero() => break Close::IdleTimeout,
+            _ = &mut lifetime, if !opts.max_duration.is_zero() => break Close::MaxDuration,
+            _ = opts.hard_stop.cancelled() => break Close::Shutdown,
+        }
+        if up_done && down_done {
+            break Close::Done;
+        }
+    };
+    if close != Close::Done {
+        reset(sockets.0);
+        reset(sockets.1);
+    }
+    close
+}
+
+/// One direction between streams, with one TLS record's worth of buffer.
+async fn pump_stream<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    dir: &Direction,
+    activity: &Activity,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match src.read(&mut buf).await {
+            // A TLS peer that closed without close_notify has still ended its
+            // direction (rustls reports it as UnexpectedEof).
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            r => r?,
+        };
+        if n == 0 {
+            let _ = dst.shutdown().await;
+            return Ok(());
+        }
+        dst.write_all(&buf[..n]).await?;
+        dst.flush().await?;
+        dir.add(n);
+        activity.touch();
+    }
+}
+
+/// Resolves once nothing moved either way for `timeout`.
+async fn idle(activity: &Activity, timeout: Duration) {
+    loop {
+        let deadline = activity.last() + timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
 }
 
 /// Makes the coming close send RST instead of FIN.

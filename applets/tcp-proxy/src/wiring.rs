@@ -87,6 +87,7 @@ pub async fn wire(
     file_routes: Option<&config::FileRoutes>,
     metrics: &Metrics,
     access_log: Option<AccessLog>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> anyhow::Result<Wired> {
     let mut maker = PoolMaker {
         args,
@@ -135,6 +136,7 @@ pub async fn wire(
             retry_on: args.http_retry_on.clone(),
             request_timeout: args.http_request_timeout,
             connect_timeout: args.connect_timeout,
+            tls,
         },
         metrics.clone(),
         access_log,

@@ -54,6 +54,8 @@ pub struct Settings {
     /// Zero: no timeout.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// --tls-client: mutual TLS to upstreams.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 pub struct HttpProxy {
@@ -93,7 +95,7 @@ impl HttpProxy {
     ) -> Self {
         HttpProxy {
             router,
-            connector: Connector::new(settings.connect_timeout),
+            connector: Connector::new(settings.connect_timeout, settings.tls.clone()),
             settings,
             metrics,
             access_log,

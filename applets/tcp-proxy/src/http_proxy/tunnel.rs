@@ -39,7 +39,9 @@ pub async fn connect(
     addr: SocketAddr,
     mut req: Request<Incoming>,
 ) -> io::Result<Response<Body>> {
-    let upstream = connector.connect_stream(addr).await?;
+    let upstream = connector
+        .connect_stream(addr, crate::tls::Alpn::Opaque)
+        .await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {

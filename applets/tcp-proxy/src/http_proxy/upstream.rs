@@ -20,6 +20,13 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use crate::tls::{Alpn, Tls};
+
+/// A byte stream to an upstream: the socket, or mutual TLS over it.
+pub type UpstreamIo = Box<dyn UpstreamStream>;
+pub trait UpstreamStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> UpstreamStream for T {}
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -48,13 +55,16 @@ pub enum Sender {
 
 pub struct Connector {
     connect_timeout: Duration,
+    /// --tls-client: requests go to upstreams over mutual TLS.
+    tls: Option<Arc<Tls>>,
     endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointConns>>>,
 }
 
 impl Connector {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<Tls>>) -> Self {
         Connector {
             connect_timeout,
+            tls,
             endpoints: Mutex::new(HashMap::new()),
         }
     }
@@ -66,13 +76,25 @@ impl Connector {
 
     /// The one place a byte stream to an upstream is opened: a TLS client
     /// layer wraps the stream here.
-    pub async fn connect_stream(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+    /// `alpn` is what the stream will carry. Without a host name, the
+    /// upstream's certificate must match --tls-upstream-id or name its IP.
+    pub async fn connect_stream(&self, addr: SocketAddr, alpn: Alpn) -> io::Result<UpstreamIo> {
         let s = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(r) => r?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
         let _ = s.set_nodelay(true);
-        Ok(s)
+        match self.tls.as_ref().filter(|t| t.originates_to(addr)) {
+            Some(tls) => {
+                let s = Arc::new(s);
+                let stream = tls
+                    .connect(&s, &addr.ip().to_string(), addr, "http", alpn)
+                    .await
+                    .map_err(|reason| io::Error::new(io::ErrorKind::ConnectionRefused, reason))?;
+                Ok(Box::new(stream))
+            }
+            None => Ok(Box::new(s)),
+        }
     }
 
     /// A connection for one request to `addr`, HTTP/2 when `h2`. Errors are
@@ -112,7 +134,7 @@ impl Connector {
 
     /// A new HTTP/1 connection that may become a tunnel (Upgrade).
     pub async fn handshake_h1(&self, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
-        let io = TokioIo::new(self.connect_stream(addr).await?);
+        let io = TokioIo::new(self.connect_stream(addr, Alpn::Http1).await?);
         let (sender, conn) = http1::Builder::new()
             .handshake::<_, Body>(io)
             .await
@@ -126,7 +148,7 @@ impl Connector {
     }
 
     async fn handshake_h2(&self, addr: SocketAddr) -> io::Result<http2::SendRequest<Body>> {
-        let io = TokioIo::new(self.connect_stream(addr).await?);
+        let io = TokioIo::new(self.connect_stream(addr, Alpn::H2).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
