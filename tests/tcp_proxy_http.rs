@@ -631,3 +631,32 @@ fn check_validates_flags_and_upstreams_file_without_binding() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstreams-file"));
 }
+
+#[test]
+fn send_proxy_protocol_keeps_http_connections_as_tcp_relays() {
+    let (up, accepted) = Upstream::manual();
+    let p = proxy(&[up.addr], &["--send-proxy-protocol=v1"]);
+    let mut c = p.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut u = recv(&accepted);
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        got.extend(read_n(&mut u, 1));
+    }
+    let got = String::from_utf8(got).unwrap();
+    assert!(got.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "), "{got}");
+    assert!(
+        got.ends_with("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        "{got}"
+    );
+
+    let out = support::run(&[
+        "tcp-proxy",
+        "--listen=127.0.0.1:0",
+        "--upstream=127.0.0.1:1",
+        "--protocol=http",
+        "--send-proxy-protocol=v1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--send-proxy-protocol"));
+}

@@ -653,6 +653,12 @@ impl Args {
         if self.protocol == Protocol::Tcp && !self.http_route.is_empty() {
             return Err(usage!("--http-route needs --protocol auto or http"));
         }
+        if self.protocol == Protocol::Http && self.send_proxy_protocol.is_some() {
+            return Err(usage!(
+                "--send-proxy-protocol needs --protocol auto or tcp: pooled HTTP connections carry \
+                 many clients' requests, and a PROXY header names one client"
+            ));
+        }
         if self.detect_timeout.is_zero() {
             return Err(usage!("--detect-timeout: must be more than 0"));
         }

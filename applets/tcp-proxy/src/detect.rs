@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 
 /// Enough for any request line a real client sends before giving up on it.
 const MAX_PEEK: usize = 8 * 1024;
+/// Longer than any registered method (UPDATEREDIRECTREF has 17 letters).
+const MAX_METHOD: usize = 20;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +71,16 @@ fn is_request_line(line: &[u8]) -> bool {
         && matches!(version, b"HTTP/1.0" | b"HTTP/1.1")
 }
 
-/// A start of a request line that has not reached its end yet.
+/// A start of a request line that has not reached its end yet. Methods in
+/// use are upper case (GET, PROPFIND, M-SEARCH): a lower-case start such as
+/// `hello` or `ping` is relayed at once instead of waiting for the timeout.
 fn could_be_request_line(bytes: &[u8]) -> bool {
+    let method_char = |b: &u8| b.is_ascii_uppercase() || *b == b'-' || *b == b'_';
     match bytes.iter().position(|&b| b == b' ') {
-        None => bytes.len() <= 32 && bytes.iter().all(|&b| is_tchar(b)),
+        None => bytes.len() <= MAX_METHOD && bytes.iter().all(method_char),
         Some(sp) => {
-            is_token(&bytes[..sp])
+            sp <= MAX_METHOD
+                && bytes[..sp].iter().all(method_char)
                 && bytes[sp + 1..]
                     .iter()
                     .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\r')
@@ -137,6 +143,8 @@ mod tests {
         assert_eq!(classify(&H2_PREFACE[..10]), None);
         assert_eq!(classify(b"GET /very/long"), None);
         assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"hello"), Some(TCP));
+        assert_eq!(classify(b"PING"), None);
         assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Some(TCP));
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(TCP));
         assert_eq!(classify(b"HELO x\r\n"), Some(TCP));

@@ -150,7 +150,7 @@ impl Metrics {
         r.register(
             "detected_connections",
             "Accepted connections by the protocol they were handled as (http, tcp; \
-             reason = detected, timeout, opaque_port, configured)",
+             reason = detected, timeout, opaque_port, send_proxy_protocol, configured)",
             m.detected.clone(),
         );
         r.register(

@@ -369,6 +369,12 @@ async fn detect_http(
         count("tcp", "opaque_port");
         return Ok(false);
     }
+    // A PROXY header describes one client connection; pooled upstream
+    // connections shared by many clients' requests cannot carry it.
+    if shared.send_proxy_protocol.is_some() {
+        count("tcp", "send_proxy_protocol");
+        return Ok(false);
+    }
     // Bytes already read (behind a PROXY header) count towards detection.
     let deadline = tokio::time::Instant::now() + shared.detect_timeout;
     let found = detect::detect(client, early, deadline).await.map_err(|e| {
