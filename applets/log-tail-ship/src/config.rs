@@ -280,34 +280,17 @@ pub struct Args {
     pub host_name: Option<String>,
 }
 
-/// Expands `$(VAR)` (Kubernetes style) and `${VAR}` from the environment. An
-/// unset variable is left as written, as Kubernetes does, so a typo shows.
+/// Expands `$(VAR)` (Kubernetes style), `${VAR}` and `${VAR:-default}` from
+/// the environment, in `sidecar_runtime::expand`'s lenient mode: an unset
+/// variable is left as written, as Kubernetes does, so a typo shows; `$$` is
+/// a literal `$`. A text the expansion cannot read (`${A:-` unclosed) is
+/// kept as written too.
 pub fn expand_env(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let close = match after.chars().next() {
-            Some('(') => Some(')'),
-            Some('{') => Some('}'),
-            _ => None,
-        };
-        if let Some(close) = close {
-            if let Some(end) = after.find(close) {
-                let name = &after[1..end];
-                if let Ok(v) = std::env::var(name) {
-                    out.push_str(&v);
-                    rest = &after[end + 1..];
-                    continue;
-                }
-            }
-        }
-        out.push('$');
-        rest = after;
+    use sidecar_runtime::expand::{self, Mode, Syntax};
+    match expand::expand(s, Syntax::BRACED, Mode::Lenient, &expand::env) {
+        Ok(e) => e.text,
+        Err(_) => s.to_string(),
     }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -319,5 +302,6 @@ mod tests {
         std::env::set_var("LTS_TEST_POD", "web-1");
         assert_eq!(expand_env("$(LTS_TEST_POD)/${LTS_TEST_POD}"), "web-1/web-1");
         assert_eq!(expand_env("$(LTS_UNSET_X) $5 $"), "$(LTS_UNSET_X) $5 $");
+        assert_eq!(expand_env("${LTS_UNSET_X:-dflt} $$ ${A:-"), "dflt $ ${A:-");
     }
 }
