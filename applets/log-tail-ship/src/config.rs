@@ -119,6 +119,28 @@ pub struct Args {
     #[arg(long, env = "LOG_TAIL_SHIP_MULTILINE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub multiline_timeout: Duration,
 
+    /// What the files hold: plain lines, or a container runtime's log
+    /// format (Kubernetes CRI, Docker json-file), whose split lines are
+    /// joined up to --max-line-bytes.
+    #[arg(long, env = "LOG_TAIL_SHIP_FORMAT", value_enum, default_value = "raw")]
+    pub format: crate::container::Format,
+
+    /// Add `kubernetes.*` fields: POD_NAME, POD_NAMESPACE, POD_UID,
+    /// NODE_NAME and CONTAINER_NAME from the environment.
+    #[arg(long, env = "LOG_TAIL_SHIP_K8S_METADATA")]
+    pub k8s_metadata: bool,
+
+    /// A downwardAPI volume with `labels` and `annotations` files: they
+    /// become `kubernetes.labels.*` and `kubernetes.annotations.*`, re-read
+    /// when they change.
+    #[arg(
+        long,
+        env = "LOG_TAIL_SHIP_K8S_PODINFO_DIR",
+        value_name = "DIR",
+        requires = "k8s_metadata"
+    )]
+    pub k8s_podinfo_dir: Option<PathBuf>,
+
     /// How lines are turned into events: `json` merges each line's fields.
     #[arg(long, env = "LOG_TAIL_SHIP_PARSE", value_enum, default_value = "text")]
     pub parse: Parse,

@@ -10,9 +10,13 @@ use regex::bytes::Regex;
 use sidecar_runtime::Shutdown;
 use tokio::sync::{mpsc, Semaphore};
 
+use serde_json::{Map, Value};
+
 use crate::batch::Batch;
 use crate::checkpoint::{FileKey, Mark};
-use crate::event::{Line, Template};
+use crate::container::{self, Format, Stream};
+use crate::event::{Fields, Line, Template};
+use crate::lines::capped;
 use crate::metrics::Metrics;
 
 /// The file a line came from.
@@ -23,6 +27,30 @@ pub struct Source<'a> {
     /// Identifies the file's content stream; with a line's offset it makes
     /// the event's document id.
     pub seed: u64,
+    /// Host, `--field`s and Kubernetes metadata of the file's events.
+    pub fields: &'a Arc<Fields>,
+}
+
+/// A complete line, decoded from `--format`.
+struct Rec<'a> {
+    text: &'a [u8],
+    offset: u64,
+    end: u64,
+    truncated: bool,
+    stream: Option<Stream>,
+    /// The container runtime's time of the line (RFC 3339).
+    time: Option<&'a str>,
+    error: Option<&'static str>,
+}
+
+/// Parts of a container log line split by the runtime (CRI `P`, Docker
+/// without a newline), joined until the last part.
+struct Join {
+    generation: u32,
+    offset: u64,
+    time: String,
+    text: Vec<u8>,
+    truncated: bool,
 }
 
 pub struct Limits {
@@ -43,6 +71,9 @@ struct Pending {
     generation: u32,
     seed: u64,
     path_json: String,
+    fields: Arc<Fields>,
+    stream: Option<Stream>,
+    time: Option<String>,
     text: Vec<u8>,
     offset: u64,
     end: u64,
@@ -73,10 +104,43 @@ impl Clock {
     }
 }
 
+/// Runtime times to nanoseconds; lines of one second share the parse of
+/// their date and time, only the fraction is read per line.
+#[derive(Default)]
+struct TimeCache {
+    /// `YYYY-MM-DDTHH:MM:SS` and the zone suffix, and its Unix seconds.
+    second: String,
+    zone: String,
+    secs: i64,
+}
+
+impl TimeCache {
+    fn nanos(&mut self, t: &str) -> Option<i64> {
+        let (head, rest) = (t.get(..19)?, t.get(19..)?);
+        let (frac, zone) = match rest.strip_prefix('.') {
+            Some(r) => r.split_at(r.bytes().take_while(u8::is_ascii_digit).count()),
+            None => ("", rest),
+        };
+        if head != self.second || zone != self.zone {
+            self.secs = container::unix_nanos(&format!("{head}{zone}"))?.div_euclid(1_000_000_000);
+            self.second = head.to_string();
+            self.zone = zone.to_string();
+        }
+        let digits = frac.get(..frac.len().min(9))?;
+        let mut n: i64 = digits.parse().unwrap_or(0);
+        for _ in digits.len()..9 {
+            n *= 10;
+        }
+        Some(self.secs * 1_000_000_000 + n)
+    }
+}
+
 pub struct Emitter {
     template: Template,
+    format: Format,
     multiline: Option<MultilineRule>,
     pending: HashMap<FileKey, Pending>,
+    joins: HashMap<(FileKey, Stream), Join>,
     batch: Batch,
     first_at: Option<Instant>,
     limits: Limits,
@@ -87,6 +151,7 @@ pub struct Emitter {
     rt: tokio::runtime::Handle,
     shutdown: Shutdown,
     clock: Clock,
+    times: TimeCache,
     metrics: Metrics,
 }
 
@@ -94,6 +159,7 @@ impl Emitter {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         template: Template,
+        format: Format,
         multiline: Option<MultilineRule>,
         limits: Limits,
         tx: mpsc::UnboundedSender<Batch>,
@@ -111,8 +177,10 @@ impl Emitter {
         clock.update();
         Emitter {
             template,
+            format,
             multiline,
             pending: HashMap::new(),
+            joins: HashMap::new(),
             batch: Batch::default(),
             first_at: None,
             limits,
@@ -122,6 +190,7 @@ impl Emitter {
             rt,
             shutdown,
             clock,
+            times: TimeCache::default(),
             metrics,
         }
     }
@@ -129,6 +198,12 @@ impl Emitter {
     /// Called once per read chunk: lines of one chunk share a timestamp.
     pub fn tick_clock(&mut self) {
         self.clock.update();
+    }
+
+    /// The fields of a file's events: its Kubernetes metadata `meta`
+    /// under the host and `--field`s.
+    pub fn fields(&self, meta: &Map<String, Value>) -> Arc<Fields> {
+        Arc::new(self.template.fields(meta))
     }
 
     /// One complete line (without its newline) that starts at `offset`;
@@ -142,6 +217,75 @@ impl Emitter {
         end: u64,
         truncated: bool,
     ) -> bool {
+        let mut rec = Rec {
+            text,
+            offset,
+            end,
+            truncated,
+            stream: None,
+            time: None,
+            error: None,
+        };
+        if self.format == Format::Raw {
+            return self.record(src, rec);
+        }
+        let Some(r) = container::decode(self.format, text) else {
+            // Not what the runtime writes: shipped as it is, and flagged.
+            rec.error = Some(match self.format {
+                Format::Docker => "not a Docker json-file line",
+                _ => "not a CRI log line",
+            });
+            return self.record(src, rec);
+        };
+        let key = (src.key, r.stream);
+        if !r.partial && !self.joins.contains_key(&key) {
+            rec.text = &r.message;
+            rec.stream = Some(r.stream);
+            rec.time = Some(r.time);
+            return self.record(src, rec);
+        }
+        let max = self.limits.max_line_bytes;
+        let j = self.joins.entry(key).or_insert_with(|| Join {
+            generation: src.generation,
+            offset,
+            time: r.time.to_string(),
+            text: Vec::new(),
+            truncated: false,
+        });
+        if j.generation != src.generation {
+            // The file was truncated under a half-joined line: start over.
+            *j = Join {
+                generation: src.generation,
+                offset,
+                time: r.time.to_string(),
+                text: Vec::new(),
+                truncated: false,
+            };
+        }
+        let (part, cut) = capped(&r.message, max.saturating_sub(j.text.len()));
+        j.text.extend_from_slice(part);
+        j.truncated |= cut || truncated;
+        if r.partial {
+            return true;
+        }
+        let j = self.joins.remove(&key).expect("joined just above");
+        rec.text = &j.text;
+        rec.offset = j.offset;
+        rec.truncated = j.truncated;
+        rec.stream = Some(r.stream);
+        rec.time = Some(&j.time);
+        self.record(src, rec)
+    }
+
+    /// A line decoded: grouped into a multiline event, or sent.
+    fn record(&mut self, src: &Source, rec: Rec) -> bool {
+        let Rec {
+            text,
+            offset,
+            end,
+            truncated,
+            ..
+        } = rec;
         if let Some(rule) = &self.multiline {
             let continues = text.is_empty() || !rule.start.is_match(text);
             if let Some(p) = self.pending.get_mut(&src.key) {
@@ -177,6 +321,9 @@ impl Emitter {
                     generation: src.generation,
                     seed: src.seed,
                     path_json: src.path_json.to_string(),
+                    fields: src.fields.clone(),
+                    stream: rec.stream,
+                    time: rec.time.map(str::to_string),
                     text: text.to_vec(),
                     offset,
                     end,
@@ -195,8 +342,10 @@ impl Emitter {
             offset,
             truncated,
             multiline: false,
+            stream: rec.stream,
+            error: rec.error,
         };
-        self.push(src, &line, end)
+        self.push(src, &line, end, rec.time)
     }
 
     /// An empty line: nothing to send, but the checkpoint may pass it.
@@ -210,13 +359,19 @@ impl Emitter {
         true
     }
 
-    fn push(&mut self, src: &Source, line: &Line, end: u64) -> bool {
+    /// Adds an event to the batch. `time` is the container runtime's time
+    /// of the line; without it the event time is the read time.
+    fn push(&mut self, src: &Source, line: &Line, end: u64, time: Option<&str>) -> bool {
         let b = &mut self.batch;
+        let (text, nanos) = match time.and_then(|t| Some((t, self.times.nanos(t)?))) {
+            Some(tn) => tn,
+            None => (self.clock.text.as_str(), self.clock.nanos),
+        };
         self.template
-            .write(&mut b.body, &self.clock.text, src.path_json, line);
+            .write(&mut b.body, text, src.path_json, line, src.fields);
         b.body.push(b'\n');
         b.ends.push(b.body.len());
-        b.times.push(self.clock.nanos);
+        b.times.push(nanos);
         b.ids.push(xxhash_rust::xxh3::xxh3_128_with_seed(
             &line.offset.to_le_bytes(),
             src.seed,
@@ -243,14 +398,17 @@ impl Emitter {
             offset: p.offset,
             truncated: p.truncated,
             multiline: p.lines > 1,
+            stream: p.stream,
+            error: None,
         };
         let src = Source {
             key: *key,
             generation: p.generation,
             path_json: &p.path_json,
             seed: p.seed,
+            fields: &p.fields,
         };
-        self.push(&src, &line, p.end)
+        self.push(&src, &line, p.end, p.time.as_deref())
     }
 
     /// Sends what is due: multiline events idle past their timeout, and the
@@ -321,10 +479,29 @@ impl Emitter {
         self.shutdown.is_requested()
     }
 
-    /// Drops the multiline events still collecting: at shutdown they are
+    /// Drops the multiline events and split lines still collecting: at shutdown they are
     /// not sent, so the checkpoint stays before them and a restart reads
     /// them whole instead of splitting them.
     pub fn drop_pending(&mut self) {
         self.pending.clear();
+        self.joins.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_times_parse_with_a_cached_second() {
+        let mut c = TimeCache::default();
+        assert_eq!(c.nanos("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
+        assert_eq!(
+            c.nanos("1970-01-01T00:00:01.000000002Z"),
+            Some(1_000_000_002)
+        );
+        assert_eq!(c.nanos("1970-01-01T00:00:02Z"), Some(2_000_000_000));
+        assert_eq!(c.nanos("1970-01-01T01:00:02.25+01:00"), Some(2_250_000_000));
+        assert_eq!(c.nanos("soon"), None);
     }
 }

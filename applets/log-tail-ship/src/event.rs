@@ -8,60 +8,88 @@ use std::io::Write;
 
 use serde_json::{Map, Value};
 
+use crate::container::Stream;
+
 /// One line (or multiline group) ready to become an event.
 pub struct Line<'a> {
     pub text: &'a [u8],
     pub offset: u64,
     pub truncated: bool,
     pub multiline: bool,
+    /// `log.iostream` of a container log line.
+    pub stream: Option<Stream>,
+    /// Why the line could not be decoded in `--format` (it is shipped as is).
+    pub error: Option<&'static str>,
+}
+
+/// What every event of one file carries besides its line: host, `--field`s
+/// and Kubernetes metadata, serialized once per file (and again when the
+/// metadata changes), not once per line.
+#[derive(Default)]
+pub struct Fields {
+    /// `log.*` fields other than ours, serialized as `,"k":v…`.
+    log_extra: String,
+    /// The other top-level fields as `,"k":v…`.
+    rest: String,
+    /// Same fields as a map, for `--parse json` merging.
+    map: Map<String, Value>,
 }
 
 pub struct Template {
-    /// `log.*` fields from `--field` other than ours, serialized as `,"k":v…`.
-    log_extra: String,
-    /// The other top-level fields (host, `--field`s) as `,"k":v…`.
-    rest: String,
-    /// Same fields as a map, for `--parse json` merging.
-    fields: Map<String, Value>,
+    /// host and `--field`s.
+    base: Map<String, Value>,
     parse_json: bool,
 }
 
 impl Template {
     pub fn new(host_name: &str, fields: &[(String, String)], parse_json: bool) -> Template {
-        let mut root = Map::new();
-        insert_dotted(&mut root, "host.name", Value::String(host_name.to_string()));
+        let mut base = Map::new();
+        insert_dotted(&mut base, "host.name", Value::String(host_name.to_string()));
         for (k, v) in fields {
-            insert_dotted(&mut root, k, Value::String(v.clone()));
+            insert_dotted(&mut base, k, Value::String(v.clone()));
         }
-        let mut fields = root.clone();
+        Template { base, parse_json }
+    }
+
+    /// The fields of a file whose own metadata (Kubernetes) is `meta`; the
+    /// host and `--field`s win over it.
+    pub fn fields(&self, meta: &Map<String, Value>) -> Fields {
+        let mut root = meta.clone();
+        merge(&mut root, self.base.clone());
         // Ours win over user fields of the same name.
         for reserved in ["@timestamp", "message"] {
             root.remove(reserved);
-            fields.remove(reserved);
         }
+        let map = root.clone();
         let log_extra = match root.remove("log") {
             Some(Value::Object(mut m)) => {
-                m.remove("file");
-                m.remove("offset");
-                m.remove("flags");
+                for ours in ["file", "offset", "flags", "iostream"] {
+                    m.remove(ours);
+                }
                 inner(&m)
             }
             _ => String::new(),
         };
-        Template {
+        Fields {
             log_extra,
             rest: inner(&root),
-            fields,
-            parse_json,
+            map,
         }
     }
 
     /// Appends one event as a JSON object (no newline) to `out`.
     /// `path_json` is the file path already JSON-encoded (with quotes).
-    pub fn write(&self, out: &mut Vec<u8>, timestamp: &str, path_json: &str, line: &Line) {
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        timestamp: &str,
+        path_json: &str,
+        line: &Line,
+        fields: &Fields,
+    ) {
         if self.parse_json {
             if let Some(obj) = parse_object(line.text) {
-                self.write_merged(out, timestamp, path_json, line, obj);
+                self.write_merged(out, timestamp, path_json, line, obj, fields);
                 return;
             }
         }
@@ -69,17 +97,21 @@ impl Template {
         out.extend_from_slice(timestamp.as_bytes());
         out.extend_from_slice(b"\",\"message\":");
         write_str(out, line.text);
-        self.write_log(out, path_json, line);
-        if self.parse_json {
+        self.write_log(out, path_json, line, fields);
+        if let Some(why) = line.error {
+            out.extend_from_slice(br#","error":{"type":"format","message":"#);
+            write_str(out, why.as_bytes());
+            out.push(b'}');
+        } else if self.parse_json {
             out.extend_from_slice(
                 br#","error":{"type":"json","message":"line is not a JSON object"}"#,
             );
         }
-        out.extend_from_slice(self.rest.as_bytes());
+        out.extend_from_slice(fields.rest.as_bytes());
         out.push(b'}');
     }
 
-    fn write_log(&self, out: &mut Vec<u8>, path_json: &str, line: &Line) {
+    fn write_log(&self, out: &mut Vec<u8>, path_json: &str, line: &Line, fields: &Fields) {
         out.extend_from_slice(b",\"log\":{\"file\":{\"path\":");
         out.extend_from_slice(path_json.as_bytes());
         out.extend_from_slice(b"},\"offset\":");
@@ -91,7 +123,12 @@ impl Template {
             (false, true) => out.extend_from_slice(br#","flags":["multiline"]"#),
             (true, true) => out.extend_from_slice(br#","flags":["multiline","truncated"]"#),
         }
-        out.extend_from_slice(self.log_extra.as_bytes());
+        if let Some(s) = line.stream {
+            out.extend_from_slice(b",\"iostream\":\"");
+            out.extend_from_slice(s.as_str().as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(fields.log_extra.as_bytes());
         out.push(b'}');
     }
 
@@ -104,8 +141,9 @@ impl Template {
         path_json: &str,
         line: &Line,
         obj: Map<String, Value>,
+        fields: &Fields,
     ) {
-        let mut ev = self.fields.clone();
+        let mut ev = fields.map.clone();
         ev.insert("@timestamp".into(), Value::String(timestamp.to_string()));
         merge(&mut ev, obj);
         let log = ev
@@ -129,6 +167,9 @@ impl Template {
         }
         if !flags.is_empty() {
             log.insert("flags".into(), Value::from(flags));
+        }
+        if let Some(s) = line.stream {
+            log.insert("iostream".into(), Value::from(s.as_str()));
         }
         // Writing a Map into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &ev);
@@ -155,7 +196,7 @@ fn merge(dst: &mut Map<String, Value>, src: Map<String, Value>) {
 }
 
 /// `a.b.c=v` becomes `{"a":{"b":{"c":v}}}`, merged into `root`.
-fn insert_dotted(root: &mut Map<String, Value>, key: &str, value: Value) {
+pub fn insert_dotted(root: &mut Map<String, Value>, key: &str, value: Value) {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().unwrap_or(key);
     let mut cur = root;
@@ -206,12 +247,15 @@ mod tests {
             offset: 7,
             truncated: false,
             multiline: false,
+            stream: None,
+            error: None,
         };
         t.write(
             &mut out,
             "2026-01-01T00:00:00.000Z",
             &json_string("/l/a.log"),
             &line,
+            &t.fields(&Map::new()),
         );
         serde_json::from_slice(&out).unwrap()
     }

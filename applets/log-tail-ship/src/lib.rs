@@ -10,9 +10,11 @@
 mod batch;
 mod checkpoint;
 mod config;
+mod container;
 mod discovery;
 mod emitter;
 mod event;
+mod k8s;
 mod lines;
 mod metrics;
 mod sink;
@@ -29,6 +31,7 @@ use checkpoint::Store;
 use config::{expand_env, Args, Parse};
 use discovery::{Discovery, Wake};
 use emitter::{Emitter, Limits, MultilineRule};
+use k8s::Metadata;
 use metrics::Metrics;
 
 /// File events queued for the reader; more are folded into one "look at
@@ -54,6 +57,14 @@ impl Applet for LogTailShip {
     fn check(&self) -> anyhow::Result<()> {
         validate(&self.args)?;
         multiline_rule(&self.args)?;
+        if let Some(dir) = &self.args.k8s_podinfo_dir {
+            if !dir.is_dir() {
+                return Err(usage!(
+                    "--k8s-podinfo-dir {}: not a directory",
+                    dir.display()
+                ));
+            }
+        }
         discovery::Globs::compile(&self.args.paths, &self.args.excludes)?;
         sink::Sink::check(&self.args)
     }
@@ -64,15 +75,6 @@ impl Applet for LogTailShip {
 }
 
 async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
-    let multiline = multiline_rule(&args)?;
-    let fields: Vec<(String, String)> = args
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), expand_env(v)))
-        .collect();
-    let host = args.host_name.clone().unwrap_or_else(host_name);
-    let template = event::Template::new(&host, &fields, args.parse == Parse::Json);
-
     let metrics = Metrics::default();
     metrics.register(&mut ctx.registry());
     let store = Arc::new(Mutex::new(Store::load(args.data_dir.as_deref())?));
@@ -82,98 +84,35 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         );
     }
     let sink = sink::Sink::from_args(&args, &metrics)?;
-
-    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(WAKE_QUEUE);
-    let overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let own = args
-        .data_dir
-        .iter()
-        .chain(args.dead_letter.iter())
-        .cloned()
-        .collect();
-    let discovery = Discovery::new(&args.paths, &args.excludes, own, args.follow_symlinks)?;
-    let watcher = tokio::spawn(discovery::forward(
-        discovery.watch(),
-        wake_tx.clone(),
-        overflow.clone(),
-    ));
-    let budget = Arc::new(Semaphore::new(
-        (args.buffer_max_bytes as usize)
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize),
-    ));
+    let metadata = kubernetes_metadata(&args, &metrics);
     let (batch_tx, batch_rx) = mpsc::unbounded_channel();
-    let emitter = Emitter::new(
-        template,
-        multiline,
-        Limits {
-            max_events: args.batch_max_events,
-            max_bytes: args.batch_max_bytes as usize,
-            timeout: args.batch_timeout,
-            max_line_bytes: args.max_line_bytes as usize,
-        },
-        batch_tx,
-        budget,
-        tokio::runtime::Handle::current(),
-        ctx.shutdown_handle(),
-        metrics.clone(),
-    );
-    let tailer = tailer::Tailer::new(
-        tailer::Settings {
-            max_line_bytes: args.max_line_bytes as usize,
-            read_from: args.read_from,
-            rotate_wait: args.rotate_wait,
-            close_inactive: args.close_inactive,
-            scan_interval: args.scan_interval,
-        },
-        discovery,
+    let mut reader = Reader::start(
+        &args,
+        &ctx,
+        &metrics,
         store.clone(),
-        emitter,
-        metrics.clone(),
-    );
-    let (reader_done_tx, mut reader_done) = tokio::sync::oneshot::channel::<()>();
-    let reader = std::thread::Builder::new()
-        .name("tailer".into())
-        .spawn(move || {
-            tailer.run(wake_rx, overflow);
-            let _ = reader_done_tx.send(());
-        })?;
+        metadata.clone(),
+        batch_tx,
+    )?;
     let mut delivery = tokio::spawn(sink::run(sink, batch_rx, store.clone(), metrics.clone()));
-    let saver = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-            loop {
-                tick.tick().await;
-                save(&store).await;
-            }
-        })
-    };
-
-    tracing::info!(paths = ?args.paths, sink = ?args.sink, "log-tail-ship started");
+    let saver = tokio::spawn(save_every(CHECKPOINT_INTERVAL, store.clone()));
+    tracing::info!(paths = ?args.paths, sink = ?args.sink, format = ?args.format, "log-tail-ship started");
     ctx.set_ready(true);
-    tokio::select! {
-        // The reader also sees the shutdown and may stop first: that is
-        // the shutdown, not a failure.
-        biased;
-        _ = ctx.shutdown() => {}
-        _ = &mut reader_done, if !ctx.shutdown_handle().is_requested() => {
-            saver.abort();
-            save(&store).await;
-            anyhow::bail!("the reader thread stopped unexpectedly");
-        }
-    }
 
+    let stopped = reader.stopped_or_shutdown(&ctx).await;
+    if stopped.is_err() {
+        saver.abort();
+        save(&store).await;
+        return stopped;
+    }
     // Drain: the reader sends its last complete lines and stops; the sink
     // delivers what it holds. Whatever is not acknowledged when the grace
     // period ends is read again after the restart.
-    // If the queue is full the reader still sees the shutdown (it checks).
-    let _ = wake_tx.try_send(Wake::Shutdown);
     let deadline = ctx
         .shutdown_grace()
         .saturating_sub(Duration::from_millis(500));
     let drained = tokio::time::timeout(deadline, async {
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        reader.stop().await;
         let _ = (&mut delivery).await;
     })
     .await;
@@ -181,10 +120,150 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         tracing::warn!("grace period over before the sink acknowledged everything; the rest is sent again after the restart");
     }
     saver.abort();
-    watcher.abort();
     save(&store).await;
     tracing::info!("checkpoints written; bye");
     Ok(())
+}
+
+/// The reader thread (discovery, tailing, batching) and the task that
+/// feeds it file events.
+struct Reader {
+    thread: std::thread::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
+    wake: std::sync::mpsc::SyncSender<Wake>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    fn start(
+        args: &Args,
+        ctx: &Context,
+        metrics: &Metrics,
+        store: Arc<Mutex<Store>>,
+        metadata: Arc<Metadata>,
+        batches: mpsc::UnboundedSender<batch::Batch>,
+    ) -> anyhow::Result<Reader> {
+        let fields: Vec<(String, String)> = args
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), expand_env(v)))
+            .collect();
+        let host = args.host_name.clone().unwrap_or_else(host_name);
+        let template = event::Template::new(&host, &fields, args.parse == Parse::Json);
+        let budget = Arc::new(Semaphore::new(
+            (args.buffer_max_bytes as usize)
+                .min(Semaphore::MAX_PERMITS)
+                .min(u32::MAX as usize),
+        ));
+        let emitter = Emitter::new(
+            template,
+            args.format,
+            multiline_rule(args)?,
+            Limits {
+                max_events: args.batch_max_events,
+                max_bytes: args.batch_max_bytes as usize,
+                timeout: args.batch_timeout,
+                max_line_bytes: args.max_line_bytes as usize,
+            },
+            batches,
+            budget,
+            tokio::runtime::Handle::current(),
+            ctx.shutdown_handle(),
+            metrics.clone(),
+        );
+        // Our own files (checkpoints, dead letter) are never tailed.
+        let own = args
+            .data_dir
+            .iter()
+            .chain(args.dead_letter.iter())
+            .cloned()
+            .collect();
+        let discovery = Discovery::new(&args.paths, &args.excludes, own, args.follow_symlinks)?;
+        let (wake, wake_rx) = std::sync::mpsc::sync_channel(WAKE_QUEUE);
+        let overflow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = tokio::spawn(discovery::forward(
+            discovery.watch(),
+            wake.clone(),
+            overflow.clone(),
+        ));
+        let tailer = tailer::Tailer::new(
+            tailer::Settings {
+                max_line_bytes: args.max_line_bytes as usize,
+                read_from: args.read_from,
+                rotate_wait: args.rotate_wait,
+                close_inactive: args.close_inactive,
+                scan_interval: args.scan_interval,
+            },
+            metadata,
+            discovery,
+            store,
+            emitter,
+            metrics.clone(),
+        );
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("tailer".into())
+            .spawn(move || {
+                tailer.run(wake_rx, overflow);
+                let _ = done_tx.send(());
+            })?;
+        Ok(Reader {
+            thread,
+            done,
+            wake,
+            watcher,
+        })
+    }
+
+    /// Waits for the shutdown; an error if the reader stopped before it.
+    async fn stopped_or_shutdown(&mut self, ctx: &Context) -> anyhow::Result<()> {
+        tokio::select! {
+            // The reader also sees the shutdown and may stop first: that is
+            // the shutdown, not a failure.
+            biased;
+            _ = ctx.shutdown() => Ok(()),
+            _ = &mut self.done, if !ctx.shutdown_handle().is_requested() => {
+                anyhow::bail!("the reader thread stopped unexpectedly")
+            }
+        }
+    }
+
+    /// Tells the reader to stop (it sends its complete lines first) and
+    /// waits for it.
+    async fn stop(self) {
+        // If the queue is full the reader still sees the shutdown (it checks).
+        let _ = self.wake.try_send(Wake::Shutdown);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.watcher.abort();
+    }
+}
+
+/// `--k8s-metadata` and `--format`'s pod paths: the fields files' events
+/// get. The podinfo files are followed by a task for the life of the process.
+fn kubernetes_metadata(args: &Args, metrics: &Metrics) -> Arc<Metadata> {
+    let metadata = Arc::new(Metadata::new(args.format, args.k8s_metadata));
+    if args.k8s_metadata {
+        let mut info = k8s::PodInfo::new(
+            args.k8s_podinfo_dir.as_deref(),
+            metadata.clone(),
+            metrics.clone(),
+        );
+        let watch = info.watch();
+        info.load();
+        if let Some(watch) = watch {
+            tokio::spawn(info.follow(watch));
+        }
+    }
+    metadata
+}
+
+async fn save_every(period: Duration, store: Arc<Mutex<Store>>) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        save(&store).await;
+    }
 }
 
 fn multiline_rule(args: &Args) -> anyhow::Result<Option<MultilineRule>> {

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub files_opened: Counter,
     pub files_closed: Counter,
     pub files_truncated: Counter,
+    pub podinfo_reloads: Counter,
+    pub podinfo_errors: Counter,
     pub open_files: Gauge,
     pub lag_bytes: Gauge,
     pub buffer_bytes: Gauge,
@@ -79,6 +81,16 @@ impl Metrics {
             "files_truncated",
             "Truncations detected (copytruncate)",
             self.files_truncated.clone(),
+        );
+        r.register(
+            "podinfo_reloads",
+            "Times the --k8s-podinfo-dir files were read again after a change",
+            self.podinfo_reloads.clone(),
+        );
+        r.register(
+            "podinfo_errors",
+            "Unreadable or malformed --k8s-podinfo-dir files (the last good values stay)",
+            self.podinfo_errors.clone(),
         );
         r.register("open_files", "Files open now", self.open_files.clone());
         r.register(

@@ -3,11 +3,12 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::checkpoint::{FileKey, HEAD_BYTES};
 use crate::emitter::Source;
-use crate::event::json_string;
+use crate::event::{json_string, Fields};
 use crate::lines::LineCutter;
 
 /// Leading bytes of a file that go into its events' document ids.
@@ -35,6 +36,10 @@ pub struct Tracked {
     pub file: File,
     pub path: PathBuf,
     pub path_json: String,
+    /// Host, `--field`s and Kubernetes metadata of its events, built for
+    /// metadata generation `fields_gen` (None: to be built).
+    pub fields: Arc<Fields>,
+    pub fields_gen: Option<u64>,
     /// Next byte to read.
     pub pos: u64,
     /// The line being assembled.
@@ -53,6 +58,8 @@ impl Tracked {
     pub fn set_path(&mut self, path: &Path) {
         self.path = path.to_path_buf();
         self.path_json = json_string(&path.to_string_lossy());
+        // The path may name another pod (kubelet paths carry metadata).
+        self.fields_gen = None;
     }
 }
 
@@ -63,6 +70,7 @@ impl Tracked {
 /// content does not.
 pub fn source<'a>(
     path_json: &'a str,
+    fields: &'a Arc<Fields>,
     key: FileKey,
     generation: u32,
     head: &[u8],
@@ -79,6 +87,7 @@ pub fn source<'a>(
         generation,
         path_json,
         seed: h.digest(),
+        fields,
     }
 }
 

@@ -21,6 +21,7 @@ use crate::checkpoint::{FileKey, Fingerprint, Store};
 use crate::config::ReadFrom;
 use crate::discovery::{Discovery, Wake};
 use crate::emitter::{Emitter, Source};
+use crate::k8s::Metadata;
 use crate::lines::{Cut, LineCutter};
 use crate::metrics::Metrics;
 use copies::{Class, Orphan};
@@ -48,6 +49,7 @@ enum Verdict {
 
 pub struct Tailer {
     settings: Settings,
+    metadata: Arc<Metadata>,
     discovery: Discovery,
     store: Arc<Mutex<Store>>,
     emitter: Emitter,
@@ -72,6 +74,7 @@ pub struct Tailer {
 impl Tailer {
     pub fn new(
         settings: Settings,
+        metadata: Arc<Metadata>,
         discovery: Discovery,
         store: Arc<Mutex<Store>>,
         emitter: Emitter,
@@ -80,6 +83,7 @@ impl Tailer {
         let first_start = lock(&store).first_start;
         Tailer {
             settings,
+            metadata,
             discovery,
             store,
             emitter,
@@ -357,6 +361,8 @@ impl Tailer {
             file,
             path: PathBuf::new(),
             path_json: String::new(),
+            fields: Arc::default(),
+            fields_gen: None,
             pos: start,
             cutter: LineCutter::at(start),
             head,
@@ -404,6 +410,7 @@ impl Tailer {
                 .get_mut(&key)
                 .expect("listed file is tracked")
                 .visited = Instant::now();
+            self.refresh_fields(key);
             let mut budget = FAIR_SHARE;
             let mut at_eof = false;
             while budget > 0 {
@@ -437,6 +444,7 @@ impl Tailer {
                 let Tracked {
                     cutter,
                     path_json,
+                    fields,
                     key,
                     generation,
                     head,
@@ -444,7 +452,7 @@ impl Tailer {
                 } = t;
                 let (emitter, metrics) = (&mut self.emitter, &self.metrics);
                 let more = cutter.feed(&self.buf[..n], base, self.settings.max_line_bytes, |l| {
-                    let src = source(path_json, *key, *generation, head, l.end);
+                    let src = source(path_json, fields, *key, *generation, head, l.end);
                     emit(emitter, metrics, &src, l)
                 });
                 if !more {
@@ -534,11 +542,25 @@ impl Tailer {
         Verdict::Keep
     }
 
+    /// Builds a file's event fields again if its path or the Kubernetes
+    /// metadata changed since they were built: lines read from now on carry
+    /// the new values.
+    fn refresh_fields(&mut self, key: FileKey) {
+        let generation = self.metadata.generation();
+        let t = self.files.get_mut(&key).expect("refreshed file is tracked");
+        if t.fields_gen != Some(generation) {
+            let meta = self.metadata.for_path(&t.path.to_string_lossy());
+            t.fields = self.emitter.fields(&meta);
+            t.fields_gen = Some(generation);
+        }
+    }
+
     /// Sends a last unterminated line (the writer is gone), closes the file.
     fn finish(&mut self, key: FileKey, why: &str) -> bool {
+        self.refresh_fields(key);
         let mut t = self.files.remove(&key).expect("finished file is tracked");
         let mut ok = true;
-        let src = source(&t.path_json, t.key, t.generation, &t.head, t.pos);
+        let src = source(&t.path_json, &t.fields, t.key, t.generation, &t.head, t.pos);
         if let Some(last) = t.cutter.finish(t.pos) {
             ok = emit(&mut self.emitter, &self.metrics, &src, last);
         }
