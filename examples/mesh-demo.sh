@@ -3,7 +3,8 @@
 # plain HTTP to its sidecar on 127.0.0.1:15001; that sidecar carries each
 # request over mutual TLS to the provider's sidecar, which checks the
 # consumer's SPIFFE identity and balances requests over two provider replicas.
-# The certificates are made here with openssl (one CA, one SPIFFE ID each).
+# The certificates are made here with openssl (examples/demo/mesh-pki.sh:
+# one CA, one SPIFFE ID each).
 #
 #   examples/mesh-demo.sh            runs until Ctrl-C, one request a second
 #   examples/mesh-demo.sh --smoke    checks the spread over both replicas, the
@@ -83,21 +84,10 @@ start() {
 
 # --- certificates: one CA; the provider, the consumer and an intruder -------
 pki=$work/pki
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-  -subj /CN=mesh-demo-ca -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-# leaf NAME DNS SPIFFE_ID: a workload certificate good for both TLS sides.
-leaf() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj "/CN=$2" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -addext "subjectAltName=URI:$3,DNS:$2" \
-    -addext "extendedKeyUsage=serverAuth,clientAuth" \
-    -addext "basicConstraints=critical,CA:FALSE" \
-    -keyout "$pki/$1.key" -out "$pki/$1.crt" 2>/dev/null
-}
-leaf provider api.shop.svc.cluster.local spiffe://cluster.local/ns/shop/sa/api
-leaf consumer web.shop.svc.cluster.local spiffe://cluster.local/ns/shop/sa/web
-leaf intruder teller.bank.svc.cluster.local spiffe://cluster.local/ns/bank/sa/teller
+examples/demo/mesh-pki.sh "$pki" \
+  provider=api.shop.svc.cluster.local=spiffe://cluster.local/ns/shop/sa/api \
+  consumer=web.shop.svc.cluster.local=spiffe://cluster.local/ns/shop/sa/web \
+  intruder=teller.bank.svc.cluster.local=spiffe://cluster.local/ns/bank/sa/teller
 say "certificates in $pki: provider spiffe://cluster.local/ns/shop/sa/api, consumer .../sa/web, intruder spiffe://cluster.local/ns/bank/sa/teller"
 
 # --- the provider: two replicas, and its sidecar terminating mTLS ------------

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The mesh hop with mutual TLS, two ways, side by side in one run on loopback:
+#   sidecar   h2load → tcp-proxy (plain in, --tls-client) → mTLS →
+#             tcp-proxy (--tls-server strict) → nginx
+#   haproxy   h2load → haproxy (mode http) → mTLS (ssl crt, verify required) →
+#             haproxy (bind ssl, verify required) → nginx
+#   direct    h2load → nginx
+# for HTTP/1.1 keep-alive and HTTP/2 (h2c from the client, h2 over mTLS):
+#   saturation   requests/s with 16 connections (h2: 10 streams each)
+#   fixed rate   1,000 req/s (h2load --rps) for BENCH_SECONDS: p50/p99 and
+#                what each chain adds to direct
+#   memory       RSS of each sidecar idle, and the most seen at 1,000 req/s
+# Usage: benches/mesh.sh [path/to/sidecar]   (needs h2load nginx haproxy openssl)
+# Build first: cargo build --release --no-default-features --features tcp-proxy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
+[ -x "$BIN" ] || { echo "no binary at $BIN; build with --release first" >&2; exit 2; }
+SECS=${BENCH_SECONDS:-10}
+REQS=${BENCH_REQUESTS:-100000}
+for tool in h2load nginx haproxy openssl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nghttp2-client nginx haproxy openssl)" >&2; exit 2; }
+done
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+wait_port() { # wait (bounded) until something accepts on 127.0.0.1:$1
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listening on $1" >&2; cat "$tmp"/*.log >&2 2>/dev/null; exit 1
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+examples/demo/mesh-pki.sh "$tmp/pki" \
+  provider=api.shop.svc.cluster.local=spiffe://cluster.local/ns/shop/sa/api \
+  consumer=web.shop.svc.cluster.local=spiffe://cluster.local/ns/shop/sa/web
+pki=$tmp/pki
+
+# The app: nginx answering a small body, HTTP/1.1 on 7001 and h2c on 7002.
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx.conf" <<EOF
+daemon off; master_process off; error_log stderr error; pid $tmp/nginx.pid;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $tmp/nginx; proxy_temp_path $tmp/nginx; fastcgi_temp_path $tmp/nginx;
+  uwsgi_temp_path $tmp/nginx; scgi_temp_path $tmp/nginx;
+  server { listen 127.0.0.1:7001; location / { return 200 "hello from the app\n"; } }
+  server { listen 127.0.0.1:7002 http2; location / { return 200 "hello from the app\n"; } }
+}
+EOF
+nginx -c "$tmp/nginx.conf" -p "$tmp" 2>"$tmp/nginx.log" & pids+=($!)
+
+# Our chain: provider sidecar on 7101 (h1 app) / 7111 (h2c app), consumer on 7201 / 7211.
+sidecar() { # NAME ADMIN ARGS…
+  local name=$1 admin=$2
+  shift 2
+  "$BIN" tcp-proxy --admin-addr "127.0.0.1:$admin" --log-level warn "$@" 2>"$tmp/$name.log" & pids+=($!)
+  eval "pid_$name=$!"
+}
+tls_server=(--tls-server strict --tls-allow-id 'spiffe://cluster.local/ns/shop/sa/*'
+  --tls-cert "$pki/provider.crt" --tls-key "$pki/provider.key" --tls-ca "$pki/ca.crt")
+tls_client=(--tls-client --tls-upstream-id spiffe://cluster.local/ns/shop/sa/api
+  --tls-cert "$pki/consumer.crt" --tls-key "$pki/consumer.key" --tls-ca "$pki/ca.crt")
+sidecar provider 7301 --route 127.0.0.1:7101=127.0.0.1:7001 --route 127.0.0.1:7111=127.0.0.1:7002 "${tls_server[@]}"
+sidecar consumer 7302 --route 127.0.0.1:7201=127.0.0.1:7101 --route 127.0.0.1:7211=127.0.0.1:7111 "${tls_client[@]}"
+
+# HAProxy's chain: provider on 7401 / 7411, consumer on 7501 / 7511.
+cat >"$tmp/haproxy-provider.cfg" <<EOF
+global
+  maxconn 4000
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend in1
+  bind 127.0.0.1:7401 ssl crt $pki/provider.pem ca-file $pki/ca.crt verify required alpn h2,http/1.1
+  default_backend app1
+frontend in2
+  bind 127.0.0.1:7411 ssl crt $pki/provider.pem ca-file $pki/ca.crt verify required alpn h2,http/1.1
+  default_backend app2
+backend app1
+  server app 127.0.0.1:7001
+backend app2
+  server app 127.0.0.1:7002 proto h2
+EOF
+cat >"$tmp/haproxy-consumer.cfg" <<EOF
+global
+  maxconn 4000
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend out1
+  bind 127.0.0.1:7501
+  default_backend provider1
+frontend out2
+  bind 127.0.0.1:7511 proto h2
+  default_backend provider2
+backend provider1
+  server p 127.0.0.1:7401 ssl crt $pki/consumer.pem ca-file $pki/ca.crt verify required verifyhost api.shop.svc.cluster.local alpn http/1.1
+backend provider2
+  server p 127.0.0.1:7411 ssl crt $pki/consumer.pem ca-file $pki/ca.crt verify required verifyhost api.shop.svc.cluster.local alpn h2
+EOF
+haproxy -db -f "$tmp/haproxy-provider.cfg" >"$tmp/haproxy-provider.log" 2>&1 & pids+=($!)
+pid_haproxy_provider=$!
+haproxy -db -f "$tmp/haproxy-consumer.cfg" >"$tmp/haproxy-consumer.log" 2>&1 & pids+=($!)
+pid_haproxy_consumer=$!
+for p in 7001 7002 7101 7111 7201 7211 7401 7411 7501 7511; do wait_port "$p"; done
+# Our sidecars use multi-threaded runtimes; HAProxy gets the same cores
+# (nbthread 1 per process, two processes, as our two processes).
+idle_consumer=$(rss_kib "$pid_consumer") idle_provider=$(rss_kib "$pid_provider")
+idle_hc=$(rss_kib "$pid_haproxy_consumer") idle_hp=$(rss_kib "$pid_haproxy_provider")
+
+reqs_per_sec() { sed -nE 's/^finished in .*, ([0-9.]+) req\/s.*/\1/p'; }
+saturate() { # PORT h1|h2 → req/s
+  local opts=(-c 16 -m 1 --h1)
+  [ "$2" = h2 ] && opts=(-c 16 -m 10)
+  h2load -n "$REQS" "${opts[@]}" "http://127.0.0.1:$1/" 2>/dev/null | reqs_per_sec
+}
+# PORT h1|h2 → "p50 p99" in ms at 1,000 req/s (10 clients × 100 req/s), and
+# the most RSS the given pids had meanwhile.
+fixed_rate() {
+  local port=$1 proto=$2
+  shift 2
+  local opts=(--h1)
+  [ "$proto" = h2 ] && opts=()
+  local log=$tmp/rate-$port.log
+  h2load -c 10 --rps 100 -D "$SECS" "${opts[@]}" --log-file "$log" "http://127.0.0.1:$port/" >/dev/null 2>&1 &
+  local h=$! peak=0 p r
+  while kill -0 "$h" 2>/dev/null; do
+    for p in "$@"; do
+      r=$(rss_kib "$p")
+      [ "$r" -gt "$peak" ] && peak=$r
+    done
+    sleep 0.2
+  done
+  wait "$h" || true
+  # The log's third column: the response time in microseconds.
+  awk '{print $3}' "$log" | sort -n | awk -v peak="$peak" '
+    { v[NR] = $1 }
+    END { printf "%.3f %.3f %d\n", v[int(NR*0.50)]/1000, v[int(NR*0.99)]/1000, peak }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+printf '\n%-28s %12s %12s %12s %8s\n' "saturation (req/s)" direct sidecar haproxy "sc/hap"
+for proto in h1 h2; do
+  if [ $proto = h1 ]; then d=7001 s=7201 h=7501; else d=7002 s=7211 h=7511; fi
+  rd=$(saturate $d $proto) rs=$(saturate $s $proto) rh=$(saturate $h $proto)
+  printf '%-28s %12s %12s %12s %8s\n' "HTTP/$([ $proto = h1 ] && echo 1.1 keep-alive || echo 2)" "$rd" "$rs" "$rh" "$(ratio "$rs" "$rh")"
+done
+
+declare -A peak_rss
+printf '\n%-28s %16s %16s %16s %10s %10s\n' "1,000 req/s (ms p50/p99)" direct sidecar haproxy "sc +p99" "hap +p99"
+for proto in h1 h2; do
+  if [ $proto = h1 ]; then d=7001 s=7201 h=7501; else d=7002 s=7211 h=7511; fi
+  read -r d50 d99 _ < <(fixed_rate $d $proto)
+  read -r s50 s99 speak < <(fixed_rate $s $proto "$pid_consumer" "$pid_provider")
+  read -r h50 h99 hpeak < <(fixed_rate $h $proto "$pid_haproxy_consumer" "$pid_haproxy_provider")
+  printf '%-28s %16s %16s %16s %10s %10s\n' "HTTP/$([ $proto = h1 ] && echo 1.1 || echo 2)" \
+    "$d50/$d99" "$s50/$s99" "$h50/$h99" \
+    "$(awk -v a="$s99" -v b="$d99" 'BEGIN{printf "%.3f", a-b}')" \
+    "$(awk -v a="$h99" -v b="$d99" 'BEGIN{printf "%.3f", a-b}')"
+  peak_rss[$proto]="$speak $hpeak"
+done
+
+printf '\n%-40s %12s %12s\n' "RSS (KiB)" sidecar haproxy
+printf '%-40s %12s %12s\n' "idle, consumer side" "$idle_consumer" "$idle_hc"
+printf '%-40s %12s %12s\n' "idle, provider side" "$idle_provider" "$idle_hp"
+for proto in h1 h2; do
+  read -r sp hp <<<"${peak_rss[$proto]}"
+  printf '%-40s %12s %12s\n' "most of one process, 1,000 req/s $proto" "$sp" "$hp"
+done
+printf '\nbinary: %s, %s bytes\n' "$BIN" "$(stat -c %s "$BIN")"
