@@ -5,6 +5,8 @@
 #[path = "static_serve/floods.rs"]
 mod floods;
 mod support;
+#[path = "static_serve/sws.rs"]
+mod sws;
 #[path = "static_serve/tls_h2.rs"]
 mod tls_h2;
 

@@ -22,7 +22,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 pub struct BasicAuth {
-    path: PathBuf,
+    /// The htpasswd file (none for an inline entry, which never changes).
+    path: Option<PathBuf>,
     users: RwLock<Arc<HashMap<String, String>>>,
     /// The file as it was when the users were read.
     loaded: Fingerprint,
@@ -32,9 +33,14 @@ pub struct BasicAuth {
     slots: Semaphore,
 }
 
-/// Reads `user:bcrypt-hash` lines (`#` comments and blank lines skipped).
 fn parse(path: &Path) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_text(&text, &path.display().to_string())
+}
+
+/// Reads `user:bcrypt-hash` lines (`#` comments and blank lines skipped);
+/// errors say `origin:line`.
+fn parse_text(text: &str, origin: &str) -> Result<HashMap<String, String>, String> {
     let mut users = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -43,21 +49,20 @@ fn parse(path: &Path) -> Result<HashMap<String, String>, String> {
         }
         let (user, hash) = line
             .split_once(':')
-            .ok_or_else(|| format!("{}:{}: expected user:hash", path.display(), i + 1))?;
+            .ok_or_else(|| format!("{origin}:{}: expected user:hash", i + 1))?;
         if !["$2a$", "$2b$", "$2x$", "$2y$"]
             .iter()
             .any(|p| hash.starts_with(p))
         {
             return Err(format!(
-                "{}:{}: only bcrypt hashes are supported (htpasswd -B)",
-                path.display(),
+                "{origin}:{}: only bcrypt hashes are supported (htpasswd -B)",
                 i + 1
             ));
         }
         users.insert(user.to_string(), hash.to_string());
     }
     if users.is_empty() {
-        return Err(format!("{}: no users", path.display()));
+        return Err(format!("{origin}: no users"));
     }
     Ok(users)
 }
@@ -66,10 +71,24 @@ impl BasicAuth {
     pub fn load(path: &Path) -> Result<BasicAuth, String> {
         let loaded = Fingerprint::of_files(&[path]);
         let users = parse(path)?;
+        Self::new(Some(path.to_path_buf()), loaded, users)
+    }
+
+    /// One `user:bcrypt-hash` given inline (static-web-server's `--basic-auth`).
+    pub fn entry(entry: &str) -> Result<BasicAuth, String> {
+        let users = parse_text(entry, "--basic-auth")?;
+        Self::new(None, Fingerprint::of_bytes(entry.as_bytes()), users)
+    }
+
+    fn new(
+        path: Option<PathBuf>,
+        loaded: Fingerprint,
+        users: HashMap<String, String>,
+    ) -> Result<BasicAuth, String> {
         let dummy =
             bcrypt::hash("static-serve-dummy", bcrypt::DEFAULT_COST).map_err(|e| e.to_string())?;
         Ok(BasicAuth {
-            path: path.to_path_buf(),
+            path,
             users: RwLock::new(Arc::new(users)),
             loaded,
             dummy,
@@ -81,7 +100,9 @@ impl BasicAuth {
     /// Reloads the file whenever it changes, for as long as `self` is in use.
     /// Needs a tokio runtime.
     pub fn watch(self: &Arc<Self>) {
-        let path = self.path.clone();
+        let Some(path) = self.path.clone() else {
+            return;
+        };
         // Watch first, then compare with what was read: a change in between
         // is a difference, not a missed event.
         let mut watch = Watch::files([&path]);
@@ -104,9 +125,10 @@ impl BasicAuth {
     }
 
     fn reload(&self) {
-        match parse(&self.path) {
+        let Some(path) = &self.path else { return };
+        match parse(path) {
             Ok(users) => {
-                tracing::info!(file = %self.path.display(), users = users.len(), "reloaded --basic-auth-file");
+                tracing::info!(file = %path.display(), users = users.len(), "reloaded --basic-auth-file");
                 *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
                 self.lock().clear();
             }

@@ -63,6 +63,17 @@ impl Handler {
 
     /// Answers one request and records it.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: &str) -> Response<Body> {
+        // Before auth, CORS, metrics and the access log, as in static-web-server.
+        if self.s.health
+            && req.uri().path() == "/health"
+            && matches!(*req.method(), Method::GET | Method::HEAD)
+        {
+            let mut r = text(StatusCode::OK, "OK\n");
+            if req.method() == Method::HEAD {
+                r.body_mut().discard();
+            }
+            return r;
+        }
         let start = Instant::now();
         let cors = self
             .s

@@ -21,6 +21,7 @@ mod request_line;
 mod sendfile;
 mod server;
 mod settings;
+mod sws;
 mod tree;
 
 use std::path::PathBuf;
@@ -33,13 +34,17 @@ use sidecar_runtime::cli::parse_duration;
 use sidecar_runtime::tls;
 use sidecar_runtime::{Applet, Context};
 
-#[derive(Debug, clap::Args)]
+const CORS_ALLOW_HEADERS: &str = "origin, content-type, authorization";
+const CORS_EXPOSE_HEADERS: &str = "origin, content-type";
+
+#[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "static-serve options")]
 pub struct StaticServe {
     /// Directory to serve. May be a symlink that is swapped atomically (git-sync):
     /// it is resolved afresh for every request.
     #[arg(
         long,
+        short = 'd',
         env = "STATIC_SERVE_ROOT",
         default_value = ".",
         value_name = "DIR"
@@ -105,6 +110,7 @@ pub struct StaticServe {
     /// Origins allowed by CORS, comma-separated, or `*`.
     #[arg(
         long,
+        short = 'c',
         env = "STATIC_SERVE_CORS_ALLOW_ORIGINS",
         value_delimiter = ',',
         value_name = "ORIGINS"
@@ -114,9 +120,10 @@ pub struct StaticServe {
     /// Request headers a CORS preflight may ask for, comma-separated.
     #[arg(
         long,
+        short = 'j',
         env = "STATIC_SERVE_CORS_ALLOW_HEADERS",
         value_delimiter = ',',
-        default_value = "origin, content-type, authorization",
+        default_value = CORS_ALLOW_HEADERS,
         value_name = "HEADERS"
     )]
     cors_allow_headers: Vec<String>,
@@ -126,7 +133,7 @@ pub struct StaticServe {
         long,
         env = "STATIC_SERVE_CORS_EXPOSE_HEADERS",
         value_delimiter = ',',
-        default_value = "origin, content-type",
+        default_value = CORS_EXPOSE_HEADERS,
         value_name = "HEADERS"
     )]
     cors_expose_headers: Vec<String>,
@@ -197,9 +204,27 @@ pub struct StaticServe {
     /// prior knowledge); HTTP/1.1 clients are served as before.
     #[arg(long, env = "STATIC_SERVE_HTTP2_CLEARTEXT")]
     http2_cleartext: bool,
+
+    #[command(flatten)]
+    sws: sws::Sws,
+
+    /// static-web-server's `--basic-auth user:hash` (set from `sws`).
+    #[arg(skip)]
+    basic_auth_entry: Option<String>,
+
+    /// static-web-server's `--health` (set from `sws`).
+    #[arg(skip)]
+    health: bool,
 }
 
 impl StaticServe {
+    /// Our flags with the static-web-server names folded in.
+    fn resolve(mut self) -> anyhow::Result<StaticServe> {
+        let sws = std::mem::take(&mut self.sws);
+        sws.apply(&mut self)?;
+        Ok(self)
+    }
+
     fn tls_files(&self) -> Option<tls::TlsFiles> {
         Some(tls::TlsFiles {
             cert: tls::PemFile::new(self.tls_cert.clone()?, "--tls-cert"),
@@ -217,17 +242,19 @@ impl Applet for StaticServe {
     /// Flags, pages, globs, the htpasswd file and the TLS files, read and
     /// checked; nothing binds.
     fn check(&self) -> anyhow::Result<()> {
-        settings::Settings::from_args(self)?;
-        if let Some(files) = self.tls_files() {
+        let a = self.clone().resolve()?;
+        settings::Settings::from_args(&a)?;
+        if let Some(files) = a.tls_files() {
             tls::Material::load(files, tls::TlsMetrics::default())?;
         }
         Ok(())
     }
 
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
-        let settings = settings::Settings::from_args(&self)?;
+        let a = self.resolve()?;
+        let settings = settings::Settings::from_args(&a)?;
         let protocols = server::Protocols {
-            tls: match self.tls_files() {
+            tls: match a.tls_files() {
                 None => None,
                 Some(files) => {
                     let metrics = tls::TlsMetrics::register(
@@ -242,24 +269,24 @@ impl Applet for StaticServe {
                     Some(tokio_rustls::TlsAcceptor::from(config))
                 }
             },
-            h2c: self.http2_cleartext,
+            h2c: a.http2_cleartext,
         };
         let limits = server::Limits {
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            max_connections: a.max_connections,
+            max_connections_per_ip: a.max_connections_per_ip,
         };
-        warn_if_fd_limit_is_low(sidecar_runtime::raise_fd_limit(), self.max_connections);
+        warn_if_fd_limit_is_low(sidecar_runtime::raise_fd_limit(), a.max_connections);
         // Metrics exist before the listening line is logged: whoever reads
         // that line may scrape at once.
         let metrics = metrics::Metrics::register(&mut ctx.registry());
-        let listeners = listen::bind_all(&self.listen, server::worker_count()).await?;
+        let listeners = listen::bind_all(&a.listen, server::worker_count()).await?;
         if let Some(auth) = &settings.auth {
             auth.watch();
         }
         let handler = Arc::new(handler::Handler::new(settings, metrics));
-        watch_root(&ctx, self.root.clone());
+        watch_root(&ctx, a.root.clone());
         server::serve(listeners, handler, limits, protocols, ctx).await
     }
 }

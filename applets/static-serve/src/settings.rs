@@ -36,6 +36,8 @@ pub struct Settings {
     pub auth: Option<Arc<BasicAuth>>,
     pub gzip: bool,
     pub access_log: bool,
+    /// static-web-server's `--health`: `GET /health` answers 200, unlogged.
+    pub health: bool,
 }
 
 impl Settings {
@@ -92,11 +94,19 @@ impl Settings {
             &a.cors_allow_headers,
             &a.cors_expose_headers,
         )?;
-        let auth = match &a.basic_auth_file {
-            Some(f) => Some(Arc::new(
+        let auth = match (&a.basic_auth_file, &a.basic_auth_entry) {
+            (Some(_), Some(_)) => {
+                return Err(usage!(
+                    "--basic-auth: give either it or --basic-auth-file, not both"
+                ))
+            }
+            (Some(f), None) => Some(Arc::new(
                 BasicAuth::load(f).map_err(|e| usage!("--basic-auth-file: {e}"))?,
             )),
-            None => None,
+            (None, Some(entry)) => Some(Arc::new(
+                BasicAuth::entry(entry).map_err(|e| usage!("--basic-auth: {e}"))?,
+            )),
+            (None, None) => None,
         };
         Ok(Settings {
             root: a.root.clone(),
@@ -115,6 +125,7 @@ impl Settings {
             auth,
             gzip: a.gzip,
             access_log: a.access_log,
+            health: a.health,
         })
     }
 
