@@ -1,14 +1,20 @@
 # syntax=docker/dockerfile:1
 # Static build → scratch image: one file, CA certificates, non-root user.
+#   docker build -t ghcr.io/sidecar-dev/sidecar:0.2.0 \
+#     --build-arg SIDECAR_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev zlib1g-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# .dockerignore leaves out target/ and .git: the commit for --version comes in
+# as a build argument (build.rs reads SIDECAR_GIT_COMMIT).
+ARG SIDECAR_GIT_COMMIT=unknown
+ARG SOURCE_DATE_EPOCH
 COPY . .
 # .cargo/config.toml links glibc, OpenSSL and zlib statically (crt-static).
 RUN cargo build --release --locked \
     && cp target/x86_64-unknown-linux-gnu/release/sidecar /sidecar \
-    && /sidecar --list
+    && /sidecar --version
 
 FROM scratch
 COPY --from=build /sidecar /sidecar

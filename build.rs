@@ -19,15 +19,15 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=SIDECAR_GIT_COMMIT={}", commit.trim());
 
-    let date = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(secs) => {
+    let date = match std::env::var("SOURCE_DATE_EPOCH").map(|s| s.trim().to_string()) {
+        Ok(secs) if !secs.is_empty() => {
             let secs: u64 = secs
                 .trim()
                 .parse()
                 .expect("SOURCE_DATE_EPOCH: seconds since 1970");
             UNIX_EPOCH + Duration::from_secs(secs)
         }
-        Err(_) => SystemTime::now(),
+        _ => SystemTime::now(),
     };
     println!(
         "cargo:rustc-env=SIDECAR_BUILD_DATE={}",

@@ -81,45 +81,11 @@ class Volume:
         if old:
             subprocess.run(["rm", "-rf", os.path.join(self.path, old)], check=True)
 
-def tree(pid):
-    """pid and its descendants."""
-    kids = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                stat = open(f"/proc/{p}/stat").read()
-                ppid = int(stat[stat.rfind(")") + 2:].split()[1])
-                kids.setdefault(ppid, []).append(int(p))
-            except OSError:
-                pass
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-def cpu_ticks(pids):
-    total = 0
-    for p in pids:
-        try:
-            f = open(f"/proc/{p}/stat").read()
-            fields = f[f.rfind(")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total
-
-def rss_kib(pids):
-    total = 0
-    for p in pids:
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+def lib(fn, pid):
+    """benches/lib.sh's measurement of the process tree under pid."""
+    out = subprocess.run(["bash", "-c", f'. benches/lib.sh && {fn} "$0"', str(pid)],
+                         check=True, capture_output=True, text=True)
+    return int(out.stdout)
 
 def wait_request(timeout=10.0):
     return arrivals.get(timeout=timeout)
@@ -168,11 +134,10 @@ def bench(name, argv_for):
             time.sleep(0.05)
         time.sleep(2.0)
         spurious = drain()
-        pids = tree(proc.pid)
-        c0 = cpu_ticks(pids)
+        c0 = lib("ticks", proc.pid)
         time.sleep(IDLE)
-        idle_cpu = (cpu_ticks(tree(proc.pid)) - c0) / TICK / IDLE * 100
-        rss = rss_kib(tree(proc.pid))
+        idle_cpu = (lib("ticks", proc.pid) - c0) / TICK / IDLE * 100
+        rss = lib("rss_kib", proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()

@@ -14,6 +14,7 @@
 #                        median of CHANGES commits, both processes running at --period=200ms
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 FILES=${FILES:-10000}
 POLLS=${POLLS:-40}
@@ -59,11 +60,10 @@ git -C "$REPO" add -A && git -C "$REPO" commit -qm initial
 git -C "$REPO" gc -q # a real server has packs
 git -C "$REPO" config gc.auto 0
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$PORT" --base-path="$WORK" "$WORK" 2>/dev/null &
 PIDS+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+wait_port "$PORT"
 
 # The two commands, same flags; upstream's own defaults otherwise.
 # ours ROOT ARGS... / up ROOT ARGS...
@@ -80,11 +80,9 @@ measure() {
 }
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3fx", a / b; else print "n/a" }'; }
 now() { date +%s.%N; }
-# CPU seconds of a process and its reaped children (git subprocesses).
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.4f", ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"; }
-hwm_of() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+# CPU seconds of the process tree (git subprocesses included).
+cpu_of() { ticks_s "$(ticks "$1")"; }
 count() { # PORT STATUS
   curl -s "http://127.0.0.1:$1/metrics" |
     awk -v s="$2" '$0 ~ "^git_sync_count_total\\{status=\"" s "\"\\}" { print $2; f=1 } END { if (!f) print 0 }'
@@ -142,7 +140,7 @@ run_suite() { # URL LABEL
     wait_count "$port" noop $((${n0%.*} + POLLS))
     n1=$(count "$port" noop); c1=$(cpu_of "$pid")
     res+=("$(awk -v a="$c0" -v b="$c1" -v n="$((${n1%.*} - ${n0%.*}))" 'BEGIN { printf "%.5f", (b - a) / n }')")
-    res+=("$(hwm_of "$pid")")
+    res+=("$(hwm_kib "$pid")")
     # New commits: time from the commit to the swapped link.
     lats=()
     for ((i = 0; i < CHANGES; i++)); do

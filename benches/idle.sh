@@ -14,6 +14,7 @@
 # Build first: cargo build --release   (default features: every applet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
 [ -x "$BIN" ] || { echo "no binary at $BIN; build with cargo build --release first" >&2; exit 2; }
@@ -34,14 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 500); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.02
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 start() { # NAME CMD...: runs CMD in the background, remembers its pid as NAME
   local name=$1; shift
   "$@" >"$tmp/$name.out" 2>&1 &
@@ -120,30 +113,6 @@ for p in "${pids[@]}"; do
 done
 
 # --- measure ----------------------------------------------------------------
-tree() { # PID and all its descendants
-  local all; all=$(ps -e -o pid=,ppid=)
-  local todo=("$1") out=()
-  while [ ${#todo[@]} -gt 0 ]; do
-    local p=${todo[0]}; todo=("${todo[@]:1}"); out+=("$p")
-    todo+=($(awk -v p="$p" '$2 == p {print $1}' <<<"$all"))
-  done
-  echo "${out[@]}"
-}
-ticks() { # utime+stime+cutime+cstime of a tree
-  local t=0
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/stat" ] || continue
-    t=$(( t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12+$13+$14+$15}') ))
-  done
-  echo "$t"
-}
-rss_kib() {
-  local r=0
-  for p in $(tree "$1"); do
-    r=$(( r + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) ))
-  done
-  echo "$r"
-}
 names=(static-serve nginx tcp-proxy haproxy log-tail-ship rsyslog git-sync git-fetch-loop config-watch-reload)
 declare -A t0 t1 rss
 for n in "${names[@]}"; do v=pid_${n//-/_}; t0[$n]=$(ticks "${!v}"); done
@@ -154,9 +123,7 @@ for n in "${names[@]}"; do
 done
 
 # --- report -----------------------------------------------------------------
-hz=$(getconf CLK_TCK)
-cpu_ms() { echo $(( (t1[$1] - t0[$1]) * 1000 / hz )); }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print (a == 0 ? "1.00" : "inf"); else printf "%.2f", a / b }'; }
+cpu_ms() { ticks_ms $((t1[$1] - t0[$1])); }
 printf '%-20s %10s %9s   %-15s %10s %9s   %9s %9s\n' applet "cpu ms" "rss MiB" peer "cpu ms" "rss MiB" "cpu x" "rss x"
 row() { # APPLET PEER
   local a=$1 p=$2 ac am pc pm
@@ -174,4 +141,4 @@ row tcp-proxy haproxy
 row log-tail-ship rsyslog
 row git-sync git-fetch-loop
 row config-watch-reload ""
-echo "cpu ms: CPU time used in ${WINDOW}s idle, in clock ticks of $((1000 / hz)) ms (0 = under one tick); rss: summed over the process tree at the end (the fetch loop: its shell between fetches); x: ours / peer"
+echo "cpu ms: CPU time used in ${WINDOW}s idle, in clock ticks of $((1000 / HZ)) ms (0 = under one tick); rss: summed over the process tree at the end (the fetch loop: its shell between fetches); x: ours / peer"

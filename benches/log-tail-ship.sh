@@ -11,6 +11,7 @@
 # needs: rsyslog rsyslog-elasticsearch python3 (Debian packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 SIZE_MIB=${1:-512}
 LINE_BYTES=${2:-200}
@@ -71,9 +72,9 @@ measure() {
   done
   local t1 ticks rss
   t1=$(date +%s.%N)
-  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  python3 -c "print($t1 - $t0, $ticks / $(getconf CLK_TCK), $rss)"
+  ticks=$(ticks "$pid")
+  rss=$(hwm_kib "$pid")
+  python3 -c "print($t1 - $t0, $ticks / $HZ, $rss)"
 }
 
 run_ours() {

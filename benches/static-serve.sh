@@ -16,6 +16,7 @@
 # Knobs: DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx)" >&2; exit 2; }
@@ -43,7 +44,6 @@ mkdir -p "$work/site"
 head -c 1024 /dev/urandom > "$work/site/1k.bin"
 head -c $((100 * 1024)) /dev/urandom > "$work/site/100k.bin"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NGINX_PORT=$(free_port)
 OURS_PORT=$(free_port)
 
@@ -79,33 +79,8 @@ TOKIO_WORKER_THREADS=$WORKERS "$BIN" static-serve --root "$work/site" \
 pids+=($!)
 ours=$!
 
-wait_port() {
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listening on port $1" >&2; exit 1
-}
 wait_port "$NGINX_PORT"
 wait_port "$OURS_PORT"
-
-# RSS in KiB of a process and its children (nginx's master plus workers).
-rss() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
-  done
-  echo "$total"
-}
-
-# CPU ticks (user+system) used so far by a process and its children.
-ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
 
 # Prints "requests/s p99 cpu-us-per-request" for one wrk run against server PID $2.
 measure() {
@@ -117,7 +92,7 @@ measure() {
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rps $p99 $(awk -v t=$((after - before)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')"
+  echo "$rps $p99 $(awk -v t=$((after - before)) -v r="$reqs" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')"
 }
 
 # Keeps the round with the most requests/s: "rps p99".
@@ -135,8 +110,8 @@ for case in 1k.bin 100k.bin missing; do
   done
   read -r n_rps n_p99 n_cpu <<<"$n_best"
   read -r o_rps o_p99 o_cpu <<<"$o_best"
-  n_rss=$(rss "$nginx_master")
-  o_rss=$(rss "$ours")
+  n_rss=$(rss_kib "$nginx_master")
+  o_rss=$(rss_kib "$ours")
   printf '%-8s %-12s %12s %10s %12s %10s\n' "$case" nginx "$n_rps" "$n_p99" "$n_cpu" "$n_rss"
   printf '%-8s %-12s %12s %10s %12s %10s\n' "$case" static-serve "$o_rps" "$o_p99" "$o_cpu" "$o_rss"
   printf '%-8s %-12s %12s %10s %12s\n' "$case" "ours/nginx" \

@@ -11,6 +11,7 @@
 # Build first: cargo build --release --no-default-features --features tcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
 [ -x "$BIN" ] || { echo "no binary at $BIN; build with --release first" >&2; exit 2; }
@@ -43,14 +44,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-wait_port() { # wait (bounded) until something accepts on 127.0.0.1:$1
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listening on $1" >&2; cat "$tmp"/*.log >&2 2>/dev/null; exit 1
-}
 
 # Peers: iperf3 server and an echo server.
 iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
@@ -95,7 +88,6 @@ gbps() { # port streams
   iperf3 -c 127.0.0.1 -p "$1" -t "$SECS" -P "$2" -J \
     | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
-ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
 echo "# tcp-proxy bench: $(uname -r), $(nproc) CPUs, ${SECS}s per run, $(date -u +%F)"
 echo
@@ -110,8 +102,6 @@ done
 
 # CPU time the proxy process spends per GiB relayed: unlike Gbit/s, it does
 # not depend on what else the machine is running.
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 echo
 echo "## Proxy CPU per GiB relayed (iperf3 -n 4G; ms of user+system CPU, lower is better)"
 printf '%-26s %10s %10s\n' "path" "1 stream" "8 streams"
@@ -145,7 +135,6 @@ for row in "direct:6001" "tcp-proxy:16001" "haproxy:26001" "socat:36001"; do
   printf '%-12s %8s/s (%sx)\n' "$name" "$r" "$(ratio "$r" "$base")"
 done
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 echo
 echo "## Memory with $IDLE idle connections (RSS, MiB)"
 for row in "tcp-proxy:16001:$TP_PID" "haproxy:26001:$HA_PID"; do

@@ -225,3 +225,100 @@ fn git_sync_examples_hold_the_app_until_the_first_sync() {
     }
     assert!(seen >= 2);
 }
+
+/// Every command in README.md's code blocks is run here, or is one the
+/// tests above run (the demo) or CI itself runs (`.ci/run`).
+#[test]
+fn every_readme_command_is_run_by_a_test() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        // The first lines are an indented code block; so are sh fences.
+        let code = if in_sh {
+            Some(line)
+        } else {
+            line.strip_prefix("    ")
+        };
+        if let Some(code) = code {
+            let cmd = code.split(" #").next().unwrap().trim();
+            if !cmd.is_empty() && !cmd.starts_with('-') && !cmd.starts_with('|') {
+                commands.push(cmd.to_string());
+            }
+        }
+    }
+    assert!(commands.len() >= 5, "{commands:?}");
+    let home = support::tempdir();
+    std::fs::create_dir_all(home.path().join(".local/share/bash-completion/completions")).unwrap();
+    let mut ran = 0;
+    for cmd in &commands {
+        if cmd.starts_with("./examples/demo.sh ") || cmd.starts_with("examples/demo.sh ") {
+            continue; // every_demo_passes_its_smoke_mode
+        }
+        if cmd == "./.ci/run" {
+            continue; // CI runs it; it runs this test
+        }
+        assert!(
+            cmd.starts_with("sidecar "),
+            "README command no test runs: {cmd}"
+        );
+        if cmd.contains("man -l") && !support::require_peer("man") {
+            continue;
+        }
+        // `sidecar` is the binary under test; `man` renders without a pager.
+        let script = format!("sidecar() {{ \"$SIDECAR_BIN\" \"$@\"; }}\nset -eo pipefail\n{cmd}\n");
+        let out = support::run_cmd(
+            Command::new("bash")
+                .args(["-c", &script])
+                .current_dir(home.path())
+                .env("SIDECAR_BIN", support::bin())
+                .env("HOME", home.path())
+                .env("MANPAGER", "cat")
+                .env("PAGER", "cat"),
+        );
+        assert!(
+            out.status.success(),
+            "{cmd}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 5);
+    let completions = home
+        .path()
+        .join(".local/share/bash-completion/completions/sidecar");
+    assert!(std::fs::read_to_string(completions)
+        .unwrap()
+        .contains("_sidecar"));
+}
+
+/// The image stays one static file on `scratch`, run as a non-root user,
+/// and its build context leaves out target/ (hundreds of MB) and .git.
+#[test]
+fn dockerfile_builds_a_static_non_root_scratch_image() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(last_stage.starts_with("scratch"), "{last_stage}");
+    let user = last_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line in the final stage");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "USER {user}"
+    );
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    for excluded in ["target/", ".git"] {
+        assert!(
+            ignore.lines().any(|l| l == excluded),
+            ".dockerignore lacks {excluded}"
+        );
+    }
+}
