@@ -14,6 +14,7 @@
 # Build first: cargo build --release --no-default-features --features tcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
 [ -x "$BIN" ] || { echo "no binary at $BIN; build with --release first" >&2; exit 2; }
@@ -32,14 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # wait (bounded) until something accepts on 127.0.0.1:$1
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listening on $1" >&2; cat "$tmp"/*.log >&2 2>/dev/null; exit 1
-}
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 examples/demo/mesh-pki.sh "$tmp/pki" \
   provider=api.shop.svc.cluster.local=spiffe://cluster.local/ns/shop/sa/api \
@@ -157,7 +150,6 @@ fixed_rate() {
     END { printf "%.3f %.3f %d\n", v[int(NR*0.50)]/1000, v[int(NR*0.99)]/1000, peak }'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 printf '\n%-28s %12s %12s %12s %8s\n' "saturation (req/s)" direct sidecar haproxy "sc/hap"
 for proto in h1 h2; do
   if [ $proto = h1 ]; then d=7001 s=7201 h=7501; else d=7002 s=7211 h=7511; fi
