@@ -156,86 +156,151 @@ fn watch_targets(plan: &Plan, snap: &Snapshot) -> BTreeSet<PathBuf> {
     targets
 }
 
+/// The life of a watching process: render, take the first snapshot, report
+/// ready; then at every settled change (or resync tick) look again and hand a
+/// new state to the reload runner, until shutdown.
 async fn watch(plan: Plan, metrics: Arc<Metrics>, ctx: Context) -> Result<()> {
-    let mut watch = Watch::new()
+    let mut files = file_watch(&plan, &metrics);
+    render_all(&plan, &metrics, true)?;
+    let mut state = State::new(observe(&plan, &mut files).await);
+    log_watching(&plan, &state.current);
+    let mut reloads = Reloads::spawn(&plan, metrics.clone(), &ctx);
+    if plan.reload_on_start {
+        tracing::info!(hash = %state.current.short(), "reloading at start");
+        reloads.submit(state.current.clone());
+    }
+    ctx.set_ready(true);
+
+    let mut resync = plan
+        .resync
+        .map(|d| tokio::time::interval_at(Instant::now() + d, d));
+    while next_look(&mut files, &mut resync, &ctx).await {
+        metrics.apply_operations.inc();
+        let snap = observe(&plan, &mut files).await;
+        if let Some(changed) = state.accept(snap, &plan, &metrics)? {
+            reloads.submit(changed);
+        }
+    }
+    Ok(())
+}
+
+/// Watches the files with the flags' debounce and max-wait, counting into
+/// the applet's metrics.
+fn file_watch(plan: &Plan, metrics: &Metrics) -> Watch {
+    Watch::new()
         .debounce(plan.debounce)
         .max_wait(plan.max_wait)
         .metrics(WatchMetrics {
             events: metrics.watch_events.clone(),
             errors: metrics.watch_errors.clone(),
             watches: metrics.watches.clone(),
-        });
-    render_all(&plan, &metrics, true)?;
-    let mut current = observe(&plan, &mut watch).await;
+        })
+}
+
+fn log_watching(plan: &Plan, snap: &Snapshot) {
     tracing::info!(
         paths = %plan.roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
-        files = current.files,
-        hash = %current.short(),
+        files = snap.files,
+        hash = %snap.short(),
         actions = %plan.actions.iter().map(|a| a.describe()).collect::<Vec<_>>().join("; "),
         "watching"
     );
+}
 
-    let reloader = Arc::new(reloader(&plan, metrics.clone()));
-    let runner = Runner::spawn(
-        "reload",
-        plan.backoff.clone(),
-        ctx.shutdown_handle(),
-        move |change: Arc<Arc<Change>>| {
-            let reloader = reloader.clone();
-            async move { reloader.run(&change).await }
-        },
-    );
-    let mut pending: Option<Arc<Change>> = None;
-    let submit = |snap: Snapshot, pending: &mut Option<Arc<Change>>| {
-        if let Some(p) = pending.as_ref().filter(|p| !p.is_finished()) {
-            metrics.superseded.inc();
-            tracing::info!(old = %p.snapshot.short(), new = %snap.short(), "pending reload superseded by a newer change");
-        }
-        let change = Arc::new(Change::new(snap));
-        *pending = Some(change.clone());
-        runner.submit(change);
-    };
-    if plan.reload_on_start {
-        tracing::info!(hash = %current.short(), "reloading at start");
-        submit(current.clone(), &mut pending);
+/// Waits for a settled change or the resync tick. False at shutdown.
+async fn next_look(
+    files: &mut Watch,
+    resync: &mut Option<tokio::time::Interval>,
+    ctx: &Context,
+) -> bool {
+    tokio::select! {
+        _ = files.changed() => {}
+        _ = tick(resync) => tracing::debug!("resync"),
+        _ = ctx.shutdown() => return false,
     }
-    ctx.set_ready(true);
+    !ctx.shutdown_handle().is_requested()
+}
 
-    let mut render_failed = None;
-    let mut resync = plan
-        .resync
-        .map(|d| tokio::time::interval_at(Instant::now() + d, d));
-    loop {
-        tokio::select! {
-            _ = watch.changed() => {}
-            _ = tick(&mut resync) => tracing::debug!("resync"),
-            _ = ctx.shutdown() => return Ok(()),
+/// The state last handed to the reloader, and a newer one whose templates
+/// failed to render.
+struct State {
+    current: Snapshot,
+    render_failed: Option<[u8; 32]>,
+}
+
+impl State {
+    fn new(current: Snapshot) -> State {
+        State {
+            current,
+            render_failed: None,
         }
-        if ctx.shutdown_handle().is_requested() {
-            return Ok(());
-        }
-        metrics.apply_operations.inc();
-        let snap = observe(&plan, &mut watch).await;
-        if snap.hash == current.hash || Some(snap.hash) == render_failed {
+    }
+
+    /// Re-renders for `snap`; returns it when it is a change to reload for.
+    fn accept(
+        &mut self,
+        snap: Snapshot,
+        plan: &Plan,
+        metrics: &Metrics,
+    ) -> Result<Option<Snapshot>> {
+        if snap.hash == self.current.hash || Some(snap.hash) == self.render_failed {
             // Outputs are not hashed: one deleted or edited by someone else
             // is written again (prometheus-config-reloader renders at every
             // apply). Nothing is written when it is intact.
-            if render_failed.is_none() {
-                render_all(&plan, &metrics, false)?;
+            if self.render_failed.is_none() {
+                render_all(plan, metrics, false)?;
             }
-            continue;
+            return Ok(None);
         }
         metrics.changes.inc();
-        tracing::info!(old = %current.short(), new = %snap.short(), files = snap.files, "change detected");
+        tracing::info!(old = %self.current.short(), new = %snap.short(), files = snap.files, "change detected");
         // The environment is fixed for the process's life: a template that
         // failed to render is tried again only once its content changes.
-        if !render_all(&plan, &metrics, false)? {
-            render_failed = Some(snap.hash);
-            continue;
+        if !render_all(plan, metrics, false)? {
+            self.render_failed = Some(snap.hash);
+            return Ok(None);
         }
-        render_failed = None;
-        current = snap.clone();
-        submit(snap, &mut pending);
+        self.render_failed = None;
+        self.current = snap.clone();
+        Ok(Some(snap))
+    }
+}
+
+/// The reload runner (validate, then act; retrying only the newest state)
+/// and the change it is working on, to count the ones a newer one replaces.
+struct Reloads {
+    runner: Runner<Arc<Change>>,
+    pending: Option<Arc<Change>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloads {
+    fn spawn(plan: &Plan, metrics: Arc<Metrics>, ctx: &Context) -> Reloads {
+        let reloader = Arc::new(reloader(plan, metrics.clone()));
+        let runner = Runner::spawn(
+            "reload",
+            plan.backoff.clone(),
+            ctx.shutdown_handle(),
+            move |change: Arc<Arc<Change>>| {
+                let reloader = reloader.clone();
+                async move { reloader.run(&change).await }
+            },
+        );
+        Reloads {
+            runner,
+            pending: None,
+            metrics,
+        }
+    }
+
+    fn submit(&mut self, snap: Snapshot) {
+        if let Some(p) = self.pending.as_ref().filter(|p| !p.is_finished()) {
+            self.metrics.superseded.inc();
+            tracing::info!(old = %p.snapshot.short(), new = %snap.short(), "pending reload superseded by a newer change");
+        }
+        let change = Arc::new(Change::new(snap));
+        self.pending = Some(change.clone());
+        self.runner.submit(change);
     }
 }
 
