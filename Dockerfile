@@ -19,7 +19,7 @@ RUN cargo build --release --locked \
 FROM scratch
 COPY --from=build /sidecar /sidecar
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-# OpenSSL (reqwest and libgit2) reads the bundle from here; point it elsewhere to use another CA.
+# reqwest (rustls-native-certs) and libgit2 (OpenSSL) read the bundle from here; point it elsewhere to use another CA.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 # No /etc/passwd in the image: the numeric user is enough for every applet.
 USER 65532:65532

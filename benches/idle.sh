@@ -124,16 +124,20 @@ done
 
 # --- report -----------------------------------------------------------------
 cpu_ms() { ticks_ms $((t1[$1] - t0[$1])); }
-printf '%-20s %10s %9s   %-15s %10s %9s   %9s %9s\n' applet "cpu ms" "rss MiB" peer "cpu ms" "rss MiB" "cpu x" "rss x"
+# The goal (issue 14): every applet idles at <= 8 MiB RSS; the stripped binary is <= 15 MiB.
+GOAL_RSS_KIB=$((8 * 1024))
+GOAL_BIN_MIB=15
+goal() { [ "${rss[$1]}" -le "$GOAL_RSS_KIB" ] && echo ok || echo OVER; }
+printf '%-20s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' applet "cpu ms" "rss MiB" "<=8" peer "cpu ms" "rss MiB" "cpu x" "rss x"
 row() { # APPLET PEER
   local a=$1 p=$2 ac am pc pm
   ac=$(cpu_ms "$a"); am=$(awk -v k="${rss[$a]}" 'BEGIN{printf "%.1f", k/1024}')
   if [ -z "$p" ]; then
-    printf '%-20s %10s %9s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "(none)" - - - -
+    printf '%-20s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "(none)" - - - -
     return
   fi
   pc=$(cpu_ms "$p"); pm=$(awk -v k="${rss[$p]}" 'BEGIN{printf "%.1f", k/1024}')
-  printf '%-20s %10s %9s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$p" "$pc" "$pm" \
+  printf '%-20s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "$p" "$pc" "$pm" \
     "$(ratio "$ac" "$pc")" "$(ratio "${rss[$a]}" "${rss[$p]}")"
 }
 row static-serve nginx
@@ -141,4 +145,7 @@ row tcp-proxy haproxy
 row log-tail-ship rsyslog
 row git-sync git-fetch-loop
 row config-watch-reload ""
+strip -o "$tmp/sidecar.stripped" "$BIN"
+bin_mib=$(awk -v b="$(stat -c %s "$tmp/sidecar.stripped")" 'BEGIN{printf "%.1f", b/1048576}')
+echo "binary (stripped): $bin_mib MiB (goal <= $GOAL_BIN_MIB MiB: $(awk -v m="$bin_mib" -v g="$GOAL_BIN_MIB" 'BEGIN{print (m <= g ? "ok" : "OVER")}'))"
 echo "cpu ms: CPU time used in ${WINDOW}s idle, in clock ticks of $((1000 / HZ)) ms (0 = under one tick); rss: summed over the process tree at the end (the fetch loop: its shell between fetches); x: ours / peer"

@@ -14,11 +14,12 @@ use crate::admin::{self, AdminState};
 use crate::build_info;
 use crate::cli::CommonArgs;
 use crate::error::exit;
-use crate::{logging, process, Applet, Context, Shutdown, UsageError};
+use crate::{logging, memory, process, Applet, Context, Shutdown, UsageError};
 
 /// Runs applet `A` with `args` (`args[0]` is the applet's name) and returns
 /// the process exit code.
 pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
+    memory::limit_malloc_arenas();
     let args = A::rewrite_args(args);
     let parsed = command::<A>()
         .try_get_matches_from(args)
