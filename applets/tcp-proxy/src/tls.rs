@@ -135,6 +135,9 @@ pub struct Tls {
     client: Option<Connectors>,
     client_dests: Vec<Dest>,
     handshake_timeout: Duration,
+    /// Permissive mode: how long a silent client may take before it is
+    /// taken for plaintext (--detect-timeout).
+    detect_timeout: Duration,
     handshakes: Family<Vec<(&'static str, String)>, Counter>,
 }
 
@@ -229,6 +232,7 @@ impl Tls {
             client,
             client_dests: args.tls_client_dest.clone(),
             handshake_timeout: args.tls_handshake_timeout,
+            detect_timeout: args.detect_timeout,
             handshakes,
         })))
     }
@@ -277,7 +281,7 @@ impl Tls {
             }
             Ok(Err(e)) => {
                 let reason = rt::failure_reason(&e);
-                tracing::info!(route, reason, error = %e, "TLS handshake with a client failed");
+                tracing::debug!(route, reason, error = %e, "TLS handshake with a client failed");
                 self.count(route, "server", reason);
                 Err(server_refusal(reason))
             }
@@ -301,7 +305,7 @@ impl Tls {
         let mut first = [0u8; 1];
         // A client that says nothing within the timeout is plaintext: a
         // server-speaks-first protocol must still work.
-        match tokio::time::timeout(self.handshake_timeout, client.peek(&mut first)).await {
+        match tokio::time::timeout(self.detect_timeout, client.peek(&mut first)).await {
             Err(_) => Ok(false),
             Ok(Ok(0)) => Err("tls_closed"),
             Ok(Ok(_)) => Ok(first[0] == TLS_HANDSHAKE),
