@@ -36,6 +36,8 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 const H1_IDLE: Duration = Duration::from_secs(60);
 /// Idle HTTP/1 connections kept per endpoint.
 const H1_MAX_IDLE: usize = 256;
+/// Endpoints remembered before those without connections are forgotten.
+const MAX_ENDPOINTS: usize = 1024;
 
 #[derive(Default)]
 struct EndpointConns {
@@ -43,6 +45,18 @@ struct EndpointConns {
     /// Held across the connect, so concurrent first requests share one
     /// HTTP/2 connection instead of each opening its own.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+impl EndpointConns {
+    fn holds_connections(&self) -> bool {
+        let idle = self.h1_idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Locked: a connect is under way.
+        let h2 = match self.h2.try_lock() {
+            Ok(s) => s.as_ref().is_some_and(|s| !s.is_closed()),
+            Err(_) => true,
+        };
+        !idle.is_empty() || h2
+    }
 }
 
 /// A connection ready for one request.
@@ -71,6 +85,11 @@ impl Connector {
 
     fn conns(&self, addr: SocketAddr) -> Arc<EndpointConns> {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        // Transparent mode meets as many endpoints as the app dials: forget
+        // the ones holding no connection, so the map stays bounded.
+        if map.len() >= MAX_ENDPOINTS && !map.contains_key(&addr) {
+            map.retain(|_, c| Arc::strong_count(c) > 1 || c.holds_connections());
+        }
         map.entry(addr).or_default().clone()
     }
 
