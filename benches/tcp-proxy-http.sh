@@ -11,15 +11,14 @@
 # Build first: cargo build --release --no-default-features --features tcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
 [ -x "$BIN" ] || { echo "no binary at $BIN; build with --release first" >&2; exit 2; }
 N1=${BENCH_H1_REQUESTS:-60000}
 N2=${BENCH_H2_REQUESTS:-120000}
 SECS=${BENCH_SECONDS:-5}
-for tool in nginx haproxy h2load iperf3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 2; }
-done
+need nginx haproxy h2load iperf3 "apt-get install nginx haproxy nghttp2-client iperf3"
 
 tmp=$(mktemp -d)
 pids=()
@@ -29,17 +28,9 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # bounded wait until something accepts on 127.0.0.1:$1
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on $1 ($2)" >&2; exit 1
-}
 
-UP1=$(port); UP2=$(port); P1=$(port); P2=$(port); H1=$(port); H2=$(port); IP=$(port)
-PA=$(port); PT=$(port)
+UP1=$(free_port); UP2=$(free_port); P1=$(free_port); P2=$(free_port); H1=$(free_port)
+H2=$(free_port); IP=$(free_port); PA=$(free_port); PT=$(free_port)
 
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx.conf" <<EOF
@@ -85,7 +76,7 @@ iperf3 -s -p "$IP" >/dev/null 2>&1 & pids+=($!)
   >/dev/null 2>&1 & pids+=($!)
 "$BIN" tcp-proxy --admin-addr=off --log-level=warn --protocol=tcp --route="127.0.0.1:$PT=127.0.0.1:$IP" \
   >/dev/null 2>&1 & pids+=($!)
-for p in UP1 UP2 P1 P2 H1 H2 IP PA PT; do wait_port "${!p}" "$p"; done
+for p in $UP1 $UP2 $P1 $P2 $H1 $H2 $IP $PA $PT; do wait_port "$p"; done
 
 # h2load's summary: "finished in 1.23s, 48000.00 req/s, ..." and
 # "time for request:  min  max  mean ...".
@@ -96,7 +87,6 @@ load() { # out-file args...
 }
 rps() { awk '/^finished in/ {gsub(",",""); print $4}' "$1"; }
 mean() { awk '/^time for request:/ {print $5}' "$1"; }
-ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
 echo "# tcp-proxy HTTP bench: $(uname -r), $(nproc) CPUs, $(date -u +%F)"
 echo
@@ -116,7 +106,7 @@ for who in direct:$UP2 tcp-proxy:$P2 haproxy:$H2; do
 done
 echo "tcp-proxy / haproxy: $(ratio "$(rps "$tmp/tcp-proxy.h2")" "$(rps "$tmp/haproxy.h2")")x req/s"
 echo
-echo "## RSS of tcp-proxy after the HTTP runs: $(awk '/^VmRSS/ {print $2, $3}' "/proc/$proxy/status")"
+echo "## RSS of tcp-proxy after the HTTP runs: $(rss_kib "$proxy") KiB"
 echo
 echo "## Plain TCP, iperf3 1 stream ${SECS}s (Gbit/s): detection on vs off"
 gbps() { iperf3 -c 127.0.0.1 -p "$1" -t "$SECS" -J | python3 -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
