@@ -277,6 +277,58 @@ fn redirected_connections_reach_their_original_destination() {
     drop(ups);
 }
 
+/// A redirected connection that speaks HTTP is detected and each request
+/// goes to the connection's original destination, with the proxy's headers.
+#[test]
+fn redirected_http_requests_go_to_their_original_destination() {
+    if !preflight() {
+        return;
+    }
+    let ns = Netns::create("http");
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    ns.exec(&["ip", "addr", "add", "10.0.0.3/32", "dev", "lo"]);
+    install_redirect_rules(&ns);
+    // An HTTP upstream that answers with the request head it received.
+    let dst: SocketAddr = "10.0.0.3:8080".parse().unwrap();
+    let listener = ns.run(move || TcpListener::bind(dst).unwrap());
+    let _up = Upstream::on(listener, |mut s| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && std::io::Read::read(&mut s, &mut b).unwrap_or(0) == 1
+        {
+            head.push(b[0]);
+        }
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            head.len()
+        );
+        let _ = s.write_all(answer.as_bytes());
+        let _ = s.write_all(&head);
+    });
+    let (_dir, _proxy) = start_proxy(&ns, &["--transparent-listen=[::]:15001"]);
+    let answer = ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&dst, DEADLINE).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out.to_lowercase()
+    });
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("x-forwarded-for: "), "{answer}");
+    assert!(answer.contains("x-forwarded-proto: http"), "{answer}");
+    assert!(answer.contains("x-request-id: "), "{answer}");
+    let admin: SocketAddr = "127.0.0.1:15000".parse().unwrap();
+    let metrics = ns.run(move || support::metrics::scrape(admin));
+    let label = format!("upstream=\"{dst}\"");
+    assert_eq!(
+        support::metrics::sum(&metrics, "tcp_proxy_http_requests_total", &[&label]),
+        1.0,
+        "{metrics}"
+    );
+}
+
 /// Inbound (provider side): a second namespace, joined by a veth pair, is
 /// the remote client. PREROUTING redirects what arrives for the app to the
 /// proxy on :15006, which sees the real client and relays to the app.
