@@ -7,7 +7,14 @@
 # until the receiver has every event: MiB/s and lines/s of log read, CPU
 # seconds per MiB (user+system of the shipper), and peak RSS. Prints ratios.
 #
-# usage: benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
+# With FORMAT=cri the same messages are written as CRI log lines (each line,
+# timestamp and stream included, LINE_BYTES long) under a kubelet pod path,
+# and log-tail-ship runs with --format cri; rsyslog has no CRI input, so that
+# run prints log-tail-ship alone, to compare with its raw figures.
+# The receiver's own CPU time is printed: it must stay well under one core
+# (it is one Python process), or it, not the shipper, is the bottleneck.
+#
+# usage: [FORMAT=raw|cri] benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
 # needs: rsyslog rsyslog-elasticsearch python3 (Debian packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +22,7 @@ cd "$(dirname "$0")/.."
 
 SIZE_MIB=${1:-512}
 LINE_BYTES=${2:-200}
+FORMAT=${FORMAT:-raw}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/log-tail-ship}
 cargo build -q --release --no-default-features --features log-tail-ship
 BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/sidecar
@@ -31,17 +39,20 @@ cleanup() {
 trap cleanup EXIT
 
 LOG=$WORK/logs/app.log
-mkdir -p "$WORK/logs"
+[ "$FORMAT" = cri ] && LOG=$WORK/pods/shop_web-7d9f_0c1d-22/app/0.log
+mkdir -p "$(dirname "$LOG")"
 # Lines like an access log, each LINE_BYTES long with its newline, all distinct.
-python3 - "$LOG" "$SIZE_MIB" "$LINE_BYTES" <<'EOF'
+python3 - "$LOG" "$SIZE_MIB" "$LINE_BYTES" "$FORMAT" <<'EOF'
 import sys
-path, mib, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, mib, width, fmt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 total = mib << 20
 pad = "x" * width
 with open(path, "w", buffering=1 << 20) as f:
     n, i = 0, 0
     while n < total:
         head = f'2026-11-26T00:00:00.{i % 1000:03d}Z INFO 10.0.{i % 256}.{i % 199} "GET /api/v1/items/{i} HTTP/1.1" 200 {i % 9999} '
+        if fmt == "cri":
+            head = f"2026-11-26T00:00:{i // 1000000 % 60:02d}.{i % 1000000:06d}000Z stdout F " + head
         line = (head + pad)[: width - 1] + "\n"
         f.write(line)
         n += len(line)
@@ -50,7 +61,7 @@ EOF
 LINES=$(wc -l < "$LOG")
 BYTES=$(stat -c %s "$LOG")
 MIB=$(python3 -c "print($BYTES / 1048576)")
-echo "input: $LINES lines, $MIB MiB ($LINE_BYTES-byte lines); $(nproc) CPUs"
+echo "input: $LINES lines, $MIB MiB ($LINE_BYTES-byte lines, $FORMAT); $(nproc) CPUs; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 start_receiver() {
   rm -f "$WORK/port"
@@ -63,7 +74,8 @@ start_receiver() {
 events() { curl -s "http://127.0.0.1:$PORT/stats" | cut -d' ' -f1; }
 
 # Waits until the receiver has every line, then samples the shipper's CPU
-# time and peak RSS. Prints "seconds cpu_seconds rss_kib".
+# time and peak RSS, and the receiver's CPU time. Prints
+# "seconds cpu_seconds rss_kib receiver_cpu_seconds".
 measure() {
   local t0=$1 pid=$2
   until [ "$(events)" -ge "$LINES" ]; do
@@ -74,14 +86,15 @@ measure() {
   t1=$(date +%s.%N)
   ticks=$(ticks "$pid")
   rss=$(hwm_kib "$pid")
-  python3 -c "print($t1 - $t0, $ticks / $HZ, $rss)"
+  rticks=$(ticks "$RECV_PID")
+  python3 -c "print($t1 - $t0, $ticks / $HZ, $rss, $rticks / $HZ)"
 }
 
 run_ours() {
   start_receiver
   local t0; t0=$(date +%s.%N)
   "$BIN" log-tail-ship --admin-addr=off --path "$LOG" --data-dir "$WORK/ours" \
-    --sink elasticsearch --es-url "http://127.0.0.1:$PORT" \
+    --format "$FORMAT" --sink elasticsearch --es-url "http://127.0.0.1:$PORT" \
     --batch-max-bytes 8MiB --batch-max-events 40000 --log-level warn &
   SHIP_PID=$!
   OURS=$(measure "$t0" "$SHIP_PID")
@@ -118,6 +131,16 @@ EOF
 }
 
 run_ours
+if [ "$FORMAT" = cri ]; then
+  python3 - "$MIB" "$LINES" "$OURS" <<'EOF'
+import sys
+mib, lines = float(sys.argv[1]), int(sys.argv[2])
+secs, cpu, rss, rcpu = map(float, sys.argv[3].split())
+print(f"{'':14} {'MiB/s':>8} {'lines/s':>11} {'CPU s/MiB':>10} {'peak RSS MiB':>13} {'receiver CPU':>13}")
+print(f"{'log-tail-ship':14} {mib/secs:8.1f} {lines/secs:11.0f} {cpu/mib:10.4f} {rss/1024:13.1f} {rcpu/secs:12.0%}")
+EOF
+  exit 0
+fi
 run_rsyslog
 
 python3 - "$MIB" "$LINES" "$OURS" "$RSYSLOG" <<'EOF'
@@ -125,11 +148,11 @@ import sys
 mib, lines = float(sys.argv[1]), int(sys.argv[2])
 rows = {}
 for name, raw in (("log-tail-ship", sys.argv[3]), ("rsyslog", sys.argv[4])):
-    secs, cpu, rss = map(float, raw.split())
-    rows[name] = (mib / secs, lines / secs, cpu / mib, rss / 1024)
-print(f"{'':14} {'MiB/s':>8} {'lines/s':>11} {'CPU s/MiB':>10} {'peak RSS MiB':>13}")
-for name, (mbs, lps, cpm, rss) in rows.items():
-    print(f"{name:14} {mbs:8.1f} {lps:11.0f} {cpm:10.4f} {rss:13.1f}")
+    secs, cpu, rss, rcpu = map(float, raw.split())
+    rows[name] = (mib / secs, lines / secs, cpu / mib, rss / 1024, rcpu / secs)
+print(f"{'':14} {'MiB/s':>8} {'lines/s':>11} {'CPU s/MiB':>10} {'peak RSS MiB':>13} {'receiver CPU':>13}")
+for name, (mbs, lps, cpm, rss, rc) in rows.items():
+    print(f"{name:14} {mbs:8.1f} {lps:11.0f} {cpm:10.4f} {rss:13.1f} {rc:12.0%}")
 o, r = rows["log-tail-ship"], rows["rsyslog"]
 print(f"{'ratio':14} {o[0]/r[0]:7.2f}x {o[1]/r[1]:10.2f}x {o[2]/r[2]:9.2f}x {o[3]/r[3]:12.2f}x  (log-tail-ship / rsyslog)")
 EOF
