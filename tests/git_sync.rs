@@ -954,10 +954,16 @@ fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
         )
         .unwrap();
     }
+    // A large file is cloned (reflink or kernel copy); small ones are cloned
+    // only where the filesystem can reflink.
+    let big: String = (0..20_000).map(|i| format!("{i:05}\n")).collect();
+    std::fs::write(s.up.dir.join("big"), &big).unwrap();
     s.up.commit("one");
     let mut sc = s.start(&["--period=100ms", "--log-level=sidecar_git_sync=debug,info"]);
     s.wait_for_sync();
     let old = std::fs::canonicalize(s.link()).unwrap();
+    let old_ino = |f: &str| std::fs::metadata(old.join(f)).unwrap().ino();
+    let old_inos = [old_ino("big"), old_ino("d3/f3")];
     // A consumer edits two files of the published tree (same size: only the
     // stat data tells), and adds one.
     std::fs::write(old.join("d1/f1"), "FILE 1\n").unwrap();
@@ -984,8 +990,12 @@ fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
     assert!(first.contains("cloned=0"), "{first}");
     let second = sc.wait_for_log("worktree files written");
     assert!(!second.contains("cloned=0"), "{second}");
-    let m = std::fs::metadata(new.join("d3/f3")).unwrap();
-    assert_eq!(m.nlink(), 1, "a reused file is a hard link");
+    assert_eq!(std::fs::read_to_string(new.join("big")).unwrap(), big);
+    for (f, old_ino) in ["big", "d3/f3"].into_iter().zip(old_inos) {
+        let m = std::fs::metadata(new.join(f)).unwrap();
+        assert_eq!(m.nlink(), 1, "{f} is a hard link");
+        assert_ne!(m.ino(), old_ino, "{f} is shared with the old tree");
+    }
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }

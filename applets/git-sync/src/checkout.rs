@@ -6,11 +6,11 @@
 //!
 //! - A file whose content the previous worktree already holds, unmodified
 //!   (its stat data still matches that worktree's index, as `git status`
-//!   decides), is cloned from there: a reflink where the filesystem can,
-//!   otherwise a kernel-side copy. Never a hard link: an edit in one tree
-//!   would show in the other. Everything else comes from the object
-//!   database. Publishing a commit that changes one file thus costs one
-//!   blob read plus cheap clones, not an inflate of every blob.
+//!   decides), is cloned from there when that is cheaper than inflating its
+//!   blob: always by reflink where the filesystem can (btrfs, xfs), else by
+//!   a kernel-side copy for files of `COPY_MIN` bytes or more (below that,
+//!   opening a second file costs more than inflating a small blob). Never a
+//!   hard link: an edit in one tree would show in the other.
 //! - Files are written by several threads.
 //! - The index carries every file's stat data, so `git status` is clean
 //!   without rehashing.
@@ -38,6 +38,10 @@ const MODE_EXEC: i32 = 0o100755;
 
 const INDEX_ENTRY_EXTENDED: u16 = 0x4000;
 const INDEX_ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
+
+/// Smaller unchanged files are inflated rather than copied when the
+/// filesystem cannot reflink.
+const COPY_MIN: u64 = 64 * 1024;
 
 /// More threads than this only contend on the directory locks.
 const MAX_THREADS: usize = 8;
@@ -69,13 +73,19 @@ pub fn write_tree(
     let Some(items) = list(tree)? else {
         return Ok(false);
     };
-    let reusable = match previous {
+    let mut reusable = match previous {
         Some(p) => unmodified_files(p).unwrap_or_else(|e| {
             tracing::debug!(error = %format!("{e:#}"), "previous worktree not reused");
             HashMap::new()
         }),
         None => HashMap::new(),
     };
+
+    if let Some(prev) = previous {
+        if !can_reflink(prev, wt) {
+            reusable.retain(|_, (_, _, size)| *size >= COPY_MIN);
+        }
+    }
 
     // Directories first, in tree order (parents before children).
     let mut files = Vec::new();
@@ -101,7 +111,7 @@ pub fn write_tree(
             }
         }
         let source = match reusable.get(&item.path) {
-            Some((id, mode)) if *id == item.id && *mode == item.mode as u32 => {
+            Some((id, mode, _)) if *id == item.id && *mode == item.mode as u32 => {
                 Source::Clone(previous.unwrap_or(wt).join(OsStr::from_bytes(&item.path)))
             }
             _ => Source::Blob,
@@ -165,9 +175,9 @@ fn list(tree: &git2::Tree) -> Result<Option<Vec<Item>>> {
 }
 
 /// Files of the worktree at `dir` that still hold what its index says, by
-/// the stat data git compares: path → (blob, mode). An entry as new as the
+/// the stat data git compares: path → (blob, mode, size). An entry as new as the
 /// index itself is "racily clean" and not trusted, as in git.
-fn unmodified_files(dir: &Path) -> Result<HashMap<Vec<u8>, (Oid, u32)>> {
+fn unmodified_files(dir: &Path) -> Result<HashMap<Vec<u8>, (Oid, u32, u64)>> {
     let repo = Repository::open(dir)?;
     let index_path = repo.path().join("index");
     let written = std::fs::metadata(&index_path)?;
@@ -190,7 +200,7 @@ fn unmodified_files(dir: &Path) -> Result<HashMap<Vec<u8>, (Oid, u32)>> {
             && m.ino() as u32 == e.ino
             && (m.mtime(), m.mtime_nsec()) < (written.mtime(), written.mtime_nsec());
         if same {
-            out.insert(e.path, (e.id, e.mode));
+            out.insert(e.path, (e.id, e.mode, m.size()));
         }
     }
     Ok(out)
@@ -285,6 +295,20 @@ fn write_share(
 
 /// `FICLONE`: share the source's extents (btrfs, xfs, bcachefs…).
 const FICLONE: libc::c_ulong = 0x4004_9409;
+
+/// Whether files of `from` can be reflinked into `to` (one probe file).
+fn can_reflink(from: &Path, to: &Path) -> bool {
+    let probe = to.join(".git-sync-reflink-probe");
+    let ok = (|| -> std::io::Result<bool> {
+        let src = File::open(from.join(".git"))?;
+        let dst = File::create(&probe)?;
+        // SAFETY: both descriptors are open for the duration of the call.
+        Ok(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) } == 0)
+    })()
+    .unwrap_or(false);
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
 
 /// Copies `from` into the empty file `to`: a reflink if the filesystem
 /// can, else a kernel-side copy (`copy_file_range`). On error the caller

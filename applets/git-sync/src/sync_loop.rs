@@ -223,6 +223,13 @@ impl Syncer {
             Err(e) => tracing::error!(error = %e, "cleanup panicked"),
         }
         if out.changed || initial {
+            // A checkout's buffers (several threads, several malloc arenas)
+            // go back to the system, so the idle process stays small.
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
             if let Some(t) = &self.layout.touch_file {
                 if let Err(e) = layout::touch(t) {
                     tracing::error!(error = %format!("{e:#}"), "cannot touch --touch-file");
