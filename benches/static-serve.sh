@@ -12,14 +12,17 @@
 # steadier than requests/s on a busy machine), RSS after the run, and the
 # static-serve/nginx ratios.
 # Each case runs ROUNDS times, alternating the servers, and the best round of
-# each counts (a shared machine's noise only ever slows a run down).
+# each counts (a shared machine's noise only ever slows a run down); the
+# spread of the rounds' ratios is printed as the run's noise.
+# The h2 case: h2load over TLS (HTTP/2 by ALPN) for the 1 KiB file, nginx with
+# `listen ... ssl http2`, us with --tls-cert/--tls-key (same certificate).
 # Knobs: DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-for tool in wrk nginx; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx)" >&2; exit 2; }
+for tool in wrk nginx h2load openssl; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx nghttp2-client openssl)" >&2; exit 2; }
 done
 WORKERS=${WORKERS:-$(nproc)}
 DURATION=${DURATION:-10s}
@@ -46,6 +49,10 @@ head -c $((100 * 1024)) /dev/urandom > "$work/site/100k.bin"
 
 NGINX_PORT=$(free_port)
 OURS_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
+OURS_TLS_PORT=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
 cat > "$work/nginx.conf" <<EOF
 worker_processes $WORKERS;
@@ -68,6 +75,12 @@ http {
     listen 127.0.0.1:$NGINX_PORT;
     root $work/site;
   }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    root $work/site;
+  }
 }
 EOF
 nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" &
@@ -78,9 +91,16 @@ TOKIO_WORKER_THREADS=$WORKERS "$BIN" static-serve --root "$work/site" \
   --listen "127.0.0.1:$OURS_PORT" --admin-addr off --log-level warn &
 pids+=($!)
 ours=$!
+TOKIO_WORKER_THREADS=$WORKERS "$BIN" static-serve --root "$work/site" \
+  --listen "127.0.0.1:$OURS_TLS_PORT" --admin-addr off --log-level warn \
+  --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" &
+pids+=($!)
+ours_tls=$!
 
 wait_port "$NGINX_PORT"
 wait_port "$OURS_PORT"
+wait_port "$NGINX_TLS_PORT"
+wait_port "$OURS_TLS_PORT"
 
 # Prints "requests/s p99 cpu-us-per-request" for one wrk run against server PID $2.
 measure() {
@@ -103,10 +123,13 @@ for case in 1k.bin 100k.bin missing; do
   # Warm both (page cache, connection pools) before measuring.
   wrk -t1 -c8 -d1s "http://127.0.0.1:$NGINX_PORT/$case" >/dev/null
   wrk -t1 -c8 -d1s "http://127.0.0.1:$OURS_PORT/$case" >/dev/null
-  n_best="0 - -" o_best="0 - -"
+  n_best="0 - -" o_best="0 - -" ratios=""
   for _ in $(seq "$ROUNDS"); do
-    n_best=$(best "$n_best" "$(measure "http://127.0.0.1:$NGINX_PORT/$case" "$nginx_master")")
-    o_best=$(best "$o_best" "$(measure "http://127.0.0.1:$OURS_PORT/$case" "$ours")")
+    n=$(measure "http://127.0.0.1:$NGINX_PORT/$case" "$nginx_master")
+    o=$(measure "http://127.0.0.1:$OURS_PORT/$case" "$ours")
+    n_best=$(best "$n_best" "$n")
+    o_best=$(best "$o_best" "$o")
+    ratios="$ratios $(awk -v a="${o%% *}" -v b="${n%% *}" 'BEGIN {printf "%.2f", a / b}')"
   done
   read -r n_rps n_p99 n_cpu <<<"$n_best"
   read -r o_rps o_p99 o_cpu <<<"$o_best"
@@ -117,5 +140,22 @@ for case in 1k.bin 100k.bin missing; do
   printf '%-8s %-12s %12s %10s %12s\n' "$case" "ours/nginx" \
     "$(awk -v a="$o_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')" "" \
     "$(awk -v a="$o_cpu" -v b="$n_cpu" 'BEGIN {printf "%.2fx", a / b}')"
+  echo "$case rounds' req/s ratios:$ratios"
 done
+
+# HTTP/2 over TLS, 1 KiB file: h2load prints "finished in …, N req/s, …".
+h2rate() {
+  h2load -c "$CONNECTIONS" -t "$THREADS" -m 10 -D "${DURATION%s}" "$1" 2>&1 |
+    awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i) == "req/s,") print $(i - 1)}'
+}
+h2load -c 4 -n 1000 "https://127.0.0.1:$NGINX_TLS_PORT/1k.bin" >/dev/null 2>&1
+h2load -c 4 -n 1000 "https://127.0.0.1:$OURS_TLS_PORT/1k.bin" >/dev/null 2>&1
+n_h2=0 o_h2=0
+for _ in $(seq "$ROUNDS"); do
+  n_h2=$(awk -v a="$n_h2" -v b="$(h2rate "https://127.0.0.1:$NGINX_TLS_PORT/1k.bin")" 'BEGIN {print (b + 0 > a + 0) ? b : a}')
+  o_h2=$(awk -v a="$o_h2" -v b="$(h2rate "https://127.0.0.1:$OURS_TLS_PORT/1k.bin")" 'BEGIN {print (b + 0 > a + 0) ? b : a}')
+done
+printf '%-8s %-12s %12s\n' "h2-1k" nginx "$n_h2"
+printf '%-8s %-12s %12s %10s %12s %10s\n' "h2-1k" static-serve "$o_h2" "" "" "$(rss "$ours_tls")"
+printf '%-8s %-12s %12s\n' "h2-1k" "ours/nginx" "$(awk -v a="$o_h2" -v b="$n_h2" 'BEGIN {printf "%.2fx", a / b}')"
 echo "workers=$WORKERS connections=$CONNECTIONS wrk-threads=$THREADS duration=$DURATION rounds=$ROUNDS (best) $(nginx -v 2>&1)"
