@@ -428,7 +428,8 @@ fn active_health_checks_mark_endpoints_down_and_up() {
         ],
         1,
     );
-    p.sidecar.wait_for_log("endpoint unhealthy");
+    // The first check can fail before the proxy logs that it listens, so the
+    // log cursor may already be past "endpoint unhealthy": wait on the gauge.
     p.wait_metric("tcp_proxy_endpoints", &["state=\"unhealthy\""], 1.0);
     for _ in 0..4 {
         assert_eq!(which(&mut p.connect()), "good");
