@@ -8,40 +8,14 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
-use common::{counts, messages, metric, Ship, Writer};
+use common::{counts, logrotate, messages, metric, Ship, Writer};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::{http, Sidecar};
 
 fn glob(dir: &Path, pat: &str) -> String {
     format!("{}/{pat}", dir.display())
-}
-
-/// The real logrotate with its own state file, forced to rotate now.
-fn logrotate(dir: &Path, log: &Path, directives: &str) {
-    let conf = dir.join("logrotate.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{} {{\n{directives}\nrotate 5\nmissingok\n}}\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let out = support::run_cmd(
-        Command::new("logrotate")
-            .arg("-f")
-            .arg("-s")
-            .arg(dir.join("logrotate.state"))
-            .arg(&conf),
-    );
-    assert!(
-        out.status.success(),
-        "logrotate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Every one of `expected` arrived exactly once.

@@ -186,6 +186,37 @@ impl Writer {
     }
 }
 
+/// The real logrotate with its own state file, forced to rotate now,
+/// keeping 5 rotated files.
+pub fn logrotate(dir: &Path, log: &Path, directives: &str) {
+    logrotate_keep(dir, log, directives, 5)
+}
+
+/// [`logrotate`] keeping `keep` rotated files: the oldest is deleted.
+pub fn logrotate_keep(dir: &Path, log: &Path, directives: &str, keep: u32) {
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{} {{\n{directives}\nrotate {keep}\nmissingok\n}}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let out = support::run_cmd(
+        Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(dir.join("logrotate.state"))
+            .arg(&conf),
+    );
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Decompresses a gzip request body with the real gzip tool.
 pub fn gunzip(body: &[u8]) -> Vec<u8> {
     let mut child = Command::new("gzip")

@@ -280,6 +280,21 @@ pub struct Args {
     #[arg(long, env = "LOG_TAIL_SHIP_BUFFER_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes, value_name = "BYTES")]
     pub buffer_max_bytes: u64,
 
+    /// Keep events read but not yet acknowledged in a queue of checksummed
+    /// segment files here, so that rotated and deleted files are closed
+    /// while the sink is down and a restart resumes from the queue.
+    #[arg(
+        long,
+        env = "LOG_TAIL_SHIP_BUFFER_DIR",
+        value_name = "DIR",
+        requires = "data_dir"
+    )]
+    pub buffer_dir: Option<PathBuf>,
+
+    /// Disk cap of --buffer-dir: reading pauses when it is full.
+    #[arg(long, env = "LOG_TAIL_SHIP_BUFFER_MAX_BYTES_DISK", default_value = "256MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    pub buffer_max_bytes_disk: u64,
+
     /// NDJSON file for events the sink rejected for good, with the reason.
     #[arg(long, env = "LOG_TAIL_SHIP_DEAD_LETTER", value_name = "FILE")]
     pub dead_letter: Option<PathBuf>,

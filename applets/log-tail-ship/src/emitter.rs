@@ -1,23 +1,23 @@
 //! Turns complete lines into events in the current batch, groups multiline
-//! events, and hands full batches to the sink task. Handing over takes
-//! `--buffer-max-bytes` budget, so the reader pauses while the sink is behind.
+//! events, and hands full batches to the [`Outlet`] (the sink task or the
+//! disk buffer), which makes the reader wait while there is no room.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use regex::bytes::Regex;
 use sidecar_runtime::Shutdown;
-use tokio::sync::{mpsc, Semaphore};
 
 use serde_json::{Map, Value};
 
 use crate::batch::Batch;
-use crate::checkpoint::{FileKey, Mark};
+use crate::checkpoint::{FileKey, Mark, Store};
 use crate::container::{self, Format, Stream};
 use crate::event::{Fields, Line, Template};
 use crate::lines::capped;
 use crate::metrics::Metrics;
+use crate::outlet::Outlet;
 
 /// The file a line came from.
 pub struct Source<'a> {
@@ -144,11 +144,7 @@ pub struct Emitter {
     batch: Batch,
     first_at: Option<Instant>,
     limits: Limits,
-    tx: mpsc::UnboundedSender<Batch>,
-    budget: Arc<Semaphore>,
-    /// Permits in `budget` when none is taken: --buffer-max-bytes.
-    capacity: u32,
-    rt: tokio::runtime::Handle,
+    outlet: Outlet,
     shutdown: Shutdown,
     clock: Clock,
     times: TimeCache,
@@ -156,19 +152,15 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         template: Template,
         format: Format,
         multiline: Option<MultilineRule>,
         limits: Limits,
-        tx: mpsc::UnboundedSender<Batch>,
-        budget: Arc<Semaphore>,
-        rt: tokio::runtime::Handle,
+        outlet: Outlet,
         shutdown: Shutdown,
         metrics: Metrics,
     ) -> Emitter {
-        let capacity = budget.available_permits().min(u32::MAX as usize) as u32;
         let mut clock = Clock {
             millis: -1,
             nanos: 0,
@@ -184,10 +176,7 @@ impl Emitter {
             batch: Batch::default(),
             first_at: None,
             limits,
-            tx,
-            budget,
-            capacity,
-            rt,
+            outlet,
             shutdown,
             clock,
             times: TimeCache::default(),
@@ -443,35 +432,39 @@ impl Emitter {
         [batch, ml].into_iter().flatten().min()
     }
 
-    /// Hands the batch to the sink, first waiting for buffer budget.
+    /// Hands the batch on, first waiting for room. False when shutdown
+    /// came first.
     pub fn flush(&mut self) -> bool {
+        self.hand_over(false)
+    }
+
+    fn hand_over(&mut self, force: bool) -> bool {
         self.first_at = None;
         if self.batch.is_empty() && self.batch.marks.is_empty() {
             return true;
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        // A batch can outgrow the whole budget by its last event (a long
-        // line); it then takes all of it rather than waiting forever.
-        let want = batch.body.len().clamp(1, self.capacity as usize) as u32;
-        let budget = self.budget.clone();
-        let permit = if self.shutdown.is_requested() {
-            // Draining: take what is free, never wait. A batch that does not
-            // fit is not sent, so its lines are read again after the restart.
-            budget.try_acquire_many_owned(want).ok()
-        } else {
-            let stop = self.shutdown.clone();
-            self.rt.block_on(async move {
-                tokio::select! {
-                    p = budget.acquire_many_owned(want) => p.ok(),
-                    _ = stop.requested() => None,
-                }
-            })
-        };
-        let Some(permit) = permit else { return false };
-        self.metrics.buffer_bytes.inc_by(want as i64);
-        batch.permit = Some(permit);
-        self.metrics.events_sent.inc_by(batch.len() as u64);
-        self.tx.send(batch).is_ok()
+        let batch = std::mem::take(&mut self.batch);
+        let events = batch.len() as u64;
+        let sent = self.outlet.send(batch, force);
+        if sent {
+            self.metrics.events_sent.inc_by(events);
+        }
+        sent
+    }
+
+    /// A file is about to be closed. With a disk buffer, the lines read so
+    /// far go into it and are made durable first, so that the checkpoint
+    /// moves past them and closing a deleted file loses nothing. At
+    /// shutdown they go in over the cap rather than be lost with the file.
+    pub fn persist(&mut self, store: &Mutex<Store>) -> bool {
+        if !self.outlet.is_disk() {
+            return true;
+        }
+        if !self.hand_over(self.shutdown.is_requested()) {
+            return false;
+        }
+        self.outlet.sync(store);
+        true
     }
 
     /// Whether shutdown started.

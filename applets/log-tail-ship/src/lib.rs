@@ -8,6 +8,7 @@
 //! drains within the grace period, and the checkpoints are written once more.
 
 mod batch;
+mod buffer;
 mod checkpoint;
 mod config;
 mod container;
@@ -17,6 +18,7 @@ mod event;
 mod k8s;
 mod lines;
 mod metrics;
+mod outlet;
 mod sink;
 mod tailer;
 
@@ -27,12 +29,15 @@ use regex::bytes::Regex;
 use sidecar_runtime::{usage, Applet, Context};
 use tokio::sync::{mpsc, Semaphore};
 
+use buffer::Buffer;
 use checkpoint::Store;
 use config::{expand_env, Args, Parse};
 use discovery::{Discovery, Wake};
 use emitter::{Emitter, Limits, MultilineRule};
 use k8s::Metadata;
 use metrics::Metrics;
+use outlet::Outlet;
+use sink::Queue;
 
 /// File events queued for the reader; more are folded into one "look at
 /// everything".
@@ -57,6 +62,9 @@ impl Applet for LogTailShip {
     fn check(&self) -> anyhow::Result<()> {
         validate(&self.args)?;
         multiline_rule(&self.args)?;
+        if let Some(dir) = &self.args.buffer_dir {
+            buffer::check_dir(dir)?;
+        }
         if let Some(dir) = &self.args.k8s_podinfo_dir {
             if !dir.is_dir() {
                 return Err(usage!(
@@ -85,24 +93,22 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
     }
     let sink = sink::Sink::from_args(&args, &metrics)?;
     let metadata = kubernetes_metadata(&args, &metrics);
-    let (batch_tx, batch_rx) = mpsc::unbounded_channel();
-    let mut reader = Reader::start(
-        &args,
-        &ctx,
-        &metrics,
-        store.clone(),
-        metadata.clone(),
-        batch_tx,
-    )?;
-    let mut delivery = tokio::spawn(sink::run(sink, batch_rx, store.clone(), metrics.clone()));
-    let saver = tokio::spawn(save_every(CHECKPOINT_INTERVAL, store.clone()));
-    tracing::info!(paths = ?args.paths, sink = ?args.sink, format = ?args.format, "log-tail-ship started");
+    let buffer = match &args.buffer_dir {
+        Some(dir) => Some(Buffer::open(dir, args.buffer_max_bytes_disk, &metrics)?),
+        None => None,
+    };
+    let (outlet, queue) = outlet(&args, &ctx, &metrics, buffer.clone());
+    let mut reader = Reader::start(&args, &ctx, &metrics, store.clone(), metadata, outlet)?;
+    let mut delivery = tokio::spawn(sink::run(sink, queue, store.clone(), metrics.clone()));
+    let persist = Persist { store, buffer };
+    let saver = tokio::spawn(persist.clone().every(CHECKPOINT_INTERVAL));
+    tracing::info!(paths = ?args.paths, sink = ?args.sink, format = ?args.format, buffer_dir = ?args.buffer_dir, "log-tail-ship started");
     ctx.set_ready(true);
 
     let stopped = reader.stopped_or_shutdown(&ctx).await;
     if stopped.is_err() {
         saver.abort();
-        save(&store).await;
+        persist.save().await;
         return stopped;
     }
     // Drain: the reader sends its last complete lines and stops; the sink
@@ -120,7 +126,7 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         tracing::warn!("grace period over before the sink acknowledged everything; the rest is sent again after the restart");
     }
     saver.abort();
-    save(&store).await;
+    persist.save().await;
     tracing::info!("checkpoints written; bye");
     Ok(())
 }
@@ -141,7 +147,7 @@ impl Reader {
         metrics: &Metrics,
         store: Arc<Mutex<Store>>,
         metadata: Arc<Metadata>,
-        batches: mpsc::UnboundedSender<batch::Batch>,
+        outlet: Outlet,
     ) -> anyhow::Result<Reader> {
         let fields: Vec<(String, String)> = args
             .fields
@@ -150,11 +156,6 @@ impl Reader {
             .collect();
         let host = args.host_name.clone().unwrap_or_else(host_name);
         let template = event::Template::new(&host, &fields, args.parse == Parse::Json);
-        let budget = Arc::new(Semaphore::new(
-            (args.buffer_max_bytes as usize)
-                .min(Semaphore::MAX_PERMITS)
-                .min(u32::MAX as usize),
-        ));
         let emitter = Emitter::new(
             template,
             args.format,
@@ -165,16 +166,15 @@ impl Reader {
                 timeout: args.batch_timeout,
                 max_line_bytes: args.max_line_bytes as usize,
             },
-            batches,
-            budget,
-            tokio::runtime::Handle::current(),
+            outlet,
             ctx.shutdown_handle(),
             metrics.clone(),
         );
-        // Our own files (checkpoints, dead letter) are never tailed.
+        // Our own files (checkpoints, buffer, dead letter) are never tailed.
         let own = args
             .data_dir
             .iter()
+            .chain(args.buffer_dir.iter())
             .chain(args.dead_letter.iter())
             .cloned()
             .collect();
@@ -258,11 +258,30 @@ fn kubernetes_metadata(args: &Args, metrics: &Metrics) -> Arc<Metadata> {
     metadata
 }
 
-async fn save_every(period: Duration, store: Arc<Mutex<Store>>) {
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tick.tick().await;
-        save(&store).await;
+/// Where full batches go, and where the sink takes them from: memory, or
+/// the disk buffer.
+fn outlet(
+    args: &Args,
+    ctx: &Context,
+    metrics: &Metrics,
+    buffer: Option<Arc<Buffer>>,
+) -> (Outlet, Queue) {
+    let rt = tokio::runtime::Handle::current();
+    match buffer {
+        Some(b) => (
+            Outlet::disk(b.clone(), rt, ctx.shutdown_handle(), metrics.clone()),
+            Queue::Disk(b),
+        ),
+        None => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let budget = Arc::new(Semaphore::new(
+                (args.buffer_max_bytes as usize)
+                    .min(Semaphore::MAX_PERMITS)
+                    .min(u32::MAX as usize),
+            ));
+            let outlet = Outlet::memory(tx, budget, rt, ctx.shutdown_handle(), metrics.clone());
+            (outlet, Queue::Memory(rx))
+        }
     }
 }
 
@@ -291,6 +310,13 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     if args.batch_max_bytes == 0 {
         return Err(usage!("--batch-max-bytes: must be at least 1"));
     }
+    if args.buffer_dir.is_some() && args.buffer_max_bytes_disk < args.batch_max_bytes {
+        return Err(usage!(
+            "--buffer-max-bytes-disk ({}) must be at least --batch-max-bytes ({})",
+            args.buffer_max_bytes_disk,
+            args.batch_max_bytes
+        ));
+    }
     if args.batch_max_bytes > args.buffer_max_bytes {
         return Err(usage!(
             "--batch-max-bytes ({}) must not exceed --buffer-max-bytes ({})",
@@ -301,16 +327,51 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the checkpoint file if acknowledgements moved it.
-async fn save(store: &Arc<Mutex<Store>>) {
-    let snap = store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .snapshot_if_dirty();
-    if let Some((dir, raw)) = snap {
-        let res = tokio::task::spawn_blocking(move || checkpoint::write_atomic(&dir, &raw)).await;
-        if let Ok(Err(e)) = res {
-            tracing::error!(error = %e, "cannot write checkpoints");
+/// The checkpoints and, with `--buffer-dir`, the disk buffer: written
+/// together, the buffer first, since the checkpoints may only pass lines
+/// the buffer holds durably.
+#[derive(Clone)]
+struct Persist {
+    store: Arc<Mutex<Store>>,
+    buffer: Option<Arc<Buffer>>,
+}
+
+impl Persist {
+    async fn every(self, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            self.save().await;
+        }
+    }
+
+    /// fsyncs the buffer (the checkpoints move past what it now holds),
+    /// writes its acknowledgement ledger, and the checkpoint file if it moved.
+    async fn save(&self) {
+        if let Some(b) = &self.buffer {
+            let (b, store) = (b.clone(), self.store.clone());
+            let res = tokio::task::spawn_blocking(move || {
+                if let Err(e) = b.sync(&store) {
+                    tracing::error!(error = %e, "cannot fsync --buffer-dir; checkpoints stay before its lines");
+                }
+                b.write_ledger()
+            })
+            .await;
+            if let Ok(Err(e)) = res {
+                tracing::error!(error = %e, "cannot write the disk buffer's ledger; acknowledged events may be sent again after a restart");
+            }
+        }
+        let snap = self
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot_if_dirty();
+        if let Some((dir, raw)) = snap {
+            let res =
+                tokio::task::spawn_blocking(move || checkpoint::write_atomic(&dir, &raw)).await;
+            if let Ok(Err(e)) = res {
+                tracing::error!(error = %e, "cannot write checkpoints");
+            }
         }
     }
 }

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub open_files: Gauge,
     pub lag_bytes: Gauge,
     pub buffer_bytes: Gauge,
+    pub disk_buffer_bytes: Gauge,
+    pub disk_buffer_segments: Gauge,
+    pub disk_buffer_events: Gauge,
+    pub disk_buffer_full: Counter,
+    pub disk_buffer_corrupt: Counter,
+    pub disk_buffer_corrupt_bytes: Counter,
 }
 
 impl Metrics {
@@ -102,6 +108,36 @@ impl Metrics {
             "buffer_bytes",
             "Bytes of events read and not yet acknowledged (capped by --buffer-max-bytes)",
             self.buffer_bytes.clone(),
+        );
+        r.register(
+            "disk_buffer_bytes",
+            "Bytes of --buffer-dir segment files (capped by --buffer-max-bytes-disk)",
+            self.disk_buffer_bytes.clone(),
+        );
+        r.register(
+            "disk_buffer_segments",
+            "Segment files in --buffer-dir",
+            self.disk_buffer_segments.clone(),
+        );
+        r.register(
+            "disk_buffer_events",
+            "Events in --buffer-dir not yet acknowledged by the sink",
+            self.disk_buffer_events.clone(),
+        );
+        r.register(
+            "disk_buffer_full",
+            "Times reading paused because --buffer-max-bytes-disk was reached",
+            self.disk_buffer_full.clone(),
+        );
+        r.register(
+            "disk_buffer_corrupt",
+            "Torn or corrupt records found in --buffer-dir; each cut its segment there",
+            self.disk_buffer_corrupt.clone(),
+        );
+        r.register(
+            "disk_buffer_corrupt_bytes",
+            "Bytes of --buffer-dir segments cut away after a torn or corrupt record",
+            self.disk_buffer_corrupt_bytes.clone(),
         );
     }
 }

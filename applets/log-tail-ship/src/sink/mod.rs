@@ -17,6 +17,7 @@ use sidecar_runtime::backoff::Backoff;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
+use crate::buffer::Buffer;
 use crate::checkpoint::Store;
 use crate::config::{Args, Compress, SinkKind};
 use crate::metrics::Metrics;
@@ -146,23 +147,39 @@ fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
     Ok(b.build()?)
 }
 
-/// Delivers batches in order and acknowledges them in the checkpoint store.
-pub async fn run(
-    mut sink: Sink,
-    mut rx: mpsc::UnboundedReceiver<Batch>,
-    store: Arc<Mutex<Store>>,
-    metrics: Metrics,
-) {
-    while let Some(mut batch) = rx.recv().await {
-        if !batch.is_empty() {
-            sink.deliver(&mut batch).await;
+/// Where the sink task takes batches from.
+pub enum Queue {
+    /// Straight from the reader; acknowledged batches move the checkpoints.
+    Memory(mpsc::UnboundedReceiver<Batch>),
+    /// From the disk buffer, which already moved the checkpoints;
+    /// acknowledged records leave it.
+    Disk(Arc<Buffer>),
+}
+
+/// Delivers batches in order and acknowledges them.
+pub async fn run(mut sink: Sink, queue: Queue, store: Arc<Mutex<Store>>, metrics: Metrics) {
+    match queue {
+        Queue::Memory(mut rx) => {
+            while let Some(mut batch) = rx.recv().await {
+                if !batch.is_empty() {
+                    sink.deliver(&mut batch).await;
+                }
+                store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ack(&batch.marks);
+                if let Some(p) = batch.permit.take() {
+                    metrics.buffer_bytes.dec_by(p.num_permits() as i64);
+                }
+            }
         }
-        store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ack(&batch.marks);
-        if let Some(p) = batch.permit.take() {
-            metrics.buffer_bytes.dec_by(p.num_permits() as i64);
+        Queue::Disk(buffer) => {
+            while let Some((mut batch, ticket)) = buffer.next().await {
+                if !batch.is_empty() {
+                    sink.deliver(&mut batch).await;
+                }
+                buffer.ack(ticket);
+            }
         }
     }
 }

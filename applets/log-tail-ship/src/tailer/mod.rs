@@ -565,6 +565,7 @@ impl Tailer {
             ok = emit(&mut self.emitter, &self.metrics, &src, last);
         }
         ok = ok && self.emitter.flush_pending(&key);
+        ok = ok && self.emitter.persist(&self.store);
         let (path, offset) = (t.path.clone(), t.pos);
         let closed = Closed::of(&t.file, &t.head, offset, &t.path);
         drop(t);
