@@ -21,8 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-for tool in wrk nginx h2load openssl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx nghttp2-client openssl)" >&2; exit 2; }
+for tool in wrk nginx h2load openssl curl; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx nghttp2-client openssl curl)" >&2; exit 2; }
 done
 WORKERS=${WORKERS:-$(nproc)}
 DURATION=${DURATION:-10s}
@@ -43,6 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# nginx's workers drop root for `nobody`: mktemp's 0700 directory would make
+# every nginx answer a 403 (as it did in runs before this check existed).
+chmod 755 "$work"
 mkdir -p "$work/site"
 head -c 1024 /dev/urandom > "$work/site/1k.bin"
 head -c $((100 * 1024)) /dev/urandom > "$work/site/100k.bin"
@@ -62,6 +65,8 @@ error_log $work/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # 404s are not written to the error log either (we log none).
+  log_not_found off;
   sendfile on;
   tcp_nopush on;
   keepalive_requests 1000000;
@@ -101,6 +106,18 @@ wait_port "$NGINX_PORT"
 wait_port "$OURS_PORT"
 wait_port "$NGINX_TLS_PORT"
 wait_port "$OURS_TLS_PORT"
+
+# Both servers must give the same answers, or the comparison means nothing.
+for case in 1k.bin:200 100k.bin:200 missing:404; do
+  for port in "$NGINX_PORT" "$OURS_PORT"; do
+    got=$(curl -s -o "$work/got" -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/${case%%:*}")
+    want_size=$( [[ ${case#*:} == 200 ]] && stat -c %s "$work/site/${case%%:*}" || echo "${got#* }")
+    if [[ $got != "${case#*:} $want_size" ]]; then
+      echo "port $port answers $got for /${case%%:*}, not ${case#*:} with the file (see $work)" >&2
+      exit 1
+    fi
+  done
+done
 
 # Prints "requests/s p99 cpu-us-per-request" for one wrk run against server PID $2.
 measure() {
@@ -148,14 +165,21 @@ h2rate() {
   h2load -c "$CONNECTIONS" -t "$THREADS" -m 10 -D "${DURATION%s}" "$1" 2>&1 |
     awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i) == "req/s,") print $(i - 1)}'
 }
-h2load -c 4 -n 1000 "https://127.0.0.1:$NGINX_TLS_PORT/1k.bin" >/dev/null 2>&1
-h2load -c 4 -n 1000 "https://127.0.0.1:$OURS_TLS_PORT/1k.bin" >/dev/null 2>&1
+# Warm-up, and both must answer 200 over h2.
+for port in "$NGINX_TLS_PORT" "$OURS_TLS_PORT"; do
+  out=$(h2load -c 4 -n 1000 "https://127.0.0.1:$port/1k.bin" 2>&1)
+  if ! grep -q 'status codes: 1000 2xx' <<<"$out"; then
+    echo "port $port: not 1000 answers 2xx over h2:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+done
 n_h2=0 o_h2=0
 for _ in $(seq "$ROUNDS"); do
   n_h2=$(awk -v a="$n_h2" -v b="$(h2rate "https://127.0.0.1:$NGINX_TLS_PORT/1k.bin")" 'BEGIN {print (b + 0 > a + 0) ? b : a}')
   o_h2=$(awk -v a="$o_h2" -v b="$(h2rate "https://127.0.0.1:$OURS_TLS_PORT/1k.bin")" 'BEGIN {print (b + 0 > a + 0) ? b : a}')
 done
 printf '%-8s %-12s %12s\n' "h2-1k" nginx "$n_h2"
-printf '%-8s %-12s %12s %10s %12s %10s\n' "h2-1k" static-serve "$o_h2" "" "" "$(rss "$ours_tls")"
+printf '%-8s %-12s %12s %10s %12s %10s\n' "h2-1k" static-serve "$o_h2" "" "" "$(rss_kib "$ours_tls")"
 printf '%-8s %-12s %12s\n' "h2-1k" "ours/nginx" "$(awk -v a="$o_h2" -v b="$n_h2" 'BEGIN {printf "%.2fx", a / b}')"
 echo "workers=$WORKERS connections=$CONNECTIONS wrk-threads=$THREADS duration=$DURATION rounds=$ROUNDS (best) $(nginx -v 2>&1)"
