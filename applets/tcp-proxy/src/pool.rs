@@ -4,7 +4,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -87,6 +87,9 @@ pub struct Endpoint {
     ejection: Mutex<Ejection>,
     healthy: AtomicBool,
     check_streak: AtomicU32,
+    /// `upstream_connections_active` of this route and endpoint, made on
+    /// the first pick (looking it up per pick formats and hashes labels).
+    active_gauge: OnceLock<Gauge>,
 }
 
 impl Endpoint {
@@ -103,6 +106,7 @@ impl Endpoint {
             ejection: Mutex::new(Ejection::default()),
             healthy: AtomicBool::new(true),
             check_streak: AtomicU32::new(0),
+            active_gauge: OnceLock::new(),
         }
     }
 
@@ -226,6 +230,14 @@ impl Pool {
         }
         let now = Instant::now();
         let has_room = |e: &Endpoint| max == 0 || e.active() < max;
+        // The usual case, every endpoint available and below its cap, needs
+        // no candidate list.
+        if tried.is_empty() && all.iter().all(|e| e.available(now) && has_room(e)) {
+            let i = self.choose(lb, &all, client, now);
+            if let Some(lease) = self.acquire(&all[i], max) {
+                return Ok(lease);
+            }
+        }
         // Healthy ones first; when none is left, every endpoint (Envoy's
         // "panic mode"): sending to a possibly-bad endpoint beats refusing all.
         let tiers: [&dyn Fn(&Endpoint) -> bool; 3] = [
@@ -245,28 +257,8 @@ impl Pool {
                 in_tier.into_iter().filter(|e| has_room(e)).collect();
             while !candidates.is_empty() {
                 let i = self.choose(lb, &candidates, client, now);
-                let e = candidates[i];
-                let acquired = e
-                    .active
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                        (max == 0 || n < max).then_some(n + 1)
-                    })
-                    .is_ok();
-                if acquired {
-                    let gauge = self
-                        .metrics
-                        .upstream_active
-                        .get_or_create(&metrics::route_with(
-                            &self.route,
-                            "upstream",
-                            &e.addr.to_string(),
-                        ))
-                        .clone();
-                    gauge.inc();
-                    return Ok(Lease {
-                        endpoint: e.clone(),
-                        gauge,
-                    });
+                if let Some(lease) = self.acquire(candidates[i], max) {
+                    return Ok(lease);
                 }
                 candidates.remove(i);
             }
@@ -275,10 +267,32 @@ impl Pool {
         Err(NoEndpoint::Full)
     }
 
-    fn choose(&self, lb: Lb, c: &[&Arc<Endpoint>], client: IpAddr, now: Instant) -> usize {
+    /// Counts one more connection or request on `e`, unless that would pass `max`.
+    fn acquire(&self, e: &Arc<Endpoint>, max: usize) -> Option<Lease> {
+        e.active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .ok()?;
+        let gauge = e
+            .active_gauge
+            .get_or_init(|| {
+                let labels = metrics::route_with(&self.route, "upstream", &e.addr.to_string());
+                self.metrics.upstream_active.get_or_create(&labels).clone()
+            })
+            .clone();
+        gauge.inc();
+        Some(Lease {
+            endpoint: e.clone(),
+            gauge,
+        })
+    }
+
+    fn choose<E: AsRef<Endpoint>>(&self, lb: Lb, c: &[E], client: IpAddr, now: Instant) -> usize {
         if c.len() == 1 {
             return 0;
         }
+        let e = |i: usize| c[i].as_ref();
         match lb {
             Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % c.len(),
             Lb::LeastConn => {
@@ -286,12 +300,12 @@ impl Pool {
                 let start = self.next.fetch_add(1, Ordering::Relaxed) % c.len();
                 (0..c.len())
                     .map(|k| (start + k) % c.len())
-                    .min_by_key(|&i| c[i].active())
+                    .min_by_key(|&i| e(i).active())
                     .unwrap_or(0)
             }
             Lb::RandomTwo => {
                 let (a, b) = two_random(c.len());
-                if c[b].active() < c[a].active() {
+                if e(b).active() < e(a).active() {
                     b
                 } else {
                     a
@@ -303,12 +317,12 @@ impl Pool {
                 // An endpoint that has not answered yet is assumed as fast
                 // as the other, so new endpoints get their share at once
                 // instead of waiting out a pessimistic default.
-                let (la, lb) = (c[a].latency(now), c[b].latency(now));
+                let (la, lb) = (e(a).latency(now), e(b).latency(now));
                 let default = EWMA_DEFAULT_RTT.as_nanos() as f64;
                 let la_ = la.or(lb).unwrap_or(default);
                 let lb_ = lb.or(la).unwrap_or(default);
-                let cost = |l: f64, e: &Endpoint| l * (e.active() + 1) as f64;
-                if cost(lb_, c[b]) < cost(la_, c[a]) {
+                let cost = |l: f64, ep: &Endpoint| l * (ep.active() + 1) as f64;
+                if cost(lb_, e(b)) < cost(la_, e(a)) {
                     b
                 } else {
                     a
@@ -320,7 +334,7 @@ impl Pool {
                 .max_by_key(|&i| {
                     let mut h = DefaultHasher::new();
                     client.hash(&mut h);
-                    c[i].addr.hash(&mut h);
+                    e(i).addr.hash(&mut h);
                     h.finish()
                 })
                 .unwrap_or(0),

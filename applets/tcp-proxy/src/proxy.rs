@@ -409,13 +409,13 @@ async fn serve_http(
     let Some(http) = &route.http else {
         return;
     };
-    let info = http_proxy::ConnInfo {
-        client: rec.client,
-        original_dst: rec.original_dst,
-        tls: admitted.tls.is_some(),
-        peer_id: rec.peer_identity.clone(),
-        fallback: http.fallback.clone(),
-    };
+    let info = http_proxy::ConnInfo::new(
+        rec.client,
+        rec.original_dst,
+        admitted.tls.is_some(),
+        rec.peer_identity.clone(),
+        http.fallback.clone(),
+    );
     let proxy = http.proxy.clone();
     let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
     match admitted.tls {

@@ -108,12 +108,13 @@ pub async fn wire(
         pools: Vec::new(),
     };
     let destination = |name: String, endpoints: Endpoints| {
-        Arc::new(Destination {
+        Arc::new(Destination::new(
             name,
             endpoints,
-            rate: args.http_rate_limit.map(TokenBucket::new),
-            budget: RetryBudget::new(args.http_retry_budget),
-        })
+            args.http_rate_limit.map(TokenBucket::new),
+            RetryBudget::new(args.http_retry_budget),
+            metrics,
+        ))
     };
 
     // HTTP routes have pools of their own, shared by every listener.

@@ -2,8 +2,6 @@
 //! X-Forwarded-For/-Proto, x-request-id, and the request-smuggling spellings
 //! refused before anything reaches an upstream.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
@@ -19,6 +17,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// to reach the server). `upgrade`: keep `Upgrade` and `Connection:
 /// upgrade`, the request is becoming a tunnel.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names is cheaper
+    // than looking each of them up.
+    let hop = |n: &HeaderName| {
+        n == header::CONNECTION
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+            || n == header::TRANSFER_ENCODING
+            || n == header::UPGRADE
+            || n == header::TE
+    };
+    if !upgrade && !h.keys().any(hop) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -56,19 +67,28 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Appends the client to X-Forwarded-For and says how it reached us.
-pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool) {
-    let prior: Vec<String> = h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    let mut value = prior.join(", ");
-    if !value.is_empty() {
-        value.push_str(", ");
-    }
-    value.push_str(&client.to_string());
-    if let Ok(v) = HeaderValue::from_str(&value) {
+/// Appends the client (`client`: its address as a header value, made once
+/// per connection) to X-Forwarded-For and says how it reached us.
+pub fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+    let value = match h.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(v) => {
+            v.insert(client.clone());
+            None
+        }
+        header::Entry::Occupied(prior) => {
+            let mut value = prior
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if !value.is_empty() {
+                value.push_str(", ");
+            }
+            value.push_str(client.to_str().unwrap_or_default());
+            Some(value)
+        }
+    };
+    if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(&X_FORWARDED_FOR, v);
     }
     h.insert(
@@ -77,17 +97,25 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool) {
     );
 }
 
-/// The request's id: kept when the client sent one, else a new random one.
-pub fn request_id(h: &mut HeaderMap) -> String {
-    if let Some(id) = h.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        return id.to_string();
+/// The request's id: kept when the client sent one, else a new random one
+/// (32 hex digits).
+pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
+    match h.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(id) => id.get().clone(),
+        header::Entry::Vacant(v) => {
+            let n: u128 = rand::thread_rng().gen();
+            let mut hex = [0u8; 32];
+            for (i, d) in hex.iter_mut().enumerate() {
+                *d = b"0123456789abcdef"[(n >> (124 - 4 * i)) as usize & 0xf];
+            }
+            let mut id = HeaderValue::from_bytes(&hex).expect("hex is a valid header value");
+            // Never indexed by HPACK: a value seen once would only push
+            // reusable entries out of the HTTP/2 header tables.
+            id.set_sensitive(true);
+            v.insert(id.clone());
+            id
+        }
     }
-    let id = format!("{:032x}", rand::thread_rng().gen::<u128>());
-    h.insert(
-        &X_REQUEST_ID,
-        HeaderValue::from_str(&id).expect("hex is a valid header value"),
-    );
-    id
 }
 
 /// Checks a raw HTTP/1 request head (request line and header lines) for the
@@ -145,9 +173,14 @@ mod tests {
     fn forwarded_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), false);
+        let client = HeaderValue::from_static("10.0.0.1");
+        add_forwarded(&mut h, &client, false);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, &client, true);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]
@@ -155,7 +188,9 @@ mod tests {
         let mut h = HeaderMap::new();
         let id = request_id(&mut h);
         assert_eq!(id.len(), 32);
+        assert!(id.to_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(request_id(&mut h), id);
+        assert_ne!(request_id(&mut HeaderMap::new()), id);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, Method, Request, Response, Uri, Version};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -70,6 +71,8 @@ pub struct HttpProxy {
 pub struct ConnInfo {
     /// The client (as a PROXY header announced it, else the peer).
     pub client: SocketAddr,
+    /// Its address as X-Forwarded-For gets it, made once per connection.
+    pub client_header: HeaderValue,
     pub original_dst: Option<SocketAddr>,
     /// The connection came over TLS.
     pub tls: bool,
@@ -79,11 +82,39 @@ pub struct ConnInfo {
     pub fallback: Arc<Destination>,
 }
 
-/// What the access log says about one request.
+impl ConnInfo {
+    pub fn new(
+        client: SocketAddr,
+        original_dst: Option<SocketAddr>,
+        tls: bool,
+        peer_id: Option<String>,
+        fallback: Arc<Destination>,
+    ) -> Self {
+        let client_header = HeaderValue::from_str(&client.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo {
+            client,
+            client_header,
+            original_dst,
+            tls,
+            peer_id,
+            fallback,
+        }
+    }
+}
+
+/// Where one request went, for its metrics and access-log line.
 struct Exchange {
-    route: String,
     endpoint: Option<SocketAddr>,
     retries: u32,
+}
+
+/// What the access log needs from a request that is handed on.
+struct Logged {
+    started: SystemTime,
+    method: Method,
+    authority: Option<String>,
+    path: String,
 }
 
 impl HttpProxy {
@@ -142,23 +173,22 @@ impl HttpProxy {
 
     async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        let started = SystemTime::now();
         let request_id = headers::request_id(req.headers_mut());
-        let authority = authority_of(&req);
-        let host = authority.as_deref().map(router::host_of);
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
-        let dest = self
-            .router
-            .find(host.as_deref(), &path)
-            .unwrap_or(&conn.fallback)
-            .clone();
+        let dest = self.destination(&req, conn);
+        let logged = self.access_log.as_ref().map(|_| Logged {
+            started: SystemTime::now(),
+            method: req.method().clone(),
+            authority: authority_of(&req).map(str::to_string),
+            path: req.uri().path().to_string(),
+        });
         let mut ex = Exchange {
-            route: dest.name.clone(),
             endpoint: None,
             retries: 0,
         };
         let version = req.version();
-        let forwarded = self.forward(req, conn, &dest, &mut ex);
+        // Boxed: the state of a forwarded request is large, and the future
+        // of each HTTP/2 stream is moved into a task of its own.
+        let forwarded = Box::pin(self.forward(req, conn, dest, &mut ex));
         let mut resp = if self.settings.request_timeout.is_zero() {
             forwarded.await
         } else {
@@ -172,36 +202,37 @@ impl HttpProxy {
         }
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
-        let m = &self.metrics;
-        let upstream = ex.endpoint.map(|a| a.to_string()).unwrap_or_default();
-        m.http_requests
-            .get_or_create(&vec![
-                ("route", ex.route.clone()),
-                ("upstream", upstream.clone()),
-                ("class", format!("{}xx", status / 100)),
-            ])
-            .inc();
-        m.http_latency
-            .get_or_create(&metrics::route(&ex.route))
-            .observe(elapsed.as_secs_f64());
-        if let Some(log) = &self.access_log {
+        dest.metrics
+            .response(ex.endpoint, status, elapsed.as_secs_f64());
+        if let (Some(log), Some(l)) = (&self.access_log, logged) {
             log.record(serde_json::json!({
-                "start_time": humantime::format_rfc3339_millis(started).to_string(),
+                "start_time": humantime::format_rfc3339_millis(l.started).to_string(),
                 "protocol": format!("{version:?}"),
-                "method": method.as_str(),
-                "authority": authority,
-                "path": path,
+                "method": l.method.as_str(),
+                "authority": l.authority,
+                "path": l.path,
                 "status": status,
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
-                "route": ex.route,
+                "route": dest.name,
                 "endpoint": ex.endpoint.map(|a| a.to_string()),
                 "retries": ex.retries,
-                "request_id": request_id,
+                "request_id": request_id.to_str().ok(),
                 "client": conn.client.to_string(),
                 "peer_identity": conn.peer_id,
             }));
         }
         resp
+    }
+
+    /// The request's route (host, longest path prefix), else the listener's.
+    fn destination<'a>(&'a self, req: &Request<Incoming>, conn: &'a ConnInfo) -> &'a Destination {
+        if self.router.is_empty() {
+            return &conn.fallback;
+        }
+        let host = authority_of(req).map(router::host_of);
+        self.router
+            .find(host, req.uri().path())
+            .unwrap_or(&conn.fallback)
     }
 
     /// A first request refused on its raw bytes (see `headers::smuggling`).
@@ -269,7 +300,7 @@ impl HttpProxy {
         }
         let upgrade = tunnel::is_upgrade(&req);
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        headers::add_forwarded(req.headers_mut(), conn.client.ip(), conn.tls);
+        headers::add_forwarded(req.headers_mut(), &conn.client_header, conn.tls);
         if upgrade {
             let addr = match self.pick(conn, dest, &[]) {
                 Ok((addr, _lease)) => addr,
@@ -282,26 +313,34 @@ impl HttpProxy {
             };
         }
 
-        let authority = authority_of(&req);
-        let (parts, body) = req.into_parts();
+        // The downstream target, kept: each attempt writes the request in the
+        // form its upstream connection needs.
+        let target = Target::of(&req);
+        let (mut parts, body) = req.into_parts();
+        // What the server side attached (an upgrade handle, say) is not for
+        // the upstream.
+        parts.extensions = http::Extensions::new();
         // A body is kept for retries only when retries may happen and it
-        // is small; otherwise it streams once.
+        // is small; otherwise it streams once, and the request is built once.
         let replay = self.settings.retries > 0
             && parts.method.is_idempotent()
             && body
                 .size_hint()
                 .upper()
                 .is_some_and(|n| n <= MAX_REPLAY_BODY);
-        let (kept, mut streamed): (Option<Bytes>, Option<Body>) = if replay {
+        let (kept, mut once) = if replay {
             match Limited::new(body, MAX_REPLAY_BODY as usize).collect().await {
-                Ok(b) => (Some(b.to_bytes()), None),
+                Ok(b) => (Some((parts, b.to_bytes())), None),
                 Err(_) => return self.answer(&dest.name, Local::BadRequest("request body")),
             }
         } else {
-            (None, Some(body.map_err(Into::into).boxed_unsync()))
+            let body = body.map_err(Into::into).boxed_unsync();
+            (None, Some(Request::from_parts(parts, body)))
         };
 
-        dest.budget.deposit();
+        if self.settings.retries > 0 {
+            dest.budget.deposit();
+        }
         let mut tried: Vec<SocketAddr> = Vec::new();
         // A reused connection the server closed before taking the request
         // gives it back untouched; trying again on a new one is not a retry.
@@ -318,7 +357,7 @@ impl HttpProxy {
             };
             let sender = match self
                 .connector
-                .checkout(addr, parts.version == Version::HTTP_2)
+                .checkout(addr, target.version == Version::HTTP_2)
                 .await
             {
                 Ok(s) => s,
@@ -335,14 +374,13 @@ impl HttpProxy {
                     return self.answer(&dest.name, Local::ConnectFailed);
                 }
             };
-            let body = match &kept {
-                Some(b) => Full::new(b.clone()).map_err(|e| match e {}).boxed_unsync(),
-                None => streamed.take().expect("a streamed body is sent once"),
+            let mut up_req = match &kept {
+                Some((parts, body)) => copy_request(parts, body.clone()),
+                None => once.take().expect("a streamed request is sent once"),
             };
-            let h2 = matches!(sender, Sender::H2(_));
-            let up_req = upstream_request(&parts, body, h2, authority.as_deref(), addr);
+            target.prepare(&mut up_req, matches!(sender, Sender::H2(_)), addr);
             let sent = Instant::now();
-            match self.send(addr, sender, up_req).await {
+            match send(sender, up_req).await {
                 Ok(resp) => {
                     if let Some((pool, ep)) = pool {
                         pool.observe_latency(ep, sent.elapsed());
@@ -364,7 +402,7 @@ impl HttpProxy {
                     tracing::debug!(upstream = %addr, error = %e, "pooled connection was closed; using a new one");
                     stale += 1;
                     if kept.is_none() {
-                        streamed = Some(back.into_body());
+                        once = Some(back);
                     }
                 }
                 Err((e, _)) => {
@@ -402,87 +440,116 @@ impl HttpProxy {
                 .ok_or(Local::NoEndpoints),
         }
     }
-
-    /// Sends on `sender`; on failure, the request comes back when none of
-    /// it was sent.
-    async fn send(
-        &self,
-        addr: SocketAddr,
-        sender: Sender,
-        req: Request<Body>,
-    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<Body>>)> {
-        match sender {
-            Sender::H1(mut sender) => {
-                let result = sender.try_send_request(req).await;
-                match result {
-                    Ok(resp) => {
-                        self.connector.checkin(addr, sender);
-                        Ok(resp)
-                    }
-                    Err(mut e) => {
-                        let back = e.take_message();
-                        Err((e.into_error(), back))
-                    }
-                }
-            }
-            Sender::H2(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => Ok(resp),
-                Err(mut e) => {
-                    let back = e.take_message();
-                    Err((e.into_error(), back))
-                }
-            },
-        }
-    }
 }
 
-/// The request's authority: `:authority` / absolute-form, else Host.
-fn authority_of<B>(req: &Request<B>) -> Option<String> {
-    req.uri().authority().map(|a| a.to_string()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
+/// Sends on `sender`; on failure, the request comes back when none of it
+/// was sent.
+async fn send(
+    sender: Sender,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, (hyper::Error, Option<Request<Body>>)> {
+    let result = match sender {
+        Sender::H1(mut sender, conns) => {
+            let result = sender.try_send_request(req).await;
+            if result.is_ok() {
+                conns.checkin(sender);
+            }
+            result
+        }
+        Sender::H2(mut sender) => sender.try_send_request(req).await,
+    };
+    result.map_err(|mut e| {
+        let back = e.take_message();
+        (e.into_error(), back)
     })
 }
 
-/// The request as the upstream gets it: HTTP/2 carries the authority in
-/// `:authority`, HTTP/1.1 in Host with an origin-form target.
-fn upstream_request(
-    parts: &Parts,
-    body: Body,
-    h2: bool,
-    authority: Option<&str>,
-    endpoint: SocketAddr,
-) -> Request<Body> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.headers_mut() = parts.headers.clone();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let endpoint = endpoint.to_string();
-    let authority = authority.unwrap_or(&endpoint);
-    if h2 {
-        *req.version_mut() = Version::HTTP_2;
-        req.headers_mut().remove(header::HOST);
-        *req.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path.as_str())
-            .build()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-    } else {
-        *req.version_mut() = Version::HTTP_11;
-        *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        if !req.headers().contains_key(header::HOST) {
-            if let Ok(v) = header::HeaderValue::from_str(authority) {
-                req.headers_mut().insert(header::HOST, v);
+/// The request's authority: `:authority` / absolute-form, else Host.
+fn authority_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// What the client asked for, from which each attempt's request is written:
+/// HTTP/2 carries the authority in `:authority`, HTTP/1.1 in Host with an
+/// origin-form target.
+struct Target {
+    version: Version,
+    uri: Uri,
+    /// The Host header, when the request came with one.
+    host: Option<header::HeaderValue>,
+}
+
+impl Target {
+    fn of<B>(req: &Request<B>) -> Self {
+        Target {
+            version: req.version(),
+            uri: req.uri().clone(),
+            host: req.headers().get(header::HOST).cloned(),
+        }
+    }
+
+    /// Rewrites `req` (made from this target, perhaps rewritten for an
+    /// earlier attempt) for a connection to `endpoint` speaking HTTP/2 when
+    /// `h2`; without an authority from the client, the endpoint is named.
+    fn prepare(&self, req: &mut Request<Body>, h2: bool, endpoint: SocketAddr) {
+        let path = self
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if h2 {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+            if self.uri.authority().is_some() && self.uri.scheme() == Some(&Scheme::HTTP) {
+                *req.uri_mut() = self.uri.clone();
+                return;
+            }
+            let authority = self
+                .uri
+                .authority()
+                .cloned()
+                .or_else(|| {
+                    let host = self.host.as_ref()?;
+                    Authority::try_from(host.as_bytes()).ok()
+                })
+                .unwrap_or_else(|| {
+                    Authority::try_from(endpoint.to_string()).expect("an address is an authority")
+                });
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(path);
+            *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            if req.uri().authority().is_some() {
+                *req.uri_mut() = Uri::from(path);
+            }
+            if !req.headers().contains_key(header::HOST) {
+                let host = match (&self.host, self.uri.authority()) {
+                    (Some(h), _) => Some(h.clone()),
+                    (None, Some(a)) => header::HeaderValue::from_str(a.as_str()).ok(),
+                    (None, None) => header::HeaderValue::from_str(&endpoint.to_string()).ok(),
+                };
+                if let Some(h) = host {
+                    req.headers_mut().insert(header::HOST, h);
+                }
             }
         }
     }
+}
+
+/// A copy of a request whose body was kept for retries.
+fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
+    let mut req = Request::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
     req
 }
 

@@ -2,9 +2,16 @@
 //! path prefix (and a matching host, compared without the port), else the
 //! listener's own destination.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use sidecar_runtime::prometheus_client;
 
 use crate::limits::TokenBucket;
+use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
 
 use super::retry::RetryBudget;
@@ -17,6 +24,25 @@ pub struct Destination {
     pub endpoints: Endpoints,
     pub rate: Option<TokenBucket>,
     pub budget: RetryBudget,
+    pub metrics: RouteMetrics,
+}
+
+impl Destination {
+    pub fn new(
+        name: String,
+        endpoints: Endpoints,
+        rate: Option<TokenBucket>,
+        budget: RetryBudget,
+        metrics: &Metrics,
+    ) -> Self {
+        Destination {
+            metrics: RouteMetrics::new(name.clone(), metrics.clone()),
+            name,
+            endpoints,
+            rate,
+            budget,
+        }
+    }
 }
 
 pub enum Endpoints {
@@ -24,6 +50,64 @@ pub enum Endpoints {
     /// Transparent mode: the connection's original destination.
     OriginalDst,
 }
+
+/// The per-request metrics of one destination. Every request updates them,
+/// so the handles are kept here: looking them up in their families would
+/// format and hash the label strings of each request.
+pub struct RouteMetrics {
+    route: String,
+    metrics: Metrics,
+    latency: OnceLock<Histogram>,
+    /// By endpoint (None: a local answer) and status class (1–5).
+    requests: RwLock<HashMap<(Option<SocketAddr>, u16), Counter>>,
+}
+
+impl RouteMetrics {
+    fn new(route: String, metrics: Metrics) -> Self {
+        RouteMetrics {
+            route,
+            metrics,
+            latency: OnceLock::new(),
+            requests: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// One response sent, `seconds` after its request arrived.
+    pub fn response(&self, endpoint: Option<SocketAddr>, status: u16, seconds: f64) {
+        self.latency
+            .get_or_init(|| {
+                let labels = metrics::route(&self.route);
+                self.metrics.http_latency.get_or_create(&labels).clone()
+            })
+            .observe(seconds);
+        let key = (endpoint, status / 100);
+        let known = self.requests.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = known.get(&key) {
+            c.inc();
+            return;
+        }
+        drop(known);
+        let labels = vec![
+            ("route", self.route.clone()),
+            (
+                "upstream",
+                endpoint.map(|a| a.to_string()).unwrap_or_default(),
+            ),
+            ("class", format!("{}xx", key.1)),
+        ];
+        let counter = self.metrics.http_requests.get_or_create(&labels).clone();
+        counter.inc();
+        let mut known = self.requests.write().unwrap_or_else(|e| e.into_inner());
+        // Transparent mode meets as many endpoints as the app dials; the
+        // family keeps counting beyond what is cached.
+        if known.len() < MAX_CACHED {
+            known.insert(key, counter);
+        }
+    }
+}
+
+/// Endpoint × status-class handles kept per destination.
+const MAX_CACHED: usize = 4096;
 
 pub struct Route {
     host: Option<String>,
@@ -37,15 +121,24 @@ pub struct Router {
 }
 
 impl Router {
+    /// `host` in lower case.
     pub fn add(&mut self, host: Option<String>, prefix: String, dest: Arc<Destination>) {
         self.routes.push(Route { host, prefix, dest });
     }
 
-    /// `host` is lower case without its port.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// `host` is without its port, in any case.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Destination>> {
         self.routes
             .iter()
-            .filter(|r| r.host.is_none() || r.host.as_deref() == host)
+            .filter(|r| match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(h)) => want.eq_ignore_ascii_case(h),
+                (Some(_), None) => false,
+            })
             .filter(|r| path.starts_with(&r.prefix))
             // Longest prefix; on a tie, a route naming the host beats one that does not.
             .max_by_key(|r| (r.prefix.len(), r.host.is_some()))
@@ -53,14 +146,13 @@ impl Router {
     }
 }
 
-/// The host of an authority or Host header, lower case, without the port.
-pub fn host_of(authority: &str) -> String {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
+/// The host of an authority or Host header, without the port.
+pub fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    host.to_ascii_lowercase()
+    }
 }
 
 #[cfg(test)]
@@ -68,12 +160,14 @@ mod tests {
     use super::*;
 
     fn dest(name: &str) -> Arc<Destination> {
-        Arc::new(Destination {
-            name: name.into(),
-            endpoints: Endpoints::OriginalDst,
-            rate: None,
-            budget: RetryBudget::new(20.0),
-        })
+        let mut reg = prometheus_client::registry::Registry::default();
+        Arc::new(Destination::new(
+            name.into(),
+            Endpoints::OriginalDst,
+            None,
+            RetryBudget::new(20.0),
+            &Metrics::register(&mut reg),
+        ))
     }
 
     #[test]
@@ -85,7 +179,7 @@ mod tests {
         r.add(Some("api.shop".into()), "/v1/orders".into(), dest("orders"));
         let name = |h: Option<&str>, p: &str| r.find(h, p).map(|d| d.name.clone());
         assert_eq!(name(Some("api.shop"), "/v1/orders/7").unwrap(), "orders");
-        assert_eq!(name(Some("api.shop"), "/v1/users").unwrap(), "api-v1");
+        assert_eq!(name(Some("API.Shop"), "/v1/users").unwrap(), "api-v1");
         assert_eq!(name(Some("other"), "/v1/orders").unwrap(), "v1");
         assert_eq!(name(None, "/x").unwrap(), "root");
         assert!(Router::default().find(None, "/").is_none());
@@ -93,7 +187,7 @@ mod tests {
 
     #[test]
     fn hosts_lose_their_port() {
-        assert_eq!(host_of("API.shop:8080"), "api.shop");
+        assert_eq!(host_of("API.shop:8080"), "API.shop");
         assert_eq!(host_of("api.shop"), "api.shop");
         assert_eq!(host_of("[::1]:80"), "::1");
     }

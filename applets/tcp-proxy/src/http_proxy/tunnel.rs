@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::upstream::Connector;
-use super::{downstream_response, full, upstream_request, Body};
+use http_body_util::BodyExt;
+
+use super::{downstream_response, full, Body, Target};
 
 /// An HTTP/1 Upgrade other than `h2c` (curl --http2 asks for that on
 /// plain connections; the request is served as HTTP/1.1 instead, which the
@@ -59,11 +61,9 @@ pub async fn upgrade(
 ) -> io::Result<Response<Body>> {
     let mut sender = connector.handshake_h1(addr).await?;
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let authority = super::authority_of(&req);
-    let (parts, body) = req.into_parts();
-    let body =
-        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(body, Into::into));
-    let up_req = upstream_request(&parts, body, false, authority.as_deref(), addr);
+    let target = Target::of(&req);
+    let mut up_req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+    target.prepare(&mut up_req, false, addr);
     let mut resp = sender
         .send_request(up_req)
         .await

@@ -40,30 +40,42 @@ const H1_MAX_IDLE: usize = 256;
 const MAX_ENDPOINTS: usize = 1024;
 
 #[derive(Default)]
-struct EndpointConns {
+pub struct EndpointConns {
     h1_idle: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
-    /// Held across the connect, so concurrent first requests share one
-    /// HTTP/2 connection instead of each opening its own.
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held across an HTTP/2 connect, so concurrent first requests share
+    /// one connection instead of each opening its own.
+    h2_connect: tokio::sync::Mutex<()>,
 }
 
 impl EndpointConns {
     fn holds_connections(&self) -> bool {
         let idle = self.h1_idle.lock().unwrap_or_else(|e| e.into_inner());
+        let h2 = self.live_h2().is_some();
         // Locked: a connect is under way.
-        let h2 = match self.h2.try_lock() {
-            Ok(s) => s.as_ref().is_some_and(|s| !s.is_closed()),
-            Err(_) => true,
-        };
-        !idle.is_empty() || h2
+        !idle.is_empty() || h2 || self.h2_connect.try_lock().is_err()
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<Body>> {
+        let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// Puts an HTTP/1 connection back once its response has started; it
+    /// becomes ready again when that response's body has been read.
+    pub fn checkin(&self, sender: http1::SendRequest<Body>) {
+        let mut idle = self.h1_idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < H1_MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
     }
 }
 
 /// A connection ready for one request.
 pub enum Sender {
     /// From the idle list (perhaps closed by the server meanwhile: sending
-    /// then gives the request back) or new.
-    H1(http1::SendRequest<Body>),
+    /// then gives the request back) or new; and where it goes back.
+    H1(http1::SendRequest<Body>, Arc<EndpointConns>),
     H2(http2::SendRequest<Body>),
 }
 
@@ -121,34 +133,30 @@ impl Connector {
     pub async fn checkout(&self, addr: SocketAddr, h2: bool) -> io::Result<Sender> {
         let conns = self.conns(addr);
         if h2 {
-            let mut slot = conns.h2.lock().await;
-            if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
-                return Ok(Sender::H2(s.clone()));
+            if let Some(s) = conns.live_h2() {
+                return Ok(Sender::H2(s));
+            }
+            let _connecting = conns.h2_connect.lock().await;
+            if let Some(s) = conns.live_h2() {
+                return Ok(Sender::H2(s));
             }
             let s = self.handshake_h2(addr).await?;
-            *slot = Some(s.clone());
+            *conns.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
             return Ok(Sender::H2(s));
         }
-        {
+        let reused = {
             let mut idle = conns.h1_idle.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < H1_IDLE);
-            if let Some(i) = idle.iter().rposition(|(s, _)| s.is_ready()) {
-                let (sender, _) = idle.swap_remove(i);
-                return Ok(Sender::H1(sender));
-            }
-        }
-        Ok(Sender::H1(self.handshake_h1(addr).await?))
-    }
-
-    /// Puts an HTTP/1 connection back once its response has started; it
-    /// becomes ready again when that response's body has been read.
-    pub fn checkin(&self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
-        let conns = self.conns(addr);
-        let mut idle = conns.h1_idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < H1_MAX_IDLE {
-            idle.push((sender, Instant::now()));
-        }
+            idle.iter()
+                .rposition(|(s, _)| s.is_ready())
+                .map(|i| idle.swap_remove(i).0)
+        };
+        let sender = match reused {
+            Some(s) => s,
+            None => self.handshake_h1(addr).await?,
+        };
+        Ok(Sender::H1(sender, conns))
     }
 
     /// A new HTTP/1 connection that may become a tunnel (Upgrade).
