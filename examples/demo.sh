@@ -65,7 +65,7 @@ if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
   else
-    die "needs ${need[*]}; run: sudo apt-get install -y ${need[*]}"
+    die "needs ${need[*]}; run: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${need[*]}"
   fi
 fi
 
