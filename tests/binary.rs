@@ -349,6 +349,109 @@ fn check_validates_without_binding() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-addr"));
 }
 
+/// `--check` names the file each applet would fail on later, at its first
+/// sync, request or rejected event, and says what it will wait for.
+#[test]
+fn check_names_the_file_a_start_would_fail_on_later() {
+    let d = support::tempdir();
+    let dir = d.path();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("below");
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let root = format!("--root={}", p(&dir.join("root")));
+    let git = |extra: &[&str]| {
+        let mut a = vec!["git-sync".to_string(), root.clone()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            git(&[
+                "--repo=git@example.com:o/r.git",
+                &format!("--ssh-key-file={}", p(&dir.join("no-key"))),
+            ]),
+            format!(
+                "--ssh-key-file {}: no such file or directory",
+                p(&dir.join("no-key"))
+            ),
+        ),
+        (
+            git(&[
+                "--repo=https://example.com/r.git",
+                "--username=u",
+                &format!("--password-file={}", p(&dir.join("no-pw"))),
+            ]),
+            format!("--password-file {}", p(&dir.join("no-pw"))),
+        ),
+        (
+            git(&["--repo=https://example.com/r.git", "--webhook-url=ftp://h/"]),
+            "--webhook-url \"ftp://h/\": expected an http:// or https:// URL".into(),
+        ),
+        (
+            git(&[
+                "--repo=https://example.com/r.git",
+                "--exechook-command=surely-not-a-program",
+            ]),
+            "--exechook-command: surely-not-a-program: command not found".into(),
+        ),
+        (
+            vec![
+                "git-sync".into(),
+                "--repo=https://example.com/r.git".into(),
+                format!("--root={}", p(&under_file)),
+            ],
+            format!("--root {}", p(&under_file)),
+        ),
+        (
+            vec!["static-serve".into(), format!("--root={}", p(&under_file))],
+            format!("--root {}", p(&under_file)),
+        ),
+        (
+            vec![
+                "tcp-proxy".into(),
+                "--listen=127.0.0.1:0".into(),
+                "--upstream=127.0.0.1:9".into(),
+                format!("--access-log={}", p(&under_file)),
+            ],
+            format!("--access-log {}", p(&under_file)),
+        ),
+        (
+            vec![
+                "log-tail-ship".into(),
+                "--path=/tmp/x.log".into(),
+                format!("--data-dir={}", p(&under_file)),
+            ],
+            format!("--data-dir {}", p(&under_file)),
+        ),
+        (
+            vec![
+                "log-tail-ship".into(),
+                "--path=/tmp/x.log".into(),
+                format!("--dead-letter={}", p(dir)),
+            ],
+            format!("--dead-letter {}: is a directory", p(dir)),
+        ),
+    ];
+    for (args, needle) in &cases {
+        let mut full: Vec<&str> = args.iter().map(String::as_str).collect();
+        full.extend(["--check", "--admin-addr=off"]);
+        let out = run(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{full:?}: {err}");
+        assert!(
+            err.contains(needle.as_str()),
+            "{full:?}: want {needle:?} in {err}"
+        );
+    }
+    // A root git-sync has not made yet is waited for, not an error.
+    let late = format!("--root={}", p(&dir.join("late")));
+    let out = run(&["static-serve", &late, "--check", "--admin-addr=off"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("does not exist yet"), "{err}");
+}
+
 /// busybox: a link named after an applet this binary lacks.
 #[test]
 fn unknown_applet_via_a_link_exits_127() {

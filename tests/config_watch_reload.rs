@@ -1441,3 +1441,174 @@ fn https_reload_url_with_a_self_signed_certificate() {
         support::wait_until("reload over TLS", || successes(admin) == 1.0);
     }
 }
+
+/// `--check` runs the checks alone: the flags and everything they name,
+/// without binding the admin port (held here by someone else), watching,
+/// rendering, signalling or sending a reload.
+#[test]
+fn check_validates_files_urls_and_commands_without_starting() {
+    let d = support::tempdir();
+    let vol = d.path().join("config");
+    support::write(&vol.join("app.yaml"), "v: 1");
+    let src = d.path().join("app.tmpl");
+    support::write(&src, "home: ${HOME}");
+    let dst = d.path().join("app.out");
+    let render = format!("{}:{}", s(&src), s(&dst));
+    let pid_file = d.path().join("app.pid");
+    support::write(&pid_file, &format!("{}\n", std::process::id()));
+    let rx = Receiver::start();
+    let url = rx.url("/-/reload");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = format!("--admin-addr={}", held.local_addr().unwrap());
+    let good = [
+        ("--watch", s(&vol)),
+        ("--render", render.as_str()),
+        ("--reload-url", url.as_str()),
+        ("--pid-file", s(&pid_file)),
+        ("--validate-cmd", "true"),
+        ("--exec", "sh -c 'exit 0'"),
+    ];
+    // The good flags, each replaced by a bad one of the same name.
+    let check = |bad: &[&str]| {
+        let mut args = vec![APPLET, "--check", admin.as_str(), "--reload-on-start"];
+        for (flag, value) in good {
+            if bad.first() != Some(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        args.extend_from_slice(bad);
+        let out = run(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("configuration is valid"), "{err}");
+    assert!(!dst.exists(), "--check rendered {}", dst.display());
+    assert!(rx.drain().is_empty(), "--check sent a reload");
+
+    // A watched path that does not exist yet is waited for: said, not an error.
+    let late = d.path().join("late");
+    let (code, err) = check(&["--watch", s(&vol), "--watch", s(&late)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("does not exist yet"), "{err}");
+
+    let empty_dir = d.path().join("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let unset = d.path().join("unset.tmpl");
+    support::write(&unset, "a: ${CWR_SURELY_UNSET}");
+    let garbage = d.path().join("garbage.pid");
+    support::write(&garbage, "not a pid");
+    let a_file = vol.join("app.yaml");
+    let below_a_file = a_file.join("x");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--exec".into(), "surely-not-a-program --flag".into()],
+            "--exec: surely-not-a-program: command not found".into(),
+        ),
+        (
+            vec!["--validate-cmd".into(), s(&src).into()],
+            format!("--validate-cmd: {}: not an executable file", s(&src)),
+        ),
+        (
+            vec!["--reload-url".into(), "ftp://u:secret@h/".into()],
+            "--reload-url \"ftp://u:xxxxx@h/\": expected an http:// or https:// URL".into(),
+        ),
+        (
+            vec!["--render".into(), format!("{}:{}", s(&late), s(&dst))],
+            format!("--render {}: no such file or directory", s(&late)),
+        ),
+        (
+            vec!["--render".into(), format!("{}:{}", s(&unset), s(&dst))],
+            "CWR_SURELY_UNSET".into(),
+        ),
+        (
+            vec![
+                "--render".into(),
+                format!("{}:{}", s(&src), s(&late.join("out"))),
+            ],
+            format!("--render {}", s(&late.join("out"))),
+        ),
+        (
+            vec!["--render".into(), format!("{}:{}", s(&src), s(&empty_dir))],
+            format!("--render {}: is a directory", s(&empty_dir)),
+        ),
+        (
+            vec!["--watch".into(), s(&below_a_file).into()],
+            format!("--watch {}: Not a directory", s(&below_a_file)),
+        ),
+        (
+            vec!["--pid-file".into(), s(&garbage).into()],
+            format!("--pid-file {}: holds \"not a pid\", not a pid", s(&garbage)),
+        ),
+        (
+            vec!["--reload-bearer-token-file".into(), s(&empty_dir).into()],
+            format!(
+                "--reload-bearer-token-file {}: is a directory",
+                s(&empty_dir)
+            ),
+        ),
+    ];
+    for (extra, needle) in &cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (code, err) = check(&extra);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains(needle.as_str()),
+            "{extra:?}: want {needle:?} in {err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+    }
+    assert!(rx.drain().is_empty(), "--check sent a reload");
+}
+
+/// What a start tolerates (a missing `--config-file` ends the process with
+/// prometheus-config-reloader's exit 1) `--check` reports as a configuration
+/// error: exit 2 naming the flag. `SIDECAR_CHECK=true` is `--check`.
+#[test]
+fn check_reports_what_a_start_finds_later() {
+    let d = support::tempdir();
+    let missing = d.path().join("missing.yaml");
+    let config = format!("--config-file={}", s(&missing));
+    let args = [APPLET, config.as_str(), "--admin-addr=off"];
+    let out = support::run_cmd(
+        std::process::Command::new(support::bin())
+            .args(args)
+            .env("SIDECAR_CHECK", "true"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--config-file {}: no such file or directory",
+            s(&missing)
+        )),
+        "{err}"
+    );
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Runtime info and the Prometheus base URL are requested later, the
+    // process looked for later: what is wrong with them is wrong now.
+    let dir = s(d.path());
+    for (flag, needle) in [
+        ("--runtimeinfo-url=ftp://h/", "--runtimeinfo-url"),
+        ("--prometheus.url=file:///x", "--prometheus.url"),
+        ("--process-name=", "--process-name: empty"),
+    ] {
+        let out = run(&[
+            APPLET,
+            "--check",
+            "--watched-dir",
+            dir,
+            "--reload-method=signal",
+            flag,
+            "--admin-addr=off",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains(needle), "{flag}: {err}");
+    }
+}

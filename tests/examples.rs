@@ -322,3 +322,19 @@ fn dockerfile_builds_a_static_non_root_scratch_image() {
         );
     }
 }
+
+/// scripts/fresh-machine-check, the README's proof that its two commands set
+/// up a fresh Debian machine, takes an hour and root: CI only parses it.
+#[test]
+fn fresh_machine_check_parses() {
+    let out = support::run_cmd(
+        Command::new("bash")
+            .args(["-n", "scripts/fresh-machine-check"])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -7,6 +7,7 @@
 //! validates and acts, retrying only the newest state.
 
 mod args;
+mod check;
 mod metrics;
 mod mountinfo;
 mod plan;
@@ -46,6 +47,24 @@ impl Applet for ConfigWatchReload {
 
     fn admin_addr_override(&self) -> Option<String> {
         self.listen_address.clone()
+    }
+
+    /// The flags, and the commands' programs and URLs; files are left to
+    /// `check_strict`, since a start waits for them or reports them itself.
+    fn check(&self) -> Result<()> {
+        // Quietly: run() builds the plan again and warns about what it
+        // tolerates then, once.
+        let plan = tracing::subscriber::with_default(
+            tracing::subscriber::NoSubscriber::default(),
+            || self.plan(),
+        )?;
+        check::start(self, &plan)
+    }
+
+    /// Watched files readable, the config file there, templates rendering
+    /// into writable places, an existing pid file holding a pid.
+    fn check_strict(&self) -> Result<()> {
+        check::strict(self, &self.plan()?)
     }
 
     async fn run(self, ctx: Context) -> Result<()> {

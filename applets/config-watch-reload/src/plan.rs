@@ -174,21 +174,11 @@ impl ConfigWatchReload {
         // on localhost with its own certificate); elsewhere only when asked.
         let insecure = a.reload_insecure_skip_verify.unwrap_or(prometheus_style);
         for url in &urls {
+            sidecar_runtime::check::http_url("--reload-url", url)?;
             let mut h = HttpAction::new(url).map_err(|e| usage!("--reload-url: {e:#}"))?;
             if insecure && url.starts_with("https:") {
                 tracing::warn!(url = %redact_url(url), "the reload URL's TLS certificate is not verified");
                 h.client = insecure_client()?;
-            }
-            if !matches!(
-                reqwest::Url::parse(url)
-                    .map(|u| u.scheme().to_string())
-                    .as_deref(),
-                Ok("http" | "https")
-            ) {
-                return Err(usage!(
-                    "--reload-url: {:?} is not an http(s) URL",
-                    redact_url(url)
-                ));
             }
             h.method = http_method.clone();
             h.headers = a.reload_header.clone();

@@ -39,6 +39,25 @@ impl Template {
     /// Reads SRC (gunzipping it when it starts with the gzip magic), expands
     /// it, and replaces DST atomically when its content differs.
     pub fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Rendered> {
+        let (out, unset) = self.expanded(lookup)?;
+        if std::fs::read(&self.dst).ok().as_deref() == Some(&out[..]) {
+            return Ok(Rendered {
+                written: false,
+                unset,
+            });
+        }
+        write_atomically(&self.dst, &out)?;
+        Ok(Rendered {
+            written: true,
+            unset,
+        })
+    }
+
+    /// What DST would hold, and the unset variables kept literally.
+    pub fn expanded(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Vec<u8>, Vec<String>)> {
         let raw = std::fs::read(&self.src).map_err(|e| match e.kind() {
             // Go's wording, which scripts around prometheus-config-reloader match.
             std::io::ErrorKind::NotFound => {
@@ -52,19 +71,16 @@ impl Template {
         let input = gunzip_if_needed(raw)
             .with_context(|| format!("cannot gunzip {}", self.src.display()))?;
         // An unset variable is a configuration error (exit 2 at start).
-        let (out, unset) = expand(&input, self.syntax, lookup)
-            .map_err(|e| sidecar_runtime::usage!("--render {}: {e}", self.src.display()))?;
-        if std::fs::read(&self.dst).ok().as_deref() == Some(&out[..]) {
-            return Ok(Rendered {
-                written: false,
-                unset,
-            });
+        expand(&input, self.syntax, lookup)
+            .map_err(|e| sidecar_runtime::usage!("{} {}: {e}", self.flag(), self.src.display()))
+    }
+
+    /// The flag that named this template.
+    pub fn flag(&self) -> &'static str {
+        match self.syntax {
+            Syntax::Full => "--render",
+            Syntax::Kubernetes => "--config-envsubst-file",
         }
-        write_atomically(&self.dst, &out)?;
-        Ok(Rendered {
-            written: true,
-            unset,
-        })
     }
 }
 

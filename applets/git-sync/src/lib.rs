@@ -305,6 +305,10 @@ impl Applet for GitSync {
         self.validate().map(drop)
     }
 
+    fn check_strict(&self) -> anyhow::Result<()> {
+        preflight::check_strict(&self.validate()?)
+    }
+
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
         let cfg = self.validate()?;
         sync_loop::run(cfg, ctx).await

@@ -57,8 +57,9 @@ impl Applet for LogTailShip {
         "Tail log files and ship them to Elasticsearch, Loki, HTTP or stdout";
     const ADMIN_ADDR: &'static str = "0.0.0.0:9542";
 
-    /// Flags, globs, the multiline regex and the sink's URLs and secret
-    /// files; nothing is created, opened for writing or connected to.
+    /// Flags, globs, the multiline regex, the sink's URLs and secret files,
+    /// and the places it writes; nothing is created, opened for writing or
+    /// connected to.
     fn check(&self) -> anyhow::Result<()> {
         validate(&self.args)?;
         multiline_rule(&self.args)?;
@@ -74,6 +75,14 @@ impl Applet for LogTailShip {
             }
         }
         discovery::Globs::compile(&self.args.paths, &self.args.excludes)?;
+        // Where it writes: the checkpoint directory (made at start) and the
+        // dead letter file.
+        if let Some(dir) = &self.args.data_dir {
+            sidecar_runtime::check::writable_dir("--data-dir", dir)?;
+        }
+        if let Some(f) = &self.args.dead_letter {
+            sidecar_runtime::check::writable_file("--dead-letter", f)?;
+        }
         sink::Sink::check(&self.args)
     }
 

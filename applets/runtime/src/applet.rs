@@ -38,5 +38,15 @@ pub trait Applet: clap::Args + Send + 'static {
         Ok(())
     }
 
+    /// `--check` only, after [`Applet::check`]: what a start tolerates or
+    /// finds out later, but a check that promises "this will work" must
+    /// report. A watched file that exists but cannot be read, a template
+    /// that will not render, or a file a drop-in tool fails on at run time
+    /// with its own exit code. Warnings (a file that does not exist yet and
+    /// will be waited for) are logged; errors mean exit 2.
+    fn check_strict(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn run(self, ctx: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

@@ -40,7 +40,13 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     // Nothing binds or starts until the configuration is known to be good.
-    let admin_addr = match check(&applet, &common) {
+    let checked = check(&applet, &common).and_then(|addr| {
+        if common.check {
+            applet.check_strict()?;
+        }
+        Ok(addr)
+    });
+    let admin_addr = match checked {
         Ok(addr) => addr,
         Err(e) if common.check => {
             eprintln!("{}: {e:#}", A::NAME);

@@ -10,6 +10,7 @@ pub mod admin;
 mod applet;
 pub mod backoff;
 pub mod build_info;
+pub mod check;
 pub mod cli;
 mod context;
 pub mod error;

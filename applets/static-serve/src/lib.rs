@@ -250,6 +250,18 @@ impl Applet for StaticServe {
         Ok(())
     }
 
+    /// A start waits for a root that does not exist yet (git-sync may still
+    /// be cloning): a check says so, and refuses one this process cannot read.
+    fn check_strict(&self) -> anyhow::Result<()> {
+        let root = &self.clone().resolve()?.root;
+        if sidecar_runtime::check::readable("--root", root)?
+            == sidecar_runtime::check::Found::Missing
+        {
+            tracing::warn!(root = %root.display(), "--root: does not exist yet; answering 503 until it does");
+        }
+        Ok(())
+    }
+
     async fn run(self, ctx: Context) -> anyhow::Result<()> {
         let a = self.resolve()?;
         let settings = settings::Settings::from_args(&a)?;

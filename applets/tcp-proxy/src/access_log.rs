@@ -3,6 +3,7 @@
 //! behind, records are dropped and counted.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +20,14 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// `off` → None; `stdout`; or a file opened for appending.
+    /// `--check`: a file named can be opened for appending.
+    pub fn check(spec: &str) -> anyhow::Result<()> {
+        match spec {
+            "off" | "" | "stdout" | "-" => Ok(()),
+            path => sidecar_runtime::check::writable_file("--access-log", Path::new(path)),
+        }
+    }
+
     pub fn open(spec: &str, dropped: Counter) -> anyhow::Result<Option<AccessLog>> {
         let mut out: Box<dyn Write + Send> = match spec {
             "off" | "" => return Ok(None),

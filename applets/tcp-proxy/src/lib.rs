@@ -49,10 +49,12 @@ impl Applet for TcpProxy {
         "L4 proxy: forward, reverse and transparent, with load balancing and health";
     const ADMIN_ADDR: &'static str = "0.0.0.0:15000";
 
-    /// The flags and the upstreams file; nothing is bound or started.
+    /// The flags, the upstreams file, the TLS files and the access log's
+    /// place; nothing is bound, opened for writing or started.
     fn check(&self) -> anyhow::Result<()> {
         let plan = self.args.plan()?;
         wiring::read_upstreams_file(&self.args, &plan)?;
+        AccessLog::check(&self.args.access_log)?;
         tls::check(&self.args)
     }
 

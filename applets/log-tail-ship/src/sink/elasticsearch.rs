@@ -20,10 +20,10 @@ use chrono::format::{Item, StrftimeItems};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
 
-use super::check_url;
 use super::delivery::Protocol;
 use super::Common;
 use crate::batch::Batch;
+use sidecar_runtime::check::http_url as check_url;
 use std::io::Write;
 
 use crate::config::{Args, EsAction, EsDocumentId};

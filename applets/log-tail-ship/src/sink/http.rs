@@ -3,10 +3,10 @@
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::check_url;
 use super::delivery::Protocol;
 use crate::batch::Batch;
 use crate::config::Args;
+use sidecar_runtime::check::http_url as check_url;
 
 pub struct HttpSink {
     url: String,

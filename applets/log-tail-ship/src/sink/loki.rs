@@ -9,10 +9,10 @@
 
 use reqwest::header::{HeaderMap, HeaderValue};
 
-use super::check_url;
 use super::delivery::Protocol;
 use crate::batch::Batch;
 use crate::config::{expand_env, Args};
+use sidecar_runtime::check::http_url as check_url;
 
 pub struct LokiSink {
     url: String,

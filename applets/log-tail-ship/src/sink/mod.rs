@@ -183,13 +183,3 @@ pub async fn run(mut sink: Sink, queue: Queue, store: Arc<Mutex<Store>>, metrics
         }
     }
 }
-
-/// An absolute http(s) URL, or exit 2 naming the flag.
-pub fn check_url(flag: &str, raw: &str) -> anyhow::Result<url::Url> {
-    match url::Url::parse(raw) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
-        _ => Err(sidecar_runtime::usage!(
-            "{flag} {raw:?}: expected an http:// or https:// URL"
-        )),
-    }
-}
