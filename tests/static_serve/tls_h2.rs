@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use super::support::{self, http};
-use super::{serve_admin, site};
+use super::{serve, serve_admin, site};
 
 fn run(cmd: &mut Command) -> Output {
     support::run_cmd(cmd)
@@ -189,6 +189,10 @@ fn https_with_alpn_h2_follows_certificate_rotation_and_keeps_the_old_on_a_bad_fi
         assert!(out.contains("ALPN protocol: h2"), "{out}");
     }
 
+    // A keep-alive connection opened before the rotation.
+    let mut open = KeptAlive::connect(addr);
+    assert!(open.get("/hello.txt").ends_with("\r\n\r\nhello world\n"));
+
     // cert-manager rotates the files: new connections get the new certificate.
     let (two_crt, two_key) = certificate(&tls, "two");
     let swap = |from: &Path, to: &Path| {
@@ -201,6 +205,9 @@ fn https_with_alpn_h2_follows_certificate_rotation_and_keeps_the_old_on_a_bad_fi
     sc.wait_for_log("TLS certificate reloaded");
     assert!(s_client(addr, &[]).contains("CN = two"));
     assert_eq!(https(&two_crt, &[]), "hello world\n");
+    // The connection from before the rotation is still served.
+    assert!(open.get("/hello.txt").ends_with("\r\n\r\nhello world\n"));
+    drop(open);
 
     // A bad file keeps the certificate in use; logged and counted.
     std::fs::write(&crt, "not a certificate\n").unwrap();
@@ -252,4 +259,193 @@ fn tls_files_missing_unpaired_or_mismatched_exit_2_naming_the_flag() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(flag), "{args:?}: {}", text(&out));
     }
+}
+
+/// One HTTP/1.1 keep-alive connection over TLS through `openssl s_client`.
+struct KeptAlive {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl KeptAlive {
+    fn connect(addr: std::net::SocketAddr) -> KeptAlive {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+            .args(["-servername", "localhost", "-alpn", "http/1.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, out) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        KeptAlive { child, stdin, out }
+    }
+
+    /// One GET on this connection; the whole response (its length known from
+    /// `Content-Length`).
+    fn get(&mut self, path: &str) -> String {
+        use std::io::Write;
+        write!(self.stdin, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        self.stdin.flush().unwrap();
+        let mut got = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("content-length");
+                if body.len() >= len {
+                    return text;
+                }
+            }
+            match self.out.recv_timeout(support::DEADLINE) {
+                Ok(b) => got.extend_from_slice(&b),
+                Err(e) => panic!("no whole response on the kept-alive connection ({e}): {text:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for KeptAlive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP/2 (h2c, prior knowledge) connection: frames written and read
+/// by hand, so the test controls exactly what goes over the wire.
+struct H2 {
+    s: std::net::TcpStream,
+}
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 1;
+const ACK: u8 = 1;
+
+impl H2 {
+    fn connect(addr: std::net::SocketAddr) -> H2 {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+        let mut h = H2 { s };
+        std::io::Write::write_all(&mut h.s, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        h.frame(SETTINGS, 0, 0, &[]);
+        h
+    }
+
+    fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        std::io::Write::write_all(&mut self.s, &f).unwrap();
+    }
+
+    /// The next frame (kind, flags, stream), or None when the server closed
+    /// the connection. Settings are acknowledged on the way.
+    fn next(&mut self) -> Option<(u8, u8, u32)> {
+        use std::io::Read;
+        let mut head = [0u8; 9];
+        self.s.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        self.s.read_exact(&mut payload).ok()?;
+        let (kind, flags) = (head[3], head[4]);
+        if kind == SETTINGS && flags & ACK == 0 {
+            self.frame(SETTINGS, ACK, 0, &[]);
+        }
+        let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+        Some((kind, flags, stream))
+    }
+
+    /// GET `path` on `stream`; true once its response has ended.
+    fn get(&mut self, stream: u32, path: &str) -> bool {
+        // HPACK: :method GET, :scheme http (static table), :path as a literal.
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        self.frame(HEADERS, 0x4 | END_STREAM, stream, &block);
+        while let Some((kind, flags, s)) = self.next() {
+            if s == stream && (kind == DATA || kind == HEADERS) && flags & END_STREAM != 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A PING; true once it is acknowledged, false when the server closed the
+    /// connection (or sent GOAWAY) instead.
+    fn ping(&mut self) -> bool {
+        self.frame(PING, 0, 0, b"12345678");
+        while let Some((kind, flags, _)) = self.next() {
+            match kind {
+                PING if flags & ACK != 0 => return true,
+                GOAWAY => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+/// An idle h2 connection is kept as an HTTP/1.1 keep-alive one is: the header
+/// timeout does not apply between streams, and PINGs do not hold it open
+/// past the idle timeout (nginx's `keepalive_timeout` for h2).
+#[test]
+fn an_idle_h2_connection_lives_to_the_idle_timeout_and_pings_do_not_extend_it() {
+    let dir = site();
+    let (_sc, addr) = serve(
+        &dir.path().join("www"),
+        &[
+            "--http2-cleartext",
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "6s",
+        ],
+    );
+    let mut h2 = H2::connect(addr);
+    assert!(h2.get(1, "/hello.txt"));
+    // Pinging for twice the header timeout.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        assert!(
+            h2.ping(),
+            "closed while idle for less than the idle timeout"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        h2.get(3, "/hello.txt"),
+        "a second request on the same connection"
+    );
+    // Pinging on: the idle timeout closes it all the same.
+    let closed = (0..300).any(|_| {
+        let open = h2.ping();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !open
+    });
+    assert!(
+        closed,
+        "PINGs kept an idle h2 connection open past the idle timeout"
+    );
 }

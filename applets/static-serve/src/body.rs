@@ -27,7 +27,7 @@ use crate::sendfile::{self, Spans};
 const CHUNK: u64 = 128 * 1024;
 /// File parts at least this long go by sendfile: below, one read and a copy
 /// cost less than the extra syscall.
-const SENDFILE_MIN: u64 = 8 * 1024;
+pub const SENDFILE_MIN: u64 = 8 * 1024;
 
 enum Part {
     Bytes(Bytes),
@@ -43,7 +43,8 @@ pub struct Body {
     file: Option<Arc<File>>,
     /// Where to record file spans sent as placeholders (the connection's).
     spans: Option<Arc<Spans>>,
-    /// The whole file, already in memory (content cache): ranges are slices.
+    /// The whole file, already in memory (content cache): parts not sent by
+    /// sendfile are slices of it instead of reads.
     memory: Option<Bytes>,
     remaining: u64,
     sent: Option<Counter>,
@@ -70,19 +71,16 @@ impl Body {
     }
 
     /// A body that will read from `file`; add ranges with [`Body::push_file`].
-    pub fn file(file: File) -> Body {
+    pub fn file(file: Arc<File>) -> Body {
         Body {
-            file: Some(Arc::new(file)),
+            file: Some(file),
             ..Body::empty()
         }
     }
 
-    /// A body whose "file" ranges are slices of `content`, the whole file.
-    pub fn memory(content: Bytes) -> Body {
-        Body {
-            memory: Some(content),
-            ..Body::empty()
-        }
+    /// `content` is the whole file: ranges not sent by sendfile are sliced from it.
+    pub fn keep_in_memory(&mut self, content: Bytes) {
+        self.memory = Some(content);
     }
 
     pub fn push_bytes(&mut self, b: Bytes) {
@@ -93,10 +91,6 @@ impl Body {
     }
 
     pub fn push_file(&mut self, offset: u64, len: u64) {
-        if let Some(m) = &self.memory {
-            let slice = m.slice(offset as usize..(offset + len) as usize);
-            return self.push_bytes(slice);
-        }
         if len > 0 {
             self.remaining += len;
             self.parts.push_back(Part::File { offset, len });
@@ -133,8 +127,8 @@ impl Body {
         let part = self.parts.pop_front()?;
         let chunk = match part {
             Part::Bytes(b) => Ok(b),
-            Part::File { offset, len } => match (&self.spans, &self.file) {
-                (Some(spans), Some(file)) if len >= SENDFILE_MIN => {
+            Part::File { offset, len } => match (&self.spans, &self.file, &self.memory) {
+                (Some(spans), Some(file), _) if len >= SENDFILE_MIN => {
                     let n = len.min(sendfile::SPAN as u64);
                     let placeholder = spans.push(file.clone(), offset, n as usize);
                     if n < len {
@@ -145,6 +139,7 @@ impl Body {
                     }
                     Ok(placeholder)
                 }
+                (_, _, Some(m)) => Ok(m.slice(offset as usize..(offset + len) as usize)),
                 _ => {
                     let n = len.min(CHUNK);
                     match self.read_at(offset, n as usize) {
@@ -257,7 +252,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
         f.write_all(&data).unwrap();
-        let mut b = Body::file(f);
+        let mut b = Body::file(Arc::new(f));
         b.push_bytes(Bytes::from_static(b"<"));
         b.push_file(10, 200_000);
         b.push_bytes(Bytes::from_static(b">"));
@@ -270,7 +265,8 @@ mod tests {
 
     #[test]
     fn memory_ranges_are_slices() {
-        let mut b = Body::memory(Bytes::from_static(b"0123456789"));
+        let mut b = Body::file(Arc::new(tempfile::tempfile().unwrap()));
+        b.keep_in_memory(Bytes::from_static(b"0123456789"));
         b.push_file(2, 3);
         b.push_bytes(Bytes::from_static(b"|"));
         b.push_file(8, 2);
@@ -281,7 +277,7 @@ mod tests {
     fn truncated_file_is_an_error() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"short").unwrap();
-        let mut b = Body::file(f);
+        let mut b = Body::file(Arc::new(f));
         b.push_file(0, 100);
         assert!(b.next_chunk().unwrap().is_err());
     }

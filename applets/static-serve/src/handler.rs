@@ -1,6 +1,7 @@
 //! One request: method → auth → path checks → pinned tree → file, index,
 //! listing or fallback → conditional and range handling → common headers.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,12 +16,13 @@ use crate::cache::BytesCache;
 use crate::conditional::{Outcome, Validators};
 use crate::cors::Verdict;
 use crate::encoding::{self, Accepted, Coding};
+use crate::headers::{self, content_type, http_date, mime_of, FileHeaders};
 use crate::listing;
 use crate::metrics::Metrics;
 use crate::path::{Rejected, RequestPath};
 use crate::range::{self, Ranges};
 use crate::settings::{PageFile, Settings};
-use crate::tree::{Entry, FileId, OpenError, OpenFile, Tree};
+use crate::tree::{Entry, FileId, OpenError, OpenFile, Root, Tree};
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 /// A request that misses on a tree that was swapped out meanwhile is retried on
@@ -29,6 +31,7 @@ const SWAP_RETRIES: usize = 3;
 
 pub struct Handler {
     s: Settings,
+    root: Root,
     pub metrics: Metrics,
     gzip_cache: Arc<BytesCache<String>>,
     /// Contents of small files, so a hit costs no read.
@@ -39,6 +42,8 @@ pub struct Handler {
 struct Ask<'a> {
     headers: &'a HeaderMap,
     query: Option<&'a str>,
+    /// The connection sends file bodies by sendfile (plain HTTP/1.1).
+    zero_copy: bool,
 }
 
 /// The result of looking a path up in one tree.
@@ -49,11 +54,15 @@ enum Found {
     Listing(Response<Body>),
     /// Nothing there (or refused by policy): fallback page or 404.
     Missing,
+    /// Known absent from an unchanged directory of this tree (`OpenError::Absent`):
+    /// the same, with no need to check that the tree was not swapped meanwhile.
+    Absent,
 }
 
 impl Handler {
     pub fn new(s: Settings, metrics: Metrics) -> Handler {
         Handler {
+            root: Root::new(s.root.clone()),
             s,
             metrics,
             gzip_cache: Arc::new(BytesCache::new(GZIP_CACHE_BYTES, GZIP_CACHE_BYTES / 4)),
@@ -62,7 +71,13 @@ impl Handler {
     }
 
     /// Answers one request and records it.
-    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: &str) -> Response<Body> {
+    /// `zero_copy`: the connection can send file bodies by sendfile.
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        peer: &str,
+        zero_copy: bool,
+    ) -> Response<Body> {
         // Before auth, CORS, metrics and the access log, as in static-web-server.
         if self.s.health
             && req.uri().path() == "/health"
@@ -89,7 +104,7 @@ impl Handler {
                 }
                 r
             }
-            _ => self.respond(&req).await,
+            _ => self.respond(&req, zero_copy).await,
         };
         self.finish_headers(cors, &mut resp);
         let status = resp.status().as_u16();
@@ -110,7 +125,7 @@ impl Handler {
         resp
     }
 
-    async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+    async fn respond<B>(&self, req: &Request<B>, zero_copy: bool) -> Response<Body> {
         // RFC 9112 §3.2: two Host fields make the target ambiguous (a proxy in
         // front may have routed on the other one), so the request is refused.
         // A missing Host is tolerated, as SWS and darkhttpd do.
@@ -146,6 +161,7 @@ impl Handler {
         let ask = Ask {
             headers: req.headers(),
             query: req.uri().query(),
+            zero_copy,
         };
         let path = RequestPath::parse(req.uri().path(), self.s.policy.hidden_files);
         let mut resp = self.respond_path(&ask, path);
@@ -164,7 +180,7 @@ impl Handler {
             Err(Rejected::Hidden) => None,
         };
         for attempt in 0..=SWAP_RETRIES {
-            let tree = match Tree::pin(&self.s.root) {
+            let tree = match self.root.pin() {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::debug!(root = %self.s.root.display(), error = %e, "root unavailable");
@@ -178,14 +194,16 @@ impl Handler {
             };
             match found {
                 Found::Response(r) => return r,
-                Found::Listing(r) if attempt == SWAP_RETRIES || tree.is_current(&self.s.root) => {
+                Found::Listing(r) if attempt == SWAP_RETRIES || self.root.is_current(&tree) => {
                     return r
                 }
                 Found::Listing(_) => continue,
-                Found::Missing if attempt < SWAP_RETRIES && !tree.is_current(&self.s.root) => {
+                Found::Missing if attempt < SWAP_RETRIES && !self.root.is_current(&tree) => {
                     continue
                 }
-                Found::Missing => return self.not_found(&tree, ask, path.is_some()),
+                Found::Missing | Found::Absent => {
+                    return self.not_found(&tree, ask, path.is_some())
+                }
             }
         }
         unreachable!("the last attempt always returns")
@@ -199,6 +217,7 @@ impl Handler {
             Ok(Entry::File(f)) => return Found::Response(self.file(tree, ask, &rel, f)),
             Ok(Entry::Dir(d)) => d,
             Err(OpenError::NotFound) => return Found::Missing,
+            Err(OpenError::Absent) => return Found::Absent,
             Err(e) => return Found::Response(open_error(e)),
         };
         if !path.trailing_slash && !path.is_root() {
@@ -217,7 +236,7 @@ impl Handler {
             let irel = rel.join(index);
             match tree.open_file(&irel, self.s.policy) {
                 Ok(f) => return Found::Response(self.file(tree, ask, &irel, f)),
-                Err(OpenError::NotFound) => continue,
+                Err(OpenError::NotFound | OpenError::Absent) => continue,
                 Err(e) => return Found::Response(open_error(e)),
             }
         }
@@ -258,7 +277,7 @@ impl Handler {
         }
         if let Some(page) = &self.s.not_found_page {
             if let Some((rel, f)) = self.open_page(tree, page) {
-                let mut r = Response::new(Body::file(f.file));
+                let mut r = Response::new(Body::file(f.file.clone()));
                 r.body_mut().push_file(0, f.meta.size);
                 *r.status_mut() = StatusCode::NOT_FOUND;
                 set_length(&mut r);
@@ -270,7 +289,7 @@ impl Handler {
         text(StatusCode::NOT_FOUND, "404 Not Found\n")
     }
 
-    fn open_page(&self, tree: &Tree, page: &PageFile) -> Option<(PathBuf, OpenFile)> {
+    fn open_page(&self, tree: &Tree, page: &PageFile) -> Option<(PathBuf, Arc<OpenFile>)> {
         match page {
             PageFile::InTree(rel) => tree
                 .open_file(rel, self.s.policy)
@@ -281,7 +300,7 @@ impl Handler {
                 let md = file.metadata().ok()?;
                 md.is_file().then(|| {
                     let meta = crate::tree::Meta::from_metadata(&md);
-                    (p.clone(), OpenFile { file, meta })
+                    (p.clone(), OpenFile::new(file, meta))
                 })
             }
         }
@@ -289,12 +308,18 @@ impl Handler {
 
     /// Serves a regular file: precompressed variant or on-the-fly gzip,
     /// preconditions, ranges.
-    fn file(&self, tree: &Tree, ask: &Ask, rel: &Path, f: OpenFile) -> Response<Body> {
-        let mime = mime_of(rel);
-        let compressible = encoding::compressible(mime);
+    fn file(&self, tree: &Tree, ask: &Ask, rel: &Path, f: Arc<OpenFile>) -> Response<Body> {
+        // Type and Cache-Control follow the requested path, whatever variant is sent.
+        let path_headers = self.headers_of(rel, &f);
+        let (content_type, cache_control) = (
+            path_headers.content_type.clone(),
+            path_headers.cache_control.clone(),
+        );
+        let compressible = path_headers.compressible;
         let accepted = Accepted::from_headers(ask.headers);
         let mut vary = compressible;
         let mut coding = None;
+        let mut variant_rel = None;
         let mut f = f;
         if accepted.any() {
             for c in Coding::PREFERENCE
@@ -314,11 +339,14 @@ impl Handler {
                     }
                     f = v;
                     coding = Some(c);
+                    variant_rel = Some(PathBuf::from(vrel));
                     vary = true;
                     break;
                 }
             }
         }
+        // ETag, Last-Modified and length follow the file sent.
+        let own = self.headers_of(variant_rel.as_deref().unwrap_or(rel), &f);
         // `Range` is a single-valued field: two of them is ambiguous, so both
         // are ignored and the whole representation is sent (as SWS does).
         let mut range_values = ask.headers.get_all(header::RANGE).iter();
@@ -326,7 +354,8 @@ impl Handler {
             (Some(v), None) => v.to_str().ok(),
             _ => None,
         };
-        let mut etag = f.meta.etag.clone();
+        let mut etag = Cow::Borrowed(f.meta.etag.as_str());
+        let mut etag_value = own.etag.clone();
         let mut gzipped = None;
         if coding.is_none()
             && self.s.gzip
@@ -339,24 +368,29 @@ impl Handler {
             if let Some(gz) = self.gzip_on_the_fly(&f, &gz_etag) {
                 gzipped = Some(gz);
                 coding = Some(Coding::Gzip);
-                etag = gz_etag;
+                etag_value = headers::value(gz_etag.clone());
+                etag = Cow::Owned(gz_etag);
             }
         }
 
-        let (modified, date) = last_modified(f.meta.modified);
+        let (modified, last_modified_value, date) = match &own.last_modified {
+            Some(v) => (f.meta.modified, v.clone(), None),
+            None => {
+                let (modified, date) = last_modified(f.meta.modified);
+                (modified, http_date(modified), date)
+            }
+        };
         let mut r = Response::new(Body::empty());
         {
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, content_type(mime));
-            h.insert(header::LAST_MODIFIED, http_date(modified));
+            h.insert(header::CONTENT_TYPE, content_type);
+            h.insert(header::LAST_MODIFIED, last_modified_value);
             if let Some(date) = date {
                 h.insert(header::DATE, date);
             }
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                h.insert(header::ETAG, v);
-            }
-            if let Some(cc) = self.s.cache_control(rel) {
-                h.insert(header::CACHE_CONTROL, cc.clone());
+            h.insert(header::ETAG, etag_value);
+            if let Some(cc) = cache_control {
+                h.insert(header::CACHE_CONTROL, cc);
             }
             if vary {
                 h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -405,10 +439,16 @@ impl Handler {
             );
             return u;
         }
-        let mut body = match self.content(&f) {
-            Some(content) => Body::memory(content),
-            None => Body::file(f.file),
-        };
+        // Plain HTTP/1.1 sends larger files by sendfile (page-cache pages go
+        // to the socket, no copy); smaller ones, and TLS or h2 (which copy
+        // anyway), from memory when the file is small enough to keep.
+        let mut body = Body::file(f.file.clone());
+        if !ask.zero_copy || len < crate::body::SENDFILE_MIN {
+            if let Some(content) = self.content(&f) {
+                body.keep_in_memory(content);
+            }
+        }
+        let whole = matches!(ranges, Ranges::Full);
         match ranges {
             // (Unsatisfiable was answered with 416 above.)
             Ranges::Full | Ranges::Unsatisfiable => body.push_file(0, len),
@@ -444,8 +484,19 @@ impl Handler {
             }
         }
         *r.body_mut() = body;
-        set_length(&mut r);
+        if whole {
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, own.length.clone());
+        } else {
+            set_length(&mut r);
+        }
         r
+    }
+
+    /// The headers `f` gets when served as `rel`, built on its first use.
+    fn headers_of<'f>(&self, rel: &Path, f: &'f OpenFile) -> &'f FileHeaders {
+        f.headers
+            .get_or_init(|| FileHeaders::new(rel, &f.meta, &self.s))
     }
 
     /// The gzip of `f`, from the cache or compressed now. None when gzip would
@@ -457,7 +508,7 @@ impl Handler {
         // Like the content cache, only remember files whose ctime is over a
         // second old: a rewrite within the timestamp granularity could
         // otherwise reuse the key.
-        let settled = settled(&f.meta);
+        let settled = f.meta.settled();
         if f.meta.size > GZIP_INLINE_MAX {
             if !settled {
                 return None;
@@ -495,9 +546,9 @@ impl Handler {
             return Some(b);
         }
         let mut data = vec![0; f.meta.size as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut data, 0).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&*f.file, &mut data, 0).ok()?;
         let data = Bytes::from(data);
-        if settled(&f.meta) {
+        if f.meta.settled() {
             self.content_cache.insert(f.meta.id, data.clone());
         }
         Some(data)
@@ -543,14 +594,6 @@ const CONTENT_CACHE_MAX_FILE: u64 = 256 * 1024;
 /// Files above this are compressed off the request path (see `gzip_on_the_fly`).
 const GZIP_INLINE_MAX: u64 = 1024 * 1024;
 
-/// Whether a file's ctime is over a second old, so that no write within the
-/// file system's timestamp granularity can give new content the same cache key.
-fn settled(meta: &crate::tree::Meta) -> bool {
-    meta.changed
-        .elapsed()
-        .is_ok_and(|age| age > std::time::Duration::from_secs(1))
-}
-
 /// gzip of a whole file; empty means "not worth it" (no smaller), so the cache
 /// remembers that too and the file is not retried per request.
 fn compress(file: &std::fs::File, size: u64) -> Option<Bytes> {
@@ -566,7 +609,7 @@ fn compress(file: &std::fs::File, size: u64) -> Option<Bytes> {
 
 fn open_error(e: OpenError) -> Response<Body> {
     match e {
-        OpenError::NotFound => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
+        OpenError::NotFound | OpenError::Absent => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
         OpenError::Forbidden => text(StatusCode::FORBIDDEN, "403 Forbidden\n"),
         OpenError::Io(e) => {
             tracing::warn!(error = %e, "cannot read from the root");
@@ -593,26 +636,6 @@ fn set_length(r: &mut Response<Body>) {
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }
 
-/// mime_guess's raw type for a file name (no parsing per request).
-fn mime_of(rel: &Path) -> &'static str {
-    mime_guess::from_path(rel)
-        .first_raw()
-        .unwrap_or("application/octet-stream")
-}
-
-/// The `Content-Type` header, with `charset=utf-8` for text.
-fn content_type(mime: &'static str) -> HeaderValue {
-    let texty = mime.starts_with("text/")
-        || mime == "application/javascript"
-        || mime == "application/json"
-        || mime.ends_with("+json");
-    if texty {
-        header_value(format!("{mime}; charset=utf-8"))
-    } else {
-        HeaderValue::from_static(mime)
-    }
-}
-
 /// RFC 9110 §8.8.2.1: a `Last-Modified` later than the response's `Date`
 /// (a future mtime: clock skew, or a build that stamps files ahead) is replaced
 /// by the `Date`. hyper's own `Date` is cached for up to a second, so when the
@@ -625,12 +648,8 @@ fn last_modified(mtime: SystemTime) -> (SystemTime, Option<HeaderValue>) {
     (mtime.min(now), Some(http_date(now)))
 }
 
-fn http_date(t: std::time::SystemTime) -> HeaderValue {
-    header_value(httpdate::fmt_http_date(t))
-}
-
 fn header_value(s: String) -> HeaderValue {
-    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
+    headers::value(s)
 }
 
 /// A multipart boundary that cannot occur by chance in the file: derived from

@@ -11,6 +11,7 @@ mod conditional;
 mod cors;
 mod encoding;
 mod handler;
+mod headers;
 mod listen;
 mod listing;
 mod metrics;
@@ -303,9 +304,13 @@ impl Applet for StaticServe {
     }
 }
 
-/// Each connection costs a socket plus two descriptors per request in flight.
+/// Each connection costs a socket plus two descriptors per request in flight,
+/// and the open-file cache holds some more.
 fn warn_if_fd_limit_is_low(limit: u64, max_connections: usize) {
-    if (max_connections as u64).saturating_mul(2) > limit {
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(tree::OPEN_FILES as u64);
+    if needed > limit {
         tracing::warn!(
             limit,
             max_connections,

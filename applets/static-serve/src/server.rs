@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -478,12 +478,12 @@ impl Conn {
         let handler = self.handler.clone();
         let peer = self.peer.clone();
         hyper::service::service_fn(move |req| {
-            let guard = activity.begin_request();
+            let guard = activity.begin_request(req.version());
             let handler = handler.clone();
             let peer = peer.clone();
             let spans = spans.clone();
             async move {
-                let mut resp = handler.handle(req, &peer).await;
+                let mut resp = handler.handle(req, &peer, spans.is_some()).await;
                 resp.body_mut().guard(Box::new(guard));
                 if let Some(spans) = spans {
                     resp.body_mut().sendfile_via(spans);
@@ -494,20 +494,23 @@ impl Conn {
     }
 
     /// Runs the connection until it ends, times out, or shutdown drains it.
+    ///
+    /// The timer is armed at most the shorter timeout ahead (`Activity::next_check`)
+    /// and re-armed only when it fires, never per request or per write: a
+    /// deadline that moves earlier (a head starting) is still at or after the
+    /// time armed, so it is caught on time without waking the connection.
     async fn drive<C, T, E>(&self, mut conn: Pin<&mut C>, graceful: impl Fn(Pin<&mut C>))
     where
         C: Future<Output = Result<T, E>>,
     {
         let (activity, limits) = (&self.activity, &self.limits);
-        let sleep = tokio::time::sleep(Duration::ZERO);
+        let sleep = tokio::time::sleep_until(activity.next_check(limits).into());
         tokio::pin!(sleep);
         let mut draining = false;
         loop {
-            sleep.as_mut().reset(activity.deadline(limits).into());
             tokio::select! {
+                biased;
                 _ = conn.as_mut() => break,
-                // The deadline moved earlier than the one armed.
-                _ = activity.rearm.notified() => {}
                 _ = self.shutdown.requested(), if !draining => {
                     // Idle connections close now; a response in flight finishes first.
                     graceful(conn.as_mut());
@@ -519,6 +522,7 @@ impl Conn {
                         tracing::debug!(peer = %self.peer, "connection timed out");
                         break;
                     }
+                    sleep.as_mut().reset(activity.next_check(limits).into());
                 }
             }
         }
@@ -545,11 +549,22 @@ struct Activity {
     /// holds a slot no longer than one that trickles.
     head_started: AtomicU64,
     in_flight: AtomicU32,
-    /// Woken when the deadline may have moved earlier (a head starts while
-    /// the idle deadline is armed, a request starts while the header deadline
-    /// is), so the connection re-arms its timer. Later deadlines need no
-    /// wake-up: the timer fires early, finds time left and re-arms.
-    rearm: tokio::sync::Notify,
+    /// The connection speaks HTTP/2 (known from its first request). Bytes it
+    /// reads are frames (PING, WINDOW_UPDATE, SETTINGS), not a head starting,
+    /// and do not count as traffic, nor do our answers to them between
+    /// streams: it is idle from the end of the last stream, as with nginx's
+    /// `keepalive_timeout` for h2, and a client that pings is closed all the
+    /// same. While streams are open, what we manage to write is the progress.
+    h2: AtomicBool,
+}
+
+/// A zero timeout means off: thirty days, within the timer's range.
+fn timeout_ms(d: Duration) -> u64 {
+    if d.is_zero() {
+        30 * 86_400_000
+    } else {
+        d.as_millis() as u64
+    }
 }
 
 impl Activity {
@@ -559,58 +574,70 @@ impl Activity {
             last_io: AtomicU64::new(now),
             head_started: AtomicU64::new(now),
             in_flight: AtomicU32::new(0),
-            rearm: tokio::sync::Notify::new(),
+            h2: AtomicBool::new(false),
         }
     }
 
     fn read(&self, n: usize) {
-        if n == 0 {
+        if n == 0 || self.h2.load(Ordering::Relaxed) {
             return;
         }
         let now = now_ms();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self
-                .head_started
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.rearm.notify_one();
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.head_started
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
     fn wrote(&self, n: usize) {
-        if n > 0 {
-            self.last_io.store(now_ms(), Ordering::Relaxed);
+        // h2 between streams: PING acknowledgements and the like.
+        if n == 0
+            || (self.h2.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0)
+        {
+            return;
         }
+        self.last_io.store(now_ms(), Ordering::Relaxed);
     }
 
-    fn begin_request(self: &Arc<Self>) -> RequestGuard {
+    fn begin_request(self: &Arc<Self>, version: http::Version) -> RequestGuard {
+        if version == http::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
-        // The idle deadline may come before the header deadline armed now.
-        self.rearm.notify_one();
         RequestGuard(self.clone())
     }
 
-    /// When the connection should be closed unless something happens first.
-    fn deadline(&self, l: &Limits) -> Instant {
+    /// When the connection should be closed unless something happens first,
+    /// in [`now_ms`] units.
+    fn deadline_ms(&self, l: &Limits) -> u64 {
         let head = self.head_started.load(Ordering::Relaxed);
-        // A zero timeout means off: thirty days, within the timer's range.
-        let ms_of = |d: Duration| {
-            if d.is_zero() {
-                30 * 86_400_000
-            } else {
-                d.as_millis() as u64
-            }
-        };
-        let ms = if self.in_flight.load(Ordering::Relaxed) == 0 && head != 0 {
-            head + ms_of(l.header_timeout)
+        if self.in_flight.load(Ordering::Relaxed) == 0 && head != 0 {
+            head + timeout_ms(l.header_timeout)
         } else {
-            self.last_io.load(Ordering::Relaxed) + ms_of(l.idle_timeout)
-        };
-        epoch() + Duration::from_millis(ms.saturating_sub(1))
+            self.last_io.load(Ordering::Relaxed) + timeout_ms(l.idle_timeout)
+        }
     }
+
+    fn deadline(&self, l: &Limits) -> Instant {
+        instant_of(self.deadline_ms(l))
+    }
+
+    /// When the connection timer should next look: the deadline, but never
+    /// more than the shorter timeout from now. Every change that moves the
+    /// deadline earlier (a head starting, a request starting) anchors it at
+    /// the time of the change plus one of the timeouts, so it can never fall
+    /// before a check armed earlier.
+    fn next_check(&self, l: &Limits) -> Instant {
+        let shortest = timeout_ms(l.header_timeout).min(timeout_ms(l.idle_timeout));
+        instant_of(self.deadline_ms(l).min(now_ms() + shortest))
+    }
+}
+
+fn instant_of(ms: u64) -> Instant {
+    epoch() + Duration::from_millis(ms.saturating_sub(1))
 }
 
 /// Held by a response body; dropped when the response is done.
@@ -726,7 +753,7 @@ mod tests {
         a.read(1);
         a.read(1);
         assert_eq!(a.deadline(&limits), first);
-        let g = a.begin_request();
+        let g = a.begin_request(http::Version::HTTP_11);
         // Bytes read while a request is in flight (pipelining) do not start the header clock.
         a.read(3);
         assert!(a.deadline(&limits) > later());
@@ -737,14 +764,45 @@ mod tests {
         assert!(a.deadline(&limits) < soon());
     }
 
-    #[tokio::test]
-    async fn a_head_starting_wakes_the_connection_timer() {
+    #[test]
+    fn a_deadline_never_moves_before_the_check_armed() {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(100),
+            max_connections: 1,
+            max_connections_per_ip: 0,
+        };
         let a = Arc::new(Activity::new());
-        drop(a.begin_request());
-        let woken = a.rearm.notified();
+        drop(a.begin_request(http::Version::HTTP_11));
+        // Idle: the deadline is 100 s out, the check at most 5 s.
+        let armed = a.next_check(&limits);
+        assert!(armed < a.deadline(&limits));
+        // A head starting moves the deadline earlier, but not before the check.
         a.read(1);
-        tokio::time::timeout(Duration::from_secs(60), woken)
-            .await
-            .expect("rearm notified");
+        assert!(a.deadline(&limits) >= armed);
+        let armed = a.next_check(&limits);
+        assert_eq!(armed, a.deadline(&limits));
+        // The request starting moves it later again; the check then re-arms.
+        let _g = a.begin_request(http::Version::HTTP_11);
+        assert!(a.deadline(&limits) >= armed);
+    }
+
+    #[test]
+    fn h2_frames_between_streams_are_not_traffic() {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(100),
+            max_connections: 1,
+            max_connections_per_ip: 0,
+        };
+        let a = Arc::new(Activity::new());
+        drop(a.begin_request(http::Version::HTTP_2));
+        let idle = a.deadline(&limits);
+        // A PING: neither a head (header deadline) nor activity (later idle deadline).
+        std::thread::sleep(Duration::from_millis(5));
+        a.read(17);
+        // Its acknowledgement.
+        a.wrote(17);
+        assert_eq!(a.deadline(&limits), idle);
     }
 }

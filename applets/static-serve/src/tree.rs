@@ -1,12 +1,20 @@
 //! One version of the served tree, pinned for the life of a request.
 //!
 //! git-sync publishes a new version by swapping a symlink. Resolving the root
-//! once per request (`open(root, O_PATH)`) and opening everything else relative
-//! to that descriptor with `openat2(RESOLVE_BENEATH)` means a response's file,
-//! index, precompressed variant and listing all come from the same worktree,
-//! however often the link moves, and that the kernel (not string compares)
-//! keeps every open below the root.
+//! once per request and opening everything else relative to that tree's
+//! descriptor with `openat2(RESOLVE_BENEATH)` means a response's file, index,
+//! precompressed variant and listing all come from the same worktree, however
+//! often the link moves, and that the kernel (not string compares) keeps every
+//! open below the root.
+//!
+//! The tree the root resolved to last stays open ([`Root`]): a request costs a
+//! `stat` of the root, and an `open` only after a swap. Each tree keeps the
+//! files it opened (nginx's `open_file_cache`), so a hit costs one `fstatat`
+//! checking that the path still names exactly that version of the file
+//! (device, inode, size, nanosecond mtime and ctime), and no open or close. The
+//! cache goes with its tree when the root is swapped.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -14,12 +22,15 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
+use crate::headers::FileHeaders;
 use crate::path::visible;
 
 /// What the path policy flags allow.
@@ -36,6 +47,10 @@ pub struct Policy {
 pub enum OpenError {
     /// Absent, escaping the root, refused by policy, or not a regular file or directory.
     NotFound,
+    /// Absent from a directory that has not changed since it was last looked
+    /// in (the negative cache): unlike `NotFound`, this cannot be the
+    /// half-deleted tree of a swap, so it needs no second look at the root.
+    Absent,
     /// Permission denied by the file system.
     Forbidden,
     Io(io::Error),
@@ -93,6 +108,15 @@ impl Meta {
         )
     }
 
+    /// Whether the file's ctime is over a second old, so that no write within
+    /// the file system's timestamp granularity can give new content the same
+    /// [`FileId`]: only such files are cached by identity.
+    pub fn settled(&self) -> bool {
+        self.changed
+            .elapsed()
+            .is_ok_and(|age| age > Duration::from_secs(1))
+    }
+
     fn new(dev: u64, ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64)) -> Meta {
         let mut h = std::hash::DefaultHasher::new();
         (ino, size, mtime, ctime).hash(&mut h);
@@ -140,26 +164,115 @@ pub struct FileId {
     ctime: (i64, i64),
 }
 
-/// An open regular file and its metadata.
+impl FileId {
+    fn of(st: &FileStat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+/// An open regular file and its metadata, shared by the tree's cache and the
+/// responses sending it.
 pub struct OpenFile {
-    pub file: File,
+    pub file: Arc<File>,
     pub meta: Meta,
+    /// The response headers that follow from this file alone, built on first use.
+    pub headers: OnceLock<FileHeaders>,
+}
+
+impl OpenFile {
+    pub fn new(file: File, meta: Meta) -> Arc<OpenFile> {
+        Arc::new(OpenFile {
+            file: Arc::new(file),
+            meta,
+            headers: OnceLock::new(),
+        })
+    }
 }
 
 /// What a path names.
 pub enum Entry {
-    File(OpenFile),
+    File(Arc<OpenFile>),
     Dir(OwnedFd),
 }
 
-/// The root as resolved at the start of one request.
+/// Set once openat2 answered ENOSYS: [`Tree::walk`] from then on.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Open files one tree keeps (each holds a descriptor).
+pub const OPEN_FILES: usize = 1024;
+
+/// `--root`, and the tree it resolved to when last looked at.
+pub struct Root {
+    path: PathBuf,
+    last: Mutex<Option<Arc<Tree>>>,
+}
+
+impl Root {
+    pub fn new(path: PathBuf) -> Root {
+        Root {
+            path,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The tree the root resolves to now, for one request. The last tree is
+    /// kept open, and while it is, its directory's inode number cannot be
+    /// reused: a `stat` of the root that finds the same device and inode
+    /// therefore means the root still resolves to exactly that tree.
+    pub fn pin(&self) -> io::Result<Arc<Tree>> {
+        let st = nix::sys::stat::stat(&self.path)?;
+        if let Some(t) = self.lock().as_ref() {
+            if t.id == (st.st_dev, st.st_ino) {
+                return Ok(t.clone());
+            }
+        }
+        // Swapped (or first use): whatever the root resolves to by the time
+        // it is opened is the tree this request gets.
+        let t = Arc::new(Tree::open_dir(&self.path)?);
+        *self.lock() = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Whether the root still resolves to `tree`. A miss on a tree that was
+    /// swapped out (and perhaps deleted) since it was pinned is retried on the
+    /// new one.
+    pub fn is_current(&self, tree: &Tree) -> bool {
+        nix::sys::stat::stat(&self.path).is_ok_and(|st| (st.st_dev, st.st_ino) == tree.id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Tree>>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One version of the root: its directory, held open.
 pub struct Tree {
     fd: OwnedFd,
+    /// The directory's device and inode.
+    id: (u64, u64),
+    /// What paths (relative, as the handler spelled them) named when looked up.
+    known: Mutex<HashMap<Box<[u8]>, Known>>,
+}
+
+/// A cached lookup, valid while what it was made from is unchanged.
+enum Known {
+    /// A settled file, open.
+    File(Arc<OpenFile>),
+    /// Nothing by that name in a settled directory, identified here: a new
+    /// entry changes the directory's mtime and ctime, so an unchanged one
+    /// still lacks it.
+    Absent(FileId),
 }
 
 impl Tree {
-    /// Resolves the root (following a swapped symlink) once: one syscall.
-    pub fn pin(root: &Path) -> io::Result<Tree> {
+    /// Opens `root` (following a swapped symlink) as it resolves now.
+    fn open_dir(root: &Path) -> io::Result<Tree> {
         let fd = nix::fcntl::open(
             root,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -167,29 +280,101 @@ impl Tree {
         )?;
         // SAFETY: `open` just returned this descriptor and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Tree { fd })
+        let st = fstat(fd.as_raw_fd())?;
+        Ok(Tree {
+            fd,
+            id: (st.st_dev, st.st_ino),
+            known: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Whether `root` still resolves to this tree. A miss on a tree that was
-    /// swapped out (and perhaps deleted) since it was pinned is retried on the new one.
-    pub fn is_current(&self, root: &Path) -> bool {
-        let Ok(pinned) = fstat(self.fd.as_raw_fd()) else {
-            return false;
-        };
-        // A deleted directory's inode number can be reused by the next
-        // worktree, so a removed tree (no links left) is never current.
-        if pinned.st_nlink == 0 {
-            return false;
-        }
-        match nix::sys::stat::stat(root) {
-            Ok(st) => (st.st_dev, st.st_ino) == (pinned.st_dev, pinned.st_ino),
-            Err(_) => false,
-        }
-    }
-
-    /// Opens `rel` (relative, no `..`) beneath the root under `policy`.
+    /// Opens `rel` (relative, no `..`) beneath the root under `policy`: from
+    /// the cache when the path still names the same version of the same file.
     pub fn open(&self, rel: &Path, policy: Policy) -> Result<Entry, OpenError> {
+        if let Some(known) = self.cached(rel, policy) {
+            return known;
+        }
+        let entry = self.open_uncached(rel, policy)?;
+        if let Entry::File(f) = &entry {
+            if f.meta.settled() {
+                self.remember(rel, Known::File(f.clone()));
+            }
+        }
+        Ok(entry)
+    }
+
+    /// What `rel` was found to be, if that still holds: one `fstatat`.
+    ///
+    /// A file: `rel` still names exactly that version of it. Its route was
+    /// checked (beneath the root, symlinks and dotfiles under `policy`) when
+    /// it was opened; an unchanged identity means the same content. Symlinks
+    /// are not followed here when `policy` refuses them, so a path turned into
+    /// a link misses. Absent: the directory that would hold it is unchanged.
+    fn cached(&self, rel: &Path, policy: Policy) -> Option<Result<Entry, OpenError>> {
+        let key = rel.as_os_str().as_bytes();
+        let (path, want, found) = match self.lock_known().get(key)? {
+            Known::File(f) => (rel, f.meta.id, Ok(Entry::File(f.clone()))),
+            Known::Absent(dir) => (parent(rel), *dir, Err(OpenError::Absent)),
+        };
+        let flags = if policy.symlinks {
+            AtFlags::empty()
+        } else {
+            AtFlags::AT_SYMLINK_NOFOLLOW
+        };
+        match self.stat(path, flags) {
+            Ok(st) if FileId::of(&st) == want => Some(found),
+            _ => {
+                self.lock_known().remove(key);
+                None
+            }
+        }
+    }
+
+    /// `rel` (`""`: the tree itself) as it is now.
+    fn stat(&self, rel: &Path, flags: AtFlags) -> nix::Result<FileStat> {
+        if rel.as_os_str().is_empty() {
+            fstat(self.fd.as_raw_fd())
+        } else {
+            fstatat(Some(self.fd.as_raw_fd()), rel, flags)
+        }
+    }
+
+    fn remember(&self, rel: &Path, known: Known) {
+        let mut all = self.lock_known();
+        if all.len() >= OPEN_FILES {
+            // Any one goes: a full cache of hot paths is rare, and a miss
+            // costs only what an uncached request does.
+            if let Some(k) = all.keys().next().cloned() {
+                all.remove(&k);
+            }
+        }
+        all.insert(rel.as_os_str().as_bytes().into(), known);
+    }
+
+    /// Remembers that `rel` is absent, once its directory has settled (see
+    /// [`Meta::settled`]: an entry added within the timestamp granularity
+    /// could leave the directory's times as they were). Only for a walk that
+    /// met no symlink: a dangling link's target could appear elsewhere.
+    fn remember_absent(&self, rel: &Path) {
+        let Ok(st) = self.stat(parent(rel), AtFlags::empty()) else {
+            return;
+        };
+        let dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if dir && Meta::from_stat(&st).settled() {
+            self.remember(rel, Known::Absent(FileId::of(&st)));
+        }
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Known>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open_uncached(&self, rel: &Path, policy: Policy) -> Result<Entry, OpenError> {
         let fd = match self.openat(rel, true) {
+            Err(Errno::ENOENT) => {
+                self.remember_absent(rel);
+                return Err(OpenError::NotFound);
+            }
             Err(Errno::ELOOP) if policy.symlinks => {
                 // A symlink on the way: follow it, but only beneath the root, and
                 // check that what it resolves to is not a hidden file or `.git`.
@@ -203,17 +388,17 @@ impl Tree {
         };
         let st = fstat(fd.as_raw_fd())?;
         match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-            SFlag::S_IFREG => Ok(Entry::File(OpenFile {
-                file: File::from(fd),
-                meta: Meta::from_stat(&st),
-            })),
+            SFlag::S_IFREG => Ok(Entry::File(OpenFile::new(
+                File::from(fd),
+                Meta::from_stat(&st),
+            ))),
             SFlag::S_IFDIR => Ok(Entry::Dir(fd)),
             _ => Err(OpenError::NotFound),
         }
     }
 
     /// Opens a regular file, treating a directory as absent.
-    pub fn open_file(&self, rel: &Path, policy: Policy) -> Result<OpenFile, OpenError> {
+    pub fn open_file(&self, rel: &Path, policy: Policy) -> Result<Arc<OpenFile>, OpenError> {
         match self.open(rel, policy)? {
             Entry::File(f) => Ok(f),
             Entry::Dir(_) => Err(OpenError::NotFound),
@@ -278,15 +463,51 @@ impl Tree {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
             .resolve(resolve);
+        if NO_OPENAT2.load(Ordering::Relaxed) {
+            return self.walk(rel);
+        }
         // EAGAIN: a concurrent rename raced the kernel's containment check; retry.
         for _ in 0..8 {
             match openat2(self.fd.as_raw_fd(), rel, how) {
                 Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+                Err(Errno::ENOSYS) => {
+                    if !NO_OPENAT2.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("this kernel has no openat2 (Linux before 5.6): symlinks below the root are refused");
+                    }
+                    return self.walk(rel);
+                }
                 // SAFETY: openat2 just returned this descriptor.
                 r => return r.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
             }
         }
         Err(Errno::EAGAIN)
+    }
+
+    /// `rel` opened one component at a time, none of them a symlink: where
+    /// openat2 is missing (Linux before 5.6, some sandboxes), containment
+    /// without it. `rel` has no `..` (`path.rs`), so refusing symlinks keeps
+    /// every step beneath the root.
+    fn walk(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+        let mut parts = rel.components().peekable();
+        let mut dir: Option<OwnedFd> = None;
+        while let Some(c) = parts.next() {
+            let at = dir.as_ref().unwrap_or(&self.fd).as_raw_fd();
+            let name = c.as_os_str();
+            let flags = if parts.peek().is_some() {
+                OFlag::O_PATH | OFlag::O_DIRECTORY
+            } else {
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
+            };
+            let fd = nix::fcntl::openat(
+                Some(at),
+                name,
+                flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            // SAFETY: openat just returned this descriptor.
+            dir = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        dir.ok_or(Errno::ENOENT)
     }
 
     /// Where `fd` really is, relative to the root, must pass the dotfile policy.
@@ -299,6 +520,11 @@ impl Tree {
             Err(_) => false,
         }
     }
+}
+
+/// The directory part of `rel` (`""` for a name directly in the tree).
+fn parent(rel: &Path) -> &Path {
+    rel.parent().unwrap_or(Path::new(""))
 }
 
 /// One entry of a directory listing.
@@ -345,7 +571,7 @@ mod tests {
         std::fs::write(root.join(".git/config"), "c").unwrap();
         std::os::unix::fs::symlink(".git/config", root.join("gitlink")).unwrap();
 
-        let t = Tree::pin(&root).unwrap();
+        let t = Root::new(root).pin().unwrap();
         assert!(t.open_file(Path::new("inside"), ALL).is_ok());
         for p in ["outside", "absolute", "gitlink", "missing", "sub/a.txt/x"] {
             assert!(
@@ -370,8 +596,8 @@ mod tests {
         let f = dir.path().join("a");
         std::fs::write(&f, "one").unwrap();
         let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
-        let t = Tree::pin(dir.path()).unwrap();
-        let first = t.open_file(Path::new("a"), ALL).unwrap().meta;
+        let t = Root::new(dir.path().into()).pin().unwrap();
+        let first = t.open_file(Path::new("a"), ALL).unwrap().meta.clone();
         std::fs::write(&f, "two").unwrap();
         File::options()
             .write(true)
@@ -379,7 +605,7 @@ mod tests {
             .unwrap()
             .set_modified(mtime)
             .unwrap();
-        let second = t.open_file(Path::new("a"), ALL).unwrap().meta;
+        let second = t.open_file(Path::new("a"), ALL).unwrap().meta.clone();
         assert_eq!(first.modified, second.modified);
         assert_ne!(first.etag, second.etag);
     }
@@ -391,10 +617,73 @@ mod tests {
         std::fs::create_dir(dir.path().join("v2")).unwrap();
         let link = dir.path().join("current");
         std::os::unix::fs::symlink("v1", &link).unwrap();
-        let t = Tree::pin(&link).unwrap();
-        assert!(t.is_current(&link));
+        let root = Root::new(link.clone());
+        let t = root.pin().unwrap();
+        assert!(root.is_current(&t));
+        assert!(
+            Arc::ptr_eq(&t, &root.pin().unwrap()),
+            "the same tree stays pinned"
+        );
         std::os::unix::fs::symlink("v2", dir.path().join("next")).unwrap();
         std::fs::rename(dir.path().join("next"), &link).unwrap();
-        assert!(!t.is_current(&link));
+        assert!(!root.is_current(&t));
+        assert!(!Arc::ptr_eq(&t, &root.pin().unwrap()));
+    }
+
+    #[test]
+    fn without_openat2_the_walk_opens_files_and_directories_but_no_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub", root.join("dirlink")).unwrap();
+        let t = Root::new(root).pin().unwrap();
+        let read = |p: &str| -> Result<String, Errno> {
+            let fd = t.walk(Path::new(p))?;
+            Ok(std::io::read_to_string(File::from(fd)).unwrap())
+        };
+        assert_eq!(read("sub/a.txt"), Ok("a".to_string()));
+        assert_eq!(read("./sub/a.txt"), Ok("a".to_string()));
+        assert!(t.walk(Path::new("sub")).is_ok());
+        assert_eq!(read("link"), Err(Errno::ELOOP));
+        assert_eq!(read("dirlink/a.txt"), Err(Errno::ENOTDIR));
+        assert_eq!(read("missing"), Err(Errno::ENOENT));
+    }
+
+    /// Waits (bounded) until `path`'s ctime is over a second old.
+    fn settle(path: &Path) {
+        for _ in 0..100 {
+            let st = nix::sys::stat::stat(path).unwrap();
+            if Meta::from_stat(&st).settled() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not settle", path.display());
+    }
+
+    #[test]
+    fn cached_lookups_hold_only_while_the_file_or_directory_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.txt");
+        std::fs::write(&f, "one").unwrap();
+        settle(&f);
+        settle(dir.path());
+        let t = Root::new(dir.path().into()).pin().unwrap();
+        let open = |p: &str| t.open_file(Path::new(p), ALL);
+        let first = open("a.txt").unwrap();
+        assert!(Arc::ptr_eq(&first, &open("a.txt").unwrap()), "a hit");
+        // Rewritten in place: a new version, never the cached one.
+        std::fs::write(&f, "two").unwrap();
+        let second = open("a.txt").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(std::io::read_to_string(&*second.file).unwrap(), "two");
+
+        // Absent, then known absent, until the directory changes.
+        assert!(matches!(open("b.txt"), Err(OpenError::NotFound)));
+        assert!(matches!(open("b.txt"), Err(OpenError::Absent)));
+        std::fs::write(dir.path().join("b.txt"), "b").unwrap();
+        assert!(open("b.txt").is_ok());
     }
 }
