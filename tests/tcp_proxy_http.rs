@@ -660,3 +660,134 @@ fn send_proxy_protocol_keeps_http_connections_as_tcp_relays() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--send-proxy-protocol"));
 }
+
+/// Later requests on a kept-alive connection are parsed by hyper, not
+/// checked on their raw bytes: Content-Length with Transfer-Encoding is
+/// read as chunked (the length dropped) and the connection closes after
+/// it, and equal duplicate lengths are merged. The upstream gets one
+/// consistently framed request each time and never the smuggled one.
+#[test]
+fn smuggling_spellings_on_a_later_request_reach_the_upstream_reframed_or_not_at_all() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let cl_te = [
+        &b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        smuggled,
+    ]
+    .concat();
+    let te_cl = [
+        &b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST /te-cl HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 38\r\n\r\n0\r\n\r\n",
+        smuggled,
+    ]
+    .concat();
+    for case in [cl_te, te_cl] {
+        // raw() reads to EOF: the proxy closes after the ambiguous request.
+        let answer = raw(&p, &case);
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+        let got = up.drain();
+        let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths.len(), 2, "{paths:?}");
+        assert_eq!(paths[0], "/first");
+        assert!(paths[1] == "/cl-te" || paths[1] == "/te-cl", "{paths:?}");
+        let post = &got[1];
+        assert!(
+            post.header("content-length").is_none() || post.header("transfer-encoding").is_none(),
+            "one framing only: {:?}",
+            post.headers
+        );
+        assert!(post.body.is_empty());
+    }
+
+    let dup = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
+        POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd";
+    let answer = raw(&p, dup);
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    let got = up.drain();
+    assert_eq!(got.len(), 2);
+    let lengths = got[1]
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .count();
+    assert_eq!(lengths, 1, "{:?}", got[1].headers);
+    assert_eq!(got[1].body, b"abcd");
+}
+
+/// An HTTP/2 client in front of an app that speaks HTTP/1.1 only: the app
+/// answers the HTTP/2 preface with an error, and the proxy sends it the
+/// requests as HTTP/1.1 from then on (the client keeps HTTP/2).
+#[test]
+fn http2_requests_reach_an_http1_only_upstream_as_http11() {
+    if !require_peer("curl") || !require_peer("nginx") || !require_peer("h2load") {
+        return;
+    }
+    let h1 = Nginx::http1("only-h1");
+    let mut p = proxy(&[h1.addr], &[]);
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        "%{http_code} %{http_version}\\n",
+        &url(&p, "/a?b=c"),
+    ]);
+    assert_eq!(out, "only-h1\n200 2\n");
+    // Multiplexed streams of one client connection, each an HTTP/1.1
+    // request upstream.
+    let out = support::run_cmd(Command::new("h2load").args([
+        "-n",
+        "200",
+        "-c",
+        "1",
+        "-m",
+        "10",
+        &url(&p, "/"),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("200 2xx"), "{text}");
+    let ok = format!("upstream=\"{}\"", h1.addr);
+    assert_eq!(
+        p.metric("tcp_proxy_http_requests_total", &[&ok, "class=\"2xx\""]),
+        201.0
+    );
+    p.sidecar.wait_for_log("speaks HTTP/1.1 only");
+}
+
+/// --idle-timeout also closes HTTP client connections that have had no
+/// request for that long: HTTP/1.1 by closing, HTTP/2 with GOAWAY.
+#[test]
+fn idle_http_connections_are_closed_after_the_idle_timeout() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--idle-timeout=1s"]);
+    // HTTP/1.1: the response, then the close (raw() reads to EOF).
+    let answer = raw(&p, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+
+    // HTTP/2 with prior knowledge: the preface and an empty SETTINGS
+    // frame, then only acknowledgements, until the proxy closes; its
+    // frames include a GOAWAY.
+    let mut c = p.connect();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut types = Vec::new();
+    let mut head = [0u8; 9];
+    while c.read_exact(&mut head).is_ok() {
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let payload = read_n(&mut c, len);
+        types.push(kind);
+        match (kind, flags & 1) {
+            // SETTINGS and PING are acknowledged, as a client does.
+            (0x4, 0) => c.write_all(b"\0\0\0\x04\x01\0\0\0\0").unwrap(),
+            (0x6, 0) => {
+                c.write_all(b"\0\0\x08\x06\x01\0\0\0\0").unwrap();
+                c.write_all(&payload).unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert!(types.contains(&0x7), "GOAWAY among frame types {types:?}");
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 2.0);
+}

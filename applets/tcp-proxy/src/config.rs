@@ -178,7 +178,8 @@ pub struct Args {
     )]
     pub connect_retries: u32,
 
-    /// Close a connection with no bytes either way for this long (0 = never).
+    /// Close a relayed connection with no bytes either way, or an HTTP client connection with no
+    /// request, for this long (0 = never).
     #[arg(long, env = "TCP_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 

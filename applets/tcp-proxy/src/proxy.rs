@@ -178,10 +178,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
             Err("shutdown")
         }
     };
+    let http = matches!(&result, Ok(a) if a.http);
     let result = match result {
         Ok(admitted) if admitted.http => {
-            serve_http(client, admitted, &route, &shared, &rec).await;
-            Ok(None)
+            Ok(serve_http(client, admitted, &route, &shared, &rec).await)
         }
         Ok(admitted) => tokio::select! {
             biased;
@@ -203,8 +203,8 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
             m.duration
                 .get_or_create(&labels)
                 .observe(rec.start.elapsed().as_secs_f64());
-            if close.is_none() {
-                return; // HTTP: the access log has a line per request instead
+            if http {
+                return; // the access log has a line per request instead
             }
         }
         Err(reason) => {
@@ -399,16 +399,15 @@ async fn detect_http(
     }
 }
 
+/// Some(IdleTimeout) when --idle-timeout closed the connection.
 async fn serve_http(
     client: Arc<TcpStream>,
     admitted: Admitted,
     route: &Route,
     shared: &Arc<Shared>,
     rec: &Record,
-) {
-    let Some(http) = &route.http else {
-        return;
-    };
+) -> Option<Close> {
+    let http = route.http.as_ref()?;
     let info = http_proxy::ConnInfo::new(
         rec.client,
         rec.original_dst,
@@ -418,7 +417,7 @@ async fn serve_http(
     );
     let proxy = http.proxy.clone();
     let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
-    match admitted.tls {
+    let idle = match admitted.tls {
         Some(t) => proxy.serve(t.stream, info, stop, hard_stop).await,
         None => {
             let client =
@@ -426,7 +425,8 @@ async fn serve_http(
             let io = Prefixed::new(admitted.early, client);
             proxy.serve(io, info, stop, hard_stop).await
         }
-    }
+    };
+    idle.then_some(Close::IdleTimeout)
 }
 
 /// Ok: relayed, with how it closed. Err: the reason it was turned away.

@@ -143,7 +143,8 @@ pub struct Tls {
 
 /// What an upstream connection carries, which ALPN announces: a relay of
 /// opaque bytes offers none (the peer must not take them for HTTP), HTTP
-/// requests offer the version they are sent in.
+/// requests offer the version they are sent in (HTTP/2 with HTTP/1.1 as the
+/// fallback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alpn {
     Opaque,
@@ -221,7 +222,9 @@ impl Tls {
             };
             Some(Connectors {
                 opaque: connector(&[])?,
-                h2: connector(&[b"h2"])?,
+                // An upstream that speaks HTTP/1.1 only picks it, and gets
+                // the HTTP/2 requests translated.
+                h2: connector(&[b"h2", b"http/1.1"])?,
                 http1: connector(&[b"http/1.1"])?,
             })
         } else {

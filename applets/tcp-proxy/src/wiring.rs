@@ -137,6 +137,7 @@ pub async fn wire(
             retry_on: args.http_retry_on.clone(),
             request_timeout: args.http_request_timeout,
             connect_timeout: args.connect_timeout,
+            idle_timeout: args.idle_timeout,
             tls,
         },
         metrics.clone(),

@@ -12,6 +12,7 @@
 
 mod answer;
 mod headers;
+mod preface;
 mod retry;
 pub mod router;
 mod tunnel;
@@ -19,6 +20,7 @@ mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,6 +57,9 @@ pub struct Settings {
     /// Zero: no timeout.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A client connection without a request for this long is closed
+    /// (zero: never).
+    pub idle_timeout: Duration,
     /// --tls-client: mutual TLS to upstreams.
     pub tls: Option<Arc<crate::tls::Tls>>,
 }
@@ -103,6 +108,50 @@ impl ConnInfo {
     }
 }
 
+/// Requests in flight on one client connection, and when the last ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: std::sync::Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn answered(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Returns once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let since = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if self.in_flight.load(Ordering::Relaxed) == 0 && since.elapsed() >= timeout {
+                return;
+            }
+            // Busy: look again a whole timeout later (a request that ends
+            // meanwhile moves `last` on).
+            let next = if self.in_flight.load(Ordering::Relaxed) > 0 {
+                Instant::now() + timeout
+            } else {
+                since + timeout
+            };
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+}
+
 /// Where one request went, for its metrics and access-log line.
 struct Exchange {
     endpoint: Option<SocketAddr>,
@@ -135,27 +184,44 @@ impl HttpProxy {
 
     /// Serves HTTP/1.1 (keep-alive, upgrades) or HTTP/2 (prior knowledge)
     /// on one client connection until it closes; on `stop`, finishes the
-    /// requests in flight and closes; on `hard_stop`, drops it.
+    /// requests in flight and closes; on `hard_stop`, drops it. Returns
+    /// whether it was closed for having no request for --idle-timeout.
     pub async fn serve<I>(
         self: Arc<Self>,
         io: I,
         conn: ConnInfo,
         stop: CancellationToken,
         hard_stop: CancellationToken,
-    ) where
+    ) -> bool
+    where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let idle_timeout = self.settings.idle_timeout;
         let conn = Arc::new(conn);
-        let this = self.clone();
+        let activity = Arc::new(Activity::default());
+        let (this, requests) = (self.clone(), activity.clone());
         let svc = hyper::service::service_fn(move |req| {
-            let (this, conn) = (this.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(this.handle(req, &conn).await) }
+            let (this, conn, requests) = (this.clone(), conn.clone(), requests.clone());
+            async move {
+                requests.started();
+                let resp = this.handle(req, &conn).await;
+                requests.answered();
+                Ok::<_, Infallible>(resp)
+            }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
+        // hyper's read timeout for a request head also runs while an
+        // HTTP/1 connection waits for its next request: it is the idle
+        // timeout there (hyper's default would close kept-alive
+        // connections after 30 s).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout((!idle_timeout.is_zero()).then_some(idle_timeout));
         builder.http2().timer(TokioTimer::new());
         let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         tokio::pin!(served);
+        let mut idle = false;
         let result = tokio::select! {
             r = served.as_mut() => r,
             _ = stop.cancelled() => {
@@ -165,10 +231,28 @@ impl HttpProxy {
                     _ = hard_stop.cancelled() => Ok(()),
                 }
             }
+            // Requests in flight finish (HTTP/2: GOAWAY, then the streams
+            // end); a new one finds the connection closing.
+            _ = activity.idle_for(idle_timeout), if !idle_timeout.is_zero() => {
+                idle = true;
+                served.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = served.as_mut() => r,
+                    _ = hard_stop.cancelled() => Ok(()),
+                }
+            }
         };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "client HTTP connection ended with an error");
+        match result {
+            Err(e)
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(|e| e.is_timeout()) =>
+            {
+                idle = true;
+            }
+            Err(e) => tracing::debug!(error = %e, "client HTTP connection ended with an error"),
+            Ok(()) => {}
         }
+        idle
     }
 
     async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {

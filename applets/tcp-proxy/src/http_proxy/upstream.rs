@@ -1,6 +1,7 @@
 //! Connections to upstream endpoints, kept for reuse: per endpoint, idle
 //! HTTP/1 connections (one request at a time each) and one multiplexed
-//! HTTP/2 connection.
+//! HTTP/2 connection. An endpoint that does not speak HTTP/2 gets HTTP/2
+//! requests as HTTP/1.1.
 //!
 //! Not hyper-util's pooling client: it keys its pool by the request URI's
 //! authority, so sending to a chosen endpoint would overwrite the
@@ -20,7 +21,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::tls::{Alpn, Tls};
+use super::preface;
+use crate::tls::{Alpn, ClientStream, Tls};
 
 /// A byte stream to an upstream: the socket, or mutual TLS over it.
 pub type UpstreamIo = Box<dyn UpstreamStream>;
@@ -36,6 +38,12 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 const H1_IDLE: Duration = Duration::from_secs(60);
 /// Idle HTTP/1 connections kept per endpoint.
 const H1_MAX_IDLE: usize = 256;
+/// The longest an upstream may take to answer the HTTP/2 preface before it
+/// is taken for an HTTP/2 server (an HTTP/1 one answers at once).
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// How long an endpoint that refused HTTP/2 gets HTTP/2 requests as HTTP/1.1
+/// before it is asked again.
+const H1_ONLY_RECHECK: Duration = Duration::from_secs(60);
 /// Endpoints remembered before those without connections are forgotten.
 const MAX_ENDPOINTS: usize = 1024;
 
@@ -43,6 +51,8 @@ const MAX_ENDPOINTS: usize = 1024;
 pub struct EndpointConns {
     h1_idle: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// When the endpoint was found to speak HTTP/1.1 only.
+    h1_only: Mutex<Option<Instant>>,
     /// Held across an HTTP/2 connect, so concurrent first requests share
     /// one connection instead of each opening its own.
     h2_connect: tokio::sync::Mutex<()>,
@@ -54,6 +64,13 @@ impl EndpointConns {
         let h2 = self.live_h2().is_some();
         // Locked: a connect is under way.
         !idle.is_empty() || h2 || self.h2_connect.try_lock().is_err()
+    }
+
+    /// HTTP/2 requests go as HTTP/1.1 for a while after the endpoint
+    /// refused HTTP/2; then it is asked again (the app may have changed).
+    fn speaks_only_http1(&self) -> bool {
+        let since = self.h1_only.lock().unwrap_or_else(|e| e.into_inner());
+        since.is_some_and(|t| t.elapsed() < H1_ONLY_RECHECK)
     }
 
     fn live_h2(&self) -> Option<http2::SendRequest<Body>> {
@@ -110,39 +127,66 @@ impl Connector {
     /// `alpn` is what the stream will carry. Without a host name, the
     /// upstream's certificate must match --tls-upstream-id or name its IP.
     pub async fn connect_stream(&self, addr: SocketAddr, alpn: Alpn) -> io::Result<UpstreamIo> {
+        let s = self.connect_tcp(addr).await?;
+        match self.tls_to(addr) {
+            Some(tls) => Ok(Box::new(self.connect_tls(tls, s, addr, alpn).await?)),
+            None => Ok(Box::new(s)),
+        }
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let s = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(r) => r?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
         let _ = s.set_nodelay(true);
-        match self.tls.as_ref().filter(|t| t.originates_to(addr)) {
-            Some(tls) => {
-                let s = Arc::new(s);
-                let stream = tls
-                    .connect(&s, &addr.ip().to_string(), addr, "http", alpn)
-                    .await
-                    .map_err(|reason| io::Error::new(io::ErrorKind::ConnectionRefused, reason))?;
-                Ok(Box::new(stream))
-            }
-            None => Ok(Box::new(s)),
-        }
+        Ok(s)
     }
 
-    /// A connection for one request to `addr`, HTTP/2 when `h2`. Errors are
-    /// connect failures: nothing of the request was sent.
+    fn tls_to(&self, addr: SocketAddr) -> Option<&Arc<Tls>> {
+        self.tls.as_ref().filter(|t| t.originates_to(addr))
+    }
+
+    async fn connect_tls(
+        &self,
+        tls: &Tls,
+        s: TcpStream,
+        addr: SocketAddr,
+        alpn: Alpn,
+    ) -> io::Result<ClientStream> {
+        tls.connect(&Arc::new(s), &addr.ip().to_string(), addr, "http", alpn)
+            .await
+            .map_err(|reason| io::Error::new(io::ErrorKind::ConnectionRefused, reason))
+    }
+
+    /// A connection for one request to `addr`, HTTP/2 when `h2` and the
+    /// endpoint speaks it (else HTTP/1.1). Errors are connect failures:
+    /// nothing of the request was sent.
     pub async fn checkout(&self, addr: SocketAddr, h2: bool) -> io::Result<Sender> {
         let conns = self.conns(addr);
-        if h2 {
+        if h2 && !conns.speaks_only_http1() {
             if let Some(s) = conns.live_h2() {
                 return Ok(Sender::H2(s));
             }
-            let _connecting = conns.h2_connect.lock().await;
+            let connecting = conns.h2_connect.lock().await;
             if let Some(s) = conns.live_h2() {
                 return Ok(Sender::H2(s));
             }
-            let s = self.handshake_h2(addr).await?;
-            *conns.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-            return Ok(Sender::H2(s));
+            match self.connect_h2(addr).await? {
+                Spoken::H2(io) => {
+                    let s = handshake_h2(io, addr).await?;
+                    *conns.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                    return Ok(Sender::H2(s));
+                }
+                Spoken::Http1(io) => {
+                    tracing::info!(upstream = %addr, "endpoint speaks HTTP/1.1 only: HTTP/2 requests go to it as HTTP/1.1");
+                    *conns.h1_only.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    if let Some(io) = io {
+                        drop(connecting);
+                        return Ok(Sender::H1(handshake_h1(io, addr).await?, conns));
+                    }
+                }
+            }
         }
         let reused = {
             let mut idle = conns.h1_idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,34 +203,63 @@ impl Connector {
         Ok(Sender::H1(sender, conns))
     }
 
-    /// A new HTTP/1 connection that may become a tunnel (Upgrade).
-    pub async fn handshake_h1(&self, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
-        let io = TokioIo::new(self.connect_stream(addr, Alpn::Http1).await?);
-        let (sender, conn) = http1::Builder::new()
-            .handshake::<_, Body>(io)
-            .await
-            .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/1 connection failed");
-            }
-        });
-        Ok(sender)
+    /// A connection opened for HTTP/2, and what the endpoint turned out to
+    /// speak: ALPN over TLS, the answer to the preface in plaintext.
+    async fn connect_h2(&self, addr: SocketAddr) -> io::Result<Spoken> {
+        let s = self.connect_tcp(addr).await?;
+        if let Some(tls) = self.tls_to(addr) {
+            let stream = self.connect_tls(tls, s, addr, Alpn::H2).await?;
+            // No ALPN at all: a server that may still speak HTTP/2.
+            return Ok(match stream.get_ref().1.alpn_protocol() {
+                Some(b"http/1.1") => Spoken::Http1(Some(Box::new(stream))),
+                _ => Spoken::H2(Box::new(stream)),
+            });
+        }
+        let wait = self.connect_timeout.min(PROBE_WAIT);
+        Ok(match preface::probe(s, wait).await? {
+            preface::Probe::H2(s) => Spoken::H2(Box::new(s)),
+            preface::Probe::Http1 => Spoken::Http1(None),
+        })
     }
 
-    async fn handshake_h2(&self, addr: SocketAddr) -> io::Result<http2::SendRequest<Body>> {
-        let io = TokioIo::new(self.connect_stream(addr, Alpn::H2).await?);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .handshake::<_, Body>(io)
-            .await
-            .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/2 connection failed");
-            }
-        });
-        Ok(sender)
+    /// A new HTTP/1 connection that may become a tunnel (Upgrade).
+    pub async fn handshake_h1(&self, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
+        handshake_h1(self.connect_stream(addr, Alpn::Http1).await?, addr).await
     }
+}
+
+/// What a connection opened for HTTP/2 carries.
+enum Spoken {
+    H2(UpstreamIo),
+    /// The endpoint speaks HTTP/1.1 only; the connection when it can carry
+    /// HTTP/1.1 (after ALPN said so; not after a refused preface).
+    Http1(Option<UpstreamIo>),
+}
+
+async fn handshake_h1(io: UpstreamIo, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
+    let (sender, conn) = http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(io))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/1 connection failed");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake_h2(io: UpstreamIo, addr: SocketAddr) -> io::Result<http2::SendRequest<Body>> {
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .handshake::<_, Body>(TokioIo::new(io))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/2 connection failed");
+        }
+    });
+    Ok(sender)
 }
