@@ -409,6 +409,23 @@ fn check_names_the_file_a_start_would_fail_on_later() {
         ),
         (
             vec![
+                "static-serve".into(),
+                "--root=.".into(),
+                "--listen=:8080".into(),
+                "--listen=nowhere".into(),
+            ],
+            "--listen".into(),
+        ),
+        (
+            vec![
+                "static-serve".into(),
+                "--root=.".into(),
+                format!("--listen=unix:{}", p(&file)),
+            ],
+            format!("{} exists and is not a socket", p(&file)),
+        ),
+        (
+            vec![
                 "tcp-proxy".into(),
                 "--listen=127.0.0.1:0".into(),
                 "--upstream=127.0.0.1:9".into(),

@@ -240,11 +240,12 @@ impl Applet for StaticServe {
     const ABOUT: &'static str = "Serve static files, following atomic root swaps";
     const ADMIN_ADDR: &'static str = "0.0.0.0:9541";
 
-    /// Flags, pages, globs, the htpasswd file and the TLS files, read and
-    /// checked; nothing binds.
+    /// Flags, listen addresses, pages, globs, the htpasswd file and the TLS
+    /// files, read and checked; nothing binds.
     fn check(&self) -> anyhow::Result<()> {
         let a = self.clone().resolve()?;
         settings::Settings::from_args(&a)?;
+        listen::check(&a.listen)?;
         if let Some(files) = a.tls_files() {
             tls::Material::load(files, tls::TlsMetrics::default())?;
         }

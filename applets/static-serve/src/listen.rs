@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sidecar_runtime::usage;
 use tokio::net::UnixListener;
@@ -34,11 +34,31 @@ impl Listener {
     }
 }
 
+/// The addresses, each as [`bind_all`] will bind it.
+fn addresses(addrs: &[String]) -> impl Iterator<Item = &str> {
+    addrs.iter().map(|a| a.trim()).filter(|a| !a.is_empty())
+}
+
+/// `--check`: every address parses and a socket path can be bound (free, or
+/// a stale socket, in a directory this process may write); nothing binds.
+pub fn check(addrs: &[String]) -> anyhow::Result<()> {
+    for raw in addresses(addrs) {
+        if let Addr::Unix(path) = parse(raw)? {
+            stale_socket(raw, &path)?;
+            sidecar_runtime::check::creatable("--listen", &path)?;
+        }
+    }
+    if addresses(addrs).next().is_none() {
+        return Err(usage!("--listen: no address given"));
+    }
+    Ok(())
+}
+
 /// Binds every address (`workers` sockets per TCP address), logging each
 /// (tests read `addr=` from the log).
 pub async fn bind_all(addrs: &[String], workers: usize) -> anyhow::Result<Vec<Listener>> {
     let mut out = Vec::new();
-    for raw in addrs.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+    for raw in addresses(addrs) {
         let l = bind(raw, workers)?;
         tracing::info!(addr = %l.describe(), "static-serve listening");
         out.push(l);
@@ -49,36 +69,55 @@ pub async fn bind_all(addrs: &[String], workers: usize) -> anyhow::Result<Vec<Li
     Ok(out)
 }
 
-fn bind(raw: &str, workers: usize) -> anyhow::Result<Listener> {
+enum Addr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+fn parse(raw: &str) -> anyhow::Result<Addr> {
     if let Some(path) = raw.strip_prefix("unix:") {
-        let path = PathBuf::from(path);
-        if path.as_os_str().is_empty() {
+        if path.is_empty() {
             return Err(usage!("--listen {raw}: empty socket path"));
         }
-        // A stale socket from a previous run is replaced; anything else at
-        // that path is somebody's file and is left alone.
-        if let Ok(md) = std::fs::symlink_metadata(&path) {
-            if !md.file_type().is_socket() {
-                return Err(usage!(
-                    "--listen {raw}: {} exists and is not a socket",
-                    path.display()
-                ));
-            }
-            std::fs::remove_file(&path).map_err(|e| {
-                anyhow::anyhow!("--listen {raw}: cannot remove the old socket: {e}")
-            })?;
-        }
-        let l = UnixListener::bind(&path)
-            .map_err(|e| anyhow::anyhow!("--listen {raw}: cannot listen: {e}"))?;
-        return Ok(Listener::Unix(l, path));
+        return Ok(Addr::Unix(PathBuf::from(path)));
     }
-    let addr = match sidecar_runtime::admin::parse_listen_addr(raw) {
-        Ok(a) => a,
+    match sidecar_runtime::admin::parse_listen_addr(raw) {
+        Ok(a) => Ok(Addr::Tcp(a)),
         // A host name (`localhost:8080`): its first address.
         Err(e) => std::net::ToSocketAddrs::to_socket_addrs(raw)
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| usage!("--listen: {e}"))?,
+            .map(Addr::Tcp)
+            .ok_or_else(|| usage!("--listen: {e}")),
+    }
+}
+
+/// Whether a socket from a previous run is at `path`, to be replaced;
+/// anything else there is somebody's file and is left alone.
+fn stale_socket(raw: &str, path: &Path) -> anyhow::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => Ok(true),
+        Ok(_) => Err(usage!(
+            "--listen {raw}: {} exists and is not a socket",
+            path.display()
+        )),
+        Err(_) => Ok(false),
+    }
+}
+
+fn bind(raw: &str, workers: usize) -> anyhow::Result<Listener> {
+    let addr = match parse(raw)? {
+        Addr::Tcp(addr) => addr,
+        Addr::Unix(path) => {
+            if stale_socket(raw, &path)? {
+                std::fs::remove_file(&path).map_err(|e| {
+                    anyhow::anyhow!("--listen {raw}: cannot remove the old socket: {e}")
+                })?;
+            }
+            let l = UnixListener::bind(&path)
+                .map_err(|e| anyhow::anyhow!("--listen {raw}: cannot listen: {e}"))?;
+            return Ok(Listener::Unix(l, path));
+        }
     };
     let cannot = |e: std::io::Error| anyhow::anyhow!("--listen {raw}: cannot listen: {e}");
     let sock = if addr.is_ipv4() {
