@@ -21,12 +21,10 @@ usage() {
 [ $# -ge 1 ] || usage
 scenario=$1
 shift
-if [ "$scenario" = mesh ]; then
-  [ -x examples/mesh-demo.sh ] || { echo "demo: examples/mesh-demo.sh is missing" >&2; exit 2; }
-  exec examples/mesh-demo.sh "$@"
-fi
+case "$scenario" in static | config | logs | mesh) ;; *) usage ;; esac
 smoke=false port=8080 es_url=
-while [ $# -gt 0 ]; do
+# mesh-demo.sh takes its own options.
+while [ "$scenario" != mesh ] && [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=true; shift ;;
     --port) port=$2; shift 2 ;;
@@ -34,7 +32,6 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
-case "$scenario" in static | config | logs) ;; *) usage ;; esac
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
 say() { printf '%sdemo:%s %s\n' "$bold" "$plain" "$*"; }
@@ -48,10 +45,13 @@ want() { command -v "$1" >/dev/null || need+=("$2"); }
 case "$scenario" in
   static) want git git ;;
   logs) [ -n "$es_url" ] || want python3 python3 ;;
+  mesh) want openssl openssl; want curl curl ;;
 esac
 if [ -z "${SIDECAR_BIN:-}" ]; then
   command -v cargo >/dev/null || die "needs the Rust toolchain: https://rustup.rs"
   want cc gcc
+  # gcc alone links nothing: the C library's headers and start files.
+  [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
   want pkg-config pkg-config
   if command -v pkg-config >/dev/null; then
     pkg-config --exists openssl || need+=(libssl-dev)
@@ -67,6 +67,11 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     die "needs ${need[*]}; run: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${need[*]}"
   fi
+fi
+
+if [ "$scenario" = mesh ]; then
+  [ -x examples/mesh-demo.sh ] || die "examples/mesh-demo.sh is missing"
+  exec examples/mesh-demo.sh "$@"
 fi
 
 if [ -n "${SIDECAR_BIN:-}" ]; then

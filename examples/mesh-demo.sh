@@ -36,7 +36,7 @@ say() { printf '%smesh:%s %s\n' "$bold" "$plain" "$*"; }
 die() { echo "mesh: $*" >&2; exit 1; }
 
 for tool in openssl curl; do
-  command -v "$tool" >/dev/null || die "needs $tool; run: sudo apt-get install -y $tool"
+  command -v "$tool" >/dev/null || die "needs $tool; run: sudo apt-get update && sudo apt-get install -y --no-install-recommends $tool"
 done
 if [ -n "${SIDECAR_BIN:-}" ]; then
   bin=$SIDECAR_BIN
