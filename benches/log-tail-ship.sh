@@ -13,8 +13,11 @@
 # run prints log-tail-ship alone, to compare with its raw figures.
 # The receiver's own CPU time is printed: it must stay well under one core
 # (it is one Python process), or it, not the shipper, is the bottleneck.
+# With BUFFER=1, log-tail-ship also runs with --buffer-dir (every batch
+# written to, fsynced in and read back from the disk buffer), as a row of its
+# own in the same run.
 #
-# usage: [FORMAT=raw|cri] benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
+# usage: [FORMAT=raw|cri] [BUFFER=1] benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
 # needs: rsyslog rsyslog-elasticsearch python3 (Debian packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,14 +93,17 @@ measure() {
   python3 -c "print($t1 - $t0, $ticks / $HZ, $rss, $rticks / $HZ)"
 }
 
+# run_ours RESULT_VAR [EXTRA_FLAGS…]: sets RESULT_VAR to the measure line.
 run_ours() {
+  local var=$1; shift
   start_receiver
+  rm -rf "$WORK/ours"
   local t0; t0=$(date +%s.%N)
   "$BIN" log-tail-ship --admin-addr=off --path "$LOG" --data-dir "$WORK/ours" \
     --format "$FORMAT" --sink elasticsearch --es-url "http://127.0.0.1:$PORT" \
-    --batch-max-bytes 8MiB --batch-max-events 40000 --log-level warn &
+    --batch-max-bytes 8MiB --batch-max-events 40000 --log-level warn "$@" &
   SHIP_PID=$!
-  OURS=$(measure "$t0" "$SHIP_PID")
+  printf -v "$var" '%s' "$(measure "$t0" "$SHIP_PID")"
   kill "$SHIP_PID"; wait "$SHIP_PID" 2>/dev/null || true; SHIP_PID=""
   kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true; RECV_PID=""
 }
@@ -130,29 +136,31 @@ EOF
   kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true; RECV_PID=""
 }
 
-run_ours
-if [ "$FORMAT" = cri ]; then
-  python3 - "$MIB" "$LINES" "$OURS" <<'EOF'
-import sys
-mib, lines = float(sys.argv[1]), int(sys.argv[2])
-secs, cpu, rss, rcpu = map(float, sys.argv[3].split())
-print(f"{'':14} {'MiB/s':>8} {'lines/s':>11} {'CPU s/MiB':>10} {'peak RSS MiB':>13} {'receiver CPU':>13}")
-print(f"{'log-tail-ship':14} {mib/secs:8.1f} {lines/secs:11.0f} {cpu/mib:10.4f} {rss/1024:13.1f} {rcpu/secs:12.0%}")
-EOF
-  exit 0
+run_ours OURS
+ROWS=("log-tail-ship" "$OURS")
+if [ "${BUFFER:-0}" = 1 ]; then
+  run_ours OURS_BUFFER --buffer-dir "$WORK/ours-buffer"
+  ROWS+=("+ --buffer-dir" "$OURS_BUFFER")
 fi
-run_rsyslog
+if [ "$FORMAT" != cri ]; then
+  run_rsyslog
+  ROWS+=("rsyslog" "$RSYSLOG")
+fi
 
-python3 - "$MIB" "$LINES" "$OURS" "$RSYSLOG" <<'EOF'
+python3 - "$MIB" "$LINES" "${ROWS[@]}" <<'EOF'
 import sys
 mib, lines = float(sys.argv[1]), int(sys.argv[2])
 rows = {}
-for name, raw in (("log-tail-ship", sys.argv[3]), ("rsyslog", sys.argv[4])):
+args = sys.argv[3:]
+for name, raw in zip(args[::2], args[1::2]):
     secs, cpu, rss, rcpu = map(float, raw.split())
     rows[name] = (mib / secs, lines / secs, cpu / mib, rss / 1024, rcpu / secs)
 print(f"{'':14} {'MiB/s':>8} {'lines/s':>11} {'CPU s/MiB':>10} {'peak RSS MiB':>13} {'receiver CPU':>13}")
 for name, (mbs, lps, cpm, rss, rc) in rows.items():
     print(f"{name:14} {mbs:8.1f} {lps:11.0f} {cpm:10.4f} {rss:13.1f} {rc:12.0%}")
-o, r = rows["log-tail-ship"], rows["rsyslog"]
-print(f"{'ratio':14} {o[0]/r[0]:7.2f}x {o[1]/r[1]:10.2f}x {o[2]/r[2]:9.2f}x {o[3]/r[3]:12.2f}x  (log-tail-ship / rsyslog)")
+o = rows["log-tail-ship"]
+for peer in ("+ --buffer-dir", "rsyslog"):
+    if peer in rows:
+        r = rows[peer]
+        print(f"{'ratio':14} {o[0]/r[0]:7.2f}x {o[1]/r[1]:10.2f}x {o[2]/r[2]:9.2f}x {o[3]/r[3]:12.2f}x  (log-tail-ship / {peer})")
 EOF

@@ -53,6 +53,10 @@ struct Join {
     truncated: bool,
 }
 
+/// Room in a new batch's body beyond `--batch-max-bytes`: the event that
+/// crosses the limit goes in before the batch is sent.
+const BATCH_SLACK: usize = 64 << 10;
+
 pub struct Limits {
     pub max_events: usize,
     pub max_bytes: usize,
@@ -443,7 +447,13 @@ impl Emitter {
         if self.batch.is_empty() && self.batch.marks.is_empty() {
             return true;
         }
-        let batch = std::mem::take(&mut self.batch);
+        // The next batch is sized for a full one up front: growing it by
+        // doubling would copy it several times over.
+        let next = Batch {
+            body: Vec::with_capacity(self.limits.max_bytes + BATCH_SLACK),
+            ..Batch::default()
+        };
+        let batch = std::mem::replace(&mut self.batch, next);
         let events = batch.len() as u64;
         let sent = self.outlet.send(batch, force);
         if sent {

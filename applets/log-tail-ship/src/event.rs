@@ -4,8 +4,6 @@
 //! Everything constant (host, `--field`s) is serialized once; per line only
 //! the timestamp, the escaped message, the path and the offset are written.
 
-use std::io::Write;
-
 use serde_json::{Map, Value};
 
 use crate::container::Stream;
@@ -115,8 +113,7 @@ impl Template {
         out.extend_from_slice(b",\"log\":{\"file\":{\"path\":");
         out.extend_from_slice(path_json.as_bytes());
         out.extend_from_slice(b"},\"offset\":");
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "{}", line.offset);
+        out.extend_from_slice(itoa::Buffer::new().format(line.offset).as_bytes());
         match (line.truncated, line.multiline) {
             (false, false) => {}
             (true, false) => out.extend_from_slice(br#","flags":["truncated"]"#),
@@ -225,11 +222,7 @@ fn inner(m: &Map<String, Value>) -> String {
 }
 
 /// Writes `bytes` as a JSON string. Invalid UTF-8 becomes U+FFFD.
-pub fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {
-    let text = String::from_utf8_lossy(bytes);
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text.as_ref());
-}
+pub use crate::json::write_str;
 
 /// A path as a JSON string literal, computed once per file.
 pub fn json_string(s: &str) -> String {

@@ -15,6 +15,7 @@ mod container;
 mod discovery;
 mod emitter;
 mod event;
+mod json;
 mod k8s;
 mod lines;
 mod metrics;

@@ -24,7 +24,6 @@ use super::delivery::Protocol;
 use super::Common;
 use crate::batch::Batch;
 use sidecar_runtime::check::http_url as check_url;
-use std::io::Write;
 
 use crate::config::{Args, EsAction, EsDocumentId};
 
@@ -181,8 +180,9 @@ impl Protocol for EsSink {
         for &i in events {
             body.extend_from_slice(self.index.line(batch.times[i]));
             if self.ids {
-                // Writing into a Vec cannot fail.
-                let _ = write!(body, ",\"_id\":\"{:032x}\"", batch.ids[i]);
+                body.extend_from_slice(b",\"_id\":\"");
+                crate::json::write_hex128(&mut body, batch.ids[i]);
+                body.push(b'"');
             }
             body.extend_from_slice(b"}}\n");
             body.extend_from_slice(batch.doc(i));

@@ -82,7 +82,9 @@ impl Protocol for LokiSink {
             if n > 0 {
                 b.push(b',');
             }
-            b.extend_from_slice(format!("[\"{}\",", batch.times[i]).as_bytes());
+            b.extend_from_slice(b"[\"");
+            b.extend_from_slice(itoa::Buffer::new().format(batch.times[i]).as_bytes());
+            b.extend_from_slice(b"\",");
             crate::event::write_str(&mut b, batch.doc(i));
             b.push(b']');
         }

@@ -63,32 +63,65 @@ impl Tracked {
     }
 }
 
-/// Where a line ending at `end` comes from. Its seed names the line's
-/// content stream: path, inode and the file's first bytes (up to ID_PREFIX,
-/// or up to the line's end), so the same line read again after a crash gets
-/// the same Elasticsearch `_id`, and a file that reused the inode with other
-/// content does not.
+/// Where a line comes from; `seed` is from [`Seeds::at`].
 pub fn source<'a>(
     path_json: &'a str,
     fields: &'a Arc<Fields>,
     key: FileKey,
     generation: u32,
-    head: &[u8],
-    end: u64,
+    seed: u64,
 ) -> Source<'a> {
-    let k = (end as usize).min(ID_PREFIX).min(head.len());
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(path_json.as_bytes());
-    h.update(&key.dev.to_le_bytes());
-    h.update(&key.ino.to_le_bytes());
-    h.update(&head[..k]);
     Source {
         key,
         generation,
         path_json,
-        seed: h.digest(),
+        seed,
         fields,
     }
+}
+
+/// The seeds of a file's lines. A seed names the line's content stream:
+/// path, inode and the file's first bytes (up to ID_PREFIX, or up to the
+/// line's end), so the same line read again after a crash gets the same
+/// Elasticsearch `_id`, and a file that reused the inode with other content
+/// does not. Every line ending past the prefix shares one seed, hashed once
+/// per read rather than once per line.
+pub struct Seeds<'a> {
+    path_json: &'a str,
+    key: FileKey,
+    head: &'a [u8],
+    full: u64,
+}
+
+impl<'a> Seeds<'a> {
+    pub fn new(path_json: &'a str, key: FileKey, head: &'a [u8]) -> Seeds<'a> {
+        let full = seed(path_json, key, &head[..ID_PREFIX.min(head.len())]);
+        Seeds {
+            path_json,
+            key,
+            head,
+            full,
+        }
+    }
+
+    /// The seed of a line ending at `end`.
+    pub fn at(&self, end: u64) -> u64 {
+        let k = (end as usize).min(ID_PREFIX).min(self.head.len());
+        if k == ID_PREFIX.min(self.head.len()) {
+            self.full
+        } else {
+            seed(self.path_json, self.key, &self.head[..k])
+        }
+    }
+}
+
+fn seed(path_json: &str, key: FileKey, prefix: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(path_json.as_bytes());
+    h.update(&key.dev.to_le_bytes());
+    h.update(&key.ino.to_le_bytes());
+    h.update(prefix);
+    h.digest()
 }
 
 /// A file read to its end and closed that still exists: reopened only if it grows.

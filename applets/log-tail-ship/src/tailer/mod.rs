@@ -25,7 +25,7 @@ use crate::k8s::Metadata;
 use crate::lines::{Cut, LineCutter};
 use crate::metrics::Metrics;
 use copies::{Class, Orphan};
-use file::{read_head, same_file, source, Closed, State, Tracked};
+use file::{read_head, same_file, source, Closed, Seeds, State, Tracked};
 
 /// Bytes per read call: large reads keep syscalls per MiB low.
 const READ_CHUNK: usize = 1 << 20;
@@ -451,8 +451,9 @@ impl Tailer {
                     ..
                 } = t;
                 let (emitter, metrics) = (&mut self.emitter, &self.metrics);
+                let seeds = Seeds::new(path_json, *key, head);
                 let more = cutter.feed(&self.buf[..n], base, self.settings.max_line_bytes, |l| {
-                    let src = source(path_json, fields, *key, *generation, head, l.end);
+                    let src = source(path_json, fields, *key, *generation, seeds.at(l.end));
                     emit(emitter, metrics, &src, l)
                 });
                 if !more {
@@ -560,7 +561,8 @@ impl Tailer {
         self.refresh_fields(key);
         let mut t = self.files.remove(&key).expect("finished file is tracked");
         let mut ok = true;
-        let src = source(&t.path_json, &t.fields, t.key, t.generation, &t.head, t.pos);
+        let seed = Seeds::new(&t.path_json, t.key, &t.head).at(t.pos);
+        let src = source(&t.path_json, &t.fields, t.key, t.generation, seed);
         if let Some(last) = t.cutter.finish(t.pos) {
             ok = emit(&mut self.emitter, &self.metrics, &src, last);
         }
