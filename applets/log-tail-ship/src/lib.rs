@@ -64,9 +64,6 @@ impl Applet for LogTailShip {
     fn check(&self) -> anyhow::Result<()> {
         validate(&self.args)?;
         multiline_rule(&self.args)?;
-        if let Some(dir) = &self.args.buffer_dir {
-            buffer::check_dir(dir)?;
-        }
         if let Some(dir) = &self.args.k8s_podinfo_dir {
             if !dir.is_dir() {
                 return Err(usage!(
@@ -76,10 +73,13 @@ impl Applet for LogTailShip {
             }
         }
         discovery::Globs::compile(&self.args.paths, &self.args.excludes)?;
-        // Where it writes: the checkpoint directory (made at start) and the
-        // dead letter file.
+        // Where it writes: the checkpoint and buffer directories (made at
+        // start) and the dead letter file.
         if let Some(dir) = &self.args.data_dir {
             sidecar_runtime::check::writable_dir("--data-dir", dir)?;
+        }
+        if let Some(dir) = &self.args.buffer_dir {
+            sidecar_runtime::check::writable_dir("--buffer-dir", dir)?;
         }
         if let Some(f) = &self.args.dead_letter {
             sidecar_runtime::check::writable_file("--dead-letter", f)?;

@@ -512,37 +512,6 @@ impl Drop for Writer {
     }
 }
 
-/// What `--check` can say about `--buffer-dir` without creating it: an
-/// existing directory we can write to, or a path under one.
-pub fn check_dir(dir: &Path) -> anyhow::Result<()> {
-    use nix::unistd::{access, AccessFlags};
-    let mut at = dir;
-    loop {
-        match std::fs::metadata(at) {
-            Ok(m) if m.is_dir() => {
-                return access(at, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
-                    sidecar_runtime::usage!(
-                        "--buffer-dir {}: {} is not writable ({e})",
-                        dir.display(),
-                        at.display()
-                    )
-                });
-            }
-            Ok(_) => {
-                return Err(sidecar_runtime::usage!(
-                    "--buffer-dir {}: {} is not a directory",
-                    dir.display(),
-                    at.display()
-                ))
-            }
-            Err(_) => match at.parent() {
-                Some(p) if !p.as_os_str().is_empty() => at = p,
-                _ => return Ok(()),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
