@@ -97,7 +97,7 @@ impl Metrics {
         );
         r.register(
             "connect_failures",
-            "Failed upstream connects, by reason (refused, timeout, unreachable, local = our own fd/memory shortage, other)",
+            "Failed upstream connects, by reason (refused, timeout, unreachable, local = our own fd/memory shortage, other, tls = the TLS handshake failed)",
             m.connect_failures.clone(),
         );
         r.register(

@@ -444,14 +444,23 @@ async fn proxy(
         tls: tls_in,
         ..
     } = admitted;
-    let (upstream, lease) = match &route.upstreams {
+    let header = shared.send_proxy_protocol.map(|v| {
+        let dst = announced_dst.or(rec.original_dst).unwrap_or(local);
+        proxy_protocol::encode(v, rec.client, dst)
+    });
+    let (upstream, up_tls, _lease) = match &route.upstreams {
         Upstreams::OriginalDst => {
             let dst = rec.original_dst.expect("admit found it");
-            (connect_direct(dst, route, shared, rec).await?, None)
+            let s = Arc::new(connect_direct(dst, route, shared, rec).await?);
+            let tls = upstream_tls(&s, dst, None, header.as_deref(), route, shared)
+                .await
+                .inspect_err(|_| relay::reset(client))?;
+            (s, tls, None)
         }
         Upstreams::Balanced(pool) => {
-            let (s, lease) = connect_balanced(pool, route, shared, rec).await?;
-            (s, Some(lease))
+            let (s, tls, lease) =
+                connect_balanced(pool, route, shared, rec, header.as_deref()).await?;
+            (s, tls, Some(lease))
         }
     };
     tune(&upstream);
@@ -475,32 +484,20 @@ async fn proxy(
     // The client's bytes read before relaying count as relayed.
     up.add(early.len());
 
-    let up_tls = shared
-        .tls
-        .as_ref()
-        .filter(|t| t.originates_to(rec.upstream.expect("set on connect")));
     if tls_in.is_some() || up_tls.is_some() {
-        let header = shared.send_proxy_protocol.map(|v| {
-            let dst = announced_dst.or(rec.original_dst).unwrap_or(local);
-            proxy_protocol::encode(v, rec.client, dst)
-        });
+        // With TLS upstream, the header went out before the handshake.
+        let header = header.filter(|_| up_tls.is_none());
         let ends = Ends {
             client,
-            upstream: Arc::new(upstream),
+            upstream,
             tls_in: tls_in.map(|t| t.stream),
-            up_tls: up_tls.map(|t| {
-                (
-                    t.as_ref(),
-                    lease.as_ref().map(|l| l.endpoint.target.clone()),
-                )
-            }),
+            up_tls,
         };
-        return relay_tls(ends, header, early, route, shared, rec, (&up, &down)).await;
+        return relay_tls(ends, header, early, shared, rec, (&up, &down)).await;
     }
+    let upstream = Arc::try_unwrap(upstream).expect("plaintext: the only handle");
 
-    if let Some(version) = shared.send_proxy_protocol {
-        let dst = announced_dst.or(rec.original_dst).unwrap_or(local);
-        let mut header = proxy_protocol::encode(version, rec.client, dst);
+    if let Some(mut header) = header {
         header.extend_from_slice(&early);
         early = header;
     }
@@ -529,18 +526,18 @@ struct Ends<'a> {
     client: &'a Arc<TcpStream>,
     upstream: Arc<TcpStream>,
     tls_in: Option<tls::ServerStream>,
-    /// TLS towards the upstream, and the endpoint's name when it has one.
-    up_tls: Option<(&'a Tls, Option<String>)>,
+    /// TLS towards the upstream, established.
+    up_tls: Option<tls::ClientStream>,
 }
 
-/// [`proxy`]'s relay when TLS is on either side. The PROXY header goes out
-/// in plaintext before the upstream handshake (as HAProxy's `send-proxy`
-/// with `ssl` does); early client bytes go after it, inside TLS.
+/// [`proxy`]'s relay when TLS is on either side. `header`: a PROXY header
+/// still to send in plaintext (TLS upstreams got theirs before the
+/// handshake); early client bytes go after it, inside TLS when the upstream
+/// speaks it.
 async fn relay_tls(
     ends: Ends<'_>,
     header: Option<Vec<u8>>,
     early: Vec<u8>,
-    route: &Route,
     shared: &Shared,
     rec: &mut Record,
     (up, down): (&Direction, &Direction),
@@ -560,19 +557,8 @@ async fn relay_tls(
             .await
             .map_err(|_| fail("upstream_closed"))?;
     }
-    let addr = rec.upstream.expect("set on connect");
     let mut up_stream: Pin<Box<dyn Stream>> = match up_tls {
-        Some((t, name)) => {
-            let host = name.as_deref().map_or_else(
-                || addr.ip().to_string(),
-                |n| tls::target_host(n).to_string(),
-            );
-            Box::pin(
-                t.connect(&upstream, &host, addr, &route.name, tls::Alpn::Opaque)
-                    .await
-                    .map_err(fail)?,
-            )
-        }
+        Some(s) => Box::pin(s),
         None => Box::pin(tls::SharedTcp(upstream.clone())),
     };
     if !early.is_empty() && up_stream.write_all(&early).await.is_err() {
@@ -661,15 +647,21 @@ async fn connect_once(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStre
     }
 }
 
-fn count_failure(shared: &Shared, route: &Route, addr: SocketAddr, e: &io::Error) {
-    let reason = failure_reason(e);
+/// `reason`: a connect failure's kind, or `tls` for a failed handshake.
+fn count_failure(
+    shared: &Shared,
+    route: &Route,
+    addr: SocketAddr,
+    reason: &str,
+    error: &dyn std::fmt::Display,
+) {
     let labels = vec![
         ("route", route.name.clone()),
         ("upstream", addr.to_string()),
         ("reason", reason.to_string()),
     ];
     shared.metrics.connect_failures.get_or_create(&labels).inc();
-    tracing::debug!(route = %route.name, upstream = %addr, error = %e, "connect failed");
+    tracing::debug!(route = %route.name, upstream = %addr, error = %error, "connect failed");
 }
 
 async fn connect_direct(
@@ -685,7 +677,7 @@ async fn connect_direct(
                 return Ok(s);
             }
             Err(e) => {
-                count_failure(shared, route, dst, &e);
+                count_failure(shared, route, dst, failure_reason(&e), &e);
                 if e.kind() == io::ErrorKind::ConnectionRefused {
                     break; // the destination has nothing listening; retrying will not change that
                 }
@@ -700,8 +692,10 @@ async fn connect_balanced(
     route: &Route,
     shared: &Shared,
     rec: &mut Record,
-) -> Result<(TcpStream, Lease), &'static str> {
+    header: Option<&[u8]>,
+) -> Result<(Arc<TcpStream>, Option<tls::ClientStream>, Lease), &'static str> {
     let mut tried = Vec::new();
+    let mut tls_failed = false;
     for _ in 0..=shared.connect_retries {
         let lease = match pool.pick(rec.client.ip(), &tried) {
             Ok(l) => l,
@@ -709,22 +703,68 @@ async fn connect_balanced(
             Err(NoEndpoint::Full) => return Err("upstream_limit"),
         };
         let addr = lease.endpoint.addr;
-        match connect_once(addr, shared.connect_timeout).await {
-            Ok(s) => {
-                pool.report_success(&lease.endpoint);
-                rec.upstream = Some(addr);
-                return Ok((s, lease));
-            }
+        tried.push(addr);
+        let s = match connect_once(addr, shared.connect_timeout).await {
+            Ok(s) => Arc::new(s),
             Err(e) => {
-                count_failure(shared, route, addr, &e);
+                count_failure(shared, route, addr, failure_reason(&e), &e);
                 // Our own fd or memory shortage says nothing about the endpoint.
                 if !is_resource_error(&e) {
                     pool.report_failure(&lease.endpoint);
                 }
-                tried.push(addr);
+                continue;
+            }
+        };
+        // A failed handshake is the endpoint's failure like a refused
+        // connect: counted towards ejection, and another endpoint is tried.
+        let target = Some(lease.endpoint.target.as_str());
+        match upstream_tls(&s, addr, target, header, route, shared).await {
+            Ok(tls) => {
+                pool.report_success(&lease.endpoint);
+                rec.upstream = Some(addr);
+                return Ok((s, tls, lease));
+            }
+            Err(reason) => {
+                count_failure(shared, route, addr, "tls", &reason);
+                pool.report_failure(&lease.endpoint);
+                tls_failed = true;
             }
         }
     }
     tracing::warn!(route = %route.name, client = %rec.client, attempts = shared.connect_retries + 1, "no upstream connect succeeded");
-    Err("connect_failed")
+    Err(if tls_failed {
+        "upstream_tls"
+    } else {
+        "connect_failed"
+    })
+}
+
+/// TLS to the upstream at `addr` when --tls-client applies to it, after
+/// the PROXY header in plaintext (as HAProxy's `send-proxy` with `ssl`).
+/// `name`: the endpoint's `HOST:PORT`, whose host its certificate must name
+/// when no --tls-upstream-id is given (else its address).
+async fn upstream_tls(
+    s: &Arc<TcpStream>,
+    addr: SocketAddr,
+    name: Option<&str>,
+    header: Option<&[u8]>,
+    route: &Route,
+    shared: &Shared,
+) -> Result<Option<tls::ClientStream>, &'static str> {
+    let Some(t) = shared.tls.as_ref().filter(|t| t.originates_to(addr)) else {
+        return Ok(None);
+    };
+    if let Some(h) = header {
+        relay::write_all(s, h)
+            .await
+            .map_err(|_| "upstream_closed")?;
+    }
+    let host = name.map_or_else(
+        || addr.ip().to_string(),
+        |n| tls::target_host(n).to_string(),
+    );
+    let stream = t
+        .connect(s, &host, addr, &route.name, tls::Alpn::Opaque)
+        .await?;
+    Ok(Some(stream))
 }
