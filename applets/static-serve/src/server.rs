@@ -62,8 +62,8 @@ pub fn worker_count() -> usize {
 /// Serves until shutdown, then drains in-flight requests within the grace period.
 ///
 /// TCP: one OS thread per worker, each with a single-threaded runtime
-/// accepting from its own duplicate of each listening socket, so a connection
-/// lives and dies on the thread that accepted it. Unix sockets: on the
+/// accepting from its own `SO_REUSEPORT` socket of each address, so a
+/// connection lives and dies on the thread that accepted it. Unix sockets: on the
 /// applet's runtime.
 pub async fn serve(
     listeners: Vec<Listener>,
