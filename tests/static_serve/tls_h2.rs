@@ -156,6 +156,8 @@ fn https_with_alpn_h2_follows_certificate_rotation_and_keeps_the_old_on_a_bad_fi
             key.to_str().unwrap(),
         ],
     );
+    // Checked before the start, loaded once: one line.
+    assert_eq!(sc.stderr().matches("TLS certificate loaded").count(), 1);
     let url = format!("https://localhost:{}/hello.txt", addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", addr.port());
     let https = |ca: &Path, extra: &[&str]| {

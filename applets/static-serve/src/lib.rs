@@ -247,7 +247,7 @@ impl Applet for StaticServe {
         settings::Settings::from_args(&a)?;
         listen::check(&a.listen)?;
         if let Some(files) = a.tls_files() {
-            tls::Material::load(files, tls::TlsMetrics::default())?;
+            tls::Material::check(&files)?;
         }
         Ok(())
     }

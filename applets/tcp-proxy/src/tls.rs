@@ -123,7 +123,7 @@ fn wanted(args: &Args) -> anyhow::Result<Option<Wanted>> {
 /// `--check`: the flags, and that the files load and the key matches.
 pub fn check(args: &Args) -> anyhow::Result<()> {
     if let Some(w) = wanted(args)? {
-        Material::load(w.files, TlsMetrics::default())?;
+        Material::check(&w.files)?;
     }
     Ok(())
 }

@@ -179,6 +179,13 @@ impl Material {
         }))
     }
 
+    /// Reads and checks the files as [`Material::load`] does, without
+    /// keeping or logging them: for `Applet::check`, which a normal start runs
+    /// before the applet loads them (once logged, not twice).
+    pub fn check(files: &TlsFiles) -> anyhow::Result<()> {
+        read(files).map(drop).map_err(|e| crate::usage!("{e}"))
+    }
+
     /// [`Material::load`], then reloads whenever `runtime::watch` sees one of
     /// the files change, for as long as the material is in use. Needs a tokio
     /// runtime.
