@@ -999,3 +999,136 @@ fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }
+
+/// From the second change after a start, the tree cleanup retired (here the
+/// first one, edited by a consumer while it was published) becomes the next
+/// commit's tree: only what differs is written. The result is exactly the
+/// commit's tree (edits, additions and deletions by the consumer undone, a
+/// deleted file and an emptied directory gone, a mode change and a symlink
+/// change applied), and it shares no file with the tree it replaces.
+#[test]
+fn a_small_change_publishes_exactly_the_commit_from_the_spare_tree() {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Setup::new();
+    let up = &s.up.dir;
+    for i in 0..50 {
+        std::fs::create_dir_all(up.join(format!("d{}", i % 5))).unwrap();
+        std::fs::write(up.join(format!("d{}/f{i}", i % 5)), format!("file {i}\n")).unwrap();
+    }
+    std::fs::write(up.join("script"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(up.join("gone"), "bye\n").unwrap();
+    std::fs::create_dir_all(up.join("olddir")).unwrap();
+    std::fs::write(up.join("olddir/only"), "x\n").unwrap();
+    std::os::unix::fs::symlink("d0/f0", up.join("ln")).unwrap();
+    s.up.commit("one");
+    let mut sc = s.start(&["--period=100ms", "--log-level=sidecar_git_sync=debug,info"]);
+    s.wait_for_sync();
+    let a = std::fs::canonicalize(s.link()).unwrap();
+    // A consumer edits the published tree.
+    std::fs::write(a.join("d1/f1"), "FILE 1\n").unwrap();
+    std::fs::remove_file(a.join("d2/f2")).unwrap();
+    std::fs::write(a.join("untracked"), "x").unwrap();
+    std::fs::create_dir_all(a.join("newdir/deeper")).unwrap();
+    std::fs::write(a.join("newdir/deeper/y"), "y").unwrap();
+
+    // The first change is written in full; the edited tree is retired.
+    let sha2 = s.up.commit("two");
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha2);
+    sc.wait_for_log("worktree files written");
+    let second = sc.wait_for_log("worktree files written");
+    assert!(second.contains("kept=0"), "{second}");
+    let b = std::fs::canonicalize(s.link()).unwrap();
+    let b_ino = std::fs::metadata(b.join("d3/f3")).unwrap().ino();
+    let mut b_file = std::fs::File::open(b.join("d3/f3")).unwrap();
+
+    // A small change: one file edited, one deleted, a mode change, a
+    // symlink retargeted, a directory emptied.
+    std::fs::write(up.join("d4/f4"), "changed\n").unwrap();
+    std::fs::remove_file(up.join("gone")).unwrap();
+    std::fs::set_permissions(up.join("script"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(up.join("ln")).unwrap();
+    std::os::unix::fs::symlink("d0/f5", up.join("ln")).unwrap();
+    std::fs::remove_file(up.join("olddir/only")).unwrap();
+    let sha3 = s.up.commit("three");
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha3);
+    let third = sc.wait_for_log("worktree files written");
+    assert!(
+        !third.contains("kept=0"),
+        "the spare tree was not used: {third}"
+    );
+    s.assert_real_worktree(&sha3);
+    let c = std::fs::canonicalize(s.link()).unwrap();
+
+    // Exactly the commit's files, no more.
+    let mut on_disk = Vec::new();
+    let mut stack = vec![c.clone()];
+    while let Some(dir) = stack.pop() {
+        let mut empty = true;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            empty = false;
+            let rel = e
+                .path()
+                .strip_prefix(&c)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".git" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                on_disk.push(rel);
+            }
+        }
+        assert!(!empty, "{} is an empty directory", dir.display());
+    }
+    on_disk.sort();
+    let listed = git(&c, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    let mut want: Vec<String> = listed.lines().map(str::to_string).collect();
+    want.sort();
+    assert_eq!(on_disk, want);
+    assert_eq!(
+        git(&c, &["status", "--porcelain", "--ignored", "-uall"]),
+        ""
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.join("d1/f1")).unwrap(),
+        "file 1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.join("d2/f2")).unwrap(),
+        "file 2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.join("d4/f4")).unwrap(),
+        "changed\n"
+    );
+    assert!(!c.join("gone").exists() && !c.join("olddir").exists());
+    assert_ne!(
+        std::fs::metadata(c.join("script")).unwrap().mode() & 0o111,
+        0
+    );
+    assert_eq!(
+        std::fs::read_link(c.join("ln")).unwrap(),
+        std::path::PathBuf::from("d0/f5")
+    );
+
+    // No file is shared with the tree it replaced: an edit in the new tree
+    // does not reach the old one.
+    for f in &on_disk {
+        let m = std::fs::symlink_metadata(c.join(f)).unwrap();
+        assert_eq!(m.nlink(), 1, "{f} is a hard link");
+    }
+    assert_ne!(std::fs::metadata(c.join("d3/f3")).unwrap().ino(), b_ino);
+    std::fs::write(c.join("d3/f3"), "edited in the new tree\n").unwrap();
+    let mut old = String::new();
+    b_file.read_to_string(&mut old).unwrap();
+    assert_eq!(old, "file 3\n");
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+}

@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
 
+use crate::spare;
 use crate::sparse::Sparse;
 
-const MODE_TREE: i32 = 0o040000;
+pub(crate) const MODE_TREE: i32 = 0o040000;
 const MODE_LINK: i32 = 0o120000;
 const MODE_SUBMODULE: i32 = 0o160000;
 const MODE_EXEC: i32 = 0o100755;
@@ -46,10 +47,10 @@ const COPY_MIN: u64 = 64 * 1024;
 /// More threads than this only contend on the directory locks.
 const MAX_THREADS: usize = 8;
 
-struct Item {
-    path: Vec<u8>,
-    id: Oid,
-    mode: i32,
+pub(crate) struct Item {
+    pub path: Vec<u8>,
+    pub id: Oid,
+    pub mode: i32,
 }
 
 /// Where a file's content comes from.
@@ -59,33 +60,37 @@ enum Source {
     Clone(PathBuf),
 }
 
-/// Writes `tree` into the empty worktree `wt` of `repo` and its index.
-/// `previous` is the worktree published before, whose unmodified files are
-/// cloned instead of inflated. Returns false (nothing written) for trees
-/// that need libgit2's checkout.
+/// Writes `tree` into the worktree `wt` of `repo` and its index. `wt` is
+/// empty, or the adopted spare tree (`base`, see `spare`), whose files
+/// that the commit has unchanged stay. `previous` is the worktree published
+/// before, whose unmodified files are cloned instead of inflated. Returns
+/// false (nothing written) for trees that need libgit2's checkout.
 pub fn write_tree(
     repo: &Repository,
     tree: &git2::Tree,
     wt: &Path,
     sparse: Option<&Sparse>,
     previous: Option<&Path>,
+    base: Option<&spare::Adopted>,
 ) -> Result<bool> {
     let Some(items) = list(tree)? else {
         return Ok(false);
     };
-    let mut reusable = match previous {
-        Some(p) => unmodified_files(p).unwrap_or_else(|e| {
-            tracing::debug!(error = %format!("{e:#}"), "previous worktree not reused");
-            HashMap::new()
-        }),
+    let kept = match base {
+        Some(b) => spare::reconcile(wt, &items, b)?,
         None => HashMap::new(),
     };
-
-    if let Some(prev) = previous {
-        if !can_reflink(prev, wt) {
-            reusable.retain(|_, (_, _, size)| *size >= COPY_MIN);
+    // Without reflinks only large files are worth copying.
+    let reusable = match previous {
+        Some(p) => {
+            let min = if can_reflink(p, wt) { 0 } else { COPY_MIN };
+            unmodified_files(p, min).unwrap_or_else(|e| {
+                tracing::debug!(error = %format!("{e:#}"), "previous worktree not reused");
+                HashMap::new()
+            })
         }
-    }
+        None => HashMap::new(),
+    };
 
     // Directories first, in tree order (parents before children).
     let mut files = Vec::new();
@@ -95,8 +100,12 @@ pub fn write_tree(
         if item.mode == MODE_TREE {
             // Sparse checkouts create directories only for included files.
             if sparse.is_none() {
-                std::fs::create_dir(&full)
-                    .with_context(|| format!("cannot create {}", full.display()))?;
+                match std::fs::create_dir(&full) {
+                    Err(e) if !(base.is_some() && full.is_dir()) => {
+                        return Err(e).with_context(|| format!("cannot create {}", full.display()))
+                    }
+                    _ => {}
+                }
             }
             continue;
         }
@@ -110,8 +119,11 @@ pub fn write_tree(
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
         }
+        if kept.contains_key(&i) {
+            continue;
+        }
         let source = match reusable.get(&item.path) {
-            Some((id, mode, _)) if *id == item.id && *mode == item.mode as u32 => {
+            Some((id, mode)) if *id == item.id && *mode == item.mode as u32 => {
                 Source::Clone(previous.unwrap_or(wt).join(OsStr::from_bytes(&item.path)))
             }
             _ => Source::Blob,
@@ -122,8 +134,14 @@ pub fn write_tree(
         .iter()
         .filter(|(_, _, s)| matches!(s, Source::Clone(_)))
         .count();
-    let metas = write_files(wt, &items, files)?;
-    tracing::debug!(files = metas.len(), cloned, "worktree files written");
+    let mut metas = write_files(wt, &items, files)?;
+    tracing::debug!(
+        files = metas.len(),
+        cloned,
+        kept = kept.len(),
+        "worktree files written"
+    );
+    metas.extend(kept);
 
     let mut index = repo.index()?;
     index.clear()?;
@@ -174,33 +192,26 @@ fn list(tree: &git2::Tree) -> Result<Option<Vec<Item>>> {
     Ok(Some(items))
 }
 
-/// Files of the worktree at `dir` that still hold what its index says, by
-/// the stat data git compares: path → (blob, mode, size). An entry as new as the
-/// index itself is "racily clean" and not trusted, as in git.
-fn unmodified_files(dir: &Path) -> Result<HashMap<Vec<u8>, (Oid, u32, u64)>> {
+/// Files of `min` bytes or more of the worktree at `dir` that still hold
+/// what its index says (`spare::unmodified`): path → (blob, mode).
+fn unmodified_files(dir: &Path, min: u64) -> Result<HashMap<Vec<u8>, (Oid, u32)>> {
     let repo = Repository::open(dir)?;
     let index_path = repo.path().join("index");
     let written = std::fs::metadata(&index_path)?;
     let index = repo.index()?;
     let mut out = HashMap::with_capacity(index.len());
+    let written = (written.mtime(), written.mtime_nsec());
     for e in index.iter() {
         let regular = e.mode == 0o100644 || e.mode == 0o100755;
-        if !regular || e.flags_extended & INDEX_ENTRY_SKIP_WORKTREE != 0 {
+        let skipped = e.flags_extended & INDEX_ENTRY_SKIP_WORKTREE != 0;
+        if !regular || skipped || u64::from(e.file_size) < min {
             continue;
         }
         let Ok(m) = std::fs::symlink_metadata(dir.join(OsStr::from_bytes(&e.path))) else {
             continue;
         };
-        let same = m.is_file()
-            && m.size() as u32 == e.file_size
-            && m.mtime() as i32 == e.mtime.seconds()
-            && m.mtime_nsec() as u32 == e.mtime.nanoseconds()
-            && m.ctime() as i32 == e.ctime.seconds()
-            && m.ctime_nsec() as u32 == e.ctime.nanoseconds()
-            && m.ino() as u32 == e.ino
-            && (m.mtime(), m.mtime_nsec()) < (written.mtime(), written.mtime_nsec());
-        if same {
-            out.insert(e.path, (e.id, e.mode, m.size()));
+        if spare::unmodified(&e, &m, written) {
+            out.insert(e.path, (e.id, e.mode));
         }
     }
     Ok(out)

@@ -20,18 +20,24 @@ use git2::{Oid, Repository};
 
 use crate::config::GcMode;
 use crate::layout::{self, Layout};
-use crate::{packidx, shallow, worktree};
+use crate::{packidx, shallow, spare, worktree};
 
 /// Deletes every entry of `.worktrees/` except `keep` whose mtime is older
 /// than `stale` (junk files included), then prunes admin dirs and, if
-/// anything went, collects garbage. Returns how many entries were removed.
+/// anything went, collects garbage. With `spare`, one removed worktree is
+/// kept as the spare tree instead (see `spare`); without, the spare goes.
+/// Returns how many entries were removed.
 pub fn cleanup(
     repo: &Repository,
     l: &Layout,
     keep: &str,
     stale: Duration,
     mode: GcMode,
+    spare: bool,
 ) -> Result<usize> {
+    if !spare {
+        spare::discard(l)?;
+    }
     let mut removed = 0;
     if let Ok(entries) = std::fs::read_dir(l.worktrees()) {
         for entry in entries.flatten() {
@@ -50,6 +56,14 @@ pub fn cleanup(
                 continue;
             }
             tracing::info!(name, "removing stale worktree");
+            let recycled = spare
+                && spare::recycle(l, &name).unwrap_or_else(|e| {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot keep the stale worktree as the spare");
+                    false
+                });
+            if recycled {
+                tracing::debug!(name, "stale worktree kept as the spare tree");
+            }
             worktree::remove(l, &name)?;
             removed += 1;
         }

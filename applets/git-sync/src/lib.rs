@@ -25,6 +25,7 @@ mod refname;
 mod repo;
 mod server;
 mod shallow;
+mod spare;
 mod sparse;
 mod sync_loop;
 mod worktree;

@@ -182,6 +182,8 @@ fn retire_old(l: &Layout, old: &std::path::Path) {
 
 pub fn cleanup(cfg: &Config, l: &Layout, hash: &str) -> Result<()> {
     let repo = git2::Repository::open(&l.root)?;
-    gc::cleanup(&repo, l, hash, cfg.stale_worktree_timeout, cfg.gc)?;
+    // The spare tree serves full checkouts only.
+    let spare = cfg.sparse_checkout_file.is_none();
+    gc::cleanup(&repo, l, hash, cfg.stale_worktree_timeout, cfg.gc, spare)?;
     Ok(())
 }

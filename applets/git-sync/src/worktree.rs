@@ -12,6 +12,7 @@ use git2::{Oid, Repository};
 use crate::checkout;
 use crate::config::Submodules;
 use crate::layout::{self, Layout};
+use crate::spare;
 use crate::sparse::Sparse;
 
 /// Fetch options for a submodule's URL (auth, depth).
@@ -107,11 +108,15 @@ fn build(
         admin.join("gitdir"),
         format!("{}\n", wt.join(".git").display()),
     )?;
+    // A sparse checkout starts empty; otherwise the spare tree, if any,
+    // becomes this one (`dir` was removed before).
+    let adopted = match sparse {
+        None => spare::adopt(l, dir)?,
+        Some(_) => None,
+    };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(
-        dir.join(".git"),
-        format!("gitdir: ../../.git/worktrees/{hash}\n"),
-    )?;
+    let dotgit = dir.join(".git");
+    std::fs::write(&dotgit, format!("gitdir: ../../.git/worktrees/{hash}\n"))?;
 
     let repo =
         Repository::open(dir).with_context(|| format!("cannot open worktree {}", dir.display()))?;
@@ -125,9 +130,14 @@ fn build(
         }
         None => layout::remove_any(&info_sparse)?,
     }
-    let fast = checkout::write_tree(&repo, &c.tree()?, dir, sparse, previous)
+    let fast = checkout::write_tree(&repo, &c.tree()?, dir, sparse, previous, adopted.as_ref())
         .with_context(|| format!("cannot check out {hash}"))?;
     if !fast {
+        if adopted.is_some() {
+            // libgit2's checkout wants an empty directory.
+            layout::remove_dir_contents(dir)?;
+            std::fs::write(&dotgit, format!("gitdir: ../../.git/worktrees/{hash}\n"))?;
+        }
         anyhow::ensure!(
             sparse.is_none(),
             "--sparse-checkout-file: not supported for trees with .gitattributes"
