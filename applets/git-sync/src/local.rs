@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context as _, Result};
@@ -59,6 +60,8 @@ pub fn fetch(
 ) -> Result<usize> {
     let src_odb = src.odb()?;
     let dst_odb = dst.odb()?;
+    // Nothing to look up in a repository without objects (a first sync).
+    let dst_known = (!holds_no_objects(dst.path())).then_some(&dst_odb);
     let src_shallow = shallow::read(src.path());
     let history = shallow::history(&src_odb, tip, depth, &src_shallow)?;
 
@@ -68,12 +71,12 @@ pub fn fetch(
         if cancel.load(Ordering::Relaxed) {
             bail!("cancelled");
         }
-        if present(&dst_odb, *c) {
+        if present(dst_known, *c) {
             continue;
         }
         objects.push(*c);
         let tree = src.find_commit(*c)?.tree_id();
-        add_tree(src, &dst_odb, tree, &mut objects, &mut trees_seen)?;
+        add_tree(src, dst_known, tree, &mut objects, &mut trees_seen)?;
     }
     let count = objects.len();
     if count > 0 {
@@ -84,17 +87,38 @@ pub fn fetch(
     Ok(count)
 }
 
-/// Whether `odb` has `oid`. A miss must not make libgit2 rescan the pack
-/// directory (its default), which costs a directory scan per missing object.
-fn present(odb: &Odb, oid: Oid) -> bool {
-    odb.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH)
+/// Whether `odb` has `oid` (None: an empty database). A miss must not make
+/// libgit2 rescan the pack directory (its default), which costs a directory
+/// scan per missing object.
+fn present(odb: Option<&Odb>, oid: Oid) -> bool {
+    odb.is_some_and(|o| o.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH))
+}
+
+/// Whether a repository has no object: no pack, no loose object, no
+/// alternates.
+fn holds_no_objects(gitdir: &Path) -> bool {
+    let objects = gitdir.join("objects");
+    let packs = std::fs::read_dir(objects.join("pack")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+            .count()
+    });
+    let loose = std::fs::read_dir(&objects).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                name.len() == 2 && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some())
+            })
+            .count()
+    });
+    packs == 0 && loose == 0 && !objects.join("info/alternates").exists()
 }
 
 /// Adds a tree and what it holds, skipping whatever `dst` already has (a
 /// present tree implies its contents are present).
 fn add_tree(
     src: &Repository,
-    dst_odb: &Odb,
+    dst_odb: Option<&Odb>,
     tree: Oid,
     out: &mut Vec<Oid>,
     seen: &mut HashSet<Oid>,
@@ -130,15 +154,23 @@ fn add_tree(
 fn write_pack(src_odb: &Odb, objects: &[Oid], dst_odb: &Odb, cancel: &AtomicBool) -> Result<()> {
     let mut writer = dst_odb.packwriter()?;
     let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    let mut put = |bytes: &[u8]| -> Result<()> {
+    // libgit2's indexer maps the pack anew for every append: it gets the
+    // pack in large pieces, not object by object.
+    let mut buf = Vec::with_capacity(WRITE_CHUNK + 64 * 1024);
+    let mut put = |bytes: &[u8], writer: &mut git2::OdbPackwriter| -> Result<()> {
         sha.update(bytes);
-        writer.write_all(bytes).context("cannot write pack")
+        buf.extend_from_slice(bytes);
+        if buf.len() >= WRITE_CHUNK {
+            writer.write_all(&buf).context("cannot write pack")?;
+            buf.clear();
+        }
+        Ok(())
     };
     let count = u32::try_from(objects.len()).context("too many objects for one pack")?;
     let mut compressor = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    put(b"PACK")?;
-    put(&2u32.to_be_bytes())?;
-    put(&count.to_be_bytes())?;
+    put(b"PACK", &mut writer)?;
+    put(&2u32.to_be_bytes(), &mut writer)?;
+    put(&count.to_be_bytes(), &mut writer)?;
     for oid in objects {
         if cancel.load(Ordering::Relaxed) {
             bail!("cancelled");
@@ -151,21 +183,22 @@ fn write_pack(src_odb: &Odb, objects: &[Oid], dst_odb: &Odb, cancel: &AtomicBool
             ObjectType::Tag => 4,
             other => bail!("cannot pack a {other} object ({oid})"),
         };
-        put(&object_header(kind, obj.len() as u64))?;
+        put(&object_header(kind, obj.len() as u64), &mut writer)?;
         if obj.len() < STORE_MAX {
-            put(&zlib_stored(obj.data()))?;
+            put(&zlib_stored(obj.data()), &mut writer)?;
         } else {
             compressor.write_all(obj.data())?;
-            put(&compressor.reset(Vec::new())?)?;
+            put(&compressor.reset(Vec::new())?, &mut writer)?;
         }
     }
-    let digest = sha.finish();
-    writer
-        .write_all(digest.as_ref())
-        .context("cannot write pack")?;
+    buf.extend_from_slice(sha.finish().as_ref());
+    writer.write_all(&buf).context("cannot write pack")?;
     writer.commit().context("cannot index pack")?;
     Ok(())
 }
+
+/// Bytes handed to libgit2's indexer at a time.
+const WRITE_CHUNK: usize = 1 << 20;
 
 /// Objects smaller than this are stored, not compressed.
 const STORE_MAX: usize = 4096;
