@@ -6,10 +6,10 @@
 //! the repository:
 //! - a pack holding nothing live (the objects of a replaced commit) is
 //!   deleted, and unreachable loose objects too;
-//! - a pack whose garbage is a small part of it (one old blob in a large
-//!   tree's pack) stays until the garbage passes 1/10 of its bytes, or
-//!   packs pile up; then (and always with `--git-gc=aggressive`) all live
-//!   objects are repacked into one pack and the rest deleted.
+//! - packs holding some garbage (one old blob in a large tree's pack) stay
+//!   until the garbage of all packs passes 1/10 of their bytes, or packs
+//!   pile up; then (and always with `--git-gc=aggressive`) all live objects
+//!   are repacked into one pack and the rest deleted.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -203,6 +203,7 @@ pub fn collect(repo: &Repository, aggressive: bool) -> Result<()> {
     let pack_dir = repo.path().join("objects/pack");
     let mut kept = 0;
     let mut merge = aggressive;
+    let (mut all_bytes, mut all_garbage) = (0u64, 0u64);
     for pack in packs(&pack_dir) {
         let idx = pack.with_extension("idx");
         let objs = match packidx::objects(&idx, &pack) {
@@ -225,9 +226,14 @@ pub fn collect(repo: &Repository, aggressive: bool) -> Result<()> {
             remove_pack(&pack)?;
         } else {
             kept += 1;
-            merge |= garbage * 10 > total;
+            all_bytes += total;
+            all_garbage += garbage;
         }
     }
+    // Garbage is counted over all packs: each change leaves a little in
+    // the packs of the changes before it (their old trees), and judging a
+    // small pack alone would repack everything every other change.
+    merge |= all_garbage * 10 > all_bytes;
     if merge || kept > MAX_PACKS {
         repack(repo, &live)?;
     } else {
