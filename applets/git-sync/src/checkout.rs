@@ -29,15 +29,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
 
-use crate::spare;
 use crate::sparse::Sparse;
+use crate::{indexfile, spare};
 
 pub(crate) const MODE_TREE: i32 = 0o040000;
 const MODE_LINK: i32 = 0o120000;
 const MODE_SUBMODULE: i32 = 0o160000;
 const MODE_EXEC: i32 = 0o100755;
 
-const INDEX_ENTRY_EXTENDED: u16 = 0x4000;
 const INDEX_ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
 
 /// Smaller unchanged files are inflated rather than copied when the
@@ -134,33 +133,28 @@ pub fn write_tree(
         .iter()
         .filter(|(_, _, s)| matches!(s, Source::Clone(_)))
         .count();
-    let mut metas = write_files(wt, &items, files)?;
+    let metas = write_files(wt, &items, files)?;
     tracing::debug!(
         files = metas.len(),
         cloned,
         kept = kept.len(),
         "worktree files written"
     );
-    metas.extend(kept);
 
-    let mut index = repo.index()?;
-    index.clear()?;
-    for (i, item) in items.into_iter().enumerate() {
-        if item.mode == MODE_TREE {
-            continue;
-        }
-        let entry = if included[i] {
-            index_entry(item, metas.get(&i))
-        } else {
+    let entries = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| item.mode != MODE_TREE)
+        .map(|(i, item)| indexfile::Entry {
+            path: &item.path,
+            id: item.id,
+            mode: item.mode as u32,
+            meta: metas.get(&i).or_else(|| kept.get(&i)),
             // Not checked out: the skip-worktree bit tells git not to look.
-            let mut e = index_entry(item, None);
-            e.flags |= INDEX_ENTRY_EXTENDED;
-            e.flags_extended = INDEX_ENTRY_SKIP_WORKTREE;
-            e
-        };
-        index.add(&entry)?;
-    }
-    index.write()?;
+            skip_worktree: !included[i],
+        })
+        .collect();
+    indexfile::write(&repo.path().join("index"), entries)?;
     Ok(true)
 }
 
@@ -336,25 +330,6 @@ fn clone_file(from: &Path, to: &mut File) -> std::io::Result<()> {
         std::io::Seek::rewind(to)?;
     }
     r
-}
-
-fn index_entry(item: Item, meta: Option<&Metadata>) -> git2::IndexEntry {
-    // The index stores 32-bit stat fields, truncated as git does.
-    let time = |s: i64, ns: i64| git2::IndexTime::new(s as i32, ns as u32);
-    git2::IndexEntry {
-        ctime: meta.map_or(time(0, 0), |m| time(m.ctime(), m.ctime_nsec())),
-        mtime: meta.map_or(time(0, 0), |m| time(m.mtime(), m.mtime_nsec())),
-        dev: meta.map_or(0, |m| m.dev() as u32),
-        ino: meta.map_or(0, |m| m.ino() as u32),
-        mode: item.mode as u32,
-        uid: meta.map_or(0, |m| m.uid()),
-        gid: meta.map_or(0, |m| m.gid()),
-        file_size: meta.map_or(0, |m| m.size() as u32),
-        id: item.id,
-        flags: item.path.len().min(0xfff) as u16,
-        flags_extended: 0,
-        path: item.path,
-    }
 }
 
 /// A tree entry name that is safe to create as is: not empty, `.`, `..`,

@@ -15,6 +15,7 @@ mod gc;
 mod github_app;
 mod goparse;
 mod hooks;
+mod indexfile;
 mod layout;
 mod local;
 mod metrics;

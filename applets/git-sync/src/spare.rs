@@ -166,12 +166,11 @@ pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<us
                 path.push(b'/');
             }
             path.extend_from_slice(name.as_bytes());
-            let full = entry.path();
             if entry.file_type()?.is_dir() {
                 if dirs.contains(path.as_slice()) {
                     stack.push(path);
                 } else {
-                    layout::remove_any(&full)?;
+                    layout::remove_any(&entry.path())?;
                 }
                 continue;
             }
@@ -181,14 +180,15 @@ pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<us
                 if e.id != item.id || e.mode != item.mode as u32 {
                     return None;
                 }
-                let m = full.symlink_metadata().ok()?;
+                // lstat relative to the directory being read.
+                let m = entry.metadata().ok()?;
                 unmodified(e, &m, base.written).then_some((i, m))
             });
             match keep {
                 Some((i, m)) => {
                     kept.insert(i, m);
                 }
-                None => layout::remove_any(&full)?,
+                None => layout::remove_any(&entry.path())?,
             }
         }
     }
