@@ -13,6 +13,13 @@
 #                        git children excluded, which favours upstream)
 #   new commit → link    a commit touching one file: time until readlink(link) names it,
 #                        median of CHANGES commits, both processes running at --period=200ms
+#                        (each commit is made as soon as the previous one is published, so
+#                        this includes a full period and the cleanup after the last swap)
+#   publishing pass      the mean duration of the passes that published those commits, as
+#                        each process reports it (git_sync_duration_seconds{status="success"}:
+#                        the poll that found the commit, the fetch, the new worktree, the swap)
+#   CPU per change       CPU of the process tree over the CHANGES commits, less the no-change
+#                        polls in between (at the per-poll CPU measured before), per commit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -96,6 +103,9 @@ wait_count() { # PORT STATUS N
     sleep 0.05
   done
 }
+metric() { # PORT SERIES: a sample's value, 0 when absent
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s " ") == 1 { print $2; f=1 } END { if (!f) print 0 }'
+}
 target_of() { basename "$(readlink "$1/link" 2>/dev/null)" 2>/dev/null || true; }
 
 # start SIDE ROOT URL: a long-running sync at $PERIOD with metrics on a port;
@@ -112,7 +122,7 @@ start() {
 run_suite() { # URL LABEL
   local url=$1 label=$2
   echo
-  echo "== $label: $url ($FILES files, period $PERIOD)"
+  echo "== $label: $url ($FILES files, period $PERIOD); load: $(cut -d' ' -f1-3 /proc/loadavg)"
   printf '%-40s %12s %12s %10s\n' "" ours upstream ours/up
 
   # First sync: best of REPS, alternating sides, fresh roots.
@@ -148,6 +158,9 @@ run_suite() { # URL LABEL
     res+=("$(awk -v a="$c0" -v b="$c1" -v n="$((${n1%.*} - ${n0%.*}))" 'BEGIN { printf "%.5f", (b - a) / n }')")
     res+=("$(hwm_kib "$pid")")
     # New commits: time from the commit to the swapped link.
+    local dsum='git_sync_duration_seconds_sum{status="success"}' dcount='git_sync_duration_seconds_count{status="success"}'
+    local s0 k0 p0 cc0 s1 k1 p1 cc1
+    s0=$(metric "$port" "$dsum"); k0=$(metric "$port" "$dcount"); p0=$(count "$port" noop); cc0=$(cpu_of "$pid")
     lats=()
     for ((i = 0; i < CHANGES; i++)); do
       echo "change $side $i $RANDOM" >>"$REPO/d$((i % 100))/f0.txt"
@@ -162,17 +175,24 @@ run_suite() { # URL LABEL
       lats+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')")
     done
     res+=("$(printf '%s\n' "${lats[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')")
-    res+=("$(cpu_of "$pid")")
+    s1=$(metric "$port" "$dsum"); k1=$(metric "$port" "$dcount"); p1=$(count "$port" noop); cc1=$(cpu_of "$pid")
+    res+=("$(awk -v a="$s0" -v b="$s1" -v m="$k0" -v n="$k1" 'BEGIN { printf "%.3f", (b - a) / (n - m) }')")
+    res+=("$(awk -v a="$cc0" -v b="$cc1" -v p="$p0" -v q="$p1" -v poll="${res[${#res[@]} - 4]}" -v n="$CHANGES" \
+      'BEGIN { printf "%.3f", (b - a - (q - p) * poll) / n }')")
     # The published tree is exactly the commit's tree.
     [[ -z $(git -C "$root/link" status --porcelain) ]] || { echo "$side: worktree not clean" >&2; exit 1; }
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
-  printf '%-40s %11ss %11ss %10s\n' "no-change poll, CPU per poll" "${res[0]}" "${res[4]}" "$(ratio "${res[0]}" "${res[4]}")"
-  printf '%-40s %10sKB %10sKB %10s\n' "peak RSS while polling (VmHWM)" "${res[1]}" "${res[5]}" "$(ratio "${res[1]}" "${res[5]}")"
-  printf '%-40s %11ss %11ss %10s\n' "new commit -> link swapped (median)" "${res[2]}" "${res[6]}" "$(ratio "${res[2]}" "${res[6]}")"
+  printf '%-40s %11ss %11ss %10s\n' "no-change poll, CPU per poll" "${res[0]}" "${res[5]}" "$(ratio "${res[0]}" "${res[5]}")"
+  printf '%-40s %10sKB %10sKB %10s\n' "peak RSS while polling (VmHWM)" "${res[1]}" "${res[6]}" "$(ratio "${res[1]}" "${res[6]}")"
+  printf '%-40s %11ss %11ss %10s\n' "new commit -> link swapped (median)" "${res[2]}" "${res[7]}" "$(ratio "${res[2]}" "${res[7]}")"
+  printf '%-40s %11ss %11ss %10s\n' "publishing pass (mean)" "${res[3]}" "${res[8]}" "$(ratio "${res[3]}" "${res[8]}")"
+  printf '%-40s %11ss %11ss %10s\n' "CPU per change" "${res[4]}" "${res[9]}" "$(ratio "${res[4]}" "${res[9]}")"
 }
 
 echo "ours:     $SIDECAR"
 echo "upstream: $UPSTREAM ($("$UPSTREAM" --version 2>&1 | head -1))"
 run_suite "git://127.0.0.1:$PORT/repo" git-daemon
 run_suite "file://$REPO" file
+echo
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
