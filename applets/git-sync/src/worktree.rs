@@ -130,13 +130,26 @@ fn build(
         }
         None => layout::remove_any(&info_sparse)?,
     }
-    let fast = checkout::write_tree(&repo, &c.tree()?, dir, sparse, previous, adopted.as_ref())
-        .with_context(|| format!("cannot check out {hash}"))?;
+    let tree = c.tree()?;
+    let empty_dir = || -> Result<()> {
+        layout::remove_dir_contents(dir)?;
+        std::fs::write(&dotgit, format!("gitdir: ../../.git/worktrees/{hash}\n"))?;
+        Ok(())
+    };
+    let fast = match checkout::write_tree(&repo, &tree, dir, sparse, previous, adopted.as_ref()) {
+        // Whatever went wrong in the spare tree, a fresh one may do.
+        Err(e) if adopted.is_some() => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot reuse the spare tree, writing every file");
+            empty_dir()?;
+            checkout::write_tree(&repo, &tree, dir, sparse, previous, None)
+        }
+        r => r,
+    }
+    .with_context(|| format!("cannot check out {hash}"))?;
     if !fast {
         if adopted.is_some() {
             // libgit2's checkout wants an empty directory.
-            layout::remove_dir_contents(dir)?;
-            std::fs::write(&dotgit, format!("gitdir: ../../.git/worktrees/{hash}\n"))?;
+            empty_dir()?;
         }
         anyhow::ensure!(
             sparse.is_none(),
@@ -147,7 +160,7 @@ fn build(
         repo.checkout_tree(c.as_object(), Some(&mut co))
             .with_context(|| format!("cannot check out {hash}"))?;
     }
-    drop(c);
+    drop((tree, c));
     repo.set_head_detached(commit)?;
     Ok(repo)
 }
