@@ -477,20 +477,33 @@ fn recover(dir: &Path, id: u64, ledger: Ledger, m: &Metrics) -> anyhow::Result<O
 }
 
 /// The record at `at` (before `end`), checked; its batch and frame length.
+/// The body is read into a buffer of its own, which becomes the batch's.
 fn read_record(file: &File, at: u64, end: u64) -> Result<(Batch, u64), String> {
-    let mut head = [0; record::FRAME_HEAD];
-    file.read_exact_at(&mut head, at)
-        .map_err(|e| e.to_string())?;
-    let (len, _) = record::parse_head(&head);
-    let frame = record::FRAME_HEAD as u64 + u64::from(len);
-    if at + frame > end {
+    use record::{FRAME_HEAD, PAYLOAD_HEAD};
+    let io = |e: std::io::Error| e.to_string();
+    let mut head = [0; FRAME_HEAD + PAYLOAD_HEAD];
+    if at + head.len() as u64 > end {
         return Err("record longer than its segment".into());
     }
-    let mut payload = vec![0; len as usize];
-    file.read_exact_at(&mut payload, at + record::FRAME_HEAD as u64)
-        .map_err(|e| e.to_string())?;
-    record::verify(&head, &payload).map_err(|b| format!("{b:?}"))?;
-    let batch = record::decode(payload).map_err(|b| format!("{b:?}"))?;
+    file.read_exact_at(&mut head, at).map_err(io)?;
+    let frame_head: &[u8; FRAME_HEAD] = head[..FRAME_HEAD].try_into().expect("frame head");
+    let payload_head: &[u8; PAYLOAD_HEAD] = head[FRAME_HEAD..].try_into().expect("payload head");
+    let (len, _) = record::parse_head(frame_head);
+    let frame = (FRAME_HEAD as u64) + u64::from(len);
+    let index_len = record::index_len(payload_head);
+    if at + frame > end || (PAYLOAD_HEAD + index_len) as u64 > u64::from(len) {
+        return Err("record longer than its segment".into());
+    }
+    let mut index = vec![0; PAYLOAD_HEAD + index_len];
+    index[..PAYLOAD_HEAD].copy_from_slice(payload_head);
+    let mut pos = at + head.len() as u64;
+    file.read_exact_at(&mut index[PAYLOAD_HEAD..], pos)
+        .map_err(io)?;
+    pos += index_len as u64;
+    let mut body = vec![0; len as usize - index.len()];
+    file.read_exact_at(&mut body, pos).map_err(io)?;
+    record::verify(frame_head, &[&index, &body]).map_err(|b| format!("{b:?}"))?;
+    let batch = record::decode(&index, body).map_err(|b| format!("{b:?}"))?;
     Ok((batch, frame))
 }
 

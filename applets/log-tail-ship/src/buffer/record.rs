@@ -20,7 +20,7 @@ use crate::batch::Batch;
 pub const FRAME_HEAD: usize = 8;
 const VERSION: u8 = 1;
 /// Bytes of the payload before the per-event index.
-const PAYLOAD_HEAD: usize = 1 + 4;
+pub const PAYLOAD_HEAD: usize = 1 + 4;
 const PER_EVENT: usize = 4 + 8 + 16;
 
 /// Why a record cannot be used.
@@ -73,40 +73,51 @@ pub fn parse_head(head: &[u8; FRAME_HEAD]) -> (u32, u32) {
     (len, crc)
 }
 
-/// Checks `payload` against its frame head; returns how many events it holds.
-pub fn verify(head: &[u8; FRAME_HEAD], payload: &[u8]) -> Result<u32, Bad> {
+/// Checks a payload, given as consecutive `parts`, against its frame head;
+/// returns how many events it holds.
+pub fn verify(head: &[u8; FRAME_HEAD], parts: &[&[u8]]) -> Result<u32, Bad> {
     let (len, crc) = parse_head(head);
-    if len as usize != payload.len() {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if len as usize != total {
         return Err(Bad::Checksum);
     }
     let mut h = crc32fast::Hasher::new();
     h.update(&head[..4]);
-    h.update(payload);
+    for p in parts {
+        h.update(p);
+    }
     if h.finalize() != crc {
         return Err(Bad::Checksum);
     }
-    if payload.len() < PAYLOAD_HEAD || payload[0] != VERSION {
+    let first = parts.first().copied().unwrap_or_default();
+    if first.len() < PAYLOAD_HEAD || first[0] != VERSION {
         return Err(Bad::Format("unknown record version"));
     }
-    let n = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes"));
-    if (n as usize).saturating_mul(PER_EVENT) > payload.len() - PAYLOAD_HEAD {
+    let n = u32::from_le_bytes(first[1..5].try_into().expect("4 bytes"));
+    if (n as usize).saturating_mul(PER_EVENT) > total - PAYLOAD_HEAD {
         return Err(Bad::Format("event index longer than the record"));
     }
     Ok(n)
 }
 
-/// The batch a verified payload holds (without checkpoint marks).
-pub fn decode(payload: Vec<u8>) -> Result<Batch, Bad> {
-    let n = u32::from_le_bytes(
-        payload
-            .get(1..5)
-            .ok_or(Bad::Format("record too short"))?
-            .try_into()
-            .expect("4 bytes"),
-    ) as usize;
-    let body_at = PAYLOAD_HEAD + n * PER_EVENT;
-    if body_at > payload.len() {
-        return Err(Bad::Format("event index longer than the record"));
+/// Bytes of the event index that follows a payload's first
+/// [`PAYLOAD_HEAD`] bytes.
+pub fn index_len(payload_head: &[u8; PAYLOAD_HEAD]) -> usize {
+    u32::from_le_bytes(payload_head[1..5].try_into().expect("4 bytes")) as usize * PER_EVENT
+}
+
+/// The batch of a verified payload (without checkpoint marks): `index` is
+/// its first [`PAYLOAD_HEAD`] bytes and the event index, `body` the rest,
+/// kept as it is (read into its own buffer, never copied).
+pub fn decode(index: &[u8], body: Vec<u8>) -> Result<Batch, Bad> {
+    let head: &[u8; PAYLOAD_HEAD] = index
+        .get(..PAYLOAD_HEAD)
+        .ok_or(Bad::Format("record too short"))?
+        .try_into()
+        .expect("PAYLOAD_HEAD bytes");
+    let n = index_len(head) / PER_EVENT;
+    if index.len() != PAYLOAD_HEAD + n * PER_EVENT {
+        return Err(Bad::Format("event index of the wrong length"));
     }
     let mut batch = Batch {
         ends: Vec::with_capacity(n),
@@ -114,11 +125,10 @@ pub fn decode(payload: Vec<u8>) -> Result<Batch, Bad> {
         ids: Vec::with_capacity(n),
         ..Batch::default()
     };
-    let body_len = payload.len() - body_at;
     let mut prev = 0;
-    for e in payload[PAYLOAD_HEAD..body_at].chunks_exact(PER_EVENT) {
+    for e in index[PAYLOAD_HEAD..].chunks_exact(PER_EVENT) {
         let end = u32::from_le_bytes(e[..4].try_into().expect("4 bytes")) as usize;
-        if end <= prev || end > body_len {
+        if end <= prev || end > body.len() {
             return Err(Bad::Format("event ends out of order"));
         }
         prev = end;
@@ -130,11 +140,9 @@ pub fn decode(payload: Vec<u8>) -> Result<Batch, Bad> {
             .ids
             .push(u128::from_le_bytes(e[12..28].try_into().expect("16 bytes")));
     }
-    if prev != body_len {
+    if prev != body.len() {
         return Err(Bad::Format("body longer than its events"));
     }
-    let mut body = payload;
-    body.drain(..body_at);
     batch.body = body;
     Ok(batch)
 }
@@ -167,13 +175,19 @@ mod tests {
         (f[..FRAME_HEAD].try_into().unwrap(), &f[FRAME_HEAD..])
     }
 
+    /// A payload as the reader reads it: index, then body.
+    fn decode_payload(p: &[u8]) -> Result<Batch, Bad> {
+        let at = PAYLOAD_HEAD + index_len(p[..PAYLOAD_HEAD].try_into().unwrap());
+        decode(&p[..at], p[at..].to_vec())
+    }
+
     #[test]
     fn a_batch_survives_the_round_trip() {
         let b = batch(&[r#"{"message":"a"}"#, r#"{"message":"bé"}"#]);
         let f = frame(&b);
         let (head, payload) = split(&f);
-        assert_eq!(verify(&head, payload), Ok(2));
-        let got = decode(payload.to_vec()).unwrap();
+        assert_eq!(verify(&head, &[payload]), Ok(2));
+        let got = decode_payload(payload).unwrap();
         assert_eq!(got.body, b.body);
         assert_eq!(got.ends, b.ends);
         assert_eq!(got.times, b.times);
@@ -186,8 +200,8 @@ mod tests {
     fn an_empty_batch_is_a_record_too() {
         let f = frame(&Batch::default());
         let (head, payload) = split(&f);
-        assert_eq!(verify(&head, payload), Ok(0));
-        assert!(decode(payload.to_vec()).unwrap().is_empty());
+        assert_eq!(verify(&head, &[payload]), Ok(0));
+        assert!(decode_payload(payload).unwrap().is_empty());
     }
 
     #[test]
@@ -197,11 +211,11 @@ mod tests {
             let mut g = f.clone();
             g[i] ^= 0x10;
             let (head, payload) = split(&g);
-            assert_eq!(verify(&head, payload), Err(Bad::Checksum), "byte {i}");
+            assert_eq!(verify(&head, &[payload]), Err(Bad::Checksum), "byte {i}");
         }
         for cut in 1..f.len() - FRAME_HEAD {
             let (head, payload) = split(&f[..f.len() - cut]);
-            assert_eq!(verify(&head, payload), Err(Bad::Checksum), "cut {cut}");
+            assert_eq!(verify(&head, &[payload]), Err(Bad::Checksum), "cut {cut}");
         }
     }
 
@@ -217,12 +231,12 @@ mod tests {
         let sum = h.finalize().to_le_bytes();
         f[4..8].copy_from_slice(&sum);
         let (head, payload) = split(&f);
-        assert!(matches!(verify(&head, payload), Err(Bad::Format(_))));
+        assert!(matches!(verify(&head, &[payload]), Err(Bad::Format(_))));
         // Ends that do not cover the body.
         let mut bad = batch(&["{}", "{}"]);
         bad.ends[1] -= 1;
         let f = frame(&bad);
         let (_, payload) = split(&f);
-        assert!(matches!(decode(payload.to_vec()), Err(Bad::Format(_))));
+        assert!(matches!(decode_payload(payload), Err(Bad::Format(_))));
     }
 }

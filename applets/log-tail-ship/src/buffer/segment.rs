@@ -102,7 +102,7 @@ pub fn scan(file: &File, len: u64, acked: u64) -> io::Result<Scan> {
         }
         payload.resize(plen as usize, 0);
         file.read_exact_at(&mut payload, s.valid + FRAME_HEAD as u64)?;
-        match record::verify(&head, &payload) {
+        match record::verify(&head, &[&payload]) {
             Ok(n) => {
                 if s.records >= acked {
                     s.events += u64::from(n);

@@ -176,7 +176,12 @@ impl Protocol for EsSink {
     }
 
     fn body(&mut self, batch: &Batch, events: &[usize]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(batch.body.len() + events.len() * 48);
+        // Room for every action line (about the first one's length), so
+        // the body is never copied to grow.
+        let action = events
+            .first()
+            .map_or(0, |&i| self.index.line(batch.times[i]).len() + 45);
+        let mut body = Vec::with_capacity(batch.body.len() + events.len() * action);
         for &i in events {
             body.extend_from_slice(self.index.line(batch.times[i]));
             if self.ids {
