@@ -7,12 +7,33 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 pub struct PerIp {
     /// 0: no per-address cap.
     cap: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
+    /// Refused connections being answered (see [`PerIp::refuse`]).
+    answering: Arc<Semaphore>,
 }
+
+/// What a refused plain-HTTP connection gets, as from nginx's `limit_conn`.
+const REFUSED: &[u8] = concat!(
+    "HTTP/1.1 503 Service Unavailable\r\n",
+    "content-type: text/plain; charset=utf-8\r\n",
+    "content-length: 24\r\n",
+    "connection: close\r\n\r\n",
+    "503 Service Unavailable\n",
+)
+.as_bytes();
+/// How long a refused connection's request may take to arrive, and how many
+/// such answers may be pending at once; beyond either it is just closed.
+const REFUSE_WAIT: Duration = Duration::from_secs(1);
+const REFUSE_PENDING: usize = 64;
 
 /// One connection counted against its address; uncounted on drop.
 pub struct IpSlot {
@@ -25,6 +46,33 @@ impl PerIp {
         Arc::new(PerIp {
             cap,
             open: Mutex::new(HashMap::new()),
+            answering: Arc::new(Semaphore::new(REFUSE_PENDING)),
+        })
+    }
+
+    /// Answers a refused plain-HTTP connection with a 503 and closes it. The
+    /// request head is read first (for at most [`REFUSE_WAIT`]): closing with
+    /// it unread would reset the connection, and the client could lose the
+    /// answer. At most [`REFUSE_PENDING`] at once, so a flood from one
+    /// address cannot hold many descriptors this way; past that the
+    /// connection is closed without an answer.
+    pub fn refuse(&self, mut stream: TcpStream) -> Option<impl std::future::Future<Output = ()>> {
+        let permit = self.answering.clone().try_acquire_owned().ok()?;
+        Some(async move {
+            let answer = async {
+                let mut head = [0u8; 4096];
+                let mut n = 0;
+                while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut head[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(got) => n += got,
+                    }
+                }
+                let _ = stream.write_all(REFUSED).await;
+                let _ = stream.shutdown().await;
+            };
+            let _ = tokio::time::timeout(REFUSE_WAIT, answer).await;
+            drop(permit);
         })
     }
 

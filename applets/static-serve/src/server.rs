@@ -255,17 +255,23 @@ async fn accept_loop(
         if backoff.take().is_some() {
             tracing::info!("accepting again");
         }
-        let ip_slot = match &accepted {
-            Accepted::Tcp(_, peer) => match shared.per_ip.admit(peer.ip()) {
-                Some(slot) => slot,
-                None => {
-                    // Closed at once: the address already holds its share.
-                    metrics.per_ip_rejected.inc();
-                    tracing::debug!(peer = %peer, "--max-connections-per-ip reached; connection closed");
-                    continue;
+        let admitted = match &accepted {
+            Accepted::Tcp(_, peer) => shared.per_ip.admit(peer.ip()),
+            Accepted::Unix(_) => Some(None),
+        };
+        let Some(ip_slot) = admitted else {
+            // The address already holds its share: a 503 on plain HTTP (TLS
+            // would need a handshake first), then closed.
+            metrics.per_ip_rejected.inc();
+            if let Accepted::Tcp(stream, peer) = accepted {
+                tracing::debug!(peer = %peer, "--max-connections-per-ip reached; connection refused");
+                if shared.protocols.tls.is_none() {
+                    if let Some(answer) = shared.per_ip.refuse(stream) {
+                        tracker.spawn(answer);
+                    }
                 }
-            },
-            Accepted::Unix(_) => None,
+            }
+            continue;
         };
         // At the cap, the connection just accepted waits for a slot and this
         // loop stops accepting (later clients queue in the backlog). Taking
