@@ -251,6 +251,42 @@ fn kill_9_while_a_burst_is_buffered_loses_nothing() {
     );
 }
 
+/// Clean restarts: the lines buffered while the sink was down are sent
+/// from the buffer after the restart, not read again from the file, and
+/// once acknowledged (the ledger) they are not sent again by the next start.
+#[test]
+fn restarts_resume_from_the_buffer_without_sending_twice() {
+    let d = Dirs::new();
+    let sink = Sink::down();
+    let args = d.args(&sink.url(), &["--shutdown-grace=2s"]);
+    let (mut sc, admin) = start(&args);
+    let mut w = Writer::append(&d.logs.join("app.log"));
+    let mut expected = lines("held", 20, 10);
+    for l in &expected {
+        w.line(l);
+    }
+    wait_metric(admin, "log_tail_ship_disk_buffer_events", 20.0);
+    sc.signal(Signal::SIGTERM);
+    assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+    drop(sc);
+
+    sink.up();
+    for round in 0..2 {
+        let (mut sc, _) = start(&args);
+        let more = lines(&format!("after-{round}"), 2, 10);
+        for l in &more {
+            w.line(l);
+        }
+        expected.extend(more);
+        let got = sink.receive_all(&expected);
+        let c = common::counts(&got);
+        let twice: Vec<_> = c.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "sent twice: {twice:?}");
+        sc.signal(Signal::SIGTERM);
+        assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
+    }
+}
+
 /// A segment garbled at its end while the shipper is stopped: at start the
 /// bad record is found by its checksum, the segment is cut there, counted
 /// and logged, and the records before it are delivered. The garbled
