@@ -1131,6 +1131,54 @@ fn root_swaps_under_load_never_mix_or_fail_responses() {
     assert!(r.text().starts_with(&format!("version {SWAPS}\n")));
 }
 
+/// With every cache warm (files, a missing name, a big file's open
+/// descriptor, all settled), a root swap is seen by the very next request,
+/// whole, and swapping back serves the first version again.
+#[test]
+fn warm_caches_follow_root_swaps_exactly() {
+    let dir = support::tempdir();
+    let base = dir.path();
+    for v in ["v1", "v2"] {
+        write(&base.join(v).join("page.html"), &format!("{v} page\n"));
+        std::fs::write(base.join(v).join("big.bin"), v.repeat(100_000)).unwrap();
+    }
+    write(&base.join("v2/only-in-v2.txt"), "new\n");
+    let link = |v: &str| {
+        std::os::unix::fs::symlink(v, base.join("next")).unwrap();
+        std::fs::rename(base.join("next"), base.join("current")).unwrap();
+    };
+    link("v1");
+    // Settled: ctimes over a second old, so the caches take them.
+    support::wait_until("the trees to settle", || {
+        ["v1", "v2", "v1/page.html", "v2/page.html"]
+            .iter()
+            .all(|p| {
+                std::fs::metadata(base.join(p))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+                    .elapsed()
+                    .is_ok_and(|age| age > std::time::Duration::from_millis(1500))
+            })
+    });
+    let (_sc, addr) = serve(&base.join("current"), &[]);
+    let expect = |v: &str| {
+        assert_eq!(http::get(addr, "/page.html").text(), format!("{v} page\n"));
+        assert!(http::get(addr, "/big.bin").body == v.repeat(100_000).as_bytes());
+        let only = http::get(addr, "/only-in-v2.txt");
+        assert_eq!(only.status, if v == "v2" { 200 } else { 404 }, "{v}");
+    };
+    for _ in 0..3 {
+        expect("v1");
+    }
+    link("v2");
+    for _ in 0..3 {
+        expect("v2");
+    }
+    link("v1");
+    expect("v1");
+}
+
 /// Small files are kept in memory once settled; a rewrite (same size, same
 /// mtime, in place) must still be served fresh, whole and in ranges.
 #[test]
