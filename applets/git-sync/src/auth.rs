@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
+use sidecar_runtime::tls::rustls::RootCertStore;
 
 use crate::config::{Config, Ssh};
 use crate::cookies::Jar;
@@ -280,7 +281,7 @@ fn glob(pat: &str, s: &str) -> bool {
 /// `--askpass-url`: a GET (1s, no redirects) answering `username=` and
 /// `password=` lines.
 pub async fn askpass(url: &str, repo: &str) -> Result<UserPass> {
-    let client = reqwest::Client::builder()
+    let client = sidecar_runtime::tls::http_client_builder(RootCertStore::empty())
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(1))
         .build()?;

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sidecar_runtime::backoff::Backoff;
+use sidecar_runtime::tls::rustls::pki_types::pem::PemObject;
+use sidecar_runtime::tls::rustls::pki_types::CertificateDer;
+use sidecar_runtime::tls::rustls::RootCertStore;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
@@ -130,21 +133,22 @@ impl Sink {
 }
 
 fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none());
+    let mut extra = RootCertStore::empty();
     if let Some(ca) = &args.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| sidecar_runtime::usage!("--ca-file {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        let bad = |e: &dyn std::fmt::Display| {
             sidecar_runtime::usage!("--ca-file {}: not PEM certificates: {e}", ca.display())
-        })?;
-        for c in certs {
-            b = b.add_root_certificate(c);
+        };
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            extra.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
         }
     }
-    Ok(b.build()?)
+    Ok(sidecar_runtime::tls::http_client_builder(extra)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
 }
 
 /// Where the sink task takes batches from.

@@ -111,9 +111,10 @@ fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
-/// The HTTP client actions share: TLS from the system (or `SSL_CERT_FILE`).
+/// The HTTP client actions share: TLS from the system (or `SSL_CERT_FILE`),
+/// read at the first HTTPS request.
 pub fn default_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    crate::tls::http_client_builder(rustls::RootCertStore::empty())
         .user_agent(concat!("sidecar/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(1)
         .build()

@@ -9,6 +9,7 @@
 //! certificate, is a [`UsageError`](crate::UsageError) naming the flag.
 
 mod identity;
+mod system_roots;
 mod verify;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use crate::watch::{Fingerprint, Watch};
 
 pub use identity::{peer_identities, Identities};
 pub use rustls;
+pub use system_roots::http_client_builder;
 
 /// ALPN ids offered and accepted: HTTP/2 first, then HTTP/1.1.
 pub const ALPN_H2_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];

@@ -366,3 +366,56 @@ async fn a_watched_material_reloads_when_its_files_change() {
 fn replace_file(path: &Path, content: &str) {
     crate::fsutil::write_atomic(path, content.as_bytes(), 0o600).unwrap();
 }
+
+/// An HTTPS server on loopback answering one request per connection with 200.
+async fn https_server(server: Arc<ServerConfig>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = [0u8; 1024];
+                let _ = tls.read(&mut head).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn http_clients_verify_servers_against_the_roots_loaded_at_the_first_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let srv = Material::load(
+        write(dir.path(), "srv", &ca, &leaf(&ca, "localhost", SHOP_API)),
+        TlsMetrics::default(),
+    )
+    .unwrap();
+    let port = https_server(srv.server_config(ClientAuth::Off, ids(&[]), &[]).unwrap()).await;
+    let url = format!("https://localhost:{port}/");
+
+    // The applet's own CA (log-tail-ship's --ca-file) is trusted.
+    let mut extra = RootCertStore::empty();
+    extra.add(ca.cert.der().clone()).unwrap();
+    let trusting = http_client_builder(extra).build().unwrap();
+    let resp = trusting.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ok");
+
+    // Without it, the system's roots do not know our CA.
+    let system_only = http_client_builder(RootCertStore::empty()).build().unwrap();
+    let err = system_only.get(&url).send().await.unwrap_err();
+    let chain = format!("{:?}", err);
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+}

@@ -18,7 +18,7 @@ fn refused(ids: &[String], expect: &Identities, side: &str) -> Error {
     Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
 
-fn tls12(
+pub(super) fn tls12(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
@@ -31,7 +31,7 @@ fn tls12(
     )
 }
 
-fn tls13(
+pub(super) fn tls13(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
@@ -44,7 +44,7 @@ fn tls13(
     )
 }
 
-fn schemes() -> Vec<SignatureScheme> {
+pub(super) fn schemes() -> Vec<SignatureScheme> {
     provider()
         .signature_verification_algorithms
         .supported_schemes()
