@@ -331,6 +331,11 @@ fn retries_go_to_another_endpoint() {
     args.extend(std::iter::repeat_n(target.as_str(), 6));
     assert_eq!(curl(&args), "good\n".repeat(6));
     assert_eq!(p.metric("tcp_proxy_http_retries_total", &[]), 3.0);
+    // Each failed attempt is the endpoint's connect failure, by reason.
+    assert_eq!(
+        p.metric("tcp_proxy_connect_failures_total", &["reason=\"refused\""]),
+        3.0
+    );
 }
 
 #[test]

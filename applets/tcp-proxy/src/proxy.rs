@@ -628,9 +628,28 @@ async fn read_proxy_header(
     }
 }
 
-fn failure_reason(e: &io::Error) -> &'static str {
+/// A failed TLS handshake with an upstream, carried in an `io::Error` so
+/// that it is counted as the endpoint's connect failure (`reason="tls"`).
+#[derive(Debug)]
+pub struct UpstreamTlsFailed(pub &'static str);
+
+impl std::fmt::Display for UpstreamTlsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS handshake with the upstream failed ({})", self.0)
+    }
+}
+
+impl std::error::Error for UpstreamTlsFailed {}
+
+/// The `reason` label of a failed upstream connect.
+pub fn failure_reason(e: &io::Error) -> &'static str {
     if is_resource_error(e) {
         return "local";
+    }
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<UpstreamTlsFailed>())
+    {
+        return "tls";
     }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "refused",

@@ -447,6 +447,12 @@ impl HttpProxy {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "connect failed");
+                    let labels = vec![
+                        ("route", dest.name.clone()),
+                        ("upstream", addr.to_string()),
+                        ("reason", crate::proxy::failure_reason(&e).to_string()),
+                    ];
+                    self.metrics.connect_failures.get_or_create(&labels).inc();
                     if let Some((pool, ep)) = pool {
                         pool.report_failure(ep);
                     }

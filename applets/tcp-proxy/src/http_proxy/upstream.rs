@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::preface;
+use crate::proxy::UpstreamTlsFailed;
 use crate::tls::{Alpn, ClientStream, Tls};
 
 /// A byte stream to an upstream: the socket, or mutual TLS over it.
@@ -156,7 +157,7 @@ impl Connector {
     ) -> io::Result<ClientStream> {
         tls.connect(&Arc::new(s), &addr.ip().to_string(), addr, "http", alpn)
             .await
-            .map_err(|reason| io::Error::new(io::ErrorKind::ConnectionRefused, reason))
+            .map_err(|reason| io::Error::other(UpstreamTlsFailed(reason)))
     }
 
     /// A connection for one request to `addr`, HTTP/2 when `h2` and the
