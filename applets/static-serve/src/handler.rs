@@ -180,7 +180,7 @@ impl Handler {
             Err(Rejected::Hidden) => None,
         };
         for attempt in 0..=SWAP_RETRIES {
-            let tree = match self.root.pin() {
+            let (tree, root_now) = match self.root.pin() {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::debug!(root = %self.s.root.display(), error = %e, "root unavailable");
@@ -189,7 +189,7 @@ impl Handler {
                 }
             };
             let found = match &path {
-                Some(p) => self.lookup(&tree, ask, p),
+                Some(p) => self.lookup(&tree, root_now.as_ref(), ask, p),
                 None => Found::Missing,
             };
             match found {
@@ -210,9 +210,16 @@ impl Handler {
     }
 
     /// Looks `path` up in `tree`: a file, a directory's index or listing, or a redirect.
-    fn lookup(&self, tree: &Tree, ask: &Ask, path: &RequestPath) -> Found {
+    /// `root_now`: the tree's directory as the pin saw it.
+    fn lookup(
+        &self,
+        tree: &Tree,
+        root_now: Option<&FileId>,
+        ask: &Ask,
+        path: &RequestPath,
+    ) -> Found {
         let rel = path.relative();
-        let dir = match tree.open(&rel, self.s.policy) {
+        let dir = match tree.open_seen(&rel, self.s.policy, root_now) {
             Ok(Entry::File(_)) if path.trailing_slash => return Found::Missing,
             Ok(Entry::File(f)) => return Found::Response(self.file(tree, ask, &rel, f)),
             Ok(Entry::Dir(d)) => d,

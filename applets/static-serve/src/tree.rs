@@ -225,18 +225,21 @@ impl Root {
     /// kept open, and while it is, its directory's inode number cannot be
     /// reused: a `stat` of the root that finds the same device and inode
     /// therefore means the root still resolves to exactly that tree.
-    pub fn pin(&self) -> io::Result<Arc<Tree>> {
+    ///
+    /// Also returns the tree's directory as that `stat` saw it (when it was
+    /// the tree kept), which answers [`Tree::absent_by`] with no further call.
+    pub fn pin(&self) -> io::Result<(Arc<Tree>, Option<FileId>)> {
         let st = nix::sys::stat::stat(&self.path)?;
         if let Some(t) = self.lock().as_ref() {
             if t.id == (st.st_dev, st.st_ino) {
-                return Ok(t.clone());
+                return Ok((t.clone(), Some(FileId::of(&st))));
             }
         }
         // Swapped (or first use): whatever the root resolves to by the time
         // it is opened is the tree this request gets.
         let t = Arc::new(Tree::open_dir(&self.path)?);
         *self.lock() = Some(t.clone());
-        Ok(t)
+        Ok((t, None))
     }
 
     /// Whether the root still resolves to `tree`. A miss on a tree that was
@@ -291,7 +294,19 @@ impl Tree {
     /// Opens `rel` (relative, no `..`) beneath the root under `policy`: from
     /// the cache when the path still names the same version of the same file.
     pub fn open(&self, rel: &Path, policy: Policy) -> Result<Entry, OpenError> {
-        if let Some(known) = self.cached(rel, policy) {
+        self.open_seen(rel, policy, None)
+    }
+
+    /// [`Tree::open`], given the tree's directory as the request's pin just
+    /// saw it: a name directly in the tree known to be absent then costs no
+    /// further call (a top-level 404 is that one `stat`).
+    pub fn open_seen(
+        &self,
+        rel: &Path,
+        policy: Policy,
+        dir: Option<&FileId>,
+    ) -> Result<Entry, OpenError> {
+        if let Some(known) = self.cached(rel, policy, dir) {
             return known;
         }
         let entry = self.open_uncached(rel, policy)?;
@@ -310,24 +325,33 @@ impl Tree {
     /// it was opened; an unchanged identity means the same content. Symlinks
     /// are not followed here when `policy` refuses them, so a path turned into
     /// a link misses. Absent: the directory that would hold it is unchanged.
-    fn cached(&self, rel: &Path, policy: Policy) -> Option<Result<Entry, OpenError>> {
+    fn cached(
+        &self,
+        rel: &Path,
+        policy: Policy,
+        seen: Option<&FileId>,
+    ) -> Option<Result<Entry, OpenError>> {
         let key = rel.as_os_str().as_bytes();
         let (path, want, found) = match self.lock_known().get(key)? {
             Known::File(f) => (rel, f.meta.id, Ok(Entry::File(f.clone()))),
             Known::Absent(dir) => (parent(rel), *dir, Err(OpenError::Absent)),
         };
-        let flags = if policy.symlinks {
-            AtFlags::empty()
-        } else {
-            AtFlags::AT_SYMLINK_NOFOLLOW
-        };
-        match self.stat(path, flags) {
-            Ok(st) if FileId::of(&st) == want => Some(found),
+        let now = match seen {
+            Some(dir) if path.as_os_str().is_empty() => Some(*dir),
             _ => {
-                self.lock_known().remove(key);
-                None
+                let flags = if policy.symlinks {
+                    AtFlags::empty()
+                } else {
+                    AtFlags::AT_SYMLINK_NOFOLLOW
+                };
+                self.stat(path, flags).ok().map(|st| FileId::of(&st))
             }
+        };
+        if now == Some(want) {
+            return Some(found);
         }
+        self.lock_known().remove(key);
+        None
     }
 
     /// `rel` (`""`: the tree itself) as it is now.
@@ -571,7 +595,7 @@ mod tests {
         std::fs::write(root.join(".git/config"), "c").unwrap();
         std::os::unix::fs::symlink(".git/config", root.join("gitlink")).unwrap();
 
-        let t = Root::new(root).pin().unwrap();
+        let t = Root::new(root).pin().unwrap().0;
         assert!(t.open_file(Path::new("inside"), ALL).is_ok());
         for p in ["outside", "absolute", "gitlink", "missing", "sub/a.txt/x"] {
             assert!(
@@ -596,7 +620,7 @@ mod tests {
         let f = dir.path().join("a");
         std::fs::write(&f, "one").unwrap();
         let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
-        let t = Root::new(dir.path().into()).pin().unwrap();
+        let t = Root::new(dir.path().into()).pin().unwrap().0;
         let first = t.open_file(Path::new("a"), ALL).unwrap().meta.clone();
         std::fs::write(&f, "two").unwrap();
         File::options()
@@ -618,16 +642,16 @@ mod tests {
         let link = dir.path().join("current");
         std::os::unix::fs::symlink("v1", &link).unwrap();
         let root = Root::new(link.clone());
-        let t = root.pin().unwrap();
+        let t = root.pin().unwrap().0;
         assert!(root.is_current(&t));
         assert!(
-            Arc::ptr_eq(&t, &root.pin().unwrap()),
+            Arc::ptr_eq(&t, &root.pin().unwrap().0),
             "the same tree stays pinned"
         );
         std::os::unix::fs::symlink("v2", dir.path().join("next")).unwrap();
         std::fs::rename(dir.path().join("next"), &link).unwrap();
         assert!(!root.is_current(&t));
-        assert!(!Arc::ptr_eq(&t, &root.pin().unwrap()));
+        assert!(!Arc::ptr_eq(&t, &root.pin().unwrap().0));
     }
 
     #[test]
@@ -638,7 +662,7 @@ mod tests {
         std::fs::write(root.join("sub/a.txt"), "a").unwrap();
         std::os::unix::fs::symlink("sub/a.txt", root.join("link")).unwrap();
         std::os::unix::fs::symlink("sub", root.join("dirlink")).unwrap();
-        let t = Root::new(root).pin().unwrap();
+        let t = Root::new(root).pin().unwrap().0;
         let read = |p: &str| -> Result<String, Errno> {
             let fd = t.walk(Path::new(p))?;
             Ok(std::io::read_to_string(File::from(fd)).unwrap())
@@ -670,7 +694,7 @@ mod tests {
         std::fs::write(&f, "one").unwrap();
         settle(&f);
         settle(dir.path());
-        let t = Root::new(dir.path().into()).pin().unwrap();
+        let t = Root::new(dir.path().into()).pin().unwrap().0;
         let open = |p: &str| t.open_file(Path::new(p), ALL);
         let first = open("a.txt").unwrap();
         assert!(Arc::ptr_eq(&first, &open("a.txt").unwrap()), "a hit");
@@ -683,7 +707,11 @@ mod tests {
         // Absent, then known absent, until the directory changes.
         assert!(matches!(open("b.txt"), Err(OpenError::NotFound)));
         assert!(matches!(open("b.txt"), Err(OpenError::Absent)));
+        // As the pin sees the directory: no stat of its own.
+        let now = |t: &Tree| FileId::of(&t.stat(Path::new(""), AtFlags::empty()).unwrap());
+        let seen = |t: &Tree, d| t.open_seen(Path::new("b.txt"), ALL, Some(&d));
+        assert!(matches!(seen(&t, now(&t)), Err(OpenError::Absent)));
         std::fs::write(dir.path().join("b.txt"), "b").unwrap();
-        assert!(open("b.txt").is_ok());
+        assert!(seen(&t, now(&t)).is_ok());
     }
 }
