@@ -404,8 +404,8 @@ fn log_tail_ship_keeps_sink_credentials_out_of_logs_and_metrics() {
     }
 }
 
-/// Inodes of the TCP sockets `pid` listens on.
-fn listening_sockets(pid: u32) -> usize {
+/// How many TCP addresses `pid` listens on.
+fn listening_addresses(pid: u32) -> usize {
     let mut inodes = HashSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -418,18 +418,20 @@ fn listening_sockets(pid: u32) -> usize {
             }
         }
     }
-    let mut n = 0;
+    // Addresses, not sockets: static-serve opens one SO_REUSEPORT socket per
+    // worker on the same address, which is still one port a user sees.
+    let mut addresses = HashSet::new();
     for table in ["tcp", "tcp6"] {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            // st 0A = LISTEN; column 9 is the inode.
+            // Column 1 is the local address, st 0A = LISTEN, column 9 the inode.
             if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
-                n += 1;
+                addresses.insert(format!("{table} {}", cols[1]));
             }
         }
     }
-    n
+    addresses.len()
 }
 
 /// A typical configuration of each applet, the log line that says it is up,
@@ -502,7 +504,7 @@ fn admin_addr_off_runs_without_an_admin_listener() {
             sc.stderr()
         );
         assert_eq!(
-            listening_sockets(sc.pid()),
+            listening_addresses(sc.pid()),
             own,
             "{applet} listens on more than its own ports:\n{}",
             sc.stderr()
@@ -523,7 +525,7 @@ fn admin_addr_adds_exactly_one_listener() {
         let mut sc = Sidecar::start(applet, &full);
         sc.admin_addr();
         sc.wait_for_log(up);
-        assert_eq!(listening_sockets(sc.pid()), own + 1, "{applet}");
+        assert_eq!(listening_addresses(sc.pid()), own + 1, "{applet}");
     }
 }
 
