@@ -42,14 +42,8 @@ done
 
 # tmpfs by default: ext4 inode allocation after mass deletes otherwise
 # dominates both sides and varies run to run. BENCH_DIR=/some/ext4 to compare.
-WORK=$(mktemp -d "${BENCH_DIR:-/dev/shm}/git-sync-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+scratch_dir "${BENCH_DIR:-/dev/shm}"
+WORK=$work
 
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME=$WORK
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com
@@ -70,7 +64,7 @@ git -C "$REPO" config gc.auto 0
 
 PORT=$(free_port)
 git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$PORT" --base-path="$WORK" "$WORK" 2>/dev/null &
-PIDS+=($!)
+pids+=($!)
 wait_port "$PORT"
 
 # The two commands, same flags; upstream's own defaults otherwise.
@@ -116,7 +110,7 @@ start() {
   $side "$root" --repo="$url" --period="$PERIOD" --http-bind="127.0.0.1:$MPORT" --http-metrics \
     >/dev/null 2>"$root.log" &
   PID=$!
-  PIDS+=("$PID")
+  pids+=("$PID")
 }
 
 run_suite() { # URL LABEL

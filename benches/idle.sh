@@ -26,14 +26,8 @@ for tool in nginx haproxy rsyslogd git python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light haproxy rsyslog git python3)" >&2; exit 2; }
 done
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+scratch_dir
+tmp=$work
 
 start() { # NAME CMD...: runs CMD in the background, remembers its pid as NAME
   local name=$1; shift

@@ -74,3 +74,17 @@ need() {
     command -v "$tool" >/dev/null || { echo "missing $tool ($hint)" >&2; exit 2; }
   done
 }
+
+# A scratch directory for one run ($work, under PARENT or $TMPDIR) and the
+# processes the run starts ($pids): however the script ends, they are killed
+# and the directory removed.
+scratch_dir() {
+  work=$(mktemp -d "${1:-${TMPDIR:-/tmp}}/sidecar-bench.XXXXXX")
+  pids=()
+  trap scratch_cleanup EXIT
+}
+scratch_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

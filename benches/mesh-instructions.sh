@@ -21,14 +21,8 @@ N1=${BENCH_H1_REQUESTS:-2000}
 N2=${BENCH_H2_REQUESTS:-4000}
 need valgrind h2load nginx haproxy openssl "apt-get install valgrind nghttp2-client nginx haproxy openssl"
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+scratch_dir
+tmp=$work
 
 examples/demo/mesh-pki.sh "$tmp/pki" \
   provider=api.shop.svc.cluster.local=spiffe://cluster.local/ns/shop/sa/api \

@@ -24,14 +24,8 @@ for tool in h2load nginx haproxy openssl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nghttp2-client nginx haproxy openssl)" >&2; exit 2; }
 done
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+scratch_dir
+tmp=$work
 
 
 examples/demo/mesh-pki.sh "$tmp/pki" \

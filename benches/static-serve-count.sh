@@ -21,14 +21,7 @@ if [[ -z "${BIN:-}" ]]; then
   BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_dir
 # nginx's workers run as nobody: the directory must be readable.
 chmod 755 "$work"
 mkdir -p "$work/site"

@@ -34,14 +34,7 @@ if [[ -z "${BIN:-}" ]]; then
   BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_dir
 
 # nginx's workers drop root for `nobody`: mktemp's 0700 directory would make
 # every nginx answer a 403 (as it did in runs before this check existed).

@@ -20,14 +20,8 @@ N2=${BENCH_H2_REQUESTS:-120000}
 SECS=${BENCH_SECONDS:-5}
 need nginx haproxy h2load iperf3 "apt-get install nginx haproxy nghttp2-client iperf3"
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+scratch_dir
+tmp=$work
 
 UP1=$(free_port); UP2=$(free_port); P1=$(free_port); P2=$(free_port); H1=$(free_port)
 H2=$(free_port); IP=$(free_port); PA=$(free_port); PT=$(free_port)

@@ -36,14 +36,8 @@ FDS=$(ulimit -n)
 MAXIDLE=$(( (FDS - 200) / 2 ))
 IDLE=${BENCH_IDLE_CONNECTIONS:-$(( MAXIDLE < 10000 ? MAXIDLE : 10000 ))}
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+scratch_dir
+tmp=$work
 
 # Peers: iperf3 server and an echo server.
 iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
