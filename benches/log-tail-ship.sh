@@ -17,7 +17,7 @@
 # written to, fsynced in and read back from the disk buffer), as a row of its
 # own in the same run.
 #
-# usage: [FORMAT=raw|cri] [BUFFER=1] benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
+# usage: [BIN=path/to/sidecar] [FORMAT=raw|cri] [BUFFER=1] benches/log-tail-ship.sh [SIZE_MIB (default 512)] [LINE_BYTES (default 200)]
 # needs: rsyslog rsyslog-elasticsearch python3 (Debian packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +26,10 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-512}
 LINE_BYTES=${2:-200}
 FORMAT=${FORMAT:-raw}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/log-tail-ship}
-cargo build -q --release --no-default-features --features log-tail-ship
-BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/sidecar
+if [[ -z "${BIN:-}" ]]; then
+  cargo build -q --release --no-default-features --features log-tail-ship
+  BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
+fi
 command -v rsyslogd >/dev/null || { echo "rsyslogd missing: apt-get install rsyslog rsyslog-elasticsearch" >&2; exit 1; }
 
 WORK=$(mktemp -d)
