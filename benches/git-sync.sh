@@ -52,6 +52,9 @@ export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
 # --- the upstream repository: FILES files in 100 directories --------------
 REPO=$WORK/repo
 git init -q -b main "$REPO"
+# No automatic gc: the first commit's 10,000 loose objects would start one
+# in the background, and the explicit gc below would find it running.
+git -C "$REPO" config gc.auto 0
 for ((d = 0; d < 100; d++)); do
   mkdir -p "$REPO/d$d"
   for ((f = 0; f < FILES / 100; f++)); do
@@ -60,7 +63,6 @@ for ((d = 0; d < 100; d++)); do
 done
 git -C "$REPO" add -A && git -C "$REPO" commit -qm initial
 git -C "$REPO" gc -q # a real server has packs
-git -C "$REPO" config gc.auto 0
 
 PORT=$(free_port)
 git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$PORT" --base-path="$WORK" "$WORK" 2>/dev/null &
