@@ -20,18 +20,14 @@
 #        BIN=path/to/sidecar benches/config-watch-reload.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 SWAPS=${SWAPS:-100}
 IDENTICAL=${IDENTICAL:-10}
 IDLE_SECONDS=${IDLE_SECONDS:-60}
 
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --no-default-features --features config-watch-reload
-  BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
-fi
-for tool in python3 inotifywait curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install inotify-tools curl python3)" >&2; exit 2; }
-done
+sidecar_bin config-watch-reload
+need python3 inotifywait curl "apt-get install inotify-tools curl python3"
 
 work=$(mktemp -d -t cwr-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -88,3 +88,12 @@ scratch_cleanup() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
+
+# The sidecar to measure: $BIN when set, otherwise a release build of just
+# the applet FEATURE, made now (its progress on stderr).
+sidecar_bin() { # FEATURE
+  if [[ -z "${BIN:-}" ]]; then
+    cargo build --release --no-default-features --features "$1" >&2
+    BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
+  fi
+}

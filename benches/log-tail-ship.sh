@@ -26,10 +26,7 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-512}
 LINE_BYTES=${2:-200}
 FORMAT=${FORMAT:-raw}
-if [[ -z "${BIN:-}" ]]; then
-  cargo build -q --release --no-default-features --features log-tail-ship
-  BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
-fi
+sidecar_bin log-tail-ship
 command -v rsyslogd >/dev/null || { echo "rsyslogd missing: apt-get install rsyslog rsyslog-elasticsearch" >&2; exit 1; }
 
 WORK=$(mktemp -d)

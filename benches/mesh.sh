@@ -20,9 +20,7 @@ BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
 [ -x "$BIN" ] || { echo "no binary at $BIN; build with --release first" >&2; exit 2; }
 SECS=${BENCH_SECONDS:-10}
 REQS=${BENCH_REQUESTS:-100000}
-for tool in h2load nginx haproxy openssl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nghttp2-client nginx haproxy openssl)" >&2; exit 2; }
-done
+need h2load nginx haproxy openssl "apt-get install nghttp2-client nginx haproxy openssl"
 
 scratch_dir
 tmp=$work

@@ -16,10 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 need valgrind callgrind_control strace wrk nginx "apt-get install valgrind strace wrk nginx"
-if [[ -z "${BIN:-}" ]]; then
-  cargo build --release --no-default-features --features static-serve >&2
-  BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
-fi
+sidecar_bin static-serve
 
 scratch_dir
 # nginx's workers run as nobody: the directory must be readable.

@@ -21,18 +21,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-for tool in wrk nginx h2load openssl curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx nghttp2-client openssl curl)" >&2; exit 2; }
-done
+need wrk nginx h2load openssl curl "apt-get install wrk nginx nghttp2-client openssl curl"
 WORKERS=${WORKERS:-$(nproc)}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
-if [[ -z "${BIN:-}" ]]; then
-  cargo build --release --no-default-features --features static-serve >&2
-  BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
-fi
+sidecar_bin static-serve
 
 scratch_dir
 

@@ -67,6 +67,23 @@ fn server_proxy(m: &Mesh, leaf: &Leaf, up: &Upstream, extra: &[&str]) -> Proxy {
     Proxy::start(&args, 1)
 }
 
+/// A proxy originating mTLS as `web` to `upstreams`, which must present
+/// `expect_id`.
+fn client_proxy(m: &Mesh, upstreams: &str, expect_id: &str, extra: &[&str]) -> Proxy {
+    let mut args = vec![
+        "--listen=127.0.0.1:0".to_string(),
+        format!("--upstream={upstreams}"),
+        format!("--tls-cert={}", m.web.cert()),
+        format!("--tls-key={}", m.web.key()),
+        format!("--tls-ca={}", m.pki.ca()),
+        "--tls-client".to_string(),
+        format!("--tls-upstream-id={expect_id}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proxy::start(&args, 1)
+}
+
 /// `openssl s_client` as a peer: its stdout comes line by line.
 struct SClient {
     child: Peer,
@@ -356,21 +373,7 @@ fn haproxy_interoperates_as_mtls_client_and_as_mtls_server() {
         ),
     );
     support::http::wait_listening(back);
-    let client_proxy = |expect: &str| {
-        Proxy::start(
-            &[
-                "--listen=127.0.0.1:0",
-                &format!("--upstream={back}"),
-                &format!("--tls-cert={}", m.web.cert()),
-                &format!("--tls-key={}", m.web.key()),
-                &format!("--tls-ca={}", m.pki.ca()),
-                "--tls-client",
-                &format!("--tls-upstream-id={expect}"),
-            ],
-            1,
-        )
-    };
-    let ours = client_proxy(API);
+    let ours = client_proxy(&m, &back.to_string(), API, &[]);
     let mut c = ours.connect();
     assert_eq!(which(&mut c), "app");
     c.write_all(b"mtls out").unwrap();
@@ -382,7 +385,12 @@ fn haproxy_interoperates_as_mtls_client_and_as_mtls_server() {
     );
 
     // The same server, expected under another identity, is refused.
-    let wary = client_proxy("spiffe://cluster.local/ns/shop/sa/payments");
+    let wary = client_proxy(
+        &m,
+        &back.to_string(),
+        "spiffe://cluster.local/ns/shop/sa/payments",
+        &[],
+    );
     let mut c = wary.connect();
     assert!(closed(&mut c));
     wary.wait_metric(
@@ -518,18 +526,7 @@ fn http_over_mutual_tls_between_two_sidecars_and_from_curl_over_h2() {
         ],
         1,
     );
-    let consumer = Proxy::start(
-        &[
-            "--listen=127.0.0.1:0",
-            &format!("--upstream={}", provider.addr()),
-            &format!("--tls-cert={}", m.web.cert()),
-            &format!("--tls-key={}", m.web.key()),
-            &format!("--tls-ca={}", m.pki.ca()),
-            "--tls-client",
-            &format!("--tls-upstream-id={API}"),
-        ],
-        1,
-    );
+    let consumer = client_proxy(&m, &provider.addr().to_string(), API, &[]);
 
     // Four requests on one keep-alive connection reach both replicas.
     let url = format!("http://{}/", consumer.addr());
@@ -611,19 +608,11 @@ fn a_failed_upstream_handshake_tries_another_endpoint_and_counts_towards_ejectio
     // carry the identity the client expects.
     let impostor = Upstream::named("impostor");
     let bad = server_proxy(&m, &m.teller, &impostor, &["--tls-server=strict"]);
-    let client = Proxy::start(
-        &[
-            "--listen=127.0.0.1:0",
-            &format!("--upstream={},{}", bad.addr(), good.addr()),
-            &format!("--tls-cert={}", m.web.cert()),
-            &format!("--tls-key={}", m.web.key()),
-            &format!("--tls-ca={}", m.pki.ca()),
-            "--tls-client",
-            &format!("--tls-upstream-id={API}"),
-            "--lb=round-robin",
-            "--outlier-failures=2",
-        ],
-        1,
+    let client = client_proxy(
+        &m,
+        &format!("{},{}", bad.addr(), good.addr()),
+        API,
+        &["--lb=round-robin", "--outlier-failures=2"],
     );
     for _ in 0..4 {
         let mut c = client.connect();
@@ -666,18 +655,7 @@ fn http2_requests_go_as_http11_to_an_upstream_choosing_http11_by_alpn() {
         ),
     );
     support::http::wait_listening(back);
-    let consumer = Proxy::start(
-        &[
-            "--listen=127.0.0.1:0",
-            &format!("--upstream={back}"),
-            &format!("--tls-cert={}", m.web.cert()),
-            &format!("--tls-key={}", m.web.key()),
-            &format!("--tls-ca={}", m.pki.ca()),
-            "--tls-client",
-            &format!("--tls-upstream-id={API}"),
-        ],
-        1,
-    );
+    let consumer = client_proxy(&m, &back.to_string(), API, &[]);
     let url = format!("http://{}/", consumer.addr());
     let fmt = "%{http_code} %{http_version}\\n";
     // Twice: over the connection ALPN chose, then from the HTTP/1.1 pool.

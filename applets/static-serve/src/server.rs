@@ -742,14 +742,20 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for Tracked<S> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_deadline_runs_from_accept_then_from_each_heads_first_byte() {
-        let limits = Limits {
+    /// A 5 s header timeout and a 100 s idle timeout, far enough apart
+    /// that each test can tell which deadline is armed.
+    fn limits() -> Limits {
+        Limits {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(100),
             max_connections: 1,
             max_connections_per_ip: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn header_deadline_runs_from_accept_then_from_each_heads_first_byte() {
+        let limits = limits();
         let soon = || Instant::now() + Duration::from_secs(6);
         let later = || Instant::now() + Duration::from_secs(50);
         let a = Arc::new(Activity::new());
@@ -772,12 +778,7 @@ mod tests {
 
     #[test]
     fn a_deadline_never_moves_before_the_check_armed() {
-        let limits = Limits {
-            header_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(100),
-            max_connections: 1,
-            max_connections_per_ip: 0,
-        };
+        let limits = limits();
         let a = Arc::new(Activity::new());
         drop(a.begin_request(http::Version::HTTP_11));
         // Idle: the deadline is 100 s out, the check at most 5 s.
@@ -795,12 +796,7 @@ mod tests {
 
     #[test]
     fn h2_frames_between_streams_are_not_traffic() {
-        let limits = Limits {
-            header_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(100),
-            max_connections: 1,
-            max_connections_per_ip: 0,
-        };
+        let limits = limits();
         let a = Arc::new(Activity::new());
         drop(a.begin_request(http::Version::HTTP_2));
         let idle = a.deadline(&limits);
