@@ -18,27 +18,34 @@ pub struct AccessLog {
     dropped: Counter,
 }
 
+/// The file an `--access-log` value names: none for `off` and `stdout`.
+fn file_of(spec: &str) -> Option<&Path> {
+    match spec {
+        "off" | "" | "stdout" | "-" => None,
+        path => Some(Path::new(path)),
+    }
+}
+
 impl AccessLog {
-    /// `off` → None; `stdout`; or a file opened for appending.
     /// `--check`: a file named can be opened for appending.
     pub fn check(spec: &str) -> anyhow::Result<()> {
-        match spec {
-            "off" | "" | "stdout" | "-" => Ok(()),
-            path => sidecar_runtime::check::writable_file("--access-log", Path::new(path)),
-        }
+        file_of(spec).map_or(Ok(()), |path| {
+            sidecar_runtime::check::writable_file("--access-log", path)
+        })
     }
 
+    /// `off` → None; `stdout`; or a file opened for appending.
     pub fn open(spec: &str, dropped: Counter) -> anyhow::Result<Option<AccessLog>> {
-        let mut out: Box<dyn Write + Send> = match spec {
-            "off" | "" => return Ok(None),
-            "stdout" | "-" => Box::new(std::io::stdout()),
-            path => Box::new(
+        let mut out: Box<dyn Write + Send> = match file_of(spec) {
+            Some(path) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| usage!("--access-log: cannot open {path}: {e}"))?,
+                    .map_err(|e| usage!("--access-log: cannot open {spec}: {e}"))?,
             ),
+            None if matches!(spec, "off" | "") => return Ok(None),
+            None => Box::new(std::io::stdout()),
         };
         let (tx, rx) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new()

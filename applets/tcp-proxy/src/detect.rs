@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 const MAX_PEEK: usize = 8 * 1024;
 /// Longer than any registered method (UPDATEREDIRECTREF has 17 letters).
 const MAX_METHOD: usize = 20;
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {

@@ -666,21 +666,23 @@ async fn connect_once(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStre
     }
 }
 
-/// `reason`: a connect failure's kind, or `tls` for a failed handshake.
-fn count_failure(
-    shared: &Shared,
-    route: &Route,
+/// Counts and logs a failed connect to `addr` of `route` (the relay's and
+/// HTTP's alike). `reason`: a connect failure's kind, or `tls` for a failed
+/// handshake.
+pub fn count_failure(
+    metrics: &Metrics,
+    route: &str,
     addr: SocketAddr,
     reason: &str,
     error: &dyn std::fmt::Display,
 ) {
     let labels = vec![
-        ("route", route.name.clone()),
+        ("route", route.to_string()),
         ("upstream", addr.to_string()),
         ("reason", reason.to_string()),
     ];
-    shared.metrics.connect_failures.get_or_create(&labels).inc();
-    tracing::debug!(route = %route.name, upstream = %addr, error = %error, "connect failed");
+    metrics.connect_failures.get_or_create(&labels).inc();
+    tracing::debug!(route = %route, upstream = %addr, error = %error, "connect failed");
 }
 
 async fn connect_direct(
@@ -696,7 +698,7 @@ async fn connect_direct(
                 return Ok(s);
             }
             Err(e) => {
-                count_failure(shared, route, dst, failure_reason(&e), &e);
+                count_failure(&shared.metrics, &route.name, dst, failure_reason(&e), &e);
                 if e.kind() == io::ErrorKind::ConnectionRefused {
                     break; // the destination has nothing listening; retrying will not change that
                 }
@@ -726,7 +728,7 @@ async fn connect_balanced(
         let s = match connect_once(addr, shared.connect_timeout).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                count_failure(shared, route, addr, failure_reason(&e), &e);
+                count_failure(&shared.metrics, &route.name, addr, failure_reason(&e), &e);
                 // Our own fd or memory shortage says nothing about the endpoint.
                 if !is_resource_error(&e) {
                     pool.report_failure(&lease.endpoint);
@@ -744,7 +746,7 @@ async fn connect_balanced(
                 return Ok((s, tls, lease));
             }
             Err(reason) => {
-                count_failure(shared, route, addr, "tls", &reason);
+                count_failure(&shared.metrics, &route.name, addr, "tls", &reason);
                 pool.report_failure(&lease.endpoint);
                 tls_failed = true;
             }

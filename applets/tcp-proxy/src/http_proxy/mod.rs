@@ -124,13 +124,12 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn started(&self) {
+    /// Counts a request until the returned guard drops: when it is answered,
+    /// and also when hyper drops the request's future (an HTTP/2 stream the
+    /// client reset), which would otherwise keep the connection busy forever.
+    fn started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn answered(&self) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        InFlight(self.clone())
     }
 
     /// Returns once no request has been in flight for `timeout`.
@@ -149,6 +148,16 @@ impl Activity {
             };
             tokio::time::sleep_until(next.into()).await;
         }
+    }
+}
+
+/// One request in flight on a connection (see [`Activity::started`]).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -203,10 +212,8 @@ impl HttpProxy {
         let svc = hyper::service::service_fn(move |req| {
             let (this, conn, requests) = (this.clone(), conn.clone(), requests.clone());
             async move {
-                requests.started();
-                let resp = this.handle(req, &conn).await;
-                requests.answered();
-                Ok::<_, Infallible>(resp)
+                let _in_flight = requests.started();
+                Ok::<_, Infallible>(this.handle(req, &conn).await)
             }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -446,13 +453,8 @@ impl HttpProxy {
             {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "connect failed");
-                    let labels = vec![
-                        ("route", dest.name.clone()),
-                        ("upstream", addr.to_string()),
-                        ("reason", crate::proxy::failure_reason(&e).to_string()),
-                    ];
-                    self.metrics.connect_failures.get_or_create(&labels).inc();
+                    let reason = crate::proxy::failure_reason(&e);
+                    crate::proxy::count_failure(&self.metrics, &dest.name, addr, reason, &e);
                     if let Some((pool, ep)) = pool {
                         pool.report_failure(ep);
                     }
