@@ -18,7 +18,7 @@
 //! Trees with `.gitattributes` (eol, ident, filters) and names git refuses
 //! return false: they go through libgit2's validating checkout instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -33,11 +33,9 @@ use crate::sparse::Sparse;
 use crate::{indexfile, spare};
 
 pub(crate) const MODE_TREE: i32 = 0o040000;
-const MODE_LINK: i32 = 0o120000;
-const MODE_SUBMODULE: i32 = 0o160000;
+pub(crate) const MODE_LINK: i32 = 0o120000;
+pub(crate) const MODE_SUBMODULE: i32 = 0o160000;
 const MODE_EXEC: i32 = 0o100755;
-
-const INDEX_ENTRY_SKIP_WORKTREE: u16 = 1 << 14;
 
 /// Smaller unchanged files are inflated rather than copied when the
 /// filesystem cannot reflink.
@@ -83,7 +81,9 @@ pub fn write_tree(
     let reusable = match previous {
         Some(p) => {
             let min = if can_reflink(p, wt) { 0 } else { COPY_MIN };
-            unmodified_files(p, min).unwrap_or_else(|e| {
+            // What the spare kept was just checked; no second lstat.
+            let kept: HashSet<&[u8]> = kept.keys().map(|&i| items[i].path.as_slice()).collect();
+            unmodified_files(p, min, &kept).unwrap_or_else(|e| {
                 tracing::debug!(error = %format!("{e:#}"), "previous worktree not reused");
                 HashMap::new()
             })
@@ -187,8 +187,13 @@ fn list(tree: &git2::Tree) -> Result<Option<Vec<Item>>> {
 }
 
 /// Files of `min` bytes or more of the worktree at `dir` that still hold
-/// what its index says (`spare::unmodified`): path → (blob, mode).
-fn unmodified_files(dir: &Path, min: u64) -> Result<HashMap<Vec<u8>, (Oid, u32)>> {
+/// what its index says (`spare::unmodified`): path → (blob, mode). Paths in
+/// `skip` are left out (the new tree has them already).
+fn unmodified_files(
+    dir: &Path,
+    min: u64,
+    skip: &HashSet<&[u8]>,
+) -> Result<HashMap<Vec<u8>, (Oid, u32)>> {
     let repo = Repository::open(dir)?;
     let index_path = repo.path().join("index");
     let written = std::fs::metadata(&index_path)?;
@@ -197,8 +202,8 @@ fn unmodified_files(dir: &Path, min: u64) -> Result<HashMap<Vec<u8>, (Oid, u32)>
     let written = (written.mtime(), written.mtime_nsec());
     for e in index.iter() {
         let regular = e.mode == 0o100644 || e.mode == 0o100755;
-        let skipped = e.flags_extended & INDEX_ENTRY_SKIP_WORKTREE != 0;
-        if !regular || skipped || u64::from(e.file_size) < min {
+        let skipped = e.flags_extended & indexfile::EXTENDED_SKIP_WORKTREE != 0;
+        if !regular || skipped || u64::from(e.file_size) < min || skip.contains(e.path.as_slice()) {
             continue;
         }
         let Ok(m) = std::fs::symlink_metadata(dir.join(OsStr::from_bytes(&e.path))) else {

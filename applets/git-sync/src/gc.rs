@@ -246,7 +246,7 @@ pub fn collect(repo: &Repository, aggressive: bool) -> Result<()> {
 }
 
 /// The `.pack` files of a pack directory.
-fn packs(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn packs(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
+use sidecar_runtime::tls::rustls::RootCertStore;
 
 use crate::config::{GithubApp, PrivateKey};
 
@@ -49,7 +50,9 @@ pub struct TokenSource {
 
 impl TokenSource {
     pub fn new(app: GithubApp) -> Result<TokenSource> {
-        let client = reqwest::Client::builder()
+        // System roots load at the first HTTPS handshake, as for every
+        // other client (runtime::tls::http_client_builder).
+        let client = sidecar_runtime::tls::http_client_builder(RootCertStore::empty())
             .timeout(HTTP_TIMEOUT)
             .user_agent(concat!("sidecar-git-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;

@@ -12,7 +12,8 @@ use anyhow::{Context as _, Result};
 use git2::Oid;
 
 const FLAG_EXTENDED: u16 = 0x4000;
-const EXTENDED_SKIP_WORKTREE: u16 = 0x4000;
+/// The skip-worktree bit of an entry's extended flags (sparse checkout).
+pub(crate) const EXTENDED_SKIP_WORKTREE: u16 = 0x4000;
 
 pub struct Entry<'a> {
     pub path: &'a [u8],

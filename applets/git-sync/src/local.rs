@@ -98,20 +98,19 @@ fn present(odb: Option<&Odb>, oid: Oid) -> bool {
 /// alternates.
 fn holds_no_objects(gitdir: &Path) -> bool {
     let objects = gitdir.join("objects");
-    let packs = std::fs::read_dir(objects.join("pack")).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
-            .count()
-    });
-    let loose = std::fs::read_dir(&objects).map_or(0, |d| {
-        d.flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                name.len() == 2 && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some())
+    // Cheapest first, and stop at the first object found: this runs on
+    // every fetch, and a synced repository has packs.
+    let loose = || {
+        std::fs::read_dir(&objects).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name().len() == 2
+                    && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some())
             })
-            .count()
-    });
-    packs == 0 && loose == 0 && !objects.join("info/alternates").exists()
+        })
+    };
+    crate::gc::packs(&objects.join("pack")).is_empty()
+        && !objects.join("info/alternates").exists()
+        && !loose()
 }
 
 /// Adds a tree and what it holds, skipping whatever `dst` already has (a

@@ -35,8 +35,9 @@ use crate::layout::{self, Layout};
 /// Larger files are dropped from the spare.
 const KEEP_MAX: u32 = 64 * 1024;
 
-const MODE_LINK: u32 = 0o120000;
-const MODE_SUBMODULE: u32 = 0o160000;
+// Index entries carry modes as u32, the tree walk as i32.
+const MODE_LINK: u32 = checkout::MODE_LINK as u32;
+const MODE_SUBMODULE: u32 = checkout::MODE_SUBMODULE as u32;
 
 fn spare_dir(l: &Layout) -> PathBuf {
     l.root.join(".git/sidecar-spare")
