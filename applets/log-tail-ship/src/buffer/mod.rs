@@ -288,6 +288,7 @@ impl Buffer {
 
     /// fsyncs what was appended since the last call, then moves the
     /// checkpoints past the lines of those records: the buffer owns them now.
+    /// A failure is logged here; the checkpoints then stay where they were.
     pub fn sync(&self, store: &Mutex<Store>) -> std::io::Result<()> {
         let _one = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let (files, dir, marks) = {
@@ -314,6 +315,7 @@ impl Buffer {
             });
         if let Err(e) = synced {
             // Not durable: the checkpoints stay, and the next pass tries again.
+            tracing::error!(error = %e, "cannot fsync --buffer-dir; checkpoints stay before its lines");
             let mut st = self.lock();
             for s in st.segments.iter_mut() {
                 s.dirty |= files.iter().any(|(id, _)| *id == s.id);
