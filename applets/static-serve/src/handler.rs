@@ -442,7 +442,7 @@ impl Handler {
             let mut u = text(StatusCode::RANGE_NOT_SATISFIABLE, "");
             u.headers_mut().insert(
                 header::CONTENT_RANGE,
-                header_value(format!("bytes */{len}")),
+                headers::value(format!("bytes */{len}")),
             );
             return u;
         }
@@ -464,7 +464,7 @@ impl Handler {
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
                 r.headers_mut().insert(
                     header::CONTENT_RANGE,
-                    header_value(format!("bytes {}-{}/{len}", p.start, p.end - 1)),
+                    headers::value(format!("bytes {}-{}/{len}", p.start, p.end - 1)),
                 );
                 body.push_file(p.start, p.end - p.start);
             }
@@ -473,7 +473,7 @@ impl Handler {
                 let boundary = boundary(&etag);
                 let ctype = r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    header_value(format!("multipart/byteranges; boundary={boundary}")),
+                    headers::value(format!("multipart/byteranges; boundary={boundary}")),
                 );
                 let part_type = ctype
                     .as_ref()
@@ -653,10 +653,6 @@ fn last_modified(mtime: SystemTime) -> (SystemTime, Option<HeaderValue>) {
         return (mtime, None);
     }
     (mtime.min(now), Some(http_date(now)))
-}
-
-fn header_value(s: String) -> HeaderValue {
-    headers::value(s)
 }
 
 /// A multipart boundary that cannot occur by chance in the file: derived from

@@ -87,51 +87,37 @@ pub struct Meta {
 
 impl Meta {
     fn from_stat(st: &FileStat) -> Meta {
-        Meta::new(
-            st.st_dev,
-            st.st_ino,
-            st.st_size as u64,
-            (st.st_mtime, st.st_mtime_nsec),
-            (st.st_ctime, st.st_ctime_nsec),
-        )
+        Meta::new(FileId::of(st))
     }
 
     /// For files opened outside the tree (an absolute `--not-found-page`).
     pub fn from_metadata(md: &std::fs::Metadata) -> Meta {
         use std::os::unix::fs::MetadataExt;
-        Meta::new(
-            md.dev(),
-            md.ino(),
-            md.size(),
-            (md.mtime(), md.mtime_nsec()),
-            (md.ctime(), md.ctime_nsec()),
-        )
+        Meta::new(FileId {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        })
     }
 
     /// Whether the file's ctime is over a second old, so that no write within
     /// the file system's timestamp granularity can give new content the same
     /// [`FileId`]: only such files are cached by identity.
     pub fn settled(&self) -> bool {
-        self.changed
-            .elapsed()
-            .is_ok_and(|age| age > Duration::from_secs(1))
+        settled(self.changed)
     }
 
-    fn new(dev: u64, ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64)) -> Meta {
+    fn new(id: FileId) -> Meta {
         let mut h = std::hash::DefaultHasher::new();
-        (ino, size, mtime, ctime).hash(&mut h);
+        (id.ino, id.size, id.mtime, id.ctime).hash(&mut h);
         Meta {
-            id: FileId {
-                dev,
-                ino,
-                size,
-                mtime,
-                ctime,
-            },
-            changed: time(ctime),
-            size,
-            modified: time(mtime),
+            changed: time(id.ctime),
+            size: id.size,
+            modified: time(id.mtime),
             etag: format!("\"{:016x}\"", h.finish()),
+            id,
         }
     }
 }
@@ -162,6 +148,13 @@ pub struct FileId {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+}
+
+/// Whether a ctime is over a second old (see [`Meta::settled`]).
+fn settled(changed: SystemTime) -> bool {
+    changed
+        .elapsed()
+        .is_ok_and(|age| age > Duration::from_secs(1))
 }
 
 impl FileId {
@@ -384,8 +377,9 @@ impl Tree {
             return;
         };
         let dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if dir && Meta::from_stat(&st).settled() {
-            self.remember(rel, Known::Absent(FileId::of(&st)));
+        let id = FileId::of(&st);
+        if dir && settled(time(id.ctime)) {
+            self.remember(rel, Known::Absent(id));
         }
     }
 
