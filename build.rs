@@ -12,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SIDECAR_GIT_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     pack_relative_relocations();
+    order_functions();
 
     let commit = std::env::var("SIDECAR_GIT_COMMIT")
         .ok()
@@ -45,6 +46,55 @@ fn pack_relative_relocations() {
     if var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu" {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+}
+
+/// An idle applet's RSS is mostly its binary's code, mapped by the kernel in
+/// 64 KiB fault-around windows: the ~1 MiB of functions an applet runs,
+/// left where the compiler put them, spread over 7-12 MiB of windows. The
+/// release link places them together (link/symbol-order.txt, made by
+/// scripts/symbol-order), the functions shared by several applets first.
+/// lld only (GNU ld lacks the flag): rustc links x86_64 Linux with its own
+/// lld from 1.90 on, unless another linker is configured.
+fn order_functions() {
+    let order = std::path::Path::new("link/symbol-order.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let flags = var("CARGO_ENCODED_RUSTFLAGS");
+    let own_linker = ["linker", "fuse-ld", "link-self-contained"]
+        .iter()
+        .any(|f| flags.contains(f))
+        || !var("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_empty();
+    if var("PROFILE") != "release"
+        || var("TARGET") != "x86_64-unknown-linux-gnu"
+        || own_linker
+        || !rustc_links_with_lld()
+        || !order.exists()
+    {
+        return;
+    }
+    let path = std::fs::canonicalize(order).expect("link/symbol-order.txt");
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+        path.display()
+    );
+    // A name the binary no longer has (renamed since the file was made)
+    // only loses its place; a warning per name would bury real ones.
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+}
+
+/// Whether rustc is 1.90 or later, whose x86_64 Linux default linker is lld.
+fn rustc_links_with_lld() -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).arg("-vV").output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let minor = text
+        .lines()
+        .find_map(|l| l.strip_prefix("release: 1."))
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    minor.is_some_and(|m| m >= 90)
 }
 
 /// The checked-out commit, and a rerun whenever it moves. `None` without git

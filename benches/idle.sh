@@ -143,3 +143,11 @@ strip -o "$tmp/sidecar.stripped" "$BIN"
 bin_mib=$(awk -v b="$(stat -c %s "$tmp/sidecar.stripped")" 'BEGIN{printf "%.1f", b/1048576}')
 echo "binary (stripped): $bin_mib MiB (goal <= $GOAL_BIN_MIB MiB: $(awk -v m="$bin_mib" -v g="$GOAL_BIN_MIB" 'BEGIN{print (m <= g ? "ok" : "OVER")}'))"
 echo "cpu ms: CPU time used in ${WINDOW}s idle, in clock ticks of $((1000 / HZ)) ms (0 = under one tick); rss: summed over the process tree at the end (the fetch loop: its shell between fetches); x: ours / peer"
+# Most of an idle applet's RSS is code; build.rs groups what the applets run
+# (link/symbol-order.txt). Names that changed since the file was made lose
+# their place: regenerate with scripts/symbol-order when this share falls.
+if [ -s link/symbol-order.txt ]; then
+  listed=$(sed '/^$/d' link/symbol-order.txt | sort -u | wc -l)
+  found=$(nm --defined-only "$BIN" 2>/dev/null | awk '{print $3}' | sort -u | comm -12 - <(sed '/^$/d' link/symbol-order.txt | sort -u) | wc -l)
+  echo "symbol order: $found of $listed listed functions are in the binary (regenerate with scripts/symbol-order when this falls)"
+fi
