@@ -10,6 +10,8 @@
 # divided by N. Everything the process does counts: hyper/h2, rustls,
 # tokio, malloc (OpenSSL and HAProxy's own for HAProxy); the kernel does not.
 # Usage: benches/mesh-instructions.sh [path/to/sidecar]  (needs valgrind h2load nginx haproxy openssl)
+# BENCH_PROFILE_DIR=DIR keeps each measured profile there (PROTO-ROLE.PID.1) for
+# callgrind_annotate --inclusive=yes.
 # Build first: cargo build --release --no-default-features --features tcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +83,10 @@ measure() {
   for p in "$@"; do callgrind_control --dump=measured "$p" >/dev/null 2>&1; done
   for p in "$@"; do
     total=$(awk '/^summary:/ {print $2}' "$tmp"/*."$p".1)
+    if [ -n "${BENCH_PROFILE_DIR:-}" ]; then
+      mkdir -p "$BENCH_PROFILE_DIR"
+      for f in "$tmp"/*."$p".1; do cp "$f" "$BENCH_PROFILE_DIR/$proto-${f##*/}"; done
+    fi
     printf ' %8d' $((total / n))
   done
 }
