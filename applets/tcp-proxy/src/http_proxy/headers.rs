@@ -2,6 +2,7 @@
 //! X-Forwarded-For/-Proto, x-request-id, and the request-smuggling spellings
 //! refused before anything reaches an upstream.
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
@@ -70,26 +71,26 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 /// Appends the client (`client`: its address as a header value, made once
 /// per connection) to X-Forwarded-For and says how it reached us.
 pub fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool) {
-    let value = match h.entry(&X_FORWARDED_FOR) {
+    match h.entry(&X_FORWARDED_FOR) {
         header::Entry::Vacant(v) => {
             v.insert(client.clone());
-            None
         }
-        header::Entry::Occupied(prior) => {
-            let mut value = prior
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
-            if !value.is_empty() {
-                value.push_str(", ");
+        // Built in one buffer and put back into the entry found: this runs
+        // on every request behind another proxy (the provider side of every
+        // mesh hop).
+        header::Entry::Occupied(mut prior) => {
+            let len = prior.iter().map(|v| v.len() + 2).sum::<usize>() + client.len();
+            let mut value = BytesMut::with_capacity(len);
+            for v in prior.iter().filter(|v| !v.is_empty()) {
+                value.extend_from_slice(v.as_bytes());
+                value.extend_from_slice(b", ");
             }
-            value.push_str(client.to_str().unwrap_or_default());
-            Some(value)
+            value.extend_from_slice(client.as_bytes());
+            // Parts of valid header values joined by ", " are one.
+            if let Ok(v) = HeaderValue::from_maybe_shared(value.freeze()) {
+                prior.insert(v);
+            }
         }
-    };
-    if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        h.insert(&X_FORWARDED_FOR, v);
     }
     h.insert(
         &X_FORWARDED_PROTO,
@@ -101,7 +102,14 @@ pub fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool) {
 /// (32 hex digits).
 pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
     match h.entry(&X_REQUEST_ID) {
-        header::Entry::Occupied(id) => id.get().clone(),
+        header::Entry::Occupied(mut id) => {
+            // Never indexed on the way on either (see below): HPACK does not
+            // say which fields were sent never-indexed, so a sidecar behind
+            // another would insert every id into its table towards the app.
+            let id = id.get_mut();
+            id.set_sensitive(true);
+            id.clone()
+        }
         header::Entry::Vacant(v) => {
             let n: u128 = rand::thread_rng().gen();
             let mut hex = [0u8; 32];
@@ -176,6 +184,13 @@ mod tests {
         let client = HeaderValue::from_static("10.0.0.1");
         add_forwarded(&mut h, &client, false);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        add_forwarded(&mut h, &client, false);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "1.2.3.4, 10.0.0.1, 10.0.0.2, 10.0.0.1"
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, &client, true);
@@ -191,6 +206,10 @@ mod tests {
         assert!(id.to_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(request_id(&mut h), id);
         assert_ne!(request_id(&mut HeaderMap::new()), id);
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, "from-the-client".parse().unwrap());
+        assert_eq!(request_id(&mut h), "from-the-client");
+        assert!(h[&X_REQUEST_ID].is_sensitive(), "never indexed onwards");
     }
 
     #[test]
