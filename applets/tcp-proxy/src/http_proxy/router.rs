@@ -2,12 +2,12 @@
 //! path prefix (and a matching host, compared without the port), else the
 //! listener's own destination.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+use rustc_hash::FxHashMap;
 use sidecar_runtime::prometheus_client;
 
 use crate::limits::TokenBucket;
@@ -59,7 +59,7 @@ pub struct RouteMetrics {
     metrics: Metrics,
     latency: OnceLock<Histogram>,
     /// By endpoint (None: a local answer) and status class (1–5).
-    requests: RwLock<HashMap<(Option<SocketAddr>, u16), Counter>>,
+    requests: RwLock<FxHashMap<(Option<SocketAddr>, u16), Counter>>,
 }
 
 impl RouteMetrics {
@@ -68,7 +68,7 @@ impl RouteMetrics {
             route,
             metrics,
             latency: OnceLock::new(),
-            requests: RwLock::new(HashMap::new()),
+            requests: RwLock::new(FxHashMap::default()),
         }
     }
 
