@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::{full, Body};
+use super::Body;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Local {
@@ -63,7 +63,7 @@ impl Local {
     }
 
     pub fn response(self) -> Response<Body> {
-        let mut resp = Response::new(full(format!("tcp-proxy: {}\n", self.message())));
+        let mut resp = Response::new(Body::full(format!("tcp-proxy: {}\n", self.message())));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -429,8 +429,7 @@ impl HttpProxy {
                 Err(_) => return self.answer(&dest.name, Local::BadRequest("request body")),
             }
         } else {
-            let body = body.map_err(Into::into).boxed_unsync();
-            (None, Some(Request::from_parts(parts, body)))
+            (None, Some(Request::from_parts(parts, Body::Incoming(body))))
         };
 
         if self.settings.retries > 0 {
@@ -641,7 +640,7 @@ impl Target {
 
 /// A copy of a request whose body was kept for retries.
 fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
-    let mut req = Request::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+    let mut req = Request::new(Body::full(body));
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
@@ -650,14 +649,7 @@ fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
 }
 
 fn downstream_response(resp: Response<Incoming>) -> Response<Body> {
-    let mut resp = resp.map(|b| b.map_err(Into::into).boxed_unsync());
+    let mut resp = resp.map(Body::Incoming);
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     resp
-}
-
-/// A body of bytes for local answers and tunnels.
-fn full(text: impl Into<Bytes>) -> Body {
-    Full::new(text.into())
-        .map_err(|e| match e {})
-        .boxed_unsync()
 }

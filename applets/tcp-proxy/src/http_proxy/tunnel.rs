@@ -11,9 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::upstream::Connector;
-use http_body_util::BodyExt;
-
-use super::{downstream_response, full, Body, Target};
+use super::{downstream_response, Body, Target};
 
 /// An HTTP/1 Upgrade other than `h2c` (curl --http2 asks for that on
 /// plain connections; the request is served as HTTP/1.1 instead, which the
@@ -51,7 +49,7 @@ pub async fn connect(
             Err(e) => tracing::debug!(error = %e, "CONNECT tunnel not established"),
         }
     });
-    Ok(Response::new(full("")))
+    Ok(Response::new(Body::full("")))
 }
 
 pub async fn upgrade(
@@ -62,7 +60,7 @@ pub async fn upgrade(
     let mut sender = connector.handshake_h1(addr).await?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let target = Target::of(&req);
-    let mut up_req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+    let mut up_req = req.map(Body::Incoming);
     target.prepare(&mut up_req, false, addr);
     let mut resp = sender
         .send_request(up_req)
@@ -79,7 +77,7 @@ pub async fn upgrade(
         }
     });
     let (parts, _) = resp.into_parts();
-    Ok(Response::from_parts(parts, full("")))
+    Ok(Response::from_parts(parts, Body::full("")))
 }
 
 async fn splice<U>(client: hyper::upgrade::Upgraded, upstream: U)

@@ -9,16 +9,19 @@
 //! request is handed over, tells a connect failure (nothing sent, always
 //! safe to retry) from a failure after sending.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::Full;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use super::preface;
@@ -31,7 +34,49 @@ pub trait UpstreamStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> UpstreamStream for T {}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body on its way through: the peer's, streamed on, or bytes we hold (a
+/// local answer, a request kept for retries). An enum rather than a boxed
+/// body: two allocations fewer per proxied request.
+pub enum Body {
+    Incoming(Incoming),
+    Full(Full<Bytes>),
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Body::Full(Full::new(bytes.into()))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Incoming(b) => b.is_end_stream(),
+            Body::Full(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Incoming(b) => b.size_hint(),
+            Body::Full(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Idle HTTP/1 connections older than this are closed rather than reused:
 /// servers close idle keep-alive connections too (nginx after 75 s), and a
@@ -101,7 +146,7 @@ pub struct Connector {
     connect_timeout: Duration,
     /// --tls-client: requests go to upstreams over mutual TLS.
     tls: Option<Arc<Tls>>,
-    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointConns>>>,
+    endpoints: Mutex<FxHashMap<SocketAddr, Arc<EndpointConns>>>,
 }
 
 impl Connector {
@@ -109,7 +154,7 @@ impl Connector {
         Connector {
             connect_timeout,
             tls,
-            endpoints: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(FxHashMap::default()),
         }
     }
 
