@@ -18,53 +18,71 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// to reach the server). `upgrade`: keep `Upgrade` and `Connection:
 /// upgrade`, the request is becoming a tunnel.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of them: one pass over the names is cheaper
-    // than looking each of them up.
-    let hop = |n: &HeaderName| {
-        n == header::CONNECTION
-            || n == KEEP_ALIVE
-            || n == PROXY_CONNECTION
-            || n == header::TRANSFER_ENCODING
-            || n == header::UPGRADE
-            || n == header::TE
-    };
-    if !upgrade && !h.keys().any(hop) {
-        return;
+    // Most messages carry none of them, or only `Connection: keep-alive`
+    // (nginx on every HTTP/1.1 response): one pass over the names says
+    // which are there, and only those are looked up and removed.
+    let (mut connection, mut te, mut upgrade_header, mut other) = (false, false, false, false);
+    for n in h.keys() {
+        if n == header::CONNECTION {
+            connection = true;
+        } else if n == header::TE {
+            te = true;
+        } else if n == header::UPGRADE {
+            upgrade_header = true;
+        } else if n == KEEP_ALIVE || n == PROXY_CONNECTION || n == header::TRANSFER_ENCODING {
+            other = true;
+        }
     }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if !(upgrade && n == header::UPGRADE) && n != header::TE {
+    if connection {
+        // Names handled below whatever Connection says need no lookup (and
+        // the usual `keep-alive` no allocation).
+        let handled = |t: &str| {
+            [
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "connection",
+                "upgrade",
+                "te",
+            ]
+            .iter()
+            .any(|n| t.eq_ignore_ascii_case(n))
+        };
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !handled(t))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+        h.remove(header::CONNECTION);
+    }
+    if other {
+        for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING] {
             h.remove(n);
         }
     }
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TRANSFER_ENCODING,
-    ] {
-        h.remove(n);
-    }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade_header {
         h.remove(header::UPGRADE);
     }
-    let trailers = h
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    h.remove(header::TE);
-    if trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    if te {
+        let trailers = h
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        h.remove(header::TE);
+        if trailers {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
@@ -175,6 +193,21 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h["x-app"], "kept");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Keep-Alive".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "2".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade, x-secret".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
     }
 
     #[test]
