@@ -588,6 +588,50 @@ fn sigterm_with_the_sink_down_keeps_unacknowledged_lines_for_the_restart() {
     assert_eq!(ev["message"], "undelivered");
 }
 
+/// A backlog (lines written while the shipper was down) goes out in full
+/// batches, and its last lines right after them: they do not wait for
+/// --batch-timeout.
+#[test]
+fn the_end_of_a_backlog_does_not_wait_for_the_batch_timeout() {
+    let dir = support::tempdir();
+    let mut w = Writer::append(&dir.path().join("app.log"));
+    let expected: Vec<String> = (0..250).map(|i| format!("backlog {i:03}")).collect();
+    for l in &expected {
+        w.line(l);
+    }
+    let recv = http::Receiver::with(|_| (200, String::new()));
+    let _sc = Sidecar::start(
+        "log-tail-ship",
+        &[
+            "--path",
+            &glob(dir.path(), "*.log"),
+            "--sink=http",
+            "--http-url",
+            &recv.url("/"),
+            "--batch-max-events=100",
+            "--batch-timeout=1h",
+        ],
+    );
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let body = String::from_utf8(recv.next().body).unwrap();
+        let batch: Vec<String> = body
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        sizes.push(batch.len());
+        got.extend(batch);
+    }
+    assert_eq!(sizes, [100, 100, 50]);
+    assert_eq!(got, expected);
+}
+
 /// An app that deletes its log and writes the same lines again: the new
 /// file starts with the old one's bytes but is new content, read in full.
 #[test]

@@ -147,6 +147,9 @@ pub struct Emitter {
     joins: HashMap<(FileKey, Stream), Join>,
     batch: Batch,
     first_at: Option<Instant>,
+    /// The last batch handed over was full: the reader is working off a
+    /// backlog, and what it read after it need not wait for --batch-timeout.
+    after_full: bool,
     limits: Limits,
     outlet: Outlet,
     shutdown: Shutdown,
@@ -179,6 +182,7 @@ impl Emitter {
             joins: HashMap::new(),
             batch: Batch::default(),
             first_at: None,
+            after_full: false,
             limits,
             outlet,
             shutdown,
@@ -376,7 +380,9 @@ impl Emitter {
         });
         self.first_at.get_or_insert_with(Instant::now);
         if b.len() >= self.limits.max_events || b.body.len() >= self.limits.max_bytes {
-            return self.flush();
+            let sent = self.flush();
+            self.after_full = sent;
+            return sent;
         }
         true
     }
@@ -426,6 +432,19 @@ impl Emitter {
         }
     }
 
+    /// The reader read every file to its end. If the batch before this one
+    /// went out full, these are the last lines of a backlog (a burst, or
+    /// what piled up while the shipper was down): they go now rather than
+    /// after --batch-timeout. A trickle of lines never fills a batch, so it
+    /// is still sent once per --batch-timeout; a steady stream adds at most
+    /// one request per full batch. False when shutdown interrupted.
+    pub fn caught_up(&mut self) -> bool {
+        if self.after_full {
+            return self.flush();
+        }
+        true
+    }
+
     /// When [`tick`](Self::tick) next has work.
     pub fn deadline(&self) -> Option<Instant> {
         let batch = self.first_at.map(|t| t + self.limits.timeout);
@@ -444,6 +463,7 @@ impl Emitter {
 
     fn hand_over(&mut self, force: bool) -> bool {
         self.first_at = None;
+        self.after_full = false;
         if self.batch.is_empty() && self.batch.marks.is_empty() {
             return true;
         }
@@ -494,6 +514,77 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::{mpsc, Semaphore};
+
+    /// An emitter of batches of at most three events that are never due
+    /// by time, and the queue its batches go to.
+    fn emitter(rt: &tokio::runtime::Runtime) -> (Emitter, mpsc::UnboundedReceiver<Batch>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Metrics::default();
+        let outlet = Outlet::memory(
+            tx,
+            Arc::new(Semaphore::new(64 << 20)),
+            rt.handle().clone(),
+            Shutdown::new(),
+            metrics.clone(),
+        );
+        let limits = Limits {
+            max_events: 3,
+            max_bytes: 1 << 20,
+            timeout: Duration::from_secs(3600),
+            max_line_bytes: 1 << 10,
+        };
+        let template = Template::new("h", &[], false);
+        let em = Emitter::new(
+            template,
+            Format::Raw,
+            None,
+            limits,
+            outlet,
+            Shutdown::new(),
+            metrics,
+        );
+        (em, rx)
+    }
+
+    /// Feeds `n` lines and says the reader is at the end of its files;
+    /// returns the sizes of the batches handed over.
+    fn lines_then_caught_up(
+        em: &mut Emitter,
+        rx: &mut mpsc::UnboundedReceiver<Batch>,
+        n: u64,
+    ) -> Vec<usize> {
+        let fields = em.fields(&Map::new());
+        let src = Source {
+            key: FileKey { dev: 1, ino: 1 },
+            generation: 0,
+            path_json: "\"/l/a.log\"",
+            seed: 0,
+            fields: &fields,
+        };
+        for i in 0..n {
+            assert!(em.line(&src, b"a line", i * 7, i * 7 + 7, false));
+        }
+        assert!(em.caught_up());
+        std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.len())).collect()
+    }
+
+    #[test]
+    fn the_rest_of_a_backlog_goes_at_once_a_trickle_waits_for_the_timeout() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let (mut em, mut rx) = emitter(&rt);
+        // Fewer lines than a batch: they wait for --batch-timeout.
+        assert_eq!(lines_then_caught_up(&mut em, &mut rx, 2), [] as [usize; 0]);
+        // A backlog: full batches, then its last lines at once.
+        assert_eq!(lines_then_caught_up(&mut em, &mut rx, 6), [3, 3, 2]);
+        // After it, a trickle waits again.
+        assert_eq!(lines_then_caught_up(&mut em, &mut rx, 1), [] as [usize; 0]);
+        assert!(em.tick());
+        assert_eq!(em.batch.len(), 1);
+    }
 
     #[test]
     fn runtime_times_parse_with_a_cached_second() {

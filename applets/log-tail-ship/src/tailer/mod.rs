@@ -144,6 +144,9 @@ impl Tailer {
             if read > 0 {
                 continue;
             }
+            if !self.emitter.caught_up() {
+                break;
+            }
             let now = Instant::now();
             let mut until = now + POLL;
             until = until.min(self.last_scan + self.settings.scan_interval);
