@@ -108,7 +108,10 @@ fn elasticsearch_bulk_item_semantics() {
     assert_eq!(st.requests[1].len(), 1);
     assert_eq!(st.requests[1][0].2["message"], "busy-1");
     assert!(
-        st.paths.iter().skip(1).all(|p| p == "/_bulk"),
+        st.paths
+            .iter()
+            .skip(1)
+            .all(|p| p == "/_bulk?filter_path=errors%2Citems.*.error%2Citems.*.status"),
         "{:?}",
         st.paths
     );
@@ -186,7 +189,10 @@ fn elasticsearch_auth_failover_gzip_and_index_pattern() {
     assert_eq!(doc["message"], "hello es");
     let ts = doc["@timestamp"].as_str().unwrap();
     assert_eq!(index, &format!("app-{}.{}", &ts[0..4], &ts[5..7]));
-    assert_eq!(st.paths.last().unwrap(), "/_bulk?pipeline=logs%40custom");
+    assert_eq!(
+        st.paths.last().unwrap(),
+        "/_bulk?pipeline=logs%40custom&filter_path=errors%2Citems.*.error%2Citems.*.status"
+    );
     let h = st.headers.last().unwrap();
     let get = |name: &str| header(h, name);
     assert_eq!(get("content-encoding"), Some("gzip"));
