@@ -3,7 +3,8 @@
 #
 # Both tail the same pre-written file from its beginning and ship every line
 # as a _bulk request to the same local Elasticsearch stand-in
-# (benches/log-tail-ship-receiver.py, which only counts). Measured from start
+# (benches/log-tail-ship-receiver.py, which counts events and answers each
+# request as Elasticsearch does, one item per event). Measured from start
 # until the receiver has every event: MiB/s and lines/s of log read, CPU
 # seconds per MiB (user+system of the shipper), and peak RSS. Prints ratios.
 #
