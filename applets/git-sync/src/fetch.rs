@@ -61,15 +61,64 @@ fn has_commit(repo: &Repository, oid: Oid) -> bool {
 
 fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
     let mut remote = repo.remote_anonymous(req.url)?;
-    // One connection lists the refs; the download (if any) opens its own.
-    let (refspec, advertised) = find(&list_refs(&mut remote, req)?, req.ref_)?;
-    let known = advertised.filter(|o| has_commit(repo, *o));
-    if let (Some(commit), false) = (known, req.force_download) {
-        return Ok(Fetched {
-            commit,
-            downloaded: false,
-        });
+    if req.auth.cookie_header(req.url).is_some() {
+        // Only a download connects with custom headers: wanting nothing,
+        // it just lists the refs, and that connection is spent. The fetch
+        // then connects afresh.
+        let listed = list_refs_by_download(&mut remote, req)?;
+        return match wanted(repo, req, &listed)? {
+            Wanted::Known(commit) => Ok(known(commit)),
+            Wanted::Download(spec, advertised) => {
+                download(repo, &mut remote, req, &spec, advertised)
+            }
+        };
     }
+    // One connection lists the refs and, when the commit is new, downloads
+    // it: over git daemon or ssh a second one costs a connection and an
+    // upload-pack process on the server.
+    let cb = req.auth.callbacks(req.url, req.cancel.clone());
+    let mut conn = remote
+        .connect_auth(Direction::Fetch, Some(cb), None)
+        .map_err(|e| req.auth.explain(e))
+        .with_context(|| cannot_connect(req))?;
+    let listed = heads(conn.list()?);
+    match wanted(repo, req, &listed)? {
+        Wanted::Known(commit) => Ok(known(commit)),
+        Wanted::Download(spec, advertised) => download(repo, conn.remote(), req, &spec, advertised),
+    }
+}
+
+fn known(commit: Oid) -> Fetched {
+    Fetched {
+        commit,
+        downloaded: false,
+    }
+}
+
+enum Wanted {
+    /// The ref names this commit, which the repository has.
+    Known(Oid),
+    /// The refspec to fetch and, when advertised, the commit it names.
+    Download(String, Option<Oid>),
+}
+
+fn wanted(repo: &Repository, req: &Request, listed: &[(String, Oid)]) -> Result<Wanted> {
+    let (refspec, advertised) = find(listed, req.ref_)?;
+    let known = advertised.filter(|o| has_commit(repo, *o));
+    Ok(match (known, req.force_download) {
+        (Some(commit), false) => Wanted::Known(commit),
+        _ => Wanted::Download(refspec, advertised),
+    })
+}
+
+/// Fetches `refspec` (through `remote`'s connection if it has one).
+fn download(
+    repo: &Repository,
+    remote: &mut git2::Remote,
+    req: &Request,
+    refspec: &str,
+    advertised: Option<Oid>,
+) -> Result<Fetched> {
     let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
     opts.download_tags(AutotagOption::None);
     opts.update_fetchhead(true);
@@ -81,7 +130,7 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
     };
     opts.depth(depth);
     remote
-        .fetch(&[refspec.as_str()], Some(&mut opts), None)
+        .fetch(&[refspec], Some(&mut opts), None)
         .map_err(|e| req.auth.explain(e))
         .with_context(|| {
             format!(
@@ -107,38 +156,30 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
     })
 }
 
-/// The remote's refs: one round trip, no pack.
-fn list_refs(remote: &mut git2::Remote, req: &Request) -> Result<Vec<(String, Oid)>> {
-    let cannot = || {
-        format!(
-            "cannot connect to {}",
-            sidecar_runtime::redact::redact_url(req.url)
-        )
-    };
-    let heads = |list: &[git2::RemoteHead]| -> Vec<(String, Oid)> {
-        list.iter()
-            .map(|h| (h.name().to_string(), h.oid()))
-            .collect()
-    };
-    if req.auth.cookie_header(req.url).is_some() {
-        // Only a download connects with custom headers: wanting nothing,
-        // it just lists the refs. The fetch then connects afresh (with its
-        // depth), as a reused connection would not negotiate one.
-        let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
-        remote
-            .download::<&str>(&[], Some(&mut opts))
-            .map_err(|e| req.auth.explain(e))
-            .with_context(cannot)?;
-        let listed = heads(remote.list()?);
-        remote.disconnect()?;
-        return Ok(listed);
-    }
-    let cb = req.auth.callbacks(req.url, req.cancel.clone());
-    let conn = remote
-        .connect_auth(Direction::Fetch, Some(cb), None)
+fn cannot_connect(req: &Request) -> String {
+    format!(
+        "cannot connect to {}",
+        sidecar_runtime::redact::redact_url(req.url)
+    )
+}
+
+fn heads(list: &[git2::RemoteHead]) -> Vec<(String, Oid)> {
+    list.iter()
+        .map(|h| (h.name().to_string(), h.oid()))
+        .collect()
+}
+
+/// The remote's refs, listed by a download that wants nothing (the way to
+/// connect with custom headers).
+fn list_refs_by_download(remote: &mut git2::Remote, req: &Request) -> Result<Vec<(String, Oid)>> {
+    let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
+    remote
+        .download::<&str>(&[], Some(&mut opts))
         .map_err(|e| req.auth.explain(e))
-        .with_context(cannot)?;
-    Ok(heads(conn.list()?))
+        .with_context(|| cannot_connect(req))?;
+    let listed = heads(remote.list()?);
+    remote.disconnect()?;
+    Ok(listed)
 }
 
 /// Picks `--ref` out of the advertised refs: the refspec to fetch and, when
