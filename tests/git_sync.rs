@@ -988,6 +988,8 @@ fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
     // Unchanged files were taken from the old tree, as copies.
     let first = sc.wait_for_log("worktree files written");
     assert!(first.contains("cloned=0"), "{first}");
+    // (The spare tree, written after the first sync, logs its files too.)
+    sc.wait_for_log("spare tree prepared");
     let second = sc.wait_for_log("worktree files written");
     assert!(!second.contains("cloned=0"), "{second}");
     assert_eq!(std::fs::read_to_string(new.join("big")).unwrap(), big);
@@ -1002,7 +1004,8 @@ fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
 
 /// From the second change after a start, the tree cleanup retired (here the
 /// first one, edited by a consumer while it was published) becomes the next
-/// commit's tree: only what differs is written. The result is exactly the
+/// commit's tree (the first change adopts a spare written from the first
+/// commit): only what differs is written. The result is exactly the
 /// commit's tree (edits, additions and deletions by the consumer undone, a
 /// deleted file and an emptied directory gone, a mode change and a symlink
 /// change applied), and it shares no file with the tree it replaces.
@@ -1032,13 +1035,14 @@ fn a_small_change_publishes_exactly_the_commit_from_the_spare_tree() {
     std::fs::create_dir_all(a.join("newdir/deeper")).unwrap();
     std::fs::write(a.join("newdir/deeper/y"), "y").unwrap();
 
-    // The first change is written in full; the edited tree is retired.
+    // The first change adopts the spare prepared from the first commit
+    // (the consumer's edits are not in it); the edited tree is retired.
     let sha2 = s.up.commit("two");
     s.wait_for_sync();
     assert_eq!(s.published(), sha2);
-    sc.wait_for_log("worktree files written");
+    sc.wait_for_log("spare tree prepared");
     let second = sc.wait_for_log("worktree files written");
-    assert!(second.contains("kept=0"), "{second}");
+    assert!(!second.contains("kept=0"), "{second}");
     let b = std::fs::canonicalize(s.link()).unwrap();
     let b_ino = std::fs::metadata(b.join("d3/f3")).unwrap().ino();
     let mut b_file = std::fs::File::open(b.join("d3/f3")).unwrap();
@@ -1129,6 +1133,72 @@ fn a_small_change_publishes_exactly_the_commit_from_the_spare_tree() {
     let mut old = String::new();
     b_file.read_to_string(&mut old).unwrap();
     assert_eq!(old, "file 3\n");
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+}
+
+/// The first change after a start, and after a restart, costs what the
+/// others do: it adopts a spare tree (prepared once the first sync has
+/// published, or kept from before the restart) and writes only the changed
+/// file. The result is exactly the commit, with no file shared with the
+/// tree it replaces.
+#[test]
+fn the_first_change_after_a_start_or_a_restart_writes_only_the_change() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Setup::new();
+    for i in 0..50 {
+        std::fs::create_dir_all(s.up.dir.join(format!("d{}", i % 5))).unwrap();
+        std::fs::write(
+            s.up.dir.join(format!("d{}/f{i}", i % 5)),
+            format!("file {i}\n"),
+        )
+        .unwrap();
+    }
+    s.up.commit("one");
+    let args = ["--period=100ms", "--log-level=sidecar_git_sync=debug,info"];
+    let no_shared_files = |dir: &std::path::Path| {
+        for i in 0..50 {
+            let m = std::fs::metadata(dir.join(format!("d{}/f{i}", i % 5))).unwrap();
+            assert_eq!(m.nlink(), 1, "d{}/f{i} is a hard link", i % 5);
+        }
+    };
+
+    let mut sc = s.start(&args);
+    s.wait_for_sync();
+    assert!(sc
+        .wait_for_log("worktree files written")
+        .contains("files=51"));
+    sc.wait_for_log("spare tree prepared");
+    let old = std::fs::canonicalize(s.link()).unwrap();
+    let sha = s.up.commit("two");
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha);
+    let change = sc.wait_for_log("worktree files written");
+    assert!(
+        change.contains("files=1 ") && change.contains("kept=50"),
+        "{change}"
+    );
+    s.assert_real_worktree(&sha);
+    assert_eq!(s.content(), "two");
+    let new = std::fs::canonicalize(s.link()).unwrap();
+    assert_ne!(new, old);
+    no_shared_files(&new);
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+
+    let mut sc = s.start(&args);
+    s.wait_for_sync();
+    let sha = s.up.commit("three");
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha);
+    let change = sc.wait_for_log("worktree files written");
+    assert!(
+        change.contains("files=1 ") && change.contains("kept=50"),
+        "{change}"
+    );
+    s.assert_real_worktree(&sha);
+    assert_eq!(s.content(), "three");
+    no_shared_files(&std::fs::canonicalize(s.link()).unwrap());
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }

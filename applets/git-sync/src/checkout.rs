@@ -57,7 +57,18 @@ enum Source {
     Clone(PathBuf),
 }
 
-/// Writes `tree` into the worktree `wt` of `repo` and its index. `wt` is
+/// Where `write_tree` writes.
+pub struct Dest<'a> {
+    /// The directory: empty, or the adopted spare tree.
+    pub dir: &'a Path,
+    /// The index recording what was written, with its stat data.
+    pub index: PathBuf,
+    /// Blobs of this many bytes or more are not written (the spare tree's
+    /// bound); their index entries carry no stat data.
+    pub size_limit: Option<u64>,
+}
+
+/// Writes `tree` of `repo` into `dest` and its index. The directory is
 /// empty, or the adopted spare tree (`base`, see `spare`), whose files
 /// that the commit has unchanged stay. `previous` is the worktree published
 /// before, whose unmodified files are cloned instead of inflated. Returns
@@ -65,11 +76,12 @@ enum Source {
 pub fn write_tree(
     repo: &Repository,
     tree: &git2::Tree,
-    wt: &Path,
+    dest: &Dest,
     sparse: Option<&Sparse>,
     previous: Option<&Path>,
     base: Option<&spare::Adopted>,
 ) -> Result<bool> {
+    let wt = dest.dir;
     let Some(items) = list(tree)? else {
         return Ok(false);
     };
@@ -77,24 +89,14 @@ pub fn write_tree(
         Some(b) => spare::reconcile(wt, &items, b)?,
         None => HashMap::new(),
     };
-    // Without reflinks only large files are worth copying.
-    let reusable = match previous {
-        Some(p) => {
-            let min = if can_reflink(p, wt) { 0 } else { COPY_MIN };
-            // What the spare kept was just checked; no second lstat.
-            let kept: HashSet<&[u8]> = kept.keys().map(|&i| items[i].path.as_slice()).collect();
-            unmodified_files(p, min, &kept).unwrap_or_else(|e| {
-                tracing::debug!(error = %format!("{e:#}"), "previous worktree not reused");
-                HashMap::new()
-            })
-        }
-        None => HashMap::new(),
-    };
 
     // Directories first, in tree order (parents before children).
     let mut files = Vec::new();
     let mut included = vec![true; items.len()];
     for (i, item) in items.iter().enumerate() {
+        if kept.contains_key(&i) {
+            continue;
+        }
         let full = wt.join(OsStr::from_bytes(&item.path));
         if item.mode == MODE_TREE {
             // Sparse checkouts create directories only for included files.
@@ -118,22 +120,30 @@ pub fn write_tree(
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
         }
-        if kept.contains_key(&i) {
-            continue;
-        }
-        let source = match reusable.get(&item.path) {
-            Some((id, mode)) if *id == item.id && *mode == item.mode as u32 => {
-                Source::Clone(previous.unwrap_or(wt).join(OsStr::from_bytes(&item.path)))
-            }
-            _ => Source::Blob,
-        };
-        files.push((i, full, source));
+        files.push((i, full));
     }
+    let reusable = match previous {
+        Some(p) => reusable_files(repo, p, wt, &items, &files),
+        None => HashMap::new(),
+    };
+    let files: Vec<_> = files
+        .into_iter()
+        .map(|(i, full)| {
+            let item = &items[i];
+            let source = match reusable.get(&item.path) {
+                Some((id, mode)) if *id == item.id && *mode == item.mode as u32 => {
+                    Source::Clone(previous.unwrap_or(wt).join(OsStr::from_bytes(&item.path)))
+                }
+                _ => Source::Blob,
+            };
+            (i, full, source)
+        })
+        .collect();
     let cloned = files
         .iter()
         .filter(|(_, _, s)| matches!(s, Source::Clone(_)))
         .count();
-    let metas = write_files(wt, &items, files)?;
+    let metas = write_files(repo.commondir(), &items, files, dest.size_limit)?;
     tracing::debug!(
         files = metas.len(),
         cloned,
@@ -154,7 +164,7 @@ pub fn write_tree(
             skip_worktree: !included[i],
         })
         .collect();
-    indexfile::write(&repo.path().join("index"), entries)?;
+    indexfile::write(&dest.index, entries)?;
     Ok(true)
 }
 
@@ -186,24 +196,65 @@ fn list(tree: &git2::Tree) -> Result<Option<Vec<Item>>> {
     Ok(Some(items))
 }
 
-/// Files of `min` bytes or more of the worktree at `dir` that still hold
-/// what its index says (`spare::unmodified`): path → (blob, mode). Paths in
-/// `skip` are left out (the new tree has them already).
+/// The files to write (`files`, by item number) that the previous worktree
+/// holds unmodified and that are worth cloning from there: path → (blob,
+/// mode). Without reflinks only large files are worth copying, and when
+/// none of a few files to write is large (the spare tree had the rest),
+/// the previous worktree's index is not even read.
+fn reusable_files(
+    repo: &Repository,
+    previous: &Path,
+    wt: &Path,
+    items: &[Item],
+    files: &[(usize, PathBuf)],
+) -> HashMap<Vec<u8>, (Oid, u32)> {
+    /// Up to this many files, their sizes are looked up first.
+    const FEW: usize = 64;
+    let min = if can_reflink(previous, wt) {
+        0
+    } else {
+        COPY_MIN
+    };
+    if min > 0 && files.len() <= FEW {
+        let large = |i: usize| {
+            repo.odb()
+                .and_then(|odb| odb.read_header(items[i].id))
+                .map_or(true, |(size, _)| size as u64 >= min)
+        };
+        if !files.iter().any(|&(i, _)| large(i)) {
+            return HashMap::new();
+        }
+    }
+    let wanted: HashSet<&[u8]> = files
+        .iter()
+        .map(|&(i, _)| items[i].path.as_slice())
+        .collect();
+    unmodified_files(previous, min, &wanted).unwrap_or_else(|e| {
+        tracing::debug!(error = %format!("{e:#}"), "previous worktree not reused");
+        HashMap::new()
+    })
+}
+
+/// Files of `min` bytes or more of the worktree at `dir`, among `wanted`,
+/// that still hold what its index says (`spare::unmodified`): path →
+/// (blob, mode).
 fn unmodified_files(
     dir: &Path,
     min: u64,
-    skip: &HashSet<&[u8]>,
+    wanted: &HashSet<&[u8]>,
 ) -> Result<HashMap<Vec<u8>, (Oid, u32)>> {
-    let repo = Repository::open(dir)?;
-    let index_path = repo.path().join("index");
+    let index_path = Repository::open(dir)?.path().join("index");
     let written = std::fs::metadata(&index_path)?;
-    let index = repo.index()?;
+    let index = indexfile::read(&index_path)?;
     let mut out = HashMap::with_capacity(index.len());
     let written = (written.mtime(), written.mtime_nsec());
-    for e in index.iter() {
+    for e in index {
         let regular = e.mode == 0o100644 || e.mode == 0o100755;
-        let skipped = e.flags_extended & indexfile::EXTENDED_SKIP_WORKTREE != 0;
-        if !regular || skipped || u64::from(e.file_size) < min || skip.contains(e.path.as_slice()) {
+        if !regular
+            || e.skip_worktree
+            || u64::from(e.size) < min
+            || !wanted.contains(e.path.as_slice())
+        {
             continue;
         }
         let Ok(m) = std::fs::symlink_metadata(dir.join(OsStr::from_bytes(&e.path))) else {
@@ -216,12 +267,14 @@ fn unmodified_files(
     Ok(out)
 }
 
-/// Writes the files on several threads; returns each one's metadata by
-/// item number (none for submodule directories).
+/// Writes the files on several threads, reading blobs from the repository
+/// at `gitdir`; returns each one's metadata by item number (none for
+/// submodule directories and blobs of `size_limit` bytes or more).
 fn write_files(
-    wt: &Path,
+    gitdir: &Path,
     items: &[Item],
     files: Vec<(usize, PathBuf, Source)>,
+    size_limit: Option<u64>,
 ) -> Result<HashMap<usize, Metadata>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -234,7 +287,7 @@ fn write_files(
     let results: Vec<Result<Vec<(usize, Metadata)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .into_iter()
-            .map(|share| s.spawn(move || write_share(wt, items, share)))
+            .map(|share| s.spawn(move || write_share(gitdir, items, share, size_limit)))
             .collect();
         handles
             .into_iter()
@@ -254,13 +307,14 @@ fn write_files(
 }
 
 fn write_share(
-    wt: &Path,
+    gitdir: &Path,
     items: &[Item],
     share: Vec<(usize, PathBuf, Source)>,
+    size_limit: Option<u64>,
 ) -> Result<Vec<(usize, Metadata)>> {
     // Each thread reads blobs through its own handle (libgit2 objects are
     // not shared between threads).
-    let repo = Repository::open(wt)?;
+    let repo = Repository::open(gitdir)?;
     let odb = repo.odb()?;
     let mut out = Vec::with_capacity(share.len());
     for (i, full, source) in share {
@@ -277,6 +331,13 @@ fn write_share(
                 std::os::unix::fs::symlink(OsStr::from_bytes(target.data()), &full)
                     .with_context(|| format!("cannot create symlink {}", full.display()))?;
                 full.symlink_metadata()?
+            }
+            _ if size_limit.is_some_and(|max| {
+                odb.read_header(item.id)
+                    .is_ok_and(|(size, _)| size as u64 >= max)
+            }) =>
+            {
+                continue
             }
             mode => {
                 let perm = if mode == MODE_EXEC { 0o777 } else { 0o666 };

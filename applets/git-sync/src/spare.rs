@@ -18,6 +18,11 @@
 //!
 //! To bound the disk it takes, the spare keeps no file of `KEEP_MAX` bytes
 //! or more: writing such a file costs its bytes more than its creation.
+//!
+//! The first change after a start has no retired tree yet, so once the
+//! first sync has published, a spare is written from that commit while
+//! the process is idle (`prepare`): the first change then costs what the
+//! others do, instead of a checkout of the whole tree.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -27,9 +32,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use git2::{Index, IndexEntry};
+use git2::{Oid, Repository};
 
 use crate::checkout::{self, Item};
+use crate::indexfile;
 use crate::layout::{self, Layout};
 
 /// Larger files are dropped from the spare.
@@ -48,32 +54,36 @@ pub fn discard(l: &Layout) -> Result<()> {
     layout::remove_any(&spare_dir(l))
 }
 
+/// The index of worktree `name`, if that tree can serve as a spare: a full
+/// checkout (no sparse checkout), no submodules (their directories hold
+/// repositories of their own), no attributes (files checked out through
+/// eol or filters do not hold their blobs as they are).
+fn usable_index(l: &Layout, name: &str) -> Option<Vec<indexfile::Read>> {
+    let admin = l.root.join(".git/worktrees").join(name);
+    if !l.worktree(name).join(".git").is_file() || admin.join("info/sparse-checkout").exists() {
+        return None;
+    }
+    let index = indexfile::read(&admin.join("index")).ok()?;
+    let attributes = |p: &[u8]| p == b".gitattributes" || p.ends_with(b"/.gitattributes");
+    let usable = !index
+        .iter()
+        .any(|e| e.mode == MODE_SUBMODULE || attributes(&e.path));
+    usable.then_some(index)
+}
+
 /// Makes the retired worktree `name` the spare instead of deleting it, if
-/// there is no spare yet and the tree can serve as one (no sparse checkout,
-/// no submodules). Returns whether it did; the caller deletes it otherwise.
+/// there is no spare yet and the tree can serve as one. Returns whether it
+/// did; the caller deletes it otherwise.
 pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     let spare = spare_dir(l);
     let wt = l.worktree(name);
     let admin = l.root.join(".git/worktrees").join(name);
-    if spare.exists()
-        || !wt.join(".git").is_file()
-        || !admin.join("index").is_file()
-        || admin.join("info/sparse-checkout").exists()
-    {
+    if spare.exists() {
         return Ok(false);
     }
-    let Ok(index) = Index::open(&admin.join("index")) else {
+    let Some(index) = usable_index(l, name) else {
         return Ok(false);
     };
-    // Files checked out through attributes (eol, filters) do not hold their
-    // blobs as they are.
-    let attributes = |p: &[u8]| p == b".gitattributes" || p.ends_with(b"/.gitattributes");
-    if index
-        .iter()
-        .any(|e| e.mode == MODE_SUBMODULE || attributes(&e.path))
-    {
-        return Ok(false);
-    }
     // Assembled under another name and renamed: a crash leaves no spare
     // half made.
     let tmp = l.root.join(".git/sidecar-spare.new");
@@ -84,8 +94,8 @@ pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     std::fs::rename(&wt, tmp.join("tree"))
         .with_context(|| format!("cannot move {}", wt.display()))?;
     layout::remove_any(&tmp.join("tree/.git"))?;
-    for e in index.iter() {
-        if e.file_size >= KEEP_MAX && e.mode != MODE_LINK {
+    for e in &index {
+        if e.size >= KEEP_MAX && e.mode != MODE_LINK {
             let _ = std::fs::remove_file(tmp.join("tree").join(OsStr::from_bytes(&e.path)));
         }
     }
@@ -94,9 +104,39 @@ pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Writes a spare tree for the published commit `hash` when there is none
+/// and its worktree could serve as one, from the object database (the
+/// published tree may have been edited). Its index carries the stat data
+/// of the files written, so `reconcile` keeps them. Returns whether it did.
+pub fn prepare(l: &Layout, hash: &str) -> Result<bool> {
+    let spare = spare_dir(l);
+    if spare.exists() || usable_index(l, hash).is_none() {
+        return Ok(false);
+    }
+    let repo = Repository::open(&l.root)?;
+    let tree = repo.find_commit(Oid::from_str(hash)?)?.tree()?;
+    // Written under another name and renamed: a crash leaves no spare half
+    // made.
+    let tmp = l.root.join(".git/sidecar-spare.new");
+    layout::remove_any(&tmp)?;
+    let dir = tmp.join("tree");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dest = checkout::Dest {
+        dir: &dir,
+        index: tmp.join("index"),
+        size_limit: Some(KEEP_MAX.into()),
+    };
+    if !checkout::write_tree(&repo, &tree, &dest, None, None, None)? {
+        layout::remove_any(&tmp)?;
+        return Ok(false);
+    }
+    std::fs::rename(&tmp, &spare).context("cannot keep the prepared spare tree")?;
+    Ok(true)
+}
+
 /// The spare's index, for `reconcile`.
 pub struct Adopted {
-    entries: HashMap<Vec<u8>, IndexEntry>,
+    entries: HashMap<Vec<u8>, indexfile::Read>,
     /// When the index was written: entries as new as this are not trusted.
     written: (i64, i64),
 }
@@ -111,8 +151,11 @@ pub fn adopt(l: &Layout, dir: &Path) -> Result<Option<Adopted>> {
     let read = || -> Result<Adopted> {
         let path = spare.join("index");
         let m = std::fs::metadata(&path)?;
-        let index = Index::open(&path)?;
-        let entries = index.iter().map(|e| (e.path.clone(), e)).collect();
+        let entries = indexfile::read(&path)?
+            .into_iter()
+            // The path is the key; the entry keeps an empty one.
+            .map(|mut e| (std::mem::take(&mut e.path), e))
+            .collect();
         Ok(Adopted {
             entries,
             written: (m.mtime(), m.mtime_nsec()),
@@ -183,7 +226,18 @@ pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<us
                 }
                 // lstat relative to the directory being read.
                 let m = entry.metadata().ok()?;
-                unmodified(e, &m, base.written).then_some((i, m))
+                let same = match stat_state(e, &m, base.written) {
+                    Stat::Clean => true,
+                    // Written in the index's last clock tick: its stat data
+                    // cannot tell, its content can (as git decides).
+                    Stat::Racy => {
+                        m.is_file()
+                            && Oid::hash_file(git2::ObjectType::Blob, entry.path())
+                                .is_ok_and(|id| id == e.id)
+                    }
+                    Stat::Modified => false,
+                };
+                same.then_some((i, m))
             });
             match keep {
                 Some((i, m)) => {
@@ -198,19 +252,33 @@ pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<us
 
 /// Whether a file still holds what its index entry says, by the stat data
 /// git compares. An entry as new as the index itself is "racily clean" and
-/// not trusted, as in git.
-pub fn unmodified(e: &IndexEntry, m: &Metadata, written: (i64, i64)) -> bool {
+/// not trusted by its stat data alone, as in git.
+pub fn unmodified(e: &indexfile::Read, m: &Metadata, written: (i64, i64)) -> bool {
+    stat_state(e, m, written) == Stat::Clean
+}
+
+#[derive(PartialEq)]
+enum Stat {
+    Clean,
+    /// The stat data match, but the file changed in the index's last tick.
+    Racy,
+    Modified,
+}
+
+fn stat_state(e: &indexfile::Read, m: &Metadata, written: (i64, i64)) -> Stat {
     let kind_ok = if e.mode == MODE_LINK {
         m.file_type().is_symlink()
     } else {
         m.is_file() && (m.mode() & 0o100 != 0) == (e.mode == 0o100755)
     };
-    kind_ok
-        && m.size() as u32 == e.file_size
-        && m.mtime() as i32 == e.mtime.seconds()
-        && m.mtime_nsec() as u32 == e.mtime.nanoseconds()
-        && m.ctime() as i32 == e.ctime.seconds()
-        && m.ctime_nsec() as u32 == e.ctime.nanoseconds()
-        && m.ino() as u32 == e.ino
-        && (m.mtime(), m.mtime_nsec()) < written
+    let same = kind_ok
+        && m.size() as u32 == e.size
+        && (m.mtime() as u32, m.mtime_nsec() as u32) == e.mtime
+        && (m.ctime() as u32, m.ctime_nsec() as u32) == e.ctime
+        && m.ino() as u32 == e.ino;
+    match (same, (m.mtime(), m.mtime_nsec()) < written) {
+        (false, _) => Stat::Modified,
+        (true, true) => Stat::Clean,
+        (true, false) => Stat::Racy,
+    }
 }

@@ -15,7 +15,7 @@ use crate::github_app::TokenSource;
 use crate::layout::{self, Layout};
 use crate::metrics::{Metrics, Status};
 use crate::pass::{self, Outcome};
-use crate::{errorfile, hooks, server};
+use crate::{errorfile, hooks, server, spare};
 
 pub async fn run(cfg: Config, ctx: Context) -> Result<()> {
     announce(&cfg);
@@ -223,17 +223,29 @@ impl Syncer {
             Err(e) => tracing::error!(error = %e, "cleanup panicked"),
         }
         if out.changed || initial {
-            // A checkout's buffers (several threads, several malloc arenas)
-            // go back to the system, so the idle process stays small.
-            #[cfg(target_env = "gnu")]
-            // SAFETY: malloc_trim only releases free memory.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            release_free_memory();
             if let Some(t) = &self.layout.touch_file {
                 if let Err(e) = layout::touch(t) {
                     tracing::error!(error = %format!("{e:#}"), "cannot touch --touch-file");
                 }
+            }
+        }
+        // The first change after a start finds a spare tree too, written
+        // now that the commit is published and the process is idle. A
+        // one-time sync never publishes a second commit; a sparse checkout
+        // uses no spare.
+        if initial && !self.cfg.one_time && self.cfg.sparse_checkout_file.is_none() {
+            let (l, h) = (self.layout.clone(), out.hash.clone());
+            match tokio::task::spawn_blocking(move || spare::prepare(&l, &h)).await {
+                Ok(Ok(true)) => {
+                    release_free_memory();
+                    tracing::debug!(hash = %out.hash, "spare tree prepared");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot prepare a spare tree")
+                }
+                Err(e) => tracing::error!(error = %e, "spare tree preparation panicked"),
             }
         }
     }
@@ -284,6 +296,16 @@ impl Syncer {
             }
             _ = ctx.shutdown() => false,
         }
+    }
+}
+
+/// A checkout's buffers (several threads, several malloc arenas) go back to
+/// the system, so the idle process stays small.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -136,12 +136,18 @@ fn build(
         std::fs::write(&dotgit, format!("gitdir: ../../.git/worktrees/{hash}\n"))?;
         Ok(())
     };
-    let fast = match checkout::write_tree(&repo, &tree, dir, sparse, previous, adopted.as_ref()) {
+    let dest = checkout::Dest {
+        dir,
+        index: repo.path().join("index"),
+        size_limit: None,
+    };
+    let fast = match checkout::write_tree(&repo, &tree, &dest, sparse, previous, adopted.as_ref())
+    {
         // Whatever went wrong in the spare tree, a fresh one may do.
         Err(e) if adopted.is_some() => {
             tracing::warn!(error = %format!("{e:#}"), "cannot reuse the spare tree, writing every file");
             empty_dir()?;
-            checkout::write_tree(&repo, &tree, dir, sparse, previous, None)
+            checkout::write_tree(&repo, &tree, &dest, sparse, previous, None)
         }
         r => r,
     }
