@@ -212,7 +212,7 @@ impl Protocol for EsSink {
         resp: &[u8],
     ) -> Option<Vec<usize>> {
         let m = &common.metrics;
-        if !serde_json::from_slice::<BulkErrors>(resp).ok()?.errors {
+        if errors_false_up_front(resp) || !serde_json::from_slice::<BulkErrors>(resp).ok()?.errors {
             m.events_acked.inc_by(events.len() as u64);
             return Some(Vec::new());
         }
@@ -248,6 +248,42 @@ impl Protocol for EsSink {
             tracing::warn!(url = %next, "switching to the next --es-url");
         }
     }
+}
+
+/// Whether the response says `"errors":false` before any other member than
+/// `took`, as Elasticsearch writes it (`took`, `errors`, then `items`): then
+/// every item succeeded, and the items (a sixth of the request's size, even
+/// filtered) need not be walked to learn it. Any other shape is parsed whole.
+fn errors_false_up_front(resp: &[u8]) -> bool {
+    let Some(mut rest) = resp.trim_ascii_start().strip_prefix(b"{") else {
+        return false;
+    };
+    loop {
+        rest = rest.trim_ascii_start();
+        if let Some(r) = member(rest, b"\"errors\"") {
+            let Some(r) = r.strip_prefix(b"false") else {
+                return false;
+            };
+            return matches!(r.trim_ascii_start().first(), Some(b',' | b'}'));
+        }
+        let Some(r) = member(rest, b"\"took\"") else {
+            return false;
+        };
+        let digits = r.iter().take_while(|b| b.is_ascii_digit()).count();
+        let Some(r) = r[digits..].trim_ascii_start().strip_prefix(b",") else {
+            return false;
+        };
+        if digits == 0 {
+            return false;
+        }
+        rest = r;
+    }
+}
+
+/// The value after `"key":` if `s` starts with that member.
+fn member<'a>(s: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let r = s.strip_prefix(key)?.trim_ascii_start().strip_prefix(b":")?;
+    Some(r.trim_ascii_start())
 }
 
 /// `type: reason` from a bulk item's `error`.
@@ -287,6 +323,36 @@ fn sensitive(value: &str, flag: &str) -> anyhow::Result<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_false_is_read_from_the_front_only_in_elasticsearch_s_shape() {
+        for yes in [
+            &br#"{"errors":false,"items":[{"create":{"status":201}}]}"#[..],
+            br#"{"took":12,"errors":false,"items":[]}"#,
+            br#" { "took" : 3 , "errors" : false }"#,
+        ] {
+            assert!(
+                errors_false_up_front(yes),
+                "{}",
+                String::from_utf8_lossy(yes)
+            );
+        }
+        for no in [
+            &br#"{"errors":true,"items":[{"create":{"status":429}}]}"#[..],
+            br#"{"items":[],"errors":false}"#,
+            br#"{"took":"x","errors":false}"#,
+            br#"{"errors":falsehood}"#,
+            br#"{"errors":false"#,
+            br#"{"error":{"type":"x"},"errors":false}"#,
+            b"",
+        ] {
+            assert!(
+                !errors_false_up_front(no),
+                "{}",
+                String::from_utf8_lossy(no)
+            );
+        }
+    }
 
     #[test]
     fn index_patterns() {
