@@ -20,6 +20,7 @@ use git2::{Oid, Repository};
 
 use crate::config::GcMode;
 use crate::layout::{self, Layout};
+use crate::packfeed::Feed;
 use crate::{packidx, shallow, spare, worktree};
 
 /// Deletes every entry of `.worktrees/` except `keep` whose mtime is older
@@ -301,11 +302,33 @@ fn repack(repo: &Repository, live: &Live) -> Result<()> {
     let pack_dir = repo.path().join("objects/pack");
     std::fs::create_dir_all(&pack_dir)?;
     let before = packs(&pack_dir);
-    pb.write(&pack_dir, 0o444)
-        .context("gc: cannot write pack")?;
-    let name = pb.name().context("gc: pack has no name")?.to_string();
-    let new = pack_dir.join(format!("pack-{name}.pack"));
-    for p in before.iter().filter(|p| **p != new) {
+    // Through our feed, not `PackBuilder::write`, which hands the indexer
+    // each object on its own.
+    let odb = repo.odb()?;
+    let mut feed = Feed::new(&odb)?;
+    let mut failed = None;
+    pb.foreach(|chunk| match feed.put(chunk) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })
+    .context("gc: cannot write pack")?;
+    if let Some(e) = failed {
+        return Err(e.context("gc: cannot write pack"));
+    }
+    feed.commit().context("gc: cannot write pack")?;
+    let new: Vec<PathBuf> = packs(&pack_dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    // An identical pack already there would be among `before`: then keep
+    // everything rather than guess which one it is.
+    if new.is_empty() {
+        return Ok(());
+    }
+    for p in &before {
         remove_pack(p)?;
     }
     remove_loose(repo.path(), None)?;

@@ -19,6 +19,7 @@ mod indexfile;
 mod layout;
 mod local;
 mod metrics;
+mod packfeed;
 mod packidx;
 mod pass;
 mod preflight;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context as _, Result};
 use git2::{ObjectType, Odb, Oid, Repository};
 
+use crate::packfeed::Feed;
 use crate::{refname, shallow};
 
 /// The path of a local URL, or None for a network URL.
@@ -151,25 +152,17 @@ fn add_tree(
 /// object, which costs several times the whole copy. On a local disk the
 /// few extra bytes of an undeltified pack cost less than that search.
 fn write_pack(src_odb: &Odb, objects: &[Oid], dst_odb: &Odb, cancel: &AtomicBool) -> Result<()> {
-    let mut writer = dst_odb.packwriter()?;
+    let mut feed = Feed::new(dst_odb)?;
     let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    // libgit2's indexer maps the pack anew for every append: it gets the
-    // pack in large pieces, not object by object.
-    let mut buf = Vec::with_capacity(WRITE_CHUNK + 64 * 1024);
-    let mut put = |bytes: &[u8], writer: &mut git2::OdbPackwriter| -> Result<()> {
+    let mut put = |bytes: &[u8], feed: &mut Feed| -> Result<()> {
         sha.update(bytes);
-        buf.extend_from_slice(bytes);
-        if buf.len() >= WRITE_CHUNK {
-            writer.write_all(&buf).context("cannot write pack")?;
-            buf.clear();
-        }
-        Ok(())
+        feed.put(bytes)
     };
     let count = u32::try_from(objects.len()).context("too many objects for one pack")?;
     let mut compressor = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    put(b"PACK", &mut writer)?;
-    put(&2u32.to_be_bytes(), &mut writer)?;
-    put(&count.to_be_bytes(), &mut writer)?;
+    put(b"PACK", &mut feed)?;
+    put(&2u32.to_be_bytes(), &mut feed)?;
+    put(&count.to_be_bytes(), &mut feed)?;
     for oid in objects {
         if cancel.load(Ordering::Relaxed) {
             bail!("cancelled");
@@ -182,22 +175,17 @@ fn write_pack(src_odb: &Odb, objects: &[Oid], dst_odb: &Odb, cancel: &AtomicBool
             ObjectType::Tag => 4,
             other => bail!("cannot pack a {other} object ({oid})"),
         };
-        put(&object_header(kind, obj.len() as u64), &mut writer)?;
+        put(&object_header(kind, obj.len() as u64), &mut feed)?;
         if obj.len() < STORE_MAX {
-            put(&zlib_stored(obj.data()), &mut writer)?;
+            put(&zlib_stored(obj.data()), &mut feed)?;
         } else {
             compressor.write_all(obj.data())?;
-            put(&compressor.reset(Vec::new())?, &mut writer)?;
+            put(&compressor.reset(Vec::new())?, &mut feed)?;
         }
     }
-    buf.extend_from_slice(sha.finish().as_ref());
-    writer.write_all(&buf).context("cannot write pack")?;
-    writer.commit().context("cannot index pack")?;
-    Ok(())
+    feed.put(sha.finish().as_ref())?;
+    feed.commit()
 }
-
-/// Bytes handed to libgit2's indexer at a time.
-const WRITE_CHUNK: usize = 1 << 20;
 
 /// Objects smaller than this are stored, not compressed.
 const STORE_MAX: usize = 4096;
