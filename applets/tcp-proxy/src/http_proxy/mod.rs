@@ -11,6 +11,7 @@
 //! The server side takes any byte stream (plain TCP, or TLS around it).
 
 mod answer;
+mod coalesce;
 mod headers;
 mod preface;
 mod retry;
@@ -226,7 +227,8 @@ impl HttpProxy {
             .timer(TokioTimer::new())
             .header_read_timeout((!idle_timeout.is_zero()).then_some(idle_timeout));
         builder.http2().timer(TokioTimer::new());
-        let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        let io = TokioIo::new(coalesce::Coalesced::server(io));
+        let served = builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(served);
         let mut idle = false;
         let result = tokio::select! {

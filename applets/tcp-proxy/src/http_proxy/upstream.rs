@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
+use super::coalesce::Coalesced;
 use super::preface;
 use crate::proxy::UpstreamTlsFailed;
 use crate::tls::{Alpn, ClientStream, Tls};
@@ -299,7 +300,7 @@ async fn handshake_h2(io: UpstreamIo, addr: SocketAddr) -> io::Result<http2::Sen
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
-        .handshake::<_, Body>(TokioIo::new(io))
+        .handshake::<_, Body>(TokioIo::new(Coalesced::h2(io)))
         .await
         .map_err(io::Error::other)?;
     tokio::spawn(async move {
