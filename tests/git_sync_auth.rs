@@ -6,6 +6,7 @@
 mod helpers;
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -321,6 +322,41 @@ fn https_trusts_the_ca_named_by_ssl_cert_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+}
+
+/// Like git, git-sync reads the CA bundle only for http(s) remotes: a
+/// `file://` sync works with a bundle that would not load, and hooks see
+/// `SSL_CERT_FILE` as it was given (git-sync hides it from libgit2's start).
+#[test]
+fn ca_bundle_is_read_only_for_https_remotes() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let garbage = s.tmp.path().join("garbage-ca.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let seen = s.tmp.path().join("hook-saw");
+    let hook = s.tmp.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nprintf %s \"$SSL_CERT_FILE\" > {}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut args = base_args(&s, &s.up.url());
+    args.push(format!("--exechook-command={}", hook.display()));
+    let out = run_env(&args, &[("SSL_CERT_FILE", garbage.to_str().unwrap())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        garbage.to_str().unwrap()
+    );
 }
 
 /// `--cookie-file` (upstream's fixed /etc/git-secret/cookie_file, here put

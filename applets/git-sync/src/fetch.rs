@@ -60,6 +60,7 @@ fn has_commit(repo: &Repository, oid: Oid) -> bool {
 }
 
 fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
+    crate::ca::load_for(req.url)?;
     let mut remote = repo.remote_anonymous(req.url)?;
     if req.auth.cookie_header(req.url).is_some() {
         // Only a download connects with custom headers: wanting nothing,

@@ -6,6 +6,7 @@
 //! libgit2: the image needs no git, ssh or shell.
 
 mod auth;
+mod ca;
 mod checkout;
 mod config;
 mod cookies;
@@ -310,6 +311,10 @@ impl Applet for GitSync {
 
     fn check_strict(&self) -> anyhow::Result<()> {
         preflight::check_strict(&self.validate()?)
+    }
+
+    fn before_threads(&self) -> anyhow::Result<()> {
+        sync_loop::configure_process(&self.validate()?)
     }
 
     async fn run(self, ctx: Context) -> anyhow::Result<()> {

@@ -15,11 +15,10 @@ use crate::github_app::TokenSource;
 use crate::layout::{self, Layout};
 use crate::metrics::{Metrics, Status};
 use crate::pass::{self, Outcome};
-use crate::{errorfile, hooks, server, spare};
+use crate::{ca, errorfile, hooks, server, spare};
 
 pub async fn run(cfg: Config, ctx: Context) -> Result<()> {
     announce(&cfg);
-    configure_libgit2(&cfg)?;
     let layout = prepare_layout(&cfg)?;
     let metrics = Metrics::register(&ctx);
     let synced = Arc::new(AtomicBool::new(false));
@@ -99,25 +98,28 @@ fn announce(cfg: &Config) {
     }
 }
 
-/// Process-wide settings: the umask and libgit2's global options.
-fn configure_libgit2(cfg: &Config) -> Result<()> {
-    // SAFETY: called before any other thread uses libgit2 options.
-    unsafe {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
-            if cfg.group_write { 0o002 } else { 0o022 },
-        ));
-        // Volumes are often owned by another uid; upstream sets safe.directory=*.
-        git2::opts::set_verify_owner_validation(false)?;
-        let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
-        git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
-        git2::opts::set_server_timeout_in_milliseconds(ms)?;
-        // A scratch image has no OpenSSL default paths: the CA bundle comes
-        // from SSL_CERT_FILE / SSL_CERT_DIR (the Dockerfile sets the first).
-        // libgit2's OpenSSL setup (its default verify paths) already reads
-        // both; loading them again here parsed the whole bundle twice, most
-        // of a start's CPU (~20 ms each).
-    }
-    Ok(())
+/// Process-wide settings, made while the process has one thread: the umask
+/// and libgit2's global options.
+pub fn configure_process(cfg: &Config) -> Result<()> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        if cfg.group_write { 0o002 } else { 0o022 },
+    ));
+    let options = || -> Result<()> {
+        // SAFETY: no other thread uses libgit2 yet.
+        unsafe {
+            // Volumes are often owned by another uid; upstream sets safe.directory=*.
+            git2::opts::set_verify_owner_validation(false)?;
+            let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
+            git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
+            git2::opts::set_server_timeout_in_milliseconds(ms)?;
+            // Certificates: OpenSSL's default verify paths read SSL_CERT_DIR
+            // (looked up lazily) and SSL_CERT_FILE (loaded by `ca` when an
+            // http(s) remote first needs it); a scratch image sets the latter.
+        }
+        Ok(())
+    };
+    // SAFETY: called before any thread starts (Applet::before_threads).
+    unsafe { ca::init_without_bundle(options) }
 }
 
 /// The root made and resolved, and every path git-sync owns under it.

@@ -48,5 +48,13 @@ pub trait Applet: clap::Args + Send + 'static {
         Ok(())
     }
 
+    /// Process-wide set-up that needs the process to have one thread (a C
+    /// library initialised with a changed environment), after
+    /// [`Applet::check`] and before the runtime, the reaper or the admin
+    /// server start. An error ends the start with exit 1.
+    fn before_threads(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn run(self, ctx: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

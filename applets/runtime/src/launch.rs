@@ -61,6 +61,10 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
         eprintln!("{}: configuration is valid", A::NAME);
         return ExitCode::from(exit::OK);
     }
+    if let Err(e) = applet.before_threads() {
+        tracing::error!("{e:#}");
+        return ExitCode::from(exit::FAILURE);
+    }
     process::start_reaper();
 
     let mut rt = if A::MULTI_THREAD {
