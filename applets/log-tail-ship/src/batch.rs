@@ -1,16 +1,26 @@
 //! A batch: events as NDJSON in one buffer, where each one ends, and how far
 //! each file is covered once the sink acknowledges the batch.
 
+use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::checkpoint::Mark;
 
 #[derive(Default)]
 pub struct Batch {
-    /// Documents, each followed by `\n`.
+    /// Documents, each followed by `\n`; for Elasticsearch without a disk
+    /// buffer each one after its `_bulk` action line, so that the body is
+    /// the request (see `starts`).
     pub body: Vec<u8>,
     /// End offset in `body` (after the `\n`) of each document.
     pub ends: Vec<usize>,
+    /// Where each document starts in `body` when action lines come before
+    /// them; empty when `body` holds the documents alone.
+    pub starts: Vec<usize>,
+    /// Bytes of `body` that are action lines.
+    pub framing: usize,
+    /// `body` once [`share`](Self::share)d with the request sending it.
+    shared: Bytes,
     /// Event time of each document, Unix nanoseconds.
     pub times: Vec<i64>,
     /// A stable id per document (file content stream + offset): the same
@@ -33,7 +43,29 @@ impl Batch {
 
     /// Document `i` without its newline.
     pub fn doc(&self, i: usize) -> &[u8] {
-        doc(&self.body, &self.ends, i)
+        let body = if self.shared.is_empty() {
+            &self.body[..]
+        } else {
+            &self.shared[..]
+        };
+        let start = match (self.starts.get(i), i) {
+            (Some(&s), _) => s,
+            (None, 0) => 0,
+            (None, _) => self.ends[i - 1],
+        };
+        &body[start..self.ends[i] - 1]
+    }
+
+    /// The body as the `_bulk` request of the whole batch, without copying
+    /// it, if it was built as one.
+    pub fn share(&mut self) -> Option<Bytes> {
+        if self.starts.is_empty() {
+            return None;
+        }
+        if self.shared.is_empty() {
+            self.shared = Bytes::from(std::mem::take(&mut self.body));
+        }
+        Some(self.shared.clone())
     }
 
     /// Records that everything before `end` in the file is in this batch (or
@@ -46,12 +78,6 @@ impl Batch {
             None => self.marks.push(m),
         }
     }
-}
-
-/// Document `i` of an NDJSON `body` whose documents end at `ends`.
-pub fn doc<'a>(body: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &body[start..ends[i] - 1]
 }
 
 #[cfg(test)]

@@ -364,22 +364,28 @@ impl Emitter {
             Some(tn) => tn,
             None => (self.clock.text.as_str(), self.clock.nanos),
         };
+        let id = xxhash_rust::xxh3::xxh3_128_with_seed(&line.offset.to_le_bytes(), src.seed);
+        if let Some(f) = self.outlet.framing() {
+            let at = b.body.len();
+            f.write(&mut b.body, nanos, id);
+            b.framing += b.body.len() - at;
+            b.starts.push(b.body.len());
+        }
         self.template
             .write(&mut b.body, text, src.path_json, line, src.fields);
         b.body.push(b'\n');
         b.ends.push(b.body.len());
         b.times.push(nanos);
-        b.ids.push(xxhash_rust::xxh3::xxh3_128_with_seed(
-            &line.offset.to_le_bytes(),
-            src.seed,
-        ));
+        b.ids.push(id);
         b.mark(Mark {
             key: src.key,
             generation: src.generation,
             end,
         });
         self.first_at.get_or_insert_with(Instant::now);
-        if b.len() >= self.limits.max_events || b.body.len() >= self.limits.max_bytes {
+        // Documents count, not action lines: --batch-max-bytes means the
+        // same with and without them.
+        if b.len() >= self.limits.max_events || b.body.len() - b.framing >= self.limits.max_bytes {
             let sent = self.flush();
             self.after_full = sent;
             return sent;
@@ -467,12 +473,12 @@ impl Emitter {
         if self.batch.is_empty() && self.batch.marks.is_empty() {
             return true;
         }
-        // The next batch is sized for a full one up front: growing it by
-        // doubling would copy it several times over.
-        let next = Batch {
-            body: Vec::with_capacity(self.limits.max_bytes + BATCH_SLACK),
-            ..Batch::default()
-        };
+        // The next batch is sized for a full one up front (action lines as
+        // many as in this one): growing it by doubling would copy it
+        // several times over.
+        let mut next = Batch::default();
+        next.body
+            .reserve_exact(self.limits.max_bytes + BATCH_SLACK + self.batch.framing * 9 / 8);
         let batch = std::mem::replace(&mut self.batch, next);
         let events = batch.len() as u64;
         let sent = self.outlet.send(batch, force);
@@ -514,16 +520,25 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::ActionLines;
     use tokio::sync::{mpsc, Semaphore};
 
     /// An emitter of batches of at most three events that are never due
     /// by time, and the queue its batches go to.
     fn emitter(rt: &tokio::runtime::Runtime) -> (Emitter, mpsc::UnboundedReceiver<Batch>) {
+        framed_emitter(rt, None)
+    }
+
+    fn framed_emitter(
+        rt: &tokio::runtime::Runtime,
+        framing: Option<ActionLines>,
+    ) -> (Emitter, mpsc::UnboundedReceiver<Batch>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Metrics::default();
         let outlet = Outlet::memory(
             tx,
             Arc::new(Semaphore::new(64 << 20)),
+            framing,
             rt.handle().clone(),
             Shutdown::new(),
             metrics.clone(),
@@ -547,13 +562,8 @@ mod tests {
         (em, rx)
     }
 
-    /// Feeds `n` lines and says the reader is at the end of its files;
-    /// returns the sizes of the batches handed over.
-    fn lines_then_caught_up(
-        em: &mut Emitter,
-        rx: &mut mpsc::UnboundedReceiver<Batch>,
-        n: u64,
-    ) -> Vec<usize> {
+    /// Feeds `n` lines of one file.
+    fn feed(em: &mut Emitter, n: u64) {
         let fields = em.fields(&Map::new());
         let src = Source {
             key: FileKey { dev: 1, ino: 1 },
@@ -565,8 +575,71 @@ mod tests {
         for i in 0..n {
             assert!(em.line(&src, b"a line", i * 7, i * 7 + 7, false));
         }
+    }
+
+    /// Feeds `n` lines and says the reader is at the end of its files;
+    /// returns the sizes of the batches handed over.
+    fn lines_then_caught_up(
+        em: &mut Emitter,
+        rx: &mut mpsc::UnboundedReceiver<Batch>,
+        n: u64,
+    ) -> Vec<usize> {
+        feed(em, n);
         assert!(em.caught_up());
         std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.len())).collect()
+    }
+
+    /// `--sink elasticsearch` flags.
+    fn es_args() -> crate::config::Args {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: crate::config::Args,
+        }
+        <Cli as clap::Parser>::parse_from([
+            "t",
+            "--path=/l/*.log",
+            "--sink=elasticsearch",
+            "--es-url=http://es:9200",
+            "--es-index=app-%Y.%m.%d",
+        ])
+        .args
+    }
+
+    #[test]
+    fn a_framed_batch_is_the_bulk_request_and_still_yields_its_documents() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let args = es_args();
+        let (mut em, mut rx) = framed_emitter(&rt, Some(ActionLines::new(&args).unwrap()));
+        feed(&mut em, 3);
+        let mut batch = rx.try_recv().unwrap();
+        assert_eq!(batch.len(), 3);
+        // What the sink builds from the documents for a retry: the same bytes.
+        let mut lines = ActionLines::new(&args).unwrap();
+        let mut rebuilt = Vec::new();
+        for i in 0..batch.len() {
+            lines.write(&mut rebuilt, batch.times[i], batch.ids[i]);
+            rebuilt.extend_from_slice(batch.doc(i));
+            rebuilt.push(b'\n');
+        }
+        assert_eq!(rebuilt, batch.body);
+        let docs: Vec<Vec<u8>> = (0..batch.len()).map(|i| batch.doc(i).to_vec()).collect();
+        assert!(docs.iter().all(|d| d.starts_with(b"{\"@timestamp\"")));
+        // Shared with the request, it is not copied, and its documents stay.
+        let sent = batch.share().unwrap();
+        assert_eq!(sent, rebuilt);
+        assert!(batch.body.is_empty());
+        assert_eq!(
+            (0..batch.len())
+                .map(|i| batch.doc(i).to_vec())
+                .collect::<Vec<_>>(),
+            docs
+        );
+        // Without action lines there is nothing to share.
+        assert!(Batch::default().share().is_none());
     }
 
     #[test]

@@ -107,7 +107,7 @@ async fn run(args: Args, ctx: Context) -> anyhow::Result<()> {
         Some(dir) => Some(Buffer::open(dir, args.buffer_max_bytes_disk, &metrics)?),
         None => None,
     };
-    let (outlet, queue) = outlet(&args, &ctx, &metrics, buffer.clone());
+    let (outlet, queue) = outlet(&args, &ctx, &metrics, buffer.clone())?;
     let mut reader = Reader::start(&args, &ctx, &metrics, store.clone(), metadata, outlet)?;
     let mut delivery = tokio::spawn(sink::run(sink, queue, store.clone(), metrics.clone()));
     let persist = Persist { store, buffer };
@@ -275,9 +275,9 @@ fn outlet(
     ctx: &Context,
     metrics: &Metrics,
     buffer: Option<Arc<Buffer>>,
-) -> (Outlet, Queue) {
+) -> anyhow::Result<(Outlet, Queue)> {
     let rt = tokio::runtime::Handle::current();
-    match buffer {
+    Ok(match buffer {
         Some(b) => (
             Outlet::disk(b.clone(), rt, ctx.shutdown_handle(), metrics.clone()),
             Queue::Disk(b),
@@ -289,10 +289,21 @@ fn outlet(
                     .min(Semaphore::MAX_PERMITS)
                     .min(u32::MAX as usize),
             ));
-            let outlet = Outlet::memory(tx, budget, rt, ctx.shutdown_handle(), metrics.clone());
+            let framing = match args.sink {
+                config::SinkKind::Elasticsearch => Some(sink::ActionLines::new(args)?),
+                _ => None,
+            };
+            let outlet = Outlet::memory(
+                tx,
+                budget,
+                framing,
+                rt,
+                ctx.shutdown_handle(),
+                metrics.clone(),
+            );
             (outlet, Queue::Memory(rx))
         }
-    }
+    })
 }
 
 fn multiline_rule(args: &Args) -> anyhow::Result<Option<MultilineRule>> {

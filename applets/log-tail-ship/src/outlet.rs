@@ -14,6 +14,7 @@ use crate::batch::Batch;
 use crate::buffer::{Buffer, Full, Writer};
 use crate::checkpoint::Store;
 use crate::metrics::Metrics;
+use crate::sink::ActionLines;
 
 /// How long a failed disk buffer write waits before it is tried again.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
@@ -24,6 +25,10 @@ enum Kind {
         budget: Arc<Semaphore>,
         /// Permits in `budget` when none is taken: --buffer-max-bytes.
         capacity: usize,
+        /// With Elasticsearch: the `_bulk` action line written before each
+        /// event, so that a batch is its request and the sink sends it
+        /// without a copy. (Disk buffer records hold the events alone.)
+        framing: Option<ActionLines>,
     },
     Disk(Writer),
 }
@@ -39,6 +44,7 @@ impl Outlet {
     pub fn memory(
         tx: mpsc::UnboundedSender<Batch>,
         budget: Arc<Semaphore>,
+        framing: Option<ActionLines>,
         rt: tokio::runtime::Handle,
         shutdown: Shutdown,
         metrics: Metrics,
@@ -49,6 +55,7 @@ impl Outlet {
                 tx,
                 budget,
                 capacity,
+                framing,
             },
             rt,
             shutdown,
@@ -70,6 +77,14 @@ impl Outlet {
         }
     }
 
+    /// The action line writer batches for this outlet need, if any.
+    pub fn framing(&mut self) -> Option<&mut ActionLines> {
+        match &mut self.kind {
+            Kind::Memory { framing, .. } => framing.as_mut(),
+            Kind::Disk(_) => None,
+        }
+    }
+
     pub fn is_disk(&self) -> bool {
         matches!(self.kind, Kind::Disk(_))
     }
@@ -83,6 +98,7 @@ impl Outlet {
                 tx,
                 budget,
                 capacity,
+                ..
             } => {
                 // A batch can outgrow the whole budget by its last event (a
                 // long line); it then takes all of it rather than wait forever.

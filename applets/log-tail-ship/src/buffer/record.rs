@@ -119,12 +119,10 @@ pub fn decode(index: &[u8], body: Vec<u8>) -> Result<Batch, Bad> {
     if index.len() != PAYLOAD_HEAD + n * PER_EVENT {
         return Err(Bad::Format("event index of the wrong length"));
     }
-    let mut batch = Batch {
-        ends: Vec::with_capacity(n),
-        times: Vec::with_capacity(n),
-        ids: Vec::with_capacity(n),
-        ..Batch::default()
-    };
+    let mut batch = Batch::default();
+    batch.ends.reserve_exact(n);
+    batch.times.reserve_exact(n);
+    batch.ids.reserve_exact(n);
     let mut prev = 0;
     for e in index[PAYLOAD_HEAD..].chunks_exact(PER_EVENT) {
         let end = u32::from_le_bytes(e[..4].try_into().expect("4 bytes")) as usize;

@@ -63,10 +63,15 @@ impl<P: Protocol> Delivery<P> {
     }
 
     /// Returns once every event of the batch is acknowledged or dead-lettered.
-    pub async fn deliver(&mut self, batch: &Batch) {
+    pub async fn deliver(&mut self, batch: &mut Batch) {
+        // A body the reader built as the request is sent as it is.
+        let mut whole = batch.share();
+        let batch = &*batch;
         let mut parts = VecDeque::from([(0..batch.len()).collect::<Vec<_>>()]);
         while let Some(part) = parts.pop_front() {
-            let Err(TooLarge { pending, reason }) = self.deliver_part(batch, part).await else {
+            let first = whole.take();
+            let Err(TooLarge { pending, reason }) = self.deliver_part(batch, part, first).await
+            else {
                 continue;
             };
             if pending.len() == 1 {
@@ -97,19 +102,21 @@ impl<P: Protocol> Delivery<P> {
     }
 
     /// Sends the `pending` events until each is settled, or gives them back
-    /// when the request as a whole is too large.
+    /// when the request as a whole is too large. `body` is their request
+    /// body if it is already built.
     async fn deliver_part(
         &mut self,
         batch: &Batch,
         mut pending: Vec<usize>,
+        body: Option<Bytes>,
     ) -> Result<(), TooLarge> {
         let common = &self.common;
         let mut backoff = common.backoff();
         // Encoded once per set of events; a retry of the same set resends it.
-        let mut request = None;
+        let mut request = body.map(|b| common.encode(b));
         loop {
             let (body, encoding) = request
-                .get_or_insert_with(|| common.encode(self.proto.body(batch, &pending)))
+                .get_or_insert_with(|| common.encode(Bytes::from(self.proto.body(batch, &pending))))
                 .clone();
             let url = self.proto.url();
             let redacted = sidecar_runtime::redact::redact_url(url);

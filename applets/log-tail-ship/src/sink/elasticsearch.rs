@@ -36,11 +36,41 @@ pub struct EsSink {
     /// `<base>/_bulk?[pipeline=…&]filter_path=…` per `--es-url`.
     urls: Vec<String>,
     current: usize,
-    index: IndexName,
+    lines: ActionLines,
     action: EsAction,
+    headers: HeaderMap,
+}
+
+/// The action line before each document of a `_bulk` body. The reader
+/// writes them into the batch as it builds it (a batch is then sent as it
+/// is); the sink writes them for the requests it builds itself (retries of
+/// some items, halves of a batch refused as too large, batches read back
+/// from the disk buffer).
+pub struct ActionLines {
+    index: IndexName,
     /// Send each event's stable id as `_id`, so a resend is a 409, not a copy.
     ids: bool,
-    headers: HeaderMap,
+}
+
+impl ActionLines {
+    pub fn new(args: &Args) -> anyhow::Result<ActionLines> {
+        Ok(ActionLines {
+            index: IndexName::new(&args.es_index, args.es_action)?,
+            ids: args.es_document_id == EsDocumentId::Offset,
+        })
+    }
+
+    /// Appends the action line, with its newline, of the event at `time_ns`
+    /// whose id is `id`.
+    pub fn write(&mut self, out: &mut Vec<u8>, time_ns: i64, id: u128) {
+        out.extend_from_slice(self.index.line(time_ns));
+        if self.ids {
+            out.extend_from_slice(b",\"_id\":\"");
+            crate::json::write_hex128(out, id);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"}}\n");
+    }
 }
 
 /// The action line for an event, from `--es-index`.
@@ -160,9 +190,8 @@ impl EsSink {
         Ok(EsSink {
             urls,
             current: 0,
-            index: IndexName::new(&args.es_index, args.es_action)?,
+            lines: ActionLines::new(args)?,
             action: args.es_action,
-            ids: args.es_document_id == EsDocumentId::Offset,
             headers,
         })
     }
@@ -186,16 +215,11 @@ impl Protocol for EsSink {
         // the body is never copied to grow.
         let action = events
             .first()
-            .map_or(0, |&i| self.index.line(batch.times[i]).len() + 45);
-        let mut body = Vec::with_capacity(batch.body.len() + events.len() * action);
+            .map_or(0, |&i| self.lines.index.line(batch.times[i]).len() + 45);
+        let docs: usize = events.iter().map(|&i| batch.doc(i).len() + 1).sum();
+        let mut body = Vec::with_capacity(docs + events.len() * action);
         for &i in events {
-            body.extend_from_slice(self.index.line(batch.times[i]));
-            if self.ids {
-                body.extend_from_slice(b",\"_id\":\"");
-                crate::json::write_hex128(&mut body, batch.ids[i]);
-                body.push(b'"');
-            }
-            body.extend_from_slice(b"}}\n");
+            self.lines.write(&mut body, batch.times[i], batch.ids[i]);
             body.extend_from_slice(batch.doc(i));
             body.push(b'\n');
         }

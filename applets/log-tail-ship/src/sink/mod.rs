@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 
 pub use dead_letter::DeadLetter;
 use delivery::Delivery;
+pub use elasticsearch::ActionLines;
 
 /// First retry wait; it doubles up to --retry-max-backoff.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -47,9 +48,9 @@ impl Common {
     }
 
     /// The request body, gzipped (level 1, as Filebeat) if asked.
-    pub fn encode(&self, body: Vec<u8>) -> (Bytes, Option<&'static str>) {
+    pub fn encode(&self, body: Bytes) -> (Bytes, Option<&'static str>) {
         match self.compress {
-            Compress::None => (Bytes::from(body), None),
+            Compress::None => (body, None),
             Compress::Gzip => {
                 use std::io::Write;
                 let mut gz = flate2::write::GzEncoder::new(
