@@ -219,9 +219,9 @@ impl Handler {
         path: &RequestPath,
     ) -> Found {
         let rel = path.relative();
-        let dir = match tree.open_seen(&rel, self.s.policy, root_now) {
+        let dir = match tree.open_seen(rel, self.s.policy, root_now) {
             Ok(Entry::File(_)) if path.trailing_slash => return Found::Missing,
-            Ok(Entry::File(f)) => return Found::Response(self.file(tree, ask, &rel, f)),
+            Ok(Entry::File(f)) => return Found::Response(self.file(tree, ask, rel, f)),
             Ok(Entry::Dir(d)) => d,
             Err(OpenError::NotFound) => return Found::Missing,
             Err(OpenError::Absent) => return Found::Absent,
@@ -250,7 +250,7 @@ impl Handler {
         if !self.s.listing {
             return Found::Missing;
         }
-        match tree.list(dir, &rel, self.s.policy) {
+        match tree.list(dir, rel, self.s.policy) {
             Ok(entries) => {
                 let (body, ctype) = if listing::wants_json(ask.headers) {
                     (listing::json(&entries), "application/json")

@@ -9,7 +9,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 
@@ -25,7 +25,9 @@ pub enum Rejected {
 /// A decoded request path: components below the root, none empty, `.`, `..`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestPath {
-    components: Vec<Vec<u8>>,
+    /// The components joined by `/` (`.` for the root): one buffer, so a
+    /// request costs one allocation here, and the lookup borrows it.
+    rel: Vec<u8>,
     /// The request named a directory (`/docs/`) rather than a file (`/docs`).
     pub trailing_slash: bool,
 }
@@ -39,20 +41,23 @@ impl RequestPath {
         if !well_formed_escapes(raw.as_bytes()) {
             return Err(Rejected::BadRequest("malformed percent escape"));
         }
-        let decoded: Vec<u8> = percent_decode(raw.as_bytes()).collect();
+        // Borrowed unless the path has escapes.
+        let decoded: std::borrow::Cow<[u8]> = percent_decode(raw.as_bytes()).into();
         if decoded.contains(&0) {
             return Err(Rejected::BadRequest("NUL byte in path"));
         }
-        let mut components: Vec<Vec<u8>> = Vec::new();
+        let mut rel: Vec<u8> = Vec::with_capacity(decoded.len());
         for c in decoded.split(|&b| b == b'/') {
             match c {
                 b"" | b"." => continue,
                 // Resolved lexically, as a browser would (`/dir/../` is `/`);
                 // climbing above the root is a traversal attempt.
                 b".." => {
-                    if components.pop().is_none() {
+                    if rel.is_empty() {
                         return Err(Rejected::BadRequest("'..' above the root"));
                     }
+                    let parent = rel.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                    rel.truncate(parent);
                     continue;
                 }
                 _ => {}
@@ -63,36 +68,38 @@ impl RequestPath {
             if c.len() >= 2 && c[0].is_ascii_alphabetic() && c[1] == b':' {
                 return Err(Rejected::BadRequest("drive letter in path"));
             }
-            components.push(c.to_vec());
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(c);
         }
         // Bad spellings win over hidden names: a traversal attempt is a 400 wherever it sits.
-        if components.iter().any(|c| is_hidden_name(c, hidden_files)) {
+        if rel
+            .split(|&b| b == b'/')
+            .any(|c| is_hidden_name(c, hidden_files))
+        {
             return Err(Rejected::Hidden);
         }
         // A final `.` or `..` names a directory too (`/a/b/.` is `/a/b/`, as URL
         // normalisation has it), so `/file.txt/.` is a 404 like `/file.txt/`.
         let last = decoded.rsplit(|&b| b == b'/').next().unwrap_or_default();
         let trailing_slash = matches!(last, b"" | b"." | b"..");
+        if rel.is_empty() {
+            rel.push(b'.');
+        }
         Ok(RequestPath {
-            components,
+            rel,
             trailing_slash,
         })
     }
 
     pub fn is_root(&self) -> bool {
-        self.components.is_empty()
+        self.rel == b"."
     }
 
     /// The path relative to the root, `.` for the root itself.
-    pub fn relative(&self) -> PathBuf {
-        if self.components.is_empty() {
-            return PathBuf::from(".");
-        }
-        let mut p = PathBuf::new();
-        for c in &self.components {
-            p.push(OsStr::from_bytes(c));
-        }
-        p
+    pub fn relative(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.rel))
     }
 
     /// Canonical URL path (`/a/b`, or `/a/b/` with `dir`), percent-encoded. Used for
@@ -100,13 +107,16 @@ impl RequestPath {
     /// as a protocol-relative URL (`//evil.com`).
     pub fn url(&self, dir: bool) -> String {
         let mut out = String::from("/");
-        for (i, c) in self.components.iter().enumerate() {
+        if self.is_root() {
+            return out;
+        }
+        for (i, c) in self.rel.split(|&b| b == b'/').enumerate() {
             if i > 0 {
                 out.push('/');
             }
             out.push_str(&encode_component(c));
         }
-        if dir && !self.components.is_empty() {
+        if dir {
             out.push('/');
         }
         out
