@@ -950,14 +950,7 @@ fn git_daemon_and_its_children_do_not_outlive_the_test() {
 fn a_change_reuses_unmodified_files_and_publishes_exactly_the_commit() {
     use std::os::unix::fs::MetadataExt;
     let s = Setup::new();
-    for i in 0..200 {
-        std::fs::create_dir_all(s.up.dir.join(format!("d{}", i % 10))).unwrap();
-        std::fs::write(
-            s.up.dir.join(format!("d{}/f{i}", i % 10)),
-            format!("file {i}\n"),
-        )
-        .unwrap();
-    }
+    s.up.write_files(200, 10);
     // A large file is cloned (reflink or kernel copy); small ones are cloned
     // only where the filesystem can reflink.
     let big: String = (0..20_000).map(|i| format!("{i:05}\n")).collect();
@@ -1019,10 +1012,7 @@ fn a_small_change_publishes_exactly_the_commit_from_the_spare_tree() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let s = Setup::new();
     let up = &s.up.dir;
-    for i in 0..50 {
-        std::fs::create_dir_all(up.join(format!("d{}", i % 5))).unwrap();
-        std::fs::write(up.join(format!("d{}/f{i}", i % 5)), format!("file {i}\n")).unwrap();
-    }
+    s.up.write_files(50, 5);
     std::fs::write(up.join("script"), "#!/bin/sh\necho hi\n").unwrap();
     std::fs::write(up.join("gone"), "bye\n").unwrap();
     std::fs::create_dir_all(up.join("olddir")).unwrap();
@@ -1150,14 +1140,7 @@ fn a_small_change_publishes_exactly_the_commit_from_the_spare_tree() {
 fn the_first_change_after_a_start_or_a_restart_writes_only_the_change() {
     use std::os::unix::fs::MetadataExt;
     let s = Setup::new();
-    for i in 0..50 {
-        std::fs::create_dir_all(s.up.dir.join(format!("d{}", i % 5))).unwrap();
-        std::fs::write(
-            s.up.dir.join(format!("d{}/f{i}", i % 5)),
-            format!("file {i}\n"),
-        )
-        .unwrap();
-    }
+    s.up.write_files(50, 5);
     s.up.commit("one");
     let args = ["--period=100ms", "--log-level=sidecar_git_sync=debug,info"];
     let no_shared_files = |dir: &std::path::Path| {

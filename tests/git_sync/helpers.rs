@@ -66,6 +66,15 @@ impl Upstream {
         self.head()
     }
 
+    /// Writes `n` files `d{i % dirs}/f{i}` holding `file {i}` (not committed).
+    pub fn write_files(&self, n: usize, dirs: usize) {
+        for i in 0..n {
+            let dir = self.dir.join(format!("d{}", i % dirs));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+        }
+    }
+
     pub fn head(&self) -> String {
         git(&self.dir, &["rev-parse", "HEAD"])
     }
