@@ -33,7 +33,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        if not self.path.endswith("/_bulk"):
+        # Elasticsearch takes query parameters on _bulk (filter_path, refresh…).
+        path = self.path.split("?", 1)[0]
+        if not path.endswith("/_bulk"):
             self.reply(404, {"error": "only _bulk is served here"})
             return
         lines = [l for l in body.split(b"\n") if l.strip()]
@@ -41,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         for action, source in zip(lines[0::2], lines[1::2]):
             (op, meta), = json.loads(action).items()
             doc = json.loads(source)
-            index = meta.get("_index", self.path.strip("/").split("/")[0] or "-")
+            index = meta.get("_index", path.strip("/").split("/")[0] or "-")
             print(f"es-receiver: {index} {doc.get('message', doc)}", flush=True)
             items.append({op: {"_index": index, "status": 201, "result": "created"}})
         self.reply(200, {"took": 1, "errors": False, "items": items})

@@ -39,7 +39,12 @@ pub fn run(args: &[&str]) -> std::process::Output {
 }
 
 pub fn run_cmd(cmd: &mut Command) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    // Its own process group: on a timeout the whole group is killed, so
+    // background children (a demo's servers) cannot keep the output pipes
+    // open and hang the test after the command itself is gone.
     let child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -55,7 +60,7 @@ pub fn run_cmd(cmd: &mut Command) -> std::process::Output {
     match rx.recv_timeout(DEADLINE) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
             let out = rx.recv().unwrap().unwrap();
             panic!(
                 "command did not finish in {DEADLINE:?}; stderr:\n{}",
