@@ -1143,11 +1143,25 @@ fn the_first_change_after_a_start_or_a_restart_writes_only_the_change() {
     s.up.write_files(50, 5);
     s.up.commit("one");
     let args = ["--period=100ms", "--log-level=sidecar_git_sync=debug,info"];
-    let no_shared_files = |dir: &std::path::Path| {
+    // A commit of `content` is published by writing that one file, exactly,
+    // sharing no file with another tree; returns the published directory.
+    let publishes_only_the_change = |sc: &mut Sidecar, content: &str| {
+        let sha = s.up.commit(content);
+        s.wait_for_sync();
+        assert_eq!(s.published(), sha);
+        let change = sc.wait_for_log("worktree files written");
+        assert!(
+            change.contains("files=1 ") && change.contains("kept=50"),
+            "{change}"
+        );
+        s.assert_real_worktree(&sha);
+        assert_eq!(s.content(), content);
+        let dir = std::fs::canonicalize(s.link()).unwrap();
         for i in 0..50 {
             let m = std::fs::metadata(dir.join(format!("d{}/f{i}", i % 5))).unwrap();
             assert_eq!(m.nlink(), 1, "d{}/f{i} is a hard link", i % 5);
         }
+        dir
     };
 
     let mut sc = s.start(&args);
@@ -1157,35 +1171,13 @@ fn the_first_change_after_a_start_or_a_restart_writes_only_the_change() {
         .contains("files=51"));
     sc.wait_for_log("spare tree prepared");
     let old = std::fs::canonicalize(s.link()).unwrap();
-    let sha = s.up.commit("two");
-    s.wait_for_sync();
-    assert_eq!(s.published(), sha);
-    let change = sc.wait_for_log("worktree files written");
-    assert!(
-        change.contains("files=1 ") && change.contains("kept=50"),
-        "{change}"
-    );
-    s.assert_real_worktree(&sha);
-    assert_eq!(s.content(), "two");
-    let new = std::fs::canonicalize(s.link()).unwrap();
-    assert_ne!(new, old);
-    no_shared_files(&new);
+    assert_ne!(publishes_only_the_change(&mut sc, "two"), old);
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 
     let mut sc = s.start(&args);
     s.wait_for_sync();
-    let sha = s.up.commit("three");
-    s.wait_for_sync();
-    assert_eq!(s.published(), sha);
-    let change = sc.wait_for_log("worktree files written");
-    assert!(
-        change.contains("files=1 ") && change.contains("kept=50"),
-        "{change}"
-    );
-    s.assert_real_worktree(&sha);
-    assert_eq!(s.content(), "three");
-    no_shared_files(&std::fs::canonicalize(s.link()).unwrap());
+    publishes_only_the_change(&mut sc, "three");
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }

@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{counts, logrotate, messages, metric, Ship, Writer};
+use common::{counts, logrotate, messages, metric, ndjson, Ship, Writer};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::{http, Sidecar};
@@ -132,8 +132,7 @@ fn kill_9_mid_batch_loses_nothing() {
     let mut seen = HashSet::new();
     let collect = |seen: &mut HashSet<String>, req: http::Request| {
         assert_eq!(req.header("content-type"), Some("application/x-ndjson"));
-        for l in String::from_utf8(req.body).unwrap().lines() {
-            let v: Value = serde_json::from_str(l).unwrap();
+        for v in ndjson(&req.body) {
             seen.insert(v["message"].as_str().unwrap().to_string());
         }
     };
@@ -422,8 +421,7 @@ fn backpressure_bounds_memory_and_loses_nothing() {
     let mut seen = HashSet::new();
     while seen.len() < total {
         let req = recv.next();
-        for l in String::from_utf8(req.body).unwrap().lines() {
-            let v: Value = serde_json::from_str(l).unwrap();
+        for v in ndjson(&req.body) {
             seen.insert(v["message"].as_str().unwrap()[..9].to_string());
         }
     }
@@ -615,16 +613,7 @@ fn the_end_of_a_backlog_does_not_wait_for_the_batch_timeout() {
     let mut sizes = Vec::new();
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let body = String::from_utf8(recv.next().body).unwrap();
-        let batch: Vec<String> = body
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["message"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let batch = messages(&ndjson(&recv.next().body));
         sizes.push(batch.len());
         got.extend(batch);
     }

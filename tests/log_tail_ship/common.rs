@@ -116,6 +116,15 @@ impl Ship {
     }
 }
 
+/// The events of an NDJSON request body (the http sink's), one per line.
+pub fn ndjson(body: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn messages(evs: &[Value]) -> Vec<String> {
     evs.iter()
         .map(|e| e["message"].as_str().unwrap_or_default().to_string())

@@ -216,10 +216,11 @@ fn reusable_files(
         COPY_MIN
     };
     if min > 0 && files.len() <= FEW {
+        let odb = repo.odb().ok();
         let large = |i: usize| {
-            repo.odb()
-                .and_then(|odb| odb.read_header(items[i].id))
-                .map_or(true, |(size, _)| size as u64 >= min)
+            odb.as_ref()
+                .and_then(|odb| odb.read_header(items[i].id).ok())
+                .is_none_or(|(size, _)| size as u64 >= min)
         };
         if !files.iter().any(|&(i, _)| large(i)) {
             return HashMap::new();
