@@ -312,10 +312,6 @@ fn repairs_what_a_crash_or_tampering_left() {
     s.assert_real_worktree(&sha2);
 
     // A commit made inside the worktree is undone (sync_recover_wrong_worktree_hash).
-    // The one-time runs left a touch file: without removing it, the wait
-    // below could return before this process's first pass, whose restore of
-    // edited files would then undo the edit before it is committed.
-    std::fs::remove_file(s.root.join("_sync_lock")).unwrap();
     let mut sc = s.start(&["--period=100ms"]);
     s.wait_for_sync();
     std::fs::write(s.link().join("file"), "local change").unwrap();

@@ -120,7 +120,15 @@ impl Setup {
         v
     }
 
+    /// Starts a syncing process. A touch file left by an earlier process (a
+    /// `run_once`, or a restart) is removed first: `wait_for_sync` would
+    /// otherwise return before this process's first pass, and the next wait
+    /// on the first pass's own touch, before the change it waits for.
     pub fn start(&self, extra: &[&str]) -> Sidecar {
+        match std::fs::remove_file(self.root.join("_sync_lock")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("touch file: {e}"),
+            _ => {}
+        }
         let args = self.args(extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Sidecar::start("git-sync", &refs)
@@ -137,7 +145,8 @@ impl Setup {
         support::run(&refs)
     }
 
-    /// Waits for the touch file (a completed sync) and removes it.
+    /// Waits for the touch file and removes it. It is touched at the end of a
+    /// pass that published a commit (the first, or a change), after cleanup.
     pub fn wait_for_sync(&self) {
         let f = self.root.join("_sync_lock");
         support::wait_until("a sync (touch file)", || f.exists());
