@@ -8,6 +8,11 @@
 #   tcp-proxy             vs haproxy (mode tcp, one listener, no checks)
 #   log-tail-ship         vs rsyslogd with imfile (inotify) to a file
 #   git-sync (period 10s) vs a shell loop of `git fetch` every 10s
+#   git-sync over https   the same, from git http-backend behind lighttpd (TLS, a
+#                         self-signed CA added to the system's), with the CA store in
+#                         Debian's and the image's layout (scripts/ca-dir: bundle and
+#                         hashed directory), and with the bundle alone (no hashed
+#                         directory, as an image that ships only the bundle)
 #   config-watch-reload   no Debian peer (configmap-reload is not packaged)
 # Usage: benches/idle.sh [path/to/sidecar]
 #   IDLE_SECONDS (default 60) window, IDLE_SETTLE (default 5) settle time.
@@ -21,9 +26,9 @@ BIN=${1:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar}
 BIN=$(realpath "$BIN")
 WINDOW=${IDLE_SECONDS:-60}
 SETTLE=${IDLE_SETTLE:-5}
-for tool in nginx haproxy rsyslogd git python3; do
+for tool in nginx haproxy rsyslogd lighttpd openssl git python3; do
   command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light haproxy rsyslog git python3)" >&2; exit 2; }
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx-light haproxy rsyslog lighttpd openssl git python3)" >&2; exit 2; }
 done
 
 scratch_dir
@@ -48,7 +53,7 @@ git -C "$tmp/seed" push -q origin HEAD:refs/heads/main
 git -C "$tmp/up.git" symbolic-ref HEAD refs/heads/main
 
 ss_port=$(free_port); ng_port=$(free_port); tp_port=$(free_port); hp_port=$(free_port)
-up_port=$(free_port); rl_port=$(free_port)
+up_port=$(free_port); rl_port=$(free_port); gh_port=$(free_port)
 
 cat >"$tmp/nginx/nginx.conf" <<EOF
 daemon off; worker_processes 1; pid $tmp/nginx/pid; error_log $tmp/nginx/error.log;
@@ -79,6 +84,28 @@ input(type="imfile" file="$tmp/logs/*.log" tag="app")
 action(type="omfile" file="$tmp/rsyslog/out.log")
 EOF
 
+# The https git server and the CA stores that trust it.
+mkdir -p "$tmp/gh" "$tmp/gs-https" "$tmp/gs-https-bundle" "$tmp/ca-bundle-only"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$tmp/gh/key.pem" -out "$tmp/gh/cert.pem" 2>/dev/null
+scripts/ca-dir "$tmp/ca" "$tmp/gh/cert.pem"
+cp "$tmp/ca/ca-certificates.crt" "$tmp/ca-bundle-only/"
+cat >"$tmp/gh/lighttpd.conf" <<EOF
+server.document-root = "$tmp/gh"
+server.bind = "127.0.0.1"
+server.port = $gh_port
+server.modules = ( "mod_alias", "mod_cgi", "mod_setenv", "mod_openssl" )
+server.errorlog = "$tmp/gh/error.log"
+ssl.engine = "enable"
+ssl.pemfile = "$tmp/gh/cert.pem"
+ssl.privkey = "$tmp/gh/key.pem"
+alias.url = ( "/git/" => "$(git --exec-path)/git-http-backend/" )
+\$HTTP["url"] =~ "^/git/" {
+  cgi.assign = ( "" => "" )
+  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "$tmp", "GIT_HTTP_EXPORT_ALL" => "1" )
+}
+EOF
+
 # --- start everything -------------------------------------------------------
 admin=(--admin-addr=127.0.0.1:0)
 start static-serve "$BIN" static-serve --root "$tmp/www" --listen "127.0.0.1:$ss_port" "${admin[@]}"
@@ -89,6 +116,13 @@ start log-tail-ship "$BIN" log-tail-ship --path "$tmp/logs/*.log" --data-dir "$t
   --sink=http --http-url "http://127.0.0.1:$rl_port/" "${admin[@]}"
 start rsyslog rsyslogd -n -f "$tmp/rsyslog/rsyslog.conf" -i "$tmp/rsyslog/pid"
 start git-sync "$BIN" git-sync --repo "file://$tmp/up.git" --root "$tmp/gs" --period=10s "${admin[@]}"
+start lighttpd lighttpd -D -f "$tmp/gh/lighttpd.conf"
+wait_port "$gh_port"
+https_repo=(--repo "https://127.0.0.1:$gh_port/git/up.git" --period=10s "${admin[@]}")
+start git-sync-https env SSL_CERT_FILE="$tmp/ca/ca-certificates.crt" SSL_CERT_DIR="$tmp/ca" \
+  "$BIN" git-sync --root "$tmp/gs-https" "${https_repo[@]}"
+start git-sync-https-bundle env SSL_CERT_FILE="$tmp/ca-bundle-only/ca-certificates.crt" SSL_CERT_DIR="$tmp/ca-bundle-only" \
+  "$BIN" git-sync --root "$tmp/gs-https-bundle" "${https_repo[@]}"
 git clone -q "$tmp/up.git" "$tmp/fetch-loop"
 start git-fetch-loop sh -c "while sleep 10; do git -C '$tmp/fetch-loop' fetch -q; done"
 start config-watch-reload "$BIN" config-watch-reload --watch "$tmp/cw" \
@@ -100,6 +134,8 @@ wait_file() { # a file every peer must produce once it works, so idle is not bro
   echo "no $1" >&2; for f in "$tmp"/*.out; do echo "== $f"; tail -n 5 "$f"; done >&2; exit 1
 }
 wait_file "$tmp/gs/up.git"           # git-sync's first sync published the worktree
+wait_file "$tmp/gs-https/up.git"
+wait_file "$tmp/gs-https-bundle/up.git"
 wait_file "$tmp/rsyslog/out.log"  # rsyslog read the existing line
 sleep "$SETTLE"
 for p in "${pids[@]}"; do
@@ -107,7 +143,8 @@ for p in "${pids[@]}"; do
 done
 
 # --- measure ----------------------------------------------------------------
-names=(static-serve nginx tcp-proxy haproxy log-tail-ship rsyslog git-sync git-fetch-loop config-watch-reload)
+names=(static-serve nginx tcp-proxy haproxy log-tail-ship rsyslog git-sync git-sync-https git-sync-https-bundle
+  git-fetch-loop config-watch-reload)
 declare -A t0 t1 rss
 for n in "${names[@]}"; do v=pid_${n//-/_}; t0[$n]=$(ticks "${!v}"); done
 echo "measuring ${WINDOW}s of idle..." >&2
@@ -122,22 +159,24 @@ cpu_ms() { ticks_ms $((t1[$1] - t0[$1])); }
 GOAL_RSS_KIB=$((8 * 1024))
 GOAL_BIN_MIB=15
 goal() { [ "${rss[$1]}" -le "$GOAL_RSS_KIB" ] && echo ok || echo OVER; }
-printf '%-20s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' applet "cpu ms" "rss MiB" "<=8" peer "cpu ms" "rss MiB" "cpu x" "rss x"
+printf '%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' applet "cpu ms" "rss MiB" "<=8" peer "cpu ms" "rss MiB" "cpu x" "rss x"
 row() { # APPLET PEER
   local a=$1 p=$2 ac am pc pm
   ac=$(cpu_ms "$a"); am=$(awk -v k="${rss[$a]}" 'BEGIN{printf "%.1f", k/1024}')
   if [ -z "$p" ]; then
-    printf '%-20s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "(none)" - - - -
+    printf '%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "(none)" - - - -
     return
   fi
   pc=$(cpu_ms "$p"); pm=$(awk -v k="${rss[$p]}" 'BEGIN{printf "%.1f", k/1024}')
-  printf '%-20s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "$p" "$pc" "$pm" \
+  printf '%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "$p" "$pc" "$pm" \
     "$(ratio "$ac" "$pc")" "$(ratio "${rss[$a]}" "${rss[$p]}")"
 }
 row static-serve nginx
 row tcp-proxy haproxy
 row log-tail-ship rsyslog
 row git-sync git-fetch-loop
+row git-sync-https git-fetch-loop
+row git-sync-https-bundle git-fetch-loop
 row config-watch-reload ""
 strip -o "$tmp/sidecar.stripped" "$BIN"
 bin_mib=$(awk -v b="$(stat -c %s "$tmp/sidecar.stripped")" 'BEGIN{printf "%.1f", b/1048576}')

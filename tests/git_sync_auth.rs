@@ -324,6 +324,52 @@ fn https_trusts_the_ca_named_by_ssl_cert_file() {
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
 }
 
+/// Debian's layout: the bundle, and a directory with each of its
+/// certificates under its subject hash (update-ca-certificates writes both).
+/// git-sync then trusts the CA through the directory, which OpenSSL reads
+/// only as far as a server's chain needs, without loading the bundle.
+#[test]
+fn https_trusts_a_ca_in_the_hashed_ssl_cert_dir() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let Some((_peer, port, cert)) =
+        helpers::lighttpd_tls(s.tmp.path(), s.tmp.path(), "testuser:testpass\n")
+    else {
+        return;
+    };
+    let hash = Command::new("openssl")
+        .args(["x509", "-noout", "-subject_hash", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(hash.stdout).unwrap();
+    let dir = s.tmp.path().join("certs");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&cert, dir.join(format!("{}.0", hash.trim()))).unwrap();
+    let bundle = dir.join("ca-certificates.crt");
+    std::fs::copy(&cert, &bundle).unwrap();
+    let mut args = base_args(&s, &format!("https://127.0.0.1:{port}/git/repo"));
+    std::fs::write(s.tmp.path().join("pw"), "testpass").unwrap();
+    args.push("--username=testuser".into());
+    args.push(format!(
+        "--password-file={}",
+        s.tmp.path().join("pw").display()
+    ));
+    let out = run_env(
+        &args,
+        &[
+            ("SSL_CERT_FILE", bundle.to_str().unwrap()),
+            ("SSL_CERT_DIR", dir.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+}
+
 /// Like git, git-sync reads the CA bundle only for http(s) remotes: a
 /// `file://` sync works with a bundle that would not load, and hooks see
 /// `SSL_CERT_FILE` as it was given (git-sync hides it from libgit2's start).

@@ -114,7 +114,7 @@ pub fn configure_process(cfg: &Config) -> Result<()> {
             git2::opts::set_server_timeout_in_milliseconds(ms)?;
             // Certificates: OpenSSL's default verify paths read SSL_CERT_DIR
             // (looked up lazily) and SSL_CERT_FILE (loaded by `ca` when an
-            // http(s) remote first needs it); a scratch image sets the latter.
+            // http(s) remote first needs it, unless the directory holds it all).
         }
         Ok(())
     };
