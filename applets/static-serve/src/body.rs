@@ -34,12 +34,69 @@ enum Part {
     File { offset: u64, len: u64 },
 }
 
-/// Something to drop when the response is finished (end of a request for
-/// the connection's idle tracking).
-pub type Guard = Box<dyn Send + Sync>;
+/// A queue of parts that holds the first one without allocating: most
+/// bodies are one part (a file, or a message).
+#[derive(Default)]
+struct Parts {
+    /// Empty only if `rest` is too, or once it was popped.
+    head: Option<Part>,
+    rest: VecDeque<Part>,
+}
+
+impl Parts {
+    fn push_back(&mut self, p: Part) {
+        if self.is_empty() {
+            self.head = Some(p);
+        } else {
+            self.rest.push_back(p);
+        }
+    }
+
+    fn push_front(&mut self, p: Part) {
+        if let Some(h) = self.head.replace(p) {
+            self.rest.push_front(h);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Part> {
+        self.head.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none() && self.rest.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.head = None;
+        self.rest.clear();
+    }
+}
+
+/// What is told when a response is finished (the end of a request for the
+/// connection's idle tracking).
+pub trait Finish: Send + Sync {
+    fn finish(&self);
+}
+
+/// Calls [`Finish::finish`] when dropped: with the response, or with the
+/// request if it never got one. An `Arc` (of the connection's state), so a
+/// request costs a reference count, not an allocation.
+pub struct Guard(Arc<dyn Finish>);
+
+impl Guard {
+    pub fn new(f: Arc<dyn Finish>) -> Guard {
+        Guard(f)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
 
 pub struct Body {
-    parts: VecDeque<Part>,
+    parts: Parts,
     file: Option<Arc<File>>,
     /// Where to record file spans sent as placeholders (the connection's).
     spans: Option<Arc<Spans>>,
@@ -54,7 +111,7 @@ pub struct Body {
 impl Body {
     pub fn empty() -> Body {
         Body {
-            parts: VecDeque::new(),
+            parts: Parts::default(),
             file: None,
             spans: None,
             memory: None,
@@ -261,6 +318,29 @@ mod tests {
         assert_eq!(out[0], b'<');
         assert_eq!(&out[1..200_001], &data[10..200_010]);
         assert_eq!(out[200_001], b'>');
+    }
+
+    #[test]
+    fn parts_queue_keeps_order_when_refilled_at_either_end() {
+        let mut q = Parts::default();
+        let bytes = |s: &'static str| Part::Bytes(Bytes::from_static(s.as_bytes()));
+        q.push_back(bytes("a"));
+        q.push_back(bytes("b"));
+        q.push_front(bytes("0"));
+        let mut order = Vec::new();
+        for _ in 0..2 {
+            if let Some(Part::Bytes(b)) = q.pop_front() {
+                order.push(b);
+            }
+        }
+        // The head is gone and `rest` still holds "b": a new part goes after it.
+        q.push_back(bytes("c"));
+        q.push_front(bytes("1"));
+        while let Some(Part::Bytes(b)) = q.pop_front() {
+            order.push(b);
+        }
+        assert_eq!(order, ["0", "a", "1", "b", "c"]);
+        assert!(q.is_empty());
     }
 
     #[test]

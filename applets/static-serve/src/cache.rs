@@ -7,11 +7,14 @@
 //! so a write within the file system's timestamp granularity cannot alias.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+// FxHash: a lookup per request, and keys are versions of files in the tree
+// (identities and ETags), not strings a client picks.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 pub struct BytesCache<K> {
     inner: Mutex<Inner<K>>,
@@ -33,10 +36,10 @@ impl<K: Hash + Eq + Clone> BytesCache<K> {
     pub fn new(capacity: usize, max_entry: usize) -> BytesCache<K> {
         BytesCache {
             inner: Mutex::new(Inner {
-                map: HashMap::new(),
+                map: HashMap::default(),
                 order: VecDeque::new(),
                 bytes: 0,
-                pending: HashSet::new(),
+                pending: HashSet::default(),
             }),
             capacity,
             max_entry,

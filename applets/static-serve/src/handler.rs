@@ -2,9 +2,12 @@
 //! listing or fallback → conditional and range handling → common headers.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -20,6 +23,7 @@ use crate::headers::{self, content_type, http_date, mime_of, FileHeaders};
 use crate::listing;
 use crate::metrics::Metrics;
 use crate::path::{Rejected, RequestPath};
+use crate::present::Present;
 use crate::range::{self, Ranges};
 use crate::settings::{PageFile, Settings};
 use crate::tree::{Entry, FileId, OpenError, OpenFile, Root, Tree};
@@ -36,11 +40,36 @@ pub struct Handler {
     gzip_cache: Arc<BytesCache<String>>,
     /// Contents of small files, so a hit costs no read.
     content_cache: BytesCache<FileId>,
+    /// The plain 404's headers, built once (every value static: a clone
+    /// allocates the map, nothing else).
+    not_found_headers: HeaderMap,
+}
+
+/// [`Handler::handle`]'s answer: at once, or after the password check.
+// Boxing the common variant would cost the allocation per request it avoids.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    /// Taken by the first poll.
+    Now(Option<Response<Body>>),
+    Later(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match self.get_mut() {
+            Answer::Now(r) => Poll::Ready(r.take().expect("an answer is taken once")),
+            Answer::Later(f) => f.as_mut().poll(cx),
+        }
+    }
 }
 
 /// What the request asked for, borrowed from it.
 struct Ask<'a> {
     headers: &'a HeaderMap,
+    /// Which of the headers read here are there.
+    present: Present,
     query: Option<&'a str>,
     /// The connection sends file bodies by sendfile (plain HTTP/1.1).
     zero_copy: bool,
@@ -67,17 +96,56 @@ impl Handler {
             metrics,
             gzip_cache: Arc::new(BytesCache::new(GZIP_CACHE_BYTES, GZIP_CACHE_BYTES / 4)),
             content_cache: BytesCache::new(CONTENT_CACHE_BYTES, CONTENT_CACHE_MAX_FILE as usize),
+            not_found_headers: HeaderMap::from_iter([
+                (header::CONTENT_TYPE, TEXT_PLAIN),
+                (
+                    header::CONTENT_LENGTH,
+                    HeaderValue::from_static(NOT_FOUND_LENGTH),
+                ),
+            ]),
         }
     }
 
     /// Answers one request and records it.
     /// `zero_copy`: the connection can send file bodies by sendfile.
-    pub async fn handle<B>(
+    ///
+    /// Without `--basic-auth` the answer is computed here and now, and the
+    /// request is dropped before hyper reads on: its head borrows hyper's read
+    /// buffer, which hyper can then reuse instead of allocating a new one for
+    /// every request (it reads ahead before it polls the service's future).
+    pub fn handle<B: Send + 'static>(
         self: &Arc<Self>,
         req: Request<B>,
+        peer: &Arc<str>,
+        zero_copy: bool,
+    ) -> Answer {
+        let start = Instant::now();
+        if let Some(r) = self.answer(&req, peer, zero_copy, None, start) {
+            return Answer::Now(Some(r));
+        }
+        // The password check runs bcrypt on the blocking pool.
+        let (this, peer) = (self.clone(), peer.clone());
+        Answer::Later(Box::pin(async move {
+            let credentials = req.headers().get(header::AUTHORIZATION).cloned();
+            let verdict = match &this.s.auth {
+                Some(auth) => auth.check(credentials.as_ref()).await,
+                None => false,
+            };
+            this.answer(&req, &peer, zero_copy, Some(verdict), start)
+                .unwrap_or_else(|| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
+        }))
+    }
+
+    /// The answer to `req`, or None when it needs the `--basic-auth` verdict
+    /// and `authorized` does not give it yet.
+    fn answer<B>(
+        &self,
+        req: &Request<B>,
         peer: &str,
         zero_copy: bool,
-    ) -> Response<Body> {
+        authorized: Option<bool>,
+        start: Instant,
+    ) -> Option<Response<Body>> {
         // Before auth, CORS, metrics and the access log, as in static-web-server.
         if self.s.health
             && req.uri().path() == "/health"
@@ -87,9 +155,8 @@ impl Handler {
             if req.method() == Method::HEAD {
                 r.body_mut().discard();
             }
-            return r;
+            return Some(r);
         }
-        let start = Instant::now();
         let cors = self
             .s
             .cors
@@ -104,7 +171,7 @@ impl Handler {
                 }
                 r
             }
-            _ => self.respond(&req, zero_copy).await,
+            _ => self.respond(req, zero_copy, authorized)?,
         };
         self.finish_headers(cors, &mut resp);
         let status = resp.status().as_u16();
@@ -122,44 +189,53 @@ impl Handler {
             );
         }
         resp.body_mut().count_into(self.metrics.bytes_sent.clone());
-        resp
+        Some(resp)
     }
 
-    async fn respond<B>(&self, req: &Request<B>, zero_copy: bool) -> Response<Body> {
+    /// None: the request needs the `--basic-auth` verdict, which `authorized` lacks.
+    fn respond<B>(
+        &self,
+        req: &Request<B>,
+        zero_copy: bool,
+        authorized: Option<bool>,
+    ) -> Option<Response<Body>> {
         // RFC 9112 §3.2: two Host fields make the target ambiguous (a proxy in
         // front may have routed on the other one), so the request is refused.
         // A missing Host is tolerated, as SWS and darkhttpd do.
-        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
-            return text(StatusCode::BAD_REQUEST, "bad request: more than one Host\n");
+        let present = Present::scan(req.headers());
+        if present.hosts > 1 {
+            return Some(text(
+                StatusCode::BAD_REQUEST,
+                "bad request: more than one Host\n",
+            ));
         }
         // The socket wrapper answers 414 for a connection's first request
         // line (`request_line.rs`); later ones are checked here.
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target > crate::request_line::MAX_REQUEST_LINE {
-            return text(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");
+            return Some(text(StatusCode::URI_TOO_LONG, "414 URI Too Long\n"));
         }
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
-            Method::OPTIONS => return self.options(),
+            Method::OPTIONS => return Some(self.options()),
             _ => {
                 let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 r.headers_mut().insert(header::ALLOW, ALLOW);
-                return r;
+                return Some(r);
             }
         };
-        if let Some(auth) = &self.s.auth {
-            if !auth.check(req.headers().get(header::AUTHORIZATION)).await {
-                let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"static-serve\", charset=\"UTF-8\""),
-                );
-                return r;
-            }
+        if self.s.auth.is_some() && !authorized? {
+            let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"static-serve\", charset=\"UTF-8\""),
+            );
+            return Some(r);
         }
         let ask = Ask {
             headers: req.headers(),
+            present,
             query: req.uri().query(),
             zero_copy,
         };
@@ -168,7 +244,7 @@ impl Handler {
         if head {
             resp.body_mut().discard();
         }
-        resp
+        Some(resp)
     }
 
     fn respond_path(&self, ask: &Ask, path: Result<RequestPath, Rejected>) -> Response<Body> {
@@ -293,7 +369,10 @@ impl Handler {
                 return r;
             }
         }
-        text(StatusCode::NOT_FOUND, "404 Not Found\n")
+        let mut r = Response::new(Body::bytes(Bytes::from_static(NOT_FOUND.as_bytes())));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        *r.headers_mut() = self.not_found_headers.clone();
+        r
     }
 
     fn open_page(&self, tree: &Tree, page: &PageFile) -> Option<(PathBuf, Arc<OpenFile>)> {
@@ -323,7 +402,11 @@ impl Handler {
             path_headers.cache_control.clone(),
         );
         let compressible = path_headers.compressible;
-        let accepted = Accepted::from_headers(ask.headers);
+        let accepted = if ask.present.accept_encoding {
+            Accepted::from_headers(ask.headers)
+        } else {
+            Accepted::default()
+        };
         let mut vary = compressible;
         let mut coding = None;
         let mut variant_rel = None;
@@ -356,13 +439,18 @@ impl Handler {
         let own = self.headers_of(variant_rel.as_deref().unwrap_or(rel), &f);
         // `Range` is a single-valued field: two of them is ambiguous, so both
         // are ignored and the whole representation is sent (as SWS does).
-        let mut range_values = ask.headers.get_all(header::RANGE).iter();
-        let range_header = match (range_values.next(), range_values.next()) {
-            (Some(v), None) => v.to_str().ok(),
-            _ => None,
+        let range_header = if ask.present.range {
+            let mut values = ask.headers.get_all(header::RANGE).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => v.to_str().ok(),
+                _ => None,
+            }
+        } else {
+            None
         };
         let mut etag = Cow::Borrowed(f.meta.etag.as_str());
-        let mut etag_value = own.etag.clone();
+        // Only when it differs from the file's own (on-the-fly gzip).
+        let mut etag_value = None;
         let mut gzipped = None;
         if coding.is_none()
             && self.s.gzip
@@ -375,64 +463,80 @@ impl Handler {
             if let Some(gz) = self.gzip_on_the_fly(&f, &gz_etag) {
                 gzipped = Some(gz);
                 coding = Some(Coding::Gzip);
-                etag_value = headers::value(gz_etag.clone());
+                etag_value = Some(headers::value(gz_etag.clone()));
                 etag = Cow::Owned(gz_etag);
             }
         }
 
-        let (modified, last_modified_value, date) = match &own.last_modified {
-            Some(v) => (f.meta.modified, v.clone(), None),
-            None => {
-                let (modified, date) = last_modified(f.meta.modified);
-                (modified, http_date(modified), date)
-            }
+        let (modified, date) = match &own.last_modified {
+            Some(_) => (f.meta.modified, None),
+            None => last_modified(f.meta.modified),
+        };
+        let validators = Validators {
+            etag: &etag,
+            modified,
+        };
+        let outcome = if ask.present.preconditions {
+            validators.evaluate(ask.headers)
+        } else {
+            Outcome::Proceed
         };
         let mut r = Response::new(Body::empty());
-        {
+        // The common case, the whole file as it is: its header block was built once.
+        let prebuilt = match (&own.whole, coding, &outcome) {
+            (Some(whole), None, Outcome::Proceed) => {
+                *r.headers_mut() = whole.clone();
+                true
+            }
+            _ => false,
+        };
+        if !prebuilt {
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, content_type);
-            h.insert(header::LAST_MODIFIED, last_modified_value);
+            h.insert(
+                header::LAST_MODIFIED,
+                match &own.last_modified {
+                    Some(v) => v.clone(),
+                    None => http_date(modified),
+                },
+            );
             if let Some(date) = date {
                 h.insert(header::DATE, date);
             }
-            h.insert(header::ETAG, etag_value);
+            h.insert(header::ETAG, etag_value.unwrap_or_else(|| own.etag.clone()));
             if let Some(cc) = cache_control {
                 h.insert(header::CACHE_CONTROL, cc);
             }
             if vary {
                 h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             }
-        }
-        let validators = Validators {
-            etag: &etag,
-            modified,
-        };
-        match validators.evaluate(ask.headers) {
-            Outcome::Proceed => {}
-            Outcome::NotModified => {
-                *r.status_mut() = StatusCode::NOT_MODIFIED;
+            match outcome {
+                Outcome::Proceed => {}
+                Outcome::NotModified => {
+                    *r.status_mut() = StatusCode::NOT_MODIFIED;
+                    return r;
+                }
+                Outcome::PreconditionFailed => {
+                    let mut p = text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+                    p.headers_mut()
+                        .insert(header::ETAG, r.headers()[header::ETAG].clone());
+                    return p;
+                }
+            }
+            if let Some(c) = coding {
+                r.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(c.token()),
+                );
+            }
+            if let Some(gz) = gzipped {
+                *r.body_mut() = Body::bytes(gz);
+                set_length(&mut r);
                 return r;
             }
-            Outcome::PreconditionFailed => {
-                let mut p = text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
-                p.headers_mut()
-                    .insert(header::ETAG, r.headers()[header::ETAG].clone());
-                return p;
-            }
+            r.headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         }
-        if let Some(c) = coding {
-            r.headers_mut().insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(c.token()),
-            );
-        }
-        if let Some(gz) = gzipped {
-            *r.body_mut() = Body::bytes(gz);
-            set_length(&mut r);
-            return r;
-        }
-        r.headers_mut()
-            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let len = f.meta.size;
         let ranges = match range_header {
             Some(h) if validators.range_allowed(ask.headers) => range::parse(h, len),
@@ -492,8 +596,10 @@ impl Handler {
         }
         *r.body_mut() = body;
         if whole {
-            r.headers_mut()
-                .insert(header::CONTENT_LENGTH, own.length.clone());
+            if !prebuilt {
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, own.length.clone());
+            }
         } else {
             set_length(&mut r);
         }
@@ -616,7 +722,7 @@ fn compress(file: &std::fs::File, size: u64) -> Option<Bytes> {
 
 fn open_error(e: OpenError) -> Response<Body> {
     match e {
-        OpenError::NotFound | OpenError::Absent => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
+        OpenError::NotFound | OpenError::Absent => text(StatusCode::NOT_FOUND, NOT_FOUND),
         OpenError::Forbidden => text(StatusCode::FORBIDDEN, "403 Forbidden\n"),
         OpenError::Io(e) => {
             tracing::warn!(error = %e, "cannot read from the root");
@@ -628,13 +734,15 @@ fn open_error(e: OpenError) -> Response<Body> {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Body::bytes(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, TEXT_PLAIN);
     set_length(&mut r);
     r
 }
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const NOT_FOUND: &str = "404 Not Found\n";
+/// `NOT_FOUND.len()`, spelled out for a static header value.
+const NOT_FOUND_LENGTH: &str = "14";
 
 /// An explicit length, so HEAD answers carry the same `Content-Length` as GET.
 fn set_length(r: &mut Response<Body>) {
@@ -664,4 +772,14 @@ fn boundary(etag: &str) -> String {
     let mut h = std::hash::DefaultHasher::new();
     (etag, n, std::process::id()).hash(&mut h);
     format!("{:016x}{:08x}", h.finish(), n as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prebuilt_404_length_is_its_bodys() {
+        assert_eq!(NOT_FOUND_LENGTH, NOT_FOUND.len().to_string());
+    }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use http::header::HeaderValue;
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::encoding;
 use crate::settings::Settings;
@@ -23,20 +23,48 @@ pub struct FileHeaders {
     pub last_modified: Option<HeaderValue>,
     /// `Content-Length` of the whole file.
     pub length: HeaderValue,
+    /// The whole header block of a 200 for the whole file as it is (no
+    /// content coding), cloned per request instead of inserted field by
+    /// field. None when `Last-Modified` must be set per request.
+    pub whole: Option<HeaderMap>,
 }
 
 impl FileHeaders {
     pub fn new(rel: &Path, meta: &Meta, s: &Settings) -> FileHeaders {
         let mime = mime_of(rel);
         let past = meta.modified + Duration::from_secs(1) <= SystemTime::now();
-        FileHeaders {
+        let mut h = FileHeaders {
             compressible: encoding::compressible(mime),
             content_type: content_type(mime),
             cache_control: s.cache_control(rel).cloned(),
             etag: value(meta.etag.clone()),
             last_modified: past.then(|| http_date(meta.modified)),
             length: HeaderValue::from(meta.size),
+            whole: None,
+        };
+        h.whole = h
+            .last_modified
+            .as_ref()
+            .map(|last_modified| h.block(last_modified));
+        h
+    }
+
+    /// The header block of a whole-file 200, in the order `handler::file`
+    /// inserts the same fields when it builds them per request.
+    fn block(&self, last_modified: &HeaderValue) -> HeaderMap {
+        let mut b = HeaderMap::with_capacity(7);
+        b.insert(header::CONTENT_TYPE, self.content_type.clone());
+        b.insert(header::LAST_MODIFIED, last_modified.clone());
+        b.insert(header::ETAG, self.etag.clone());
+        if let Some(cc) = &self.cache_control {
+            b.insert(header::CACHE_CONTROL, cc.clone());
         }
+        if self.compressible {
+            b.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        b.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        b.insert(header::CONTENT_LENGTH, self.length.clone());
+        b
     }
 }
 

@@ -17,6 +17,7 @@ mod listing;
 mod metrics;
 mod path;
 mod per_ip;
+mod present;
 mod range;
 mod request_line;
 mod sendfile;

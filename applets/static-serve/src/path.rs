@@ -35,6 +35,42 @@ pub struct RequestPath {
 impl RequestPath {
     /// Decodes and checks the path part of a request target.
     pub fn parse(raw: &str, hidden_files: bool) -> Result<RequestPath, Rejected> {
+        match RequestPath::plain(raw) {
+            Some(p) => Ok(p),
+            None => RequestPath::parse_any(raw, hidden_files),
+        }
+    }
+
+    /// The common spelling, checked in one pass: `/` then names of letters,
+    /// digits, `-`, `_`, `.` and `~`, none empty or starting with a dot. It
+    /// has nothing to decode, resolve or refuse, so it names itself
+    /// (`parse_any` gives the same answer, more slowly).
+    fn plain(raw: &str) -> Option<RequestPath> {
+        let b = raw.as_bytes();
+        let mut prev = *b.first().filter(|&&c| c == b'/')?;
+        for &c in &b[1..] {
+            let ok = match c {
+                b'/' | b'.' => prev != b'/',
+                c => c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~'),
+            };
+            if !ok {
+                return None;
+            }
+            prev = c;
+        }
+        let trailing_slash = prev == b'/';
+        let rel = &b[1..b.len() - usize::from(trailing_slash && b.len() > 1)];
+        Some(RequestPath {
+            rel: if rel.is_empty() {
+                b".".to_vec()
+            } else {
+                rel.to_vec()
+            },
+            trailing_slash,
+        })
+    }
+
+    fn parse_any(raw: &str, hidden_files: bool) -> Result<RequestPath, Rejected> {
         if !raw.starts_with('/') {
             return Err(Rejected::BadRequest("path must start with /"));
         }
@@ -192,6 +228,36 @@ pub fn encode_component(c: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_paths_parse_as_the_general_parser_does() {
+        for raw in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.txt",
+            "/a.b/c~d-e_f",
+            "/A/9/",
+            "/x.",
+            "/x..",
+            "/a/b./c",
+        ] {
+            let plain = RequestPath::plain(raw).unwrap_or_else(|| panic!("{raw} is plain"));
+            for hidden_files in [false, true] {
+                assert_eq!(
+                    Ok(plain.clone()),
+                    RequestPath::parse_any(raw, hidden_files),
+                    "{raw}"
+                );
+            }
+        }
+        for raw in [
+            "", "a", "//", "/a//b", "/.", "/..", "/.git", "/a/.x", "/a/../b", "/%2e", "/a b",
+            "/c:", "/a\\b", "/./",
+        ] {
+            assert_eq!(RequestPath::plain(raw), None, "{raw}");
+        }
+    }
 
     fn ok(raw: &str) -> String {
         RequestPath::parse(raw, false)

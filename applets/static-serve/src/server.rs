@@ -31,6 +31,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::body::{Finish, Guard};
 use crate::handler::Handler;
 use crate::listen::Listener;
 use crate::per_ip::PerIp;
@@ -485,12 +486,12 @@ impl Conn {
         let peer = self.peer.clone();
         hyper::service::service_fn(move |req| {
             let guard = activity.begin_request(req.version());
-            let handler = handler.clone();
-            let peer = peer.clone();
+            // Answered here, before the future is first polled (see `Handler::handle`).
+            let answer = handler.handle(req, &peer, spans.is_some());
             let spans = spans.clone();
             async move {
-                let mut resp = handler.handle(req, &peer, spans.is_some()).await;
-                resp.body_mut().guard(Box::new(guard));
+                let mut resp = answer.await;
+                resp.body_mut().guard(guard);
                 if let Some(spans) = spans {
                     resp.body_mut().sendfile_via(spans);
                 }
@@ -536,13 +537,29 @@ impl Conn {
 }
 
 /// Milliseconds since a process-wide epoch, so timestamps fit in atomics.
+/// From the coarse monotonic clock (the same clock, at the kernel tick's
+/// resolution): it is read on every socket read and write, and timeouts are
+/// whole seconds or more.
 fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64 + 1
+    coarse_ms().saturating_sub(epoch().1) + 1
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// `CLOCK_MONOTONIC_COARSE` in milliseconds.
+fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant
+    // every Linux since 2.6.32 has (on error `ts` stays zero).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The epoch as an `Instant` and on the coarse clock, read together.
+fn epoch() -> (Instant, u64) {
+    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+    *EPOCH.get_or_init(|| (Instant::now(), coarse_ms()))
 }
 
 /// What the connection's socket has been doing, updated by [`Tracked`] and by
@@ -607,13 +624,14 @@ impl Activity {
         self.last_io.store(now_ms(), Ordering::Relaxed);
     }
 
-    fn begin_request(self: &Arc<Self>, version: http::Version) -> RequestGuard {
+    /// The request ends when the returned guard is dropped (with its response).
+    fn begin_request(self: &Arc<Self>, version: http::Version) -> Guard {
         if version == http::Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
-        RequestGuard(self.clone())
+        Guard::new(self.clone())
     }
 
     /// When the connection should be closed unless something happens first,
@@ -643,16 +661,13 @@ impl Activity {
 }
 
 fn instant_of(ms: u64) -> Instant {
-    epoch() + Duration::from_millis(ms.saturating_sub(1))
+    epoch().0 + Duration::from_millis(ms.saturating_sub(1))
 }
 
-/// Held by a response body; dropped when the response is done.
-struct RequestGuard(Arc<Activity>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.last_io.store(now_ms(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+impl Finish for Activity {
+    fn finish(&self) {
+        self.last_io.store(now_ms(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
