@@ -10,6 +10,7 @@
 # divided by N. Everything the process does counts: hyper/h2, rustls,
 # tokio, malloc (OpenSSL and HAProxy's own for HAProxy); the kernel does not.
 # Usage: benches/mesh-instructions.sh [path/to/sidecar]  (needs valgrind h2load nginx haproxy openssl)
+# BENCH_ONLY=REGEX runs only the rows whose label matches (e.g. 'h2').
 # BENCH_PROFILE_DIR=DIR keeps each measured profile there (PROTO-ROLE.PID.1) for
 # callgrind_annotate --inclusive=yes.
 # Build first: cargo build --release --no-default-features --features tcp-proxy
@@ -97,6 +98,7 @@ tls_client=(--tls-client --tls-upstream-id spiffe://cluster.local/ns/shop/sa/api
   --tls-cert "$pki/consumer.crt" --tls-key "$pki/consumer.key" --tls-ca "$pki/ca.crt")
 run() { # LABEL PROTO → one row: ours (plain | consumer provider) and HAProxy's
   local label=$1 proto=$2 n=$N1 app=$APP1
+  [[ -z "${BENCH_ONLY:-}" || "$label" =~ $BENCH_ONLY ]] || return 0
   [ "$proto" = h2 ] && n=$N2 app=$APP2
   local a b c d h2opt="" bproto="" alpn=http/1.1
   [ "$proto" = h2 ] && h2opt=" proto h2" bproto=" proto h2" alpn=h2

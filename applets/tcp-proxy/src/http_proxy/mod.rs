@@ -12,6 +12,7 @@
 
 mod answer;
 mod coalesce;
+mod h2_client;
 mod headers;
 mod preface;
 mod retry;
@@ -47,7 +48,7 @@ pub use headers::smuggling;
 pub use retry::RetryBudget;
 use router::{Destination, Endpoints, Router};
 pub use upstream::Body;
-use upstream::{Connector, Sender};
+use upstream::{BoxError, Connector, Sender};
 
 /// Request bodies up to this size are kept so the request can be retried.
 const MAX_REPLAY_BODY: u64 = 64 * 1024;
@@ -544,21 +545,20 @@ impl HttpProxy {
 async fn send(
     sender: Sender,
     req: Request<Body>,
-) -> Result<Response<Incoming>, (hyper::Error, Option<Request<Body>>)> {
-    let result = match sender {
-        Sender::H1(mut sender, conns) => {
-            let result = sender.try_send_request(req).await;
-            if result.is_ok() {
+) -> Result<Response<Body>, (BoxError, Option<Request<Body>>)> {
+    match sender {
+        Sender::H1(mut sender, conns) => match sender.try_send_request(req).await {
+            Ok(resp) => {
                 conns.checkin(sender);
+                Ok(resp.map(Body::Incoming))
             }
-            result
-        }
-        Sender::H2(mut sender) => sender.try_send_request(req).await,
-    };
-    result.map_err(|mut e| {
-        let back = e.take_message();
-        (e.into_error(), back)
-    })
+            Err(mut e) => {
+                let back = e.take_message();
+                Err((e.into_error().into(), back))
+            }
+        },
+        Sender::H2(sender) => sender.send(req).await,
+    }
 }
 
 /// The request's authority: `:authority` / absolute-form, else Host.
@@ -650,8 +650,7 @@ fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
     req
 }
 
-fn downstream_response(resp: Response<Incoming>) -> Response<Body> {
-    let mut resp = resp.map(Body::Incoming);
+fn downstream_response(mut resp: Response<Body>) -> Response<Body> {
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     resp
 }

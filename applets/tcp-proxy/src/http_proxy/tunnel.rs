@@ -67,7 +67,7 @@ pub async fn upgrade(
         .await
         .map_err(io::Error::other)?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(downstream_response(resp));
+        return Ok(downstream_response(resp.map(Body::Incoming)));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {

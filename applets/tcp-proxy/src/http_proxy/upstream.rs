@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
-use super::coalesce::Coalesced;
+use super::h2_client::{self, H2Body, H2Sender};
 use super::preface;
 use crate::proxy::UpstreamTlsFailed;
 use crate::tls::{Alpn, ClientStream, Tls};
@@ -42,6 +42,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Body {
     Incoming(Incoming),
     Full(Full<Bytes>),
+    /// A response from an HTTP/2 upstream.
+    H2(H2Body),
 }
 
 impl Body {
@@ -61,6 +63,7 @@ impl hyper::body::Body for Body {
         match self.get_mut() {
             Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            Body::H2(b) => b.poll_frame(cx),
         }
     }
 
@@ -68,6 +71,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Incoming(b) => b.is_end_stream(),
             Body::Full(b) => b.is_end_stream(),
+            Body::H2(b) => b.is_end_stream(),
         }
     }
 
@@ -75,6 +79,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Incoming(b) => b.size_hint(),
             Body::Full(b) => b.size_hint(),
+            Body::H2(b) => b.size_hint(),
         }
     }
 }
@@ -97,7 +102,7 @@ const MAX_ENDPOINTS: usize = 1024;
 #[derive(Default)]
 pub struct EndpointConns {
     h1_idle: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    h2: Mutex<Option<H2Sender>>,
     /// When the endpoint was found to speak HTTP/1.1 only.
     h1_only: Mutex<Option<Instant>>,
     /// Held across an HTTP/2 connect, so concurrent first requests share
@@ -120,7 +125,7 @@ impl EndpointConns {
         since.is_some_and(|t| t.elapsed() < H1_ONLY_RECHECK)
     }
 
-    fn live_h2(&self) -> Option<http2::SendRequest<Body>> {
+    fn live_h2(&self) -> Option<H2Sender> {
         let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
         slot.as_ref().filter(|s| !s.is_closed()).cloned()
     }
@@ -140,7 +145,7 @@ pub enum Sender {
     /// From the idle list (perhaps closed by the server meanwhile: sending
     /// then gives the request back) or new; and where it goes back.
     H1(http1::SendRequest<Body>, Arc<EndpointConns>),
-    H2(http2::SendRequest<Body>),
+    H2(H2Sender),
 }
 
 pub struct Connector {
@@ -221,7 +226,7 @@ impl Connector {
             }
             match self.connect_h2(addr).await? {
                 Spoken::H2(io) => {
-                    let s = handshake_h2(io, addr).await?;
+                    let s = h2_client::handshake(io, addr).await?;
                     *conns.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
                     return Ok(Sender::H2(s));
                 }
@@ -291,21 +296,6 @@ async fn handshake_h1(io: UpstreamIo, addr: SocketAddr) -> io::Result<http1::Sen
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/1 connection failed");
-        }
-    });
-    Ok(sender)
-}
-
-async fn handshake_h2(io: UpstreamIo, addr: SocketAddr) -> io::Result<http2::SendRequest<Body>> {
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .handshake::<_, Body>(TokioIo::new(Coalesced::h2(io)))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/2 connection failed");
         }
     });
     Ok(sender)

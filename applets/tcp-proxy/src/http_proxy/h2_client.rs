@@ -1,0 +1,320 @@
+//! Requests to HTTP/2 upstreams go through the h2 crate directly rather
+//! than hyper's HTTP/2 client. hyper hands each request over a channel to a
+//! dispatch task, spawns a task per request to wait for its response and
+//! sends that back through a oneshot: three wake-ups and a spawn per request
+//! that a proxy, which awaits the response in the request's own task anyway,
+//! does not need. Here the request's task opens the stream and awaits the
+//! response itself; a request body that is not complete at once is piped by
+//! a task of its own (gRPC streams both ways).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
+use http::{header, Request, Response};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::coalesce::Coalesced;
+use super::upstream::{Body, BoxError, UpstreamIo};
+
+/// hyper's HTTP/2 client defaults, kept: larger windows than the spec's
+/// 64 KiB, which would stall a large body on a fast local hop.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// Streams opened before the server's SETTINGS say how many it takes.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// A PING this often finds a connection the peer (or the path to it) lost
+/// without closing it; no answer within the timeout closes it.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One multiplexed connection to an upstream; clones share it.
+#[derive(Clone)]
+pub struct H2Sender {
+    send: SendRequest<Bytes>,
+    /// Set when the connection's task has ended.
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Sender {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Sends `req` and returns the response head, its body streaming on.
+    /// On failure the request comes back when none of it was sent (the
+    /// connection had closed meanwhile).
+    pub async fn send(
+        mut self,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, (BoxError, Option<Request<Body>>)> {
+        if let Err(e) = std::future::poll_fn(|cx| self.send.poll_ready(cx)).await {
+            self.closed.store(true, Ordering::Relaxed);
+            return Err((e.into(), Some(req)));
+        }
+        let (head, body) = req.into_parts();
+        let eos = body.is_end_stream();
+        let (response, tx) = self
+            .send
+            .send_request(Request::from_parts(head, ()), eos)
+            .map_err(|e| (BoxError::from(e), None))?;
+        if !eos {
+            let mut pipe = Pipe {
+                body,
+                tx,
+                held: None,
+            };
+            // Most bodies are complete already: no task for those.
+            if Pin::new(&mut pipe)
+                .poll(&mut Context::from_waker(std::task::Waker::noop()))
+                .is_pending()
+            {
+                tokio::spawn(pipe);
+            }
+        }
+        let resp = response.await.map_err(|e| (BoxError::from(e), None))?;
+        let length = content_length(resp.headers());
+        Ok(resp.map(|recv| {
+            Body::H2(H2Body {
+                recv,
+                data_done: false,
+                length,
+            })
+        }))
+    }
+}
+
+/// Opens HTTP/2 on `io` and drives the connection in a task of its own.
+pub async fn handshake(io: UpstreamIo, addr: SocketAddr) -> io::Result<H2Sender> {
+    let (send, mut conn) = h2::client::Builder::new()
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .enable_push(false)
+        .handshake::<_, Bytes>(Coalesced::h2(io))
+        .await
+        .map_err(io::Error::other)?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let ping = conn.ping_pong().expect("the first call gives the handle");
+    let driven = KeptAlive {
+        conn,
+        ping,
+        timer: Box::pin(tokio::time::sleep(KEEP_ALIVE_INTERVAL)),
+        awaiting_pong: false,
+    };
+    let done = closed.clone();
+    tokio::spawn(async move {
+        if let Err(e) = driven.await {
+            tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/2 connection failed");
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    Ok(H2Sender { send, closed })
+}
+
+/// The connection, with a PING every [`KEEP_ALIVE_INTERVAL`].
+struct KeptAlive {
+    conn: h2::client::Connection<Coalesced<UpstreamIo>, Bytes>,
+    ping: PingPong,
+    timer: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+}
+
+impl Future for KeptAlive {
+    type Output = Result<(), BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.awaiting_pong {
+            if let Poll::Ready(r) = this.ping.poll_pong(cx) {
+                r?;
+                this.awaiting_pong = false;
+                this.timer
+                    .as_mut()
+                    .reset(Instant::now() + KEEP_ALIVE_INTERVAL);
+            }
+        }
+        // At most two rounds: a PING sent re-arms the timer for its answer.
+        for _ in 0..2 {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            if this.awaiting_pong {
+                return Poll::Ready(Err("no answer to a keep-alive PING".into()));
+            }
+            this.ping.send_ping(Ping::opaque())?;
+            this.awaiting_pong = true;
+            let _ = this.ping.poll_pong(cx);
+            this.timer
+                .as_mut()
+                .reset(Instant::now() + KEEP_ALIVE_TIMEOUT);
+        }
+        Pin::new(&mut this.conn).poll(cx).map_err(Into::into)
+    }
+}
+
+/// A request body on its way into an HTTP/2 stream, within the stream's
+/// flow-control window.
+struct Pipe {
+    body: Body,
+    tx: SendStream<Bytes>,
+    /// A chunk taken from the body that waits for send capacity, and
+    /// whether it ends the body.
+    held: Option<(Bytes, bool)>,
+}
+
+impl Pipe {
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Bounded by the body: each round sends a chunk or waits.
+        loop {
+            if let Poll::Ready(reason) = self.tx.poll_reset(cx) {
+                return Poll::Ready(Err(h2::Error::from(reason?).into()));
+            }
+            if let Some((_, eos)) = &self.held {
+                let eos = *eos;
+                while self.tx.capacity() == 0 {
+                    match ready!(self.tx.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Poll::Ready(Err(e.into())),
+                        None => return Poll::Ready(Err("the upstream stream closed".into())),
+                    }
+                }
+                let (mut chunk, _) = self.held.take().expect("held above");
+                // Send what the window allows; the rest waits for more.
+                let n = self.tx.capacity().min(chunk.len());
+                let rest = chunk.split_off(n);
+                let last = rest.is_empty();
+                self.tx.send_data(chunk, eos && last)?;
+                if !last {
+                    self.tx.reserve_capacity(rest.len());
+                    self.held = Some((rest, eos));
+                    continue;
+                }
+                if eos {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => {
+                        let eos = self.body.is_end_stream();
+                        if chunk.is_empty() {
+                            self.tx.send_data(chunk, eos)?;
+                            if eos {
+                                return Poll::Ready(Ok(()));
+                            }
+                        } else {
+                            self.tx.reserve_capacity(chunk.len());
+                            self.held = Some((chunk, eos));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.tx.send_trailers(trailers)?;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => {
+                    self.tx.send_data(Bytes::new(), true)?;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+impl Future for Pipe {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match ready!(self.step(cx)) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "request body to an HTTP/2 upstream failed");
+                self.tx.send_reset(Reason::CANCEL);
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+/// A response body from an HTTP/2 upstream: its DATA, then its trailers.
+pub struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+    /// content-length, when the upstream sent one.
+    length: Option<u64>,
+}
+
+impl H2Body {
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Read: the upstream may send as much again.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(early_end(e)),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(t) => Poll::Ready(t.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) => Poll::Ready(early_end(e)),
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// RST_STREAM with NO_ERROR after a complete response ends the body, as
+/// RFC 9113 section 8.1 says; any other error fails it.
+fn early_end(e: h2::Error) -> Option<Result<Frame<Bytes>, BoxError>> {
+    if e.reason() == Some(Reason::NO_ERROR) {
+        None
+    } else {
+        Some(Err(e.into()))
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
