@@ -25,6 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
@@ -271,24 +272,33 @@ fn unmodified_files(
 /// Writes the files on several threads, reading blobs from the repository
 /// at `gitdir`; returns each one's metadata by item number (none for
 /// submodule directories and blobs of `size_limit` bytes or more).
+///
+/// The files go out in runs of one directory, each taken by whichever
+/// thread is free: creating a file locks its directory, so threads that
+/// write into different directories do not wait on each other (handing
+/// out files one by one in turn put every thread in the same directory),
+/// and a thread the scheduler holds back on a busy machine leaves the
+/// remaining runs to the others instead of finishing a fixed share late.
 fn write_files(
     gitdir: &Path,
     items: &[Item],
     files: Vec<(usize, PathBuf, Source)>,
     size_limit: Option<u64>,
 ) -> Result<HashMap<usize, Metadata>> {
+    let runs = directory_runs(&files);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_THREADS)
         .min(files.len() / 64 + 1);
-    let mut shares: Vec<Vec<(usize, PathBuf, Source)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (n, f) in files.into_iter().enumerate() {
-        shares[n % threads].push(f);
-    }
+    let next = AtomicUsize::new(0);
+    let work = Work {
+        files: &files,
+        runs: &runs,
+        next: &next,
+    };
     let results: Vec<Result<Vec<(usize, Metadata)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .map(|share| s.spawn(move || write_share(gitdir, items, share, size_limit)))
+        let handles: Vec<_> = (0..threads)
+            .map(|_| s.spawn(|| write_runs(gitdir, items, &work, size_limit)))
             .collect();
         handles
             .into_iter()
@@ -298,7 +308,7 @@ fn write_files(
             })
             .collect()
     });
-    let mut out = HashMap::new();
+    let mut out = HashMap::with_capacity(files.len());
     for r in results {
         for (i, m) in r? {
             out.insert(i, m);
@@ -307,62 +317,119 @@ fn write_files(
     Ok(out)
 }
 
-fn write_share(
+/// The files to write, cut into runs, and the next run to take.
+struct Work<'a> {
+    files: &'a [(usize, PathBuf, Source)],
+    runs: &'a [std::ops::Range<usize>],
+    next: &'a AtomicUsize,
+}
+
+impl Work<'_> {
+    fn take(&self) -> Option<&[(usize, PathBuf, Source)]> {
+        let r = self.runs.get(self.next.fetch_add(1, Ordering::Relaxed))?;
+        Some(&self.files[r.clone()])
+    }
+
+    /// Leaves nothing more to take (after an error).
+    fn stop(&self) {
+        self.next.store(self.runs.len(), Ordering::Relaxed);
+    }
+}
+
+/// Consecutive files of one directory (tree order lists a directory's
+/// files together), at most `RUN` of them: a large directory is still
+/// shared between threads.
+fn directory_runs(files: &[(usize, PathBuf, Source)]) -> Vec<std::ops::Range<usize>> {
+    const RUN: usize = 256;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=files.len() {
+        let split =
+            i == files.len() || i - start == RUN || files[i].1.parent() != files[start].1.parent();
+        if split {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
+}
+
+fn write_runs(
     gitdir: &Path,
     items: &[Item],
-    share: Vec<(usize, PathBuf, Source)>,
+    work: &Work,
     size_limit: Option<u64>,
 ) -> Result<Vec<(usize, Metadata)>> {
-    // Each thread reads blobs through its own handle (libgit2 objects are
-    // not shared between threads).
-    let repo = Repository::open(gitdir)?;
-    let odb = repo.odb()?;
-    let mut out = Vec::with_capacity(share.len());
-    for (i, full, source) in share {
-        let item = &items[i];
-        let meta = match item.mode {
-            MODE_SUBMODULE => {
-                // A submodule: an empty directory until `submodule update`.
-                std::fs::create_dir(&full)
-                    .with_context(|| format!("cannot create {}", full.display()))?;
-                continue;
-            }
-            MODE_LINK => {
-                let target = odb.read(item.id)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(target.data()), &full)
-                    .with_context(|| format!("cannot create symlink {}", full.display()))?;
-                full.symlink_metadata()?
-            }
-            _ if size_limit.is_some_and(|max| {
-                odb.read_header(item.id)
-                    .is_ok_and(|(size, _)| size as u64 >= max)
-            }) =>
-            {
-                continue
-            }
-            mode => {
-                let perm = if mode == MODE_EXEC { 0o777 } else { 0o666 };
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(perm)
-                    .open(&full)
-                    .with_context(|| format!("cannot create {}", full.display()))?;
-                let cloned = match &source {
-                    Source::Clone(from) => clone_file(from, &mut f).is_ok(),
-                    Source::Blob => false,
-                };
-                if !cloned {
-                    let blob = odb.read(item.id)?;
-                    std::io::Write::write_all(&mut f, blob.data())
-                        .with_context(|| format!("cannot write {}", full.display()))?;
+    let written = (|| {
+        // Each thread reads blobs through its own handle (libgit2 objects
+        // are not shared between threads).
+        let repo = Repository::open(gitdir)?;
+        let odb = repo.odb()?;
+        let mut out = Vec::new();
+        while let Some(run) = work.take() {
+            for (i, full, source) in run {
+                if let Some(meta) = write_one(&odb, &items[*i], full, source, size_limit)? {
+                    out.push((*i, meta));
                 }
-                f.metadata()?
             }
-        };
-        out.push((i, meta));
+        }
+        Ok(out)
+    })();
+    if written.is_err() {
+        work.stop();
     }
-    Ok(out)
+    written
+}
+
+/// Writes one file, symlink or submodule directory; its metadata, or None
+/// for what the index records without stat data.
+fn write_one(
+    odb: &git2::Odb,
+    item: &Item,
+    full: &Path,
+    source: &Source,
+    size_limit: Option<u64>,
+) -> Result<Option<Metadata>> {
+    Ok(Some(match item.mode {
+        MODE_SUBMODULE => {
+            // A submodule: an empty directory until `submodule update`.
+            std::fs::create_dir(full)
+                .with_context(|| format!("cannot create {}", full.display()))?;
+            return Ok(None);
+        }
+        MODE_LINK => {
+            let target = odb.read(item.id)?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(target.data()), full)
+                .with_context(|| format!("cannot create symlink {}", full.display()))?;
+            full.symlink_metadata()?
+        }
+        _ if size_limit.is_some_and(|max| {
+            odb.read_header(item.id)
+                .is_ok_and(|(size, _)| size as u64 >= max)
+        }) =>
+        {
+            return Ok(None)
+        }
+        mode => {
+            let perm = if mode == MODE_EXEC { 0o777 } else { 0o666 };
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(perm)
+                .open(full)
+                .with_context(|| format!("cannot create {}", full.display()))?;
+            let cloned = match source {
+                Source::Clone(from) => clone_file(from, &mut f).is_ok(),
+                Source::Blob => false,
+            };
+            if !cloned {
+                let blob = odb.read(item.id)?;
+                std::io::Write::write_all(&mut f, blob.data())
+                    .with_context(|| format!("cannot write {}", full.display()))?;
+            }
+            f.metadata()?
+        }
+    }))
 }
 
 /// `FICLONE`: share the source's extents (btrfs, xfs, bcachefs…).
@@ -421,6 +488,34 @@ fn safe_name(name: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn runs_hold_one_directory_and_are_bounded() {
+        let mut paths: Vec<String> = (0..300).map(|i| format!("big/f{i}")).collect();
+        paths.extend(["a/x", "a/y", "a/sub/z", "a/w", "top"].map(String::from));
+        let files: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, PathBuf::from("/wt").join(p), super::Source::Blob))
+            .collect();
+        let runs: Vec<Vec<&str>> = super::directory_runs(&files)
+            .into_iter()
+            .map(|r| r.map(|i| paths[i].as_str()).collect())
+            .collect();
+        let sizes: Vec<usize> = runs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [256, 44, 2, 1, 1, 1]);
+        assert_eq!(
+            runs[2..],
+            [
+                vec!["a/x", "a/y"],
+                vec!["a/sub/z"],
+                vec!["a/w"],
+                vec!["top"]
+            ]
+        );
+    }
+
     #[test]
     fn unsafe_names_are_refused() {
         for bad in [
