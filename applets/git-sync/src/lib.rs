@@ -14,6 +14,7 @@ mod errorfile;
 mod fetch;
 mod gc;
 mod github_app;
+mod gitproto;
 mod goparse;
 mod hooks;
 mod indexfile;

@@ -112,6 +112,7 @@ pub fn configure_process(cfg: &Config) -> Result<()> {
             let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
             git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
             git2::opts::set_server_timeout_in_milliseconds(ms)?;
+            crate::gitproto::register(cfg.sync_timeout)?;
             // Certificates: OpenSSL's default verify paths read SSL_CERT_DIR
             // (looked up lazily) and SSL_CERT_FILE (loaded by `ca` when an
             // http(s) remote first needs it, unless the directory holds it all).
