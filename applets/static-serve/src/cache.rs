@@ -9,7 +9,9 @@
 use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::RwLock;
+
+use crate::tree::{read, write};
 
 use bytes::Bytes;
 // FxHash: a lookup per request, and keys are versions of files in the tree
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 pub struct BytesCache<K> {
-    inner: Mutex<Inner<K>>,
+    inner: RwLock<Inner<K>>,
     capacity: usize,
     max_entry: usize,
 }
@@ -35,7 +37,7 @@ impl<K: Hash + Eq + Clone> BytesCache<K> {
     /// the oldest entries go first.
     pub fn new(capacity: usize, max_entry: usize) -> BytesCache<K> {
         BytesCache {
-            inner: Mutex::new(Inner {
+            inner: RwLock::new(Inner {
                 map: HashMap::default(),
                 order: VecDeque::new(),
                 bytes: 0,
@@ -50,16 +52,16 @@ impl<K: Hash + Eq + Clone> BytesCache<K> {
     where
         K: Borrow<Q>,
     {
-        self.lock().map.get(key).cloned()
+        read(&self.inner).map.get(key).cloned()
     }
 
     /// Claims `key` for a background computation; false if one already runs.
     pub fn claim(&self, key: K) -> bool {
-        self.lock().pending.insert(key)
+        write(&self.inner).pending.insert(key)
     }
 
     pub fn insert(&self, key: K, value: Bytes) {
-        let mut c = self.lock();
+        let mut c = write(&self.inner);
         c.pending.remove(&key);
         if value.len() > self.max_entry || c.map.contains_key(&key) {
             return;
@@ -75,10 +77,6 @@ impl<K: Hash + Eq + Clone> BytesCache<K> {
                 c.bytes -= b.len();
             }
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -18,9 +18,9 @@ pub struct Present {
 impl Present {
     pub fn scan(headers: &HeaderMap) -> Present {
         let mut p = Present::default();
-        for name in headers.keys() {
+        for (name, _) in headers {
             if name == header::HOST {
-                p.hosts = headers.get_all(header::HOST).iter().count();
+                p.hosts += 1;
             } else if name == header::ACCEPT_ENCODING {
                 p.accept_encoding = true;
             } else if name == header::RANGE {

@@ -14,7 +14,6 @@
 //! (device, inode, size, nanosecond mtime and ctime), and no open or close. The
 //! cache goes with its tree when the root is swapped.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -23,12 +22,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
+// FxHash: a lookup per request. Its keys are request paths, but at most
+// `OPEN_FILES` of them are kept, which bounds what colliding names can cost.
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::headers::FileHeaders;
 use crate::path::visible;
@@ -203,14 +205,15 @@ pub const OPEN_FILES: usize = 1024;
 /// `--root`, and the tree it resolved to when last looked at.
 pub struct Root {
     path: PathBuf,
-    last: Mutex<Option<Arc<Tree>>>,
+    /// Read per request by every worker; written once per swap.
+    last: RwLock<Option<Arc<Tree>>>,
 }
 
 impl Root {
     pub fn new(path: PathBuf) -> Root {
         Root {
             path,
-            last: Mutex::new(None),
+            last: RwLock::new(None),
         }
     }
 
@@ -223,7 +226,7 @@ impl Root {
     /// the tree kept), which answers [`Tree::absent_by`] with no further call.
     pub fn pin(&self) -> io::Result<(Arc<Tree>, Option<FileId>)> {
         let st = nix::sys::stat::stat(&self.path)?;
-        if let Some(t) = self.lock().as_ref() {
+        if let Some(t) = read(&self.last).as_ref() {
             if t.id == (st.st_dev, st.st_ino) {
                 return Ok((t.clone(), Some(FileId::of(&st))));
             }
@@ -231,7 +234,7 @@ impl Root {
         // Swapped (or first use): whatever the root resolves to by the time
         // it is opened is the tree this request gets.
         let t = Arc::new(Tree::open_dir(&self.path)?);
-        *self.lock() = Some(t.clone());
+        *write(&self.last) = Some(t.clone());
         Ok((t, None))
     }
 
@@ -241,10 +244,17 @@ impl Root {
     pub fn is_current(&self, tree: &Tree) -> bool {
         nix::sys::stat::stat(&self.path).is_ok_and(|st| (st.st_dev, st.st_ino) == tree.id)
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Tree>>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The read side of a lock whose holders cannot leave it inconsistent.
+/// Readers never wait for each other: a worker thread preempted while it
+/// holds one does not stall the others.
+pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One version of the root: its directory, held open.
@@ -253,7 +263,7 @@ pub struct Tree {
     /// The directory's device and inode.
     id: (u64, u64),
     /// What paths (relative, as the handler spelled them) named when looked up.
-    known: Mutex<HashMap<Box<[u8]>, Known>>,
+    known: RwLock<HashMap<Box<[u8]>, Known>>,
 }
 
 /// A cached lookup, valid while what it was made from is unchanged.
@@ -280,7 +290,7 @@ impl Tree {
         Ok(Tree {
             fd,
             id: (st.st_dev, st.st_ino),
-            known: Mutex::new(HashMap::new()),
+            known: RwLock::new(HashMap::default()),
         })
     }
 
@@ -325,7 +335,7 @@ impl Tree {
         seen: Option<&FileId>,
     ) -> Option<Result<Entry, OpenError>> {
         let key = rel.as_os_str().as_bytes();
-        let (path, want, found) = match self.lock_known().get(key)? {
+        let (path, want, found) = match read(&self.known).get(key)? {
             Known::File(f) => (rel, f.meta.id, Ok(Entry::File(f.clone()))),
             Known::Absent(dir) => (parent(rel), *dir, Err(OpenError::Absent)),
         };
@@ -343,7 +353,7 @@ impl Tree {
         if now == Some(want) {
             return Some(found);
         }
-        self.lock_known().remove(key);
+        write(&self.known).remove(key);
         None
     }
 
@@ -357,7 +367,7 @@ impl Tree {
     }
 
     fn remember(&self, rel: &Path, known: Known) {
-        let mut all = self.lock_known();
+        let mut all = write(&self.known);
         if all.len() >= OPEN_FILES {
             // Any one goes: a full cache of hot paths is rare, and a miss
             // costs only what an uncached request does.
@@ -381,10 +391,6 @@ impl Tree {
         if dir && settled(time(id.ctime)) {
             self.remember(rel, Known::Absent(id));
         }
-    }
-
-    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Known>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn open_uncached(&self, rel: &Path, policy: Policy) -> Result<Entry, OpenError> {
@@ -542,7 +548,11 @@ impl Tree {
 
 /// The directory part of `rel` (`""` for a name directly in the tree).
 fn parent(rel: &Path) -> &Path {
-    rel.parent().unwrap_or(Path::new(""))
+    // Byte-wise (`Path::parent` parses components): the handler's paths are
+    // relative, with single separators and none at the end (`RequestPath`).
+    let b = rel.as_os_str().as_bytes();
+    let end = b.iter().rposition(|&c| c == b'/').unwrap_or(0);
+    Path::new(std::ffi::OsStr::from_bytes(&b[..end]))
 }
 
 /// One entry of a directory listing.
@@ -574,6 +584,17 @@ mod tests {
         symlinks: true,
         hidden_files: false,
     };
+
+    #[test]
+    fn parent_is_paths_parent_for_the_handlers_paths() {
+        for rel in ["a", "a/b", "a/b/c.txt", "./index.html", "a/index.html.gz"] {
+            assert_eq!(
+                parent(Path::new(rel)),
+                Path::new(rel).parent().unwrap(),
+                "{rel}"
+            );
+        }
+    }
 
     #[test]
     fn symlinks_stay_beneath_the_root() {
