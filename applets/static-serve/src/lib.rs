@@ -23,6 +23,7 @@ mod request_line;
 mod sendfile;
 mod server;
 mod settings;
+mod side_wake;
 mod sws;
 mod tree;
 

@@ -20,7 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
@@ -37,6 +37,7 @@ use crate::listen::Listener;
 use crate::per_ip::PerIp;
 use crate::request_line::{self, LineWatch};
 use crate::sendfile::{is_placeholder, SendFile, Spans};
+use crate::side_wake::SideWake;
 
 /// Request line plus headers; larger heads get 431.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -513,26 +514,46 @@ impl Conn {
         let (activity, limits) = (&self.activity, &self.limits);
         let sleep = tokio::time::sleep_until(activity.next_check(limits).into());
         tokio::pin!(sleep);
+        let shutdown = self.shutdown.requested();
+        tokio::pin!(shutdown);
+        // The timer and shutdown are polled only when they woke the task.
+        let side = SideWake::new();
+        let side_waker = Waker::from(side.clone());
         let mut draining = false;
-        loop {
-            tokio::select! {
-                biased;
-                _ = conn.as_mut() => break,
-                _ = self.shutdown.requested(), if !draining => {
-                    // Idle connections close now; a response in flight finishes first.
-                    graceful(conn.as_mut());
-                    draining = true;
+        std::future::poll_fn(|cx| {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if !side.take(cx.waker()) {
+                return Poll::Pending;
+            }
+            let mut side_cx = TaskContext::from_waker(&side_waker);
+            if !draining && shutdown.as_mut().poll(&mut side_cx).is_ready() {
+                // Idle connections close now; a response in flight finishes first.
+                graceful(conn.as_mut());
+                draining = true;
+                // The connection is polled again after that, the timer with it.
+                side.again();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if sleep.as_mut().poll(&mut side_cx).is_ready() {
+                if activity.deadline(limits) <= Instant::now() {
+                    self.handler.metrics.timeouts.inc();
+                    tracing::debug!(peer = %self.peer, "connection timed out");
+                    return Poll::Ready(());
                 }
-                _ = &mut sleep => {
-                    if activity.deadline(limits) <= Instant::now() {
-                        self.handler.metrics.timeouts.inc();
-                        tracing::debug!(peer = %self.peer, "connection timed out");
-                        break;
-                    }
-                    sleep.as_mut().reset(activity.next_check(limits).into());
+                sleep.as_mut().reset(activity.next_check(limits).into());
+                // Registers the re-armed timer (or, should it be due already,
+                // comes back to it at the next poll).
+                if sleep.as_mut().poll(&mut side_cx).is_ready() {
+                    side.again();
+                    cx.waker().wake_by_ref();
                 }
             }
-        }
+            Poll::Pending
+        })
+        .await
     }
 }
 
