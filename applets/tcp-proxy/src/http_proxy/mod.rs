@@ -267,10 +267,6 @@ impl HttpProxy {
 
     async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        // Room for the three headers added on the way (x-request-id,
-        // X-Forwarded-For, X-Forwarded-Proto): the map hyper parsed is full,
-        // and each insert would grow it again.
-        req.headers_mut().reserve(3);
         let request_id = headers::request_id(req.headers_mut());
         let dest = self.destination(&req, conn);
         let logged = self.access_log.as_ref().map(|_| Logged {
