@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -36,8 +36,12 @@ const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// Streams opened before the server's SETTINGS say how many it takes.
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// A PING this often finds a connection the peer (or the path to it) lost
-/// without closing it; no answer within the timeout closes it.
+/// A PING after this long without a response byte, while a stream is open,
+/// finds a connection the peer (or the path to it) lost without closing it;
+/// no answer within the timeout closes it. As hyper's client: no PING on an
+/// idle connection, and none while responses flow. gRPC servers (grpc-go,
+/// grpc-java) answer PINGs more often than every 5 minutes, or without a
+/// stream, with GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -47,6 +51,32 @@ pub struct H2Sender {
     send: SendRequest<Bytes>,
     /// Set when the connection's task has ended.
     closed: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+}
+
+/// What the keep-alive needs to know of the connection's streams.
+#[derive(Default)]
+struct Activity {
+    /// Streams whose response has not ended (or been dropped).
+    open: AtomicUsize,
+    /// Set by each response DATA frame; the keep-alive clears it.
+    read: AtomicBool,
+}
+
+/// Counts an open stream for as long as it lives.
+struct OpenStream(Arc<Activity>);
+
+impl OpenStream {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(activity.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl H2Sender {
@@ -71,6 +101,7 @@ impl H2Sender {
             .send
             .send_request(Request::from_parts(head, ()), eos)
             .map_err(|e| (BoxError::from(e), None))?;
+        let open = OpenStream::new(&self.activity);
         if !eos {
             let mut pipe = Pipe {
                 body,
@@ -92,6 +123,7 @@ impl H2Sender {
                 recv,
                 data_done: false,
                 length,
+                open,
             })
         }))
     }
@@ -112,10 +144,12 @@ pub async fn handshake(io: UpstreamIo, addr: SocketAddr) -> io::Result<H2Sender>
         .await
         .map_err(io::Error::other)?;
     let closed = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::default());
     let ping = conn.ping_pong().expect("the first call gives the handle");
     let driven = KeptAlive {
         conn,
         ping,
+        activity: activity.clone(),
         timer: Box::pin(tokio::time::sleep(KEEP_ALIVE_INTERVAL)),
         awaiting_pong: false,
     };
@@ -126,13 +160,19 @@ pub async fn handshake(io: UpstreamIo, addr: SocketAddr) -> io::Result<H2Sender>
         }
         done.store(true, Ordering::Relaxed);
     });
-    Ok(H2Sender { send, closed })
+    Ok(H2Sender {
+        send,
+        closed,
+        activity,
+    })
 }
 
-/// The connection, with a PING every [`KEEP_ALIVE_INTERVAL`].
+/// The connection, with a PING after [`KEEP_ALIVE_INTERVAL`] of silence
+/// while a stream is open.
 struct KeptAlive {
     conn: h2::client::Connection<Coalesced<UpstreamIo>, Bytes>,
     ping: PingPong,
+    activity: Arc<Activity>,
     timer: Pin<Box<Sleep>>,
     awaiting_pong: bool,
 }
@@ -151,13 +191,20 @@ impl Future for KeptAlive {
                     .reset(Instant::now() + KEEP_ALIVE_INTERVAL);
             }
         }
-        // At most two rounds: a PING sent re-arms the timer for its answer.
+        // At most two rounds: a round whose timer fired re-arms it.
         for _ in 0..2 {
             if this.timer.as_mut().poll(cx).is_pending() {
                 break;
             }
             if this.awaiting_pong {
                 return Poll::Ready(Err("no answer to a keep-alive PING".into()));
+            }
+            let read = this.activity.read.swap(false, Ordering::Relaxed);
+            if read || this.activity.open.load(Ordering::Relaxed) == 0 {
+                this.timer
+                    .as_mut()
+                    .reset(Instant::now() + KEEP_ALIVE_INTERVAL);
+                continue;
             }
             this.ping.send_ping(Ping::opaque())?;
             this.awaiting_pong = true;
@@ -264,6 +311,7 @@ pub struct H2Body {
     data_done: bool,
     /// content-length, when the upstream sent one.
     length: Option<u64>,
+    open: OpenStream,
 }
 
 impl H2Body {
@@ -274,6 +322,7 @@ impl H2Body {
         if !self.data_done {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
+                    self.open.0.read.store(true, Ordering::Relaxed);
                     // Read: the upstream may send as much again.
                     let _ = self.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -317,4 +366,67 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::mpsc;
+
+    const PING: u8 = 6;
+
+    /// A bare HTTP/2 server on `io` that answers nothing but SETTINGS and
+    /// reports the type of every frame the client sends.
+    async fn frames_seen(mut io: DuplexStream, seen: mpsc::UnboundedSender<u8>) {
+        let mut preface = [0u8; 24];
+        io.read_exact(&mut preface).await.unwrap();
+        // Our SETTINGS (empty), and the ACK of the client's.
+        io.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        let mut head = [0u8; 9];
+        while io.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0; len];
+            io.read_exact(&mut payload).await.unwrap();
+            let ack = head[4] & 1 == 1;
+            if !(head[3] == PING && ack) && seen.send(head[3]).is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn connect() -> (H2Sender, mpsc::UnboundedReceiver<u8>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(frames_seen(server, tx));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        (handshake(Box::new(client), addr).await.unwrap(), rx)
+    }
+
+    fn pings(rx: &mut mpsc::UnboundedReceiver<u8>) -> usize {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|&t| t == PING)
+            .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_not_pinged() {
+        let (_sender, mut seen) = connect().await;
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL * 5).await;
+        assert_eq!(pings(&mut seen), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_open_stream_is_pinged() {
+        let (sender, mut seen) = connect().await;
+        let req = Request::get("http://upstream/slow")
+            .body(Body::full(Bytes::new()))
+            .unwrap();
+        let waiting = tokio::spawn(async move { sender.send(req).await.is_ok() });
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL + Duration::from_secs(1)).await;
+        assert_eq!(pings(&mut seen), 1);
+        waiting.abort();
+    }
 }
