@@ -14,6 +14,7 @@
 //! (device, inode, size, nanosecond mtime and ctime), and no open or close. The
 //! cache goes with its tree when the root is swapped.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -26,11 +27,8 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-// FxHash: a lookup per request. Its keys are request paths, but at most
-// `OPEN_FILES` of them are kept, which bounds what colliding names can cost.
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
-use rustc_hash::FxHashMap as HashMap;
 
 use crate::headers::FileHeaders;
 use crate::path::visible;
@@ -263,6 +261,9 @@ pub struct Tree {
     /// The directory's device and inode.
     id: (u64, u64),
     /// What paths (relative, as the handler spelled them) named when looked up.
+    /// Keyed by what clients ask for, absent names too: std's randomly keyed
+    /// hash, since with an unkeyed one names crafted to collide would make
+    /// every lookup a scan of all of them, under the lock.
     known: RwLock<HashMap<Box<[u8]>, Known>>,
 }
 
