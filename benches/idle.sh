@@ -53,7 +53,7 @@ git -C "$tmp/seed" push -q origin HEAD:refs/heads/main
 git -C "$tmp/up.git" symbolic-ref HEAD refs/heads/main
 
 ss_port=$(free_port); ng_port=$(free_port); tp_port=$(free_port); hp_port=$(free_port)
-up_port=$(free_port); rl_port=$(free_port); gh_port=$(free_port)
+up_port=$(free_port); rl_port=$(free_port)
 
 cat >"$tmp/nginx/nginx.conf" <<EOF
 daemon off; worker_processes 1; pid $tmp/nginx/pid; error_log $tmp/nginx/error.log;
@@ -84,27 +84,8 @@ input(type="imfile" file="$tmp/logs/*.log" tag="app")
 action(type="omfile" file="$tmp/rsyslog/out.log")
 EOF
 
-# The https git server and the CA stores that trust it.
-mkdir -p "$tmp/gh" "$tmp/gs-https" "$tmp/gs-https-bundle" "$tmp/ca-bundle-only"
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$tmp/gh/key.pem" -out "$tmp/gh/cert.pem" 2>/dev/null
-scripts/ca-dir "$tmp/ca" "$tmp/gh/cert.pem"
-cp "$tmp/ca/ca-certificates.crt" "$tmp/ca-bundle-only/"
-cat >"$tmp/gh/lighttpd.conf" <<EOF
-server.document-root = "$tmp/gh"
-server.bind = "127.0.0.1"
-server.port = $gh_port
-server.modules = ( "mod_alias", "mod_cgi", "mod_setenv", "mod_openssl" )
-server.errorlog = "$tmp/gh/error.log"
-ssl.engine = "enable"
-ssl.pemfile = "$tmp/gh/cert.pem"
-ssl.privkey = "$tmp/gh/key.pem"
-alias.url = ( "/git/" => "$(git --exec-path)/git-http-backend/" )
-\$HTTP["url"] =~ "^/git/" {
-  cgi.assign = ( "" => "" )
-  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "$tmp", "GIT_HTTP_EXPORT_ALL" => "1" )
-}
-EOF
+# The CA stores that trust the https git server (started below).
+mkdir -p "$tmp/gs-https" "$tmp/gs-https-bundle" "$tmp/ca-bundle-only"
 
 # --- start everything -------------------------------------------------------
 admin=(--admin-addr=127.0.0.1:0)
@@ -116,9 +97,10 @@ start log-tail-ship "$BIN" log-tail-ship --path "$tmp/logs/*.log" --data-dir "$t
   --sink=http --http-url "http://127.0.0.1:$rl_port/" "${admin[@]}"
 start rsyslog rsyslogd -n -f "$tmp/rsyslog/rsyslog.conf" -i "$tmp/rsyslog/pid"
 start git-sync "$BIN" git-sync --repo "file://$tmp/up.git" --root "$tmp/gs" --period=10s "${admin[@]}"
-start lighttpd lighttpd -D -f "$tmp/gh/lighttpd.conf"
-wait_port "$gh_port"
-https_repo=(--repo "https://127.0.0.1:$gh_port/git/up.git" --period=10s "${admin[@]}")
+git_https_server "$tmp/gh" "$tmp"
+scripts/ca-dir "$tmp/ca" "$https_cert"
+cp "$tmp/ca/ca-certificates.crt" "$tmp/ca-bundle-only/"
+https_repo=(--repo "https://127.0.0.1:$https_port/git/up.git" --period=10s "${admin[@]}")
 start git-sync-https env SSL_CERT_FILE="$tmp/ca/ca-certificates.crt" SSL_CERT_DIR="$tmp/ca" \
   "$BIN" git-sync --root "$tmp/gs-https" "${https_repo[@]}"
 start git-sync-https-bundle env SSL_CERT_FILE="$tmp/ca-bundle-only/ca-certificates.crt" SSL_CERT_DIR="$tmp/ca-bundle-only" \

@@ -97,3 +97,35 @@ sidecar_bin() { # FEATURE
     BIN=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/sidecar
   fi
 }
+
+# A git server over HTTPS on loopback: git http-backend behind lighttpd (TLS,
+# a fresh self-signed certificate for 127.0.0.1), serving the repositories
+# under BASE at https://127.0.0.1:$https_port/git/<name>; the certificate to
+# trust is $https_cert. Its files go in DIR; lighttpd joins $pids.
+git_https_server() { # DIR BASE
+  local dir=$1 base=$2
+  need lighttpd openssl "apt-get install lighttpd openssl"
+  mkdir -p "$dir"
+  https_port=$(free_port)
+  https_cert=$dir/cert.pem
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$dir/key.pem" -out "$https_cert" 2>/dev/null
+  cat >"$dir/lighttpd.conf" <<CONF
+server.document-root = "$dir"
+server.bind = "127.0.0.1"
+server.port = $https_port
+server.modules = ( "mod_alias", "mod_cgi", "mod_setenv", "mod_openssl" )
+server.errorlog = "$dir/error.log"
+ssl.engine = "enable"
+ssl.pemfile = "$https_cert"
+ssl.privkey = "$dir/key.pem"
+alias.url = ( "/git/" => "$(git --exec-path)/git-http-backend/" )
+\$HTTP["url"] =~ "^/git/" {
+  cgi.assign = ( "" => "" )
+  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "$base", "GIT_HTTP_EXPORT_ALL" => "1" )
+}
+CONF
+  lighttpd -D -f "$dir/lighttpd.conf" >"$dir/lighttpd.out" 2>&1 &
+  pids+=($!)
+  wait_port "$https_port"
+}
