@@ -104,11 +104,21 @@ impl Sidecar {
 
     pub fn spawn(cmd: &mut Command) -> Sidecar {
         use std::os::unix::process::CommandExt;
-        let mut child = cmd
-            .process_group(0)
+        cmd.process_group(0)
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stderr(Stdio::piped());
+        // A binary a test has just copied can be "busy" (ETXTBSY) for a
+        // moment: a child that another test's thread forked meanwhile holds
+        // the copy's write descriptor until it execs. Retried, bounded.
+        let mut child = (0..200)
+            .find_map(|_| match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                }
+                r => Some(r),
+            })
+            .expect("the binary stays busy (ETXTBSY)")
             .expect("start sidecar");
         let stderr = child.stderr.take().unwrap();
         let shared = Arc::new((Mutex::new(Lines::default()), Condvar::new()));
