@@ -49,14 +49,14 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub struct H2Sender {
     send: SendRequest<Bytes>,
-    /// Set when the connection's task has ended.
-    closed: Arc<AtomicBool>,
-    activity: Arc<Activity>,
+    shared: Arc<Shared>,
 }
 
-/// What the keep-alive needs to know of the connection's streams.
+/// The connection's state, shared by its senders, its streams and its task.
 #[derive(Default)]
-struct Activity {
+struct Shared {
+    /// Set when the connection's task has ended.
+    closed: AtomicBool,
     /// Streams whose response has not ended (or been dropped).
     open: AtomicUsize,
     /// Set by each response DATA frame; the keep-alive clears it.
@@ -64,12 +64,12 @@ struct Activity {
 }
 
 /// Counts an open stream for as long as it lives.
-struct OpenStream(Arc<Activity>);
+struct OpenStream(Arc<Shared>);
 
 impl OpenStream {
-    fn new(activity: &Arc<Activity>) -> Self {
-        activity.open.fetch_add(1, Ordering::Relaxed);
-        OpenStream(activity.clone())
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(shared.clone())
     }
 }
 
@@ -81,7 +81,7 @@ impl Drop for OpenStream {
 
 impl H2Sender {
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.shared.closed.load(Ordering::Relaxed)
     }
 
     /// Sends `req` and returns the response head, its body streaming on.
@@ -92,7 +92,7 @@ impl H2Sender {
         req: Request<Body>,
     ) -> Result<Response<Body>, (BoxError, Option<Request<Body>>)> {
         if let Err(e) = std::future::poll_fn(|cx| self.send.poll_ready(cx)).await {
-            self.closed.store(true, Ordering::Relaxed);
+            self.shared.closed.store(true, Ordering::Relaxed);
             return Err((e.into(), Some(req)));
         }
         let (head, body) = req.into_parts();
@@ -101,7 +101,7 @@ impl H2Sender {
             .send
             .send_request(Request::from_parts(head, ()), eos)
             .map_err(|e| (BoxError::from(e), None))?;
-        let open = OpenStream::new(&self.activity);
+        let open = OpenStream::new(&self.shared);
         if !eos {
             let mut pipe = Pipe {
                 body,
@@ -143,28 +143,23 @@ pub async fn handshake(io: UpstreamIo, addr: SocketAddr) -> io::Result<H2Sender>
         .handshake::<_, Bytes>(Coalesced::h2(io))
         .await
         .map_err(io::Error::other)?;
-    let closed = Arc::new(AtomicBool::new(false));
-    let activity = Arc::new(Activity::default());
+    let shared = Arc::new(Shared::default());
     let ping = conn.ping_pong().expect("the first call gives the handle");
     let driven = KeptAlive {
         conn,
         ping,
-        activity: activity.clone(),
+        shared: shared.clone(),
         timer: Box::pin(tokio::time::sleep(KEEP_ALIVE_INTERVAL)),
         awaiting_pong: false,
     };
-    let done = closed.clone();
+    let done = shared.clone();
     tokio::spawn(async move {
         if let Err(e) = driven.await {
             tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/2 connection failed");
         }
-        done.store(true, Ordering::Relaxed);
+        done.closed.store(true, Ordering::Relaxed);
     });
-    Ok(H2Sender {
-        send,
-        closed,
-        activity,
-    })
+    Ok(H2Sender { send, shared })
 }
 
 /// The connection, with a PING after [`KEEP_ALIVE_INTERVAL`] of silence
@@ -172,7 +167,7 @@ pub async fn handshake(io: UpstreamIo, addr: SocketAddr) -> io::Result<H2Sender>
 struct KeptAlive {
     conn: h2::client::Connection<Coalesced<UpstreamIo>, Bytes>,
     ping: PingPong,
-    activity: Arc<Activity>,
+    shared: Arc<Shared>,
     timer: Pin<Box<Sleep>>,
     awaiting_pong: bool,
 }
@@ -199,8 +194,8 @@ impl Future for KeptAlive {
             if this.awaiting_pong {
                 return Poll::Ready(Err("no answer to a keep-alive PING".into()));
             }
-            let read = this.activity.read.swap(false, Ordering::Relaxed);
-            if read || this.activity.open.load(Ordering::Relaxed) == 0 {
+            let read = this.shared.read.swap(false, Ordering::Relaxed);
+            if read || this.shared.open.load(Ordering::Relaxed) == 0 {
                 this.timer
                     .as_mut()
                     .reset(Instant::now() + KEEP_ALIVE_INTERVAL);
