@@ -141,16 +141,18 @@ cpu_ms() { ticks_ms $((t1[$1] - t0[$1])); }
 GOAL_RSS_KIB=$((8 * 1024))
 GOAL_BIN_MIB=15
 goal() { [ "${rss[$1]}" -le "$GOAL_RSS_KIB" ] && echo ok || echo OVER; }
-printf '%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' applet "cpu ms" "rss MiB" "<=8" peer "cpu ms" "rss MiB" "cpu x" "rss x"
+# A row: applet, its CPU, RSS and goal; the peer, its CPU and RSS; the ratios.
+row_format='%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n'
+printf "$row_format" applet "cpu ms" "rss MiB" "<=8" peer "cpu ms" "rss MiB" "cpu x" "rss x"
 row() { # APPLET PEER
   local a=$1 p=$2 ac am pc pm
   ac=$(cpu_ms "$a"); am=$(awk -v k="${rss[$a]}" 'BEGIN{printf "%.1f", k/1024}')
   if [ -z "$p" ]; then
-    printf '%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "(none)" - - - -
+    printf "$row_format" "$a" "$ac" "$am" "$(goal "$a")" "(none)" - - - -
     return
   fi
   pc=$(cpu_ms "$p"); pm=$(awk -v k="${rss[$p]}" 'BEGIN{printf "%.1f", k/1024}')
-  printf '%-22s %10s %9s %5s   %-15s %10s %9s   %9s %9s\n' "$a" "$ac" "$am" "$(goal "$a")" "$p" "$pc" "$pm" \
+  printf "$row_format" "$a" "$ac" "$am" "$(goal "$a")" "$p" "$pc" "$pm" \
     "$(ratio "$ac" "$pc")" "$(ratio "${rss[$a]}" "${rss[$p]}")"
 }
 row static-serve nginx
