@@ -438,6 +438,48 @@ fn connect_becomes_a_tunnel_to_the_endpoint() {
     assert_eq!(read_n(&mut c, 9), b"raw bytes");
 }
 
+/// Reads HTTP/2 frames until one of type `kind` on stream 1 and returns its
+/// flags and payload; SETTINGS are acknowledged, as a client does.
+fn h2_frame_on_stream_1(c: &mut std::net::TcpStream, kind: u8) -> (u8, Vec<u8>) {
+    // Bounded: the read timeout ends a silent connection.
+    loop {
+        let head = read_n(c, 9);
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let payload = read_n(c, len);
+        if (head[3], head[4] & 1) == (0x4, 0) {
+            c.write_all(b"\0\0\0\x04\x01\0\0\0\0").unwrap();
+        }
+        if head[3] == kind && stream == 1 {
+            return (head[4], payload);
+        }
+    }
+}
+
+#[test]
+fn connect_over_http2_becomes_a_tunnel_on_its_stream() {
+    let up = Upstream::echo();
+    let p = proxy(&[up.addr], &[]);
+    let mut c = p.connect();
+    // The preface, empty SETTINGS, and HEADERS on stream 1 (END_HEADERS):
+    // `:method: CONNECT`, `:authority: db.svc:5432`, as HPACK literals.
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    c.write_all(b"\0\0\x16\x01\x04\0\0\0\x01\x02\x07CONNECT\x01\x0bdb.svc:5432")
+        .unwrap();
+    let (flags, head) = h2_frame_on_stream_1(&mut c, 0x1);
+    // `:status: 200` (static table entry 8), and the stream stays open.
+    assert_eq!(head.first(), Some(&0x88), "{head:?}");
+    assert_eq!(flags & 0x1, 0, "END_STREAM on the answer to CONNECT");
+    // DATA each way is the tunnel's bytes.
+    c.write_all(b"\0\0\x09\0\0\0\0\0\x01raw bytes").unwrap();
+    let mut echoed = Vec::new();
+    while echoed.len() < 9 {
+        echoed.extend(h2_frame_on_stream_1(&mut c, 0x0).1);
+    }
+    assert_eq!(echoed, b"raw bytes");
+}
+
 #[test]
 fn auto_detection_relays_server_speaks_first_and_opaque_ports_as_tcp() {
     // The client sends nothing: after --detect-timeout the banner flows.

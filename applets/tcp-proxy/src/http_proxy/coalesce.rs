@@ -1,14 +1,14 @@
-//! Fewer, larger writes on HTTP/2 connections. Each HTTP/2 stream is a task
-//! of its own that wakes the connection task when its response is ready,
-//! and tokio runs a woken task next: responses that arrive from an upstream
+//! Fewer, larger writes on HTTP/2 connections. Streams become ready one by
+//! one (a response arriving from an upstream wakes its stream, a request's
+//! task opens an upstream stream), each waking the connection task, and
+//! tokio runs a woken task next: responses that arrive from an upstream
 //! together went out one write (and one TLS record) each. Here the first
 //! write of a burst yields once instead: the streams already woken queue
 //! their frames meanwhile, and the write that follows carries them all. A
 //! yield costs one more poll of the connection task, no system call.
 //!
 //! HTTP/1.1 answers one request at a time per connection, so nothing would
-//! join a write there: a server connection turns this on only when its
-//! first bytes are the HTTP/2 preface.
+//! join a write there: only HTTP/2 connections are wrapped.
 
 use std::io;
 use std::pin::Pin;
@@ -16,38 +16,17 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::detect::H2_PREFACE;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// A server connection that has not sent its first bytes yet.
-    Unknown,
-    Coalesce,
-    Off,
-}
-
 pub struct Coalesced<T> {
     inner: T,
-    mode: Mode,
     /// The current burst has yielded once; its write goes out now.
     yielded: bool,
 }
 
 impl<T> Coalesced<T> {
-    /// A client connection opened for HTTP/2.
+    /// A connection speaking HTTP/2, client or server side.
     pub fn h2(inner: T) -> Self {
         Coalesced {
             inner,
-            mode: Mode::Coalesce,
-            yielded: false,
-        }
-    }
-
-    /// A server connection: HTTP/2 when the client's first bytes say so.
-    pub fn server(inner: T) -> Self {
-        Coalesced {
-            inner,
-            mode: Mode::Unknown,
             yielded: false,
         }
     }
@@ -55,7 +34,7 @@ impl<T> Coalesced<T> {
     /// Ready(()) when the write may go out now; else the task was woken to
     /// come back once the other ready tasks have run.
     fn hold(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.mode != Mode::Coalesce || self.yielded {
+        if self.yielded {
             return Poll::Ready(());
         }
         self.yielded = true;
@@ -78,21 +57,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesced<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.mode == Mode::Unknown {
-            let got = &buf.filled()[before..];
-            if !got.is_empty() {
-                let n = got.len().min(H2_PREFACE.len());
-                this.mode = if got[..n] == H2_PREFACE[..n] {
-                    Mode::Coalesce
-                } else {
-                    Mode::Off
-                };
-            }
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -13,17 +13,18 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
-use http::{header, Request, Response};
-use hyper::body::{Body as _, Frame, SizeHint};
+use h2::{Ping, PingPong, Reason};
+use http::{Request, Response};
+use hyper::body::Body as _;
 use tokio::time::{Instant, Sleep};
 
 use super::coalesce::Coalesced;
+use super::h2_body::{H2Body, Pipe};
 use super::upstream::{Body, BoxError, UpstreamIo};
 
 /// hyper's HTTP/2 client defaults, kept: larger windows than the spec's
@@ -64,12 +65,17 @@ struct Shared {
 }
 
 /// Counts an open stream for as long as it lives.
-struct OpenStream(Arc<Shared>);
+pub struct OpenStream(Arc<Shared>);
 
 impl OpenStream {
     fn new(shared: &Arc<Shared>) -> Self {
         shared.open.fetch_add(1, Ordering::Relaxed);
         OpenStream(shared.clone())
+    }
+
+    /// A response DATA frame came: the connection is alive.
+    pub fn saw_data(&self) {
+        self.0.read.store(true, Ordering::Relaxed);
     }
 }
 
@@ -103,11 +109,7 @@ impl H2Sender {
             .map_err(|e| (BoxError::from(e), None))?;
         let open = OpenStream::new(&self.shared);
         if !eos {
-            let mut pipe = Pipe {
-                body,
-                tx,
-                held: None,
-            };
+            let mut pipe = Pipe::new(body, tx, |_| Reason::CANCEL);
             // Most bodies are complete already: no task for those.
             if Pin::new(&mut pipe)
                 .poll(&mut Context::from_waker(std::task::Waker::noop()))
@@ -117,15 +119,9 @@ impl H2Sender {
             }
         }
         let resp = response.await.map_err(|e| (BoxError::from(e), None))?;
-        let length = content_length(resp.headers());
-        Ok(resp.map(|recv| {
-            Body::H2(H2Body {
-                recv,
-                data_done: false,
-                length,
-                open,
-            })
-        }))
+        let (head, recv) = resp.into_parts();
+        let body = H2Body::response(recv, &head.headers, open);
+        Ok(Response::from_parts(head, Body::H2(body)))
     }
 }
 
@@ -210,157 +206,6 @@ impl Future for KeptAlive {
         }
         Pin::new(&mut this.conn).poll(cx).map_err(Into::into)
     }
-}
-
-/// A request body on its way into an HTTP/2 stream, within the stream's
-/// flow-control window.
-struct Pipe {
-    body: Body,
-    tx: SendStream<Bytes>,
-    /// A chunk taken from the body that waits for send capacity, and
-    /// whether it ends the body.
-    held: Option<(Bytes, bool)>,
-}
-
-impl Pipe {
-    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Bounded by the body: each round sends a chunk or waits.
-        loop {
-            if let Poll::Ready(reason) = self.tx.poll_reset(cx) {
-                return Poll::Ready(Err(h2::Error::from(reason?).into()));
-            }
-            if let Some((_, eos)) = &self.held {
-                let eos = *eos;
-                while self.tx.capacity() == 0 {
-                    match ready!(self.tx.poll_capacity(cx)) {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return Poll::Ready(Err(e.into())),
-                        None => return Poll::Ready(Err("the upstream stream closed".into())),
-                    }
-                }
-                let (mut chunk, _) = self.held.take().expect("held above");
-                // Send what the window allows; the rest waits for more.
-                let n = self.tx.capacity().min(chunk.len());
-                let rest = chunk.split_off(n);
-                let last = rest.is_empty();
-                self.tx.send_data(chunk, eos && last)?;
-                if !last {
-                    self.tx.reserve_capacity(rest.len());
-                    self.held = Some((rest, eos));
-                    continue;
-                }
-                if eos {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
-            }
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(chunk) => {
-                        let eos = self.body.is_end_stream();
-                        if chunk.is_empty() {
-                            self.tx.send_data(chunk, eos)?;
-                            if eos {
-                                return Poll::Ready(Ok(()));
-                            }
-                        } else {
-                            self.tx.reserve_capacity(chunk.len());
-                            self.held = Some((chunk, eos));
-                        }
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            self.tx.send_trailers(trailers)?;
-                            return Poll::Ready(Ok(()));
-                        }
-                    }
-                },
-                Some(Err(e)) => return Poll::Ready(Err(e)),
-                None => {
-                    self.tx.send_data(Bytes::new(), true)?;
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-}
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match ready!(self.step(cx)) {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "request body to an HTTP/2 upstream failed");
-                self.tx.send_reset(Reason::CANCEL);
-            }
-        }
-        Poll::Ready(())
-    }
-}
-
-/// A response body from an HTTP/2 upstream: its DATA, then its trailers.
-pub struct H2Body {
-    recv: RecvStream,
-    data_done: bool,
-    /// content-length, when the upstream sent one.
-    length: Option<u64>,
-    open: OpenStream,
-}
-
-impl H2Body {
-    pub fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    self.open.0.read.store(true, Ordering::Relaxed);
-                    // Read: the upstream may send as much again.
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(early_end(e)),
-                None => self.data_done = true,
-            }
-        }
-        match ready!(self.recv.poll_trailers(cx)) {
-            Ok(t) => Poll::Ready(t.map(|t| Ok(Frame::trailers(t)))),
-            Err(e) => Poll::Ready(early_end(e)),
-        }
-    }
-
-    pub fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    pub fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
-}
-
-/// RST_STREAM with NO_ERROR after a complete response ends the body, as
-/// RFC 9113 section 8.1 says; any other error fails it.
-fn early_end(e: h2::Error) -> Option<Result<Frame<Bytes>, BoxError>> {
-    if e.reason() == Some(Reason::NO_ERROR) {
-        None
-    } else {
-        Some(Err(e.into()))
-    }
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

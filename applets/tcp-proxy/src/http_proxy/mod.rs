@@ -12,7 +12,9 @@
 
 mod answer;
 mod coalesce;
+mod h2_body;
 mod h2_client;
+mod h2_server;
 mod headers;
 mod preface;
 mod retry;
@@ -21,7 +23,9 @@ mod tunnel;
 mod upstream;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,9 +35,9 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::body::Body as _;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -163,6 +167,70 @@ impl Drop for InFlight {
     }
 }
 
+/// A client connection being served, which can be asked to finish: the
+/// requests in flight are answered, new ones refused, then it closes.
+trait Served: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Served for http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I> Served for h2_server::Connection<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.get_mut().graceful_shutdown()
+    }
+}
+
+/// What ends a client connection besides its client: the proxy stopping,
+/// and no request for --idle-timeout.
+struct Ending<'a> {
+    activity: &'a Activity,
+    idle_timeout: Duration,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+}
+
+impl Ending<'_> {
+    /// Serves until the connection ends; on `stop`, or when idle, it is
+    /// asked to finish, and dropped on `hard_stop`. Also returns whether it
+    /// was idle.
+    async fn drive<S, E>(self, served: S) -> (Result<(), E>, bool)
+    where
+        S: Served<Output = Result<(), E>>,
+    {
+        tokio::pin!(served);
+        let mut idle = false;
+        tokio::select! {
+            r = served.as_mut() => return (r, false),
+            _ = self.stop.cancelled() => {}
+            // Requests in flight finish (HTTP/2: GOAWAY, then the streams
+            // end); a new one finds the connection closing.
+            _ = self.activity.idle_for(self.idle_timeout), if !self.idle_timeout.is_zero() => {
+                idle = true;
+            }
+        }
+        served.as_mut().graceful_shutdown();
+        tokio::select! {
+            r = served.as_mut() => (r, idle),
+            _ = self.hard_stop.cancelled() => (Ok(()), idle),
+        }
+    }
+}
+
 /// Where one request went, for its metrics and access-log line.
 struct Exchange {
     endpoint: Option<SocketAddr>,
@@ -208,64 +276,63 @@ impl HttpProxy {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let idle_timeout = self.settings.idle_timeout;
-        let conn = Arc::new(conn);
         let activity = Arc::new(Activity::default());
-        let (this, requests) = (self.clone(), activity.clone());
-        let svc = hyper::service::service_fn(move |req| {
-            let (this, conn, requests) = (this.clone(), conn.clone(), requests.clone());
-            async move {
-                let _in_flight = requests.started();
-                Ok::<_, Infallible>(this.handle(req, &conn).await)
-            }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's read timeout for a request head also runs while an
-        // HTTP/1 connection waits for its next request: it is the idle
-        // timeout there (hyper's default would close kept-alive
-        // connections after 30 s).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout((!idle_timeout.is_zero()).then_some(idle_timeout));
-        builder.http2().timer(TokioTimer::new());
-        let io = TokioIo::new(coalesce::Coalesced::server(io));
-        let served = builder.serve_connection_with_upgrades(io, svc);
-        tokio::pin!(served);
-        let mut idle = false;
-        let result = tokio::select! {
-            r = served.as_mut() => r,
-            _ = stop.cancelled() => {
-                served.as_mut().graceful_shutdown();
-                tokio::select! {
-                    r = served.as_mut() => r,
-                    _ = hard_stop.cancelled() => Ok(()),
-                }
-            }
-            // Requests in flight finish (HTTP/2: GOAWAY, then the streams
-            // end); a new one finds the connection closing.
-            _ = activity.idle_for(idle_timeout), if !idle_timeout.is_zero() => {
-                idle = true;
-                served.as_mut().graceful_shutdown();
-                tokio::select! {
-                    r = served.as_mut() => r,
-                    _ = hard_stop.cancelled() => Ok(()),
-                }
+        let idle = activity.idle_for(idle_timeout);
+        let sniffed = tokio::select! {
+            r = h2_server::sniff(io) => r,
+            _ = stop.cancelled() => return false,
+            _ = idle, if !idle_timeout.is_zero() => return true,
+        };
+        let (h2, io) = match sniffed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "client HTTP connection ended with an error");
+                return false;
             }
         };
-        match result {
-            Err(e)
-                if e.downcast_ref::<hyper::Error>()
-                    .is_some_and(|e| e.is_timeout()) =>
-            {
-                idle = true;
+        let conn = Arc::new(conn);
+        let ending = Ending {
+            activity: &activity,
+            idle_timeout,
+            stop,
+            hard_stop,
+        };
+        if h2 {
+            let served = h2_server::Connection::new(io, self, conn, activity.clone());
+            let (result, idle) = ending.drive(served).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "client HTTP connection ended with an error");
             }
-            Err(e) => tracing::debug!(error = %e, "client HTTP connection ended with an error"),
-            Ok(()) => {}
+            return idle;
         }
-        idle
+        let requests = activity.clone();
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (this, conn, requests) = (self.clone(), conn.clone(), requests.clone());
+            async move {
+                let _in_flight = requests.started();
+                Ok::<_, Infallible>(this.handle(req.map(Body::Incoming), &conn).await)
+            }
+        });
+        // hyper's read timeout for a request head also runs while a
+        // connection waits for its next request: it is the idle timeout
+        // there (hyper's default would close kept-alive connections after
+        // 30 s).
+        let served = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout((!idle_timeout.is_zero()).then_some(idle_timeout))
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        match ending.drive(served).await {
+            (Err(e), _) if e.is_timeout() => true,
+            (Err(e), idle) => {
+                tracing::debug!(error = %e, "client HTTP connection ended with an error");
+                idle
+            }
+            (Ok(()), idle) => idle,
+        }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Body>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
         let request_id = headers::request_id(req.headers_mut());
         let dest = self.destination(&req, conn);
@@ -319,7 +386,7 @@ impl HttpProxy {
     }
 
     /// The request's route (host, longest path prefix), else the listener's.
-    fn destination<'a>(&'a self, req: &Request<Incoming>, conn: &'a ConnInfo) -> &'a Destination {
+    fn destination<'a>(&'a self, req: &Request<Body>, conn: &'a ConnInfo) -> &'a Destination {
         if self.router.is_empty() {
             return &conn.fallback;
         }
@@ -371,7 +438,7 @@ impl HttpProxy {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         conn: &ConnInfo,
         dest: &Destination,
         ex: &mut Exchange,
@@ -428,7 +495,7 @@ impl HttpProxy {
                 Err(_) => return self.answer(&dest.name, Local::BadRequest("request body")),
             }
         } else {
-            (None, Some(Request::from_parts(parts, Body::Incoming(body))))
+            (None, Some(Request::from_parts(parts, body)))
         };
 
         if self.settings.retries > 0 {

@@ -1,16 +1,21 @@
 //! Requests that become tunnels: `CONNECT` (we open the TCP connection to
 //! the chosen endpoint and answer 200) and HTTP/1 `Upgrade` such as
 //! WebSocket (the upstream answers 101). Afterwards bytes flow both ways
-//! untouched.
+//! untouched. Over HTTP/1 the client's connection becomes the tunnel (a
+//! hyper upgrade); over HTTP/2 the CONNECT stream does.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use http::{header, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use http::{header, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::upstream::Connector;
+use super::upstream::{Connector, UpstreamIo};
 use super::{downstream_response, Body, Target};
 
 /// An HTTP/1 Upgrade other than `h2c` (curl --http2 asks for that on
@@ -37,15 +42,19 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 pub async fn connect(
     connector: &Connector,
     addr: SocketAddr,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> io::Result<Response<Body>> {
     let upstream = connector
         .connect_stream(addr, crate::tls::Alpn::Opaque)
         .await?;
+    if req.version() == Version::HTTP_2 {
+        // The HTTP/2 server answers 200 and splices the stream with it.
+        return Ok(Response::new(Body::Tunnel(upstream)));
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(client) => splice(client, upstream).await,
+            Ok(client) => splice(TokioIo::new(client), upstream).await,
             Err(e) => tracing::debug!(error = %e, "CONNECT tunnel not established"),
         }
     });
@@ -55,12 +64,12 @@ pub async fn connect(
 pub async fn upgrade(
     connector: &Connector,
     addr: SocketAddr,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> io::Result<Response<Body>> {
     let mut sender = connector.handshake_h1(addr).await?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let target = Target::of(&req);
-    let mut up_req = req.map(Body::Incoming);
+    let mut up_req = req;
     target.prepare(&mut up_req, false, addr);
     let mut resp = sender
         .send_request(up_req)
@@ -72,7 +81,7 @@ pub async fn upgrade(
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((client, upstream)) => splice(client, TokioIo::new(upstream)).await,
+            Ok((client, upstream)) => splice(TokioIo::new(client), TokioIo::new(upstream)).await,
             Err(e) => tracing::debug!(error = %e, "upgrade not completed"),
         }
     });
@@ -80,13 +89,107 @@ pub async fn upgrade(
     Ok(Response::from_parts(parts, Body::full("")))
 }
 
-async fn splice<U>(client: hyper::upgrade::Upgraded, upstream: U)
+async fn splice<C, U>(mut client: C, mut upstream: U)
 where
-    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut client = TokioIo::new(client);
-    let mut upstream = upstream;
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "tunnel closed with an error");
+    }
+}
+
+/// Relays between an HTTP/2 client's CONNECT stream, answered already, and
+/// the endpoint, until both directions end.
+pub async fn splice_stream(upstream: UpstreamIo, send: SendStream<Bytes>, recv: RecvStream) {
+    let client = StreamIo {
+        send,
+        recv,
+        unread: Bytes::new(),
+    };
+    splice(client, upstream).await;
+}
+
+/// An HTTP/2 stream as a byte stream: its DATA frames each way, END_STREAM
+/// as the end of a direction.
+struct StreamIo {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// The part of the last DATA frame not read yet.
+    unread: Bytes,
+}
+
+impl StreamIo {
+    /// The error that ends the stream: the peer's reset, else a closed one.
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        Poll::Ready(match ready!(self.send.poll_reset(cx)) {
+            Ok(reason) => io::Error::new(io::ErrorKind::ConnectionReset, h2::Error::from(reason)),
+            Err(e) => io::Error::other(e),
+        })
+    }
+}
+
+impl AsyncRead for StreamIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.unread.is_empty() {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    this.unread = data;
+                }
+                // RST_STREAM NO_ERROR: the client is done sending.
+                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                None => {}
+            }
+        }
+        let n = buf.remaining().min(this.unread.len());
+        buf.put_slice(&this.unread.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for StreamIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let this = &mut *self;
+        this.send.reserve_capacity(buf.len());
+        let sent = match ready!(this.send.poll_capacity(cx)) {
+            Some(Ok(n)) => {
+                let n = n.min(buf.len());
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .ok()
+                    .map(|()| n)
+            }
+            Some(Err(_)) | None => None,
+        };
+        match sent {
+            Some(n) => Poll::Ready(Ok(n)),
+            None => this.poll_ended(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.send.send_data(Bytes::new(), true).is_ok() {
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_ended(cx).map(Err)
     }
 }

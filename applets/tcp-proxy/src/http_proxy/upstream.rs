@@ -24,7 +24,8 @@ use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
-use super::h2_client::{self, H2Body, H2Sender};
+use super::h2_body::H2Body;
+use super::h2_client::{self, H2Sender};
 use super::preface;
 use crate::proxy::UpstreamTlsFailed;
 use crate::tls::{Alpn, ClientStream, Tls};
@@ -40,10 +41,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// local answer, a request kept for retries). An enum rather than a boxed
 /// body: two allocations fewer per proxied request.
 pub enum Body {
+    /// From hyper: an HTTP/1 client's request, an HTTP/1 upstream's response.
     Incoming(Incoming),
     Full(Full<Bytes>),
-    /// A response from an HTTP/2 upstream.
+    /// From an HTTP/2 stream: an HTTP/2 client's request, an HTTP/2
+    /// upstream's response.
     H2(H2Body),
+    /// The answer to an HTTP/2 client's CONNECT: the connection to the
+    /// endpoint, which the HTTP/2 server splices with the stream (see
+    /// `tunnel::connect`). As a body it is empty.
+    Tunnel(UpstreamIo),
 }
 
 impl Body {
@@ -64,6 +71,7 @@ impl hyper::body::Body for Body {
             Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
             Body::H2(b) => b.poll_frame(cx),
+            Body::Tunnel(_) => Poll::Ready(None),
         }
     }
 
@@ -72,6 +80,7 @@ impl hyper::body::Body for Body {
             Body::Incoming(b) => b.is_end_stream(),
             Body::Full(b) => b.is_end_stream(),
             Body::H2(b) => b.is_end_stream(),
+            Body::Tunnel(_) => true,
         }
     }
 
@@ -80,6 +89,7 @@ impl hyper::body::Body for Body {
             Body::Incoming(b) => b.size_hint(),
             Body::Full(b) => b.size_hint(),
             Body::H2(b) => b.size_hint(),
+            Body::Tunnel(_) => SizeHint::with_exact(0),
         }
     }
 }
