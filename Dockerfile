@@ -15,15 +15,15 @@ COPY . .
 RUN cargo build --release --locked \
     && cp target/x86_64-unknown-linux-gnu/release/sidecar /sidecar \
     && /sidecar --version
-# The CA bundle, and each certificate again under its hashed name: libgit2
-# then trusts the bundle without loading it (1.4 MiB less heap in git-sync).
+# The CA bundle, and each certificate again under its hashed name: git-sync
+# then reads, at a handshake, only the issuer a server names, not the bundle.
 RUN scripts/ca-dir /ca
 
 FROM scratch
 COPY --from=build /sidecar /sidecar
 COPY --from=build /ca/ /etc/ssl/certs/
-# reqwest (rustls-native-certs) and libgit2 (OpenSSL) read the bundle from here (libgit2 finds its
-# certificates in /etc/ssl/certs instead); point it elsewhere to use another CA.
+# The HTTP clients (rustls-native-certs) read the bundle from here, git-sync the bundle and
+# /etc/ssl/certs; point it elsewhere to use another CA.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 # No /etc/passwd in the image: the numeric user is enough for every applet.
 USER 65532:65532

@@ -475,3 +475,115 @@ cp "$1" /etc/git-secret/cookie_file && shift && exec "$@""#;
     ]);
     assert!(!run_env(&args, &[]).status.success());
 }
+
+/// A server certificate issued by a CA (as public git hosts have), found
+/// through `SSL_CERT_FILE` or by its issuer in a hashed `SSL_CERT_DIR`;
+/// a certificate for another name is refused, saying so.
+#[test]
+fn https_checks_the_chain_and_the_name_against_the_ca() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let Some((_peer, port, ca)) =
+        helpers::lighttpd_ca_tls(s.tmp.path(), s.tmp.path(), "testuser:testpass\n", "")
+    else {
+        return;
+    };
+    let pw = s.tmp.path().join("pw");
+    std::fs::write(&pw, "testpass").unwrap();
+    let args = |host: &str| {
+        let mut a = base_args(&s, &format!("https://{host}:{port}/git/repo"));
+        a.push("--username=testuser".into());
+        a.push(format!("--password-file={}", pw.display()));
+        a
+    };
+    let out = run_env(
+        &args("127.0.0.1"),
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+
+    let hash = Command::new("openssl")
+        .args(["x509", "-noout", "-subject_hash", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let dir = s.tmp.path().join("certs");
+    std::fs::create_dir(&dir).unwrap();
+    let hashed = dir.join(format!(
+        "{}.0",
+        String::from_utf8(hash.stdout).unwrap().trim()
+    ));
+    std::fs::copy(&ca, hashed).unwrap();
+    let empty = s.tmp.path().join("empty-ca.pem");
+    std::fs::write(&empty, "").unwrap();
+    let env = [
+        ("SSL_CERT_FILE", empty.to_str().unwrap()),
+        ("SSL_CERT_DIR", dir.to_str().unwrap()),
+    ];
+    let out = run_env(&args("127.0.0.1"), &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+
+    // The certificate names 127.0.0.1 only.
+    let out = run_env(&args("localhost"), &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("certificate not valid for name \"localhost\""),
+        "{err}"
+    );
+}
+
+/// The listing follows a redirect, and the fetch goes where it pointed
+/// (as libgit2 did); from https to plain http is refused.
+#[test]
+fn http_redirects_are_followed_but_not_to_plain_http() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let redirect = "server.modules += ( \"mod_redirect\" )\nurl.redirect = ( \"^/moved/(.*)$\" => \"/git/$1\" )\n";
+    let Some((_peer, port)) =
+        helpers::lighttpd_with(s.tmp.path(), s.tmp.path(), "testuser:testpass\n", redirect)
+    else {
+        return;
+    };
+    let mut args = base_args(&s, &format!("http://127.0.0.1:{port}/moved/repo"));
+    args.push("--username=testuser".into());
+    args.push("--password=testpass".into());
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+
+    let tls = s.tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let downgrade = format!(
+        "server.modules += ( \"mod_redirect\" )\nurl.redirect = ( \"^/moved/(.*)$\" => \"http://127.0.0.1:{port}/git/$1\" )\n"
+    );
+    let Some((_tls_peer, tls_port, ca)) =
+        helpers::lighttpd_ca_tls(&tls, s.tmp.path(), "testuser:testpass\n", &downgrade)
+    else {
+        return;
+    };
+    let mut args = base_args(&s, &format!("https://127.0.0.1:{tls_port}/moved/repo"));
+    args.push("--username=testuser".into());
+    args.push("--password=testpass".into());
+    let out = run_env(&args, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot redirect from 'https' to 'http'"),
+        "{err}"
+    );
+}

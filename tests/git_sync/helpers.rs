@@ -238,6 +238,19 @@ pub fn lighttpd_tls(dir: &Path, base: &Path, users: &str) -> Option<(Peer, u16, 
     Some((peer, port, cert))
 }
 
+/// The same over TLS with a server certificate for 127.0.0.1 issued by a
+/// CA of its own; returns the CA's certificate to trust.
+pub fn lighttpd_ca_tls(
+    dir: &Path,
+    base: &Path,
+    users: &str,
+    extra: &str,
+) -> Option<(Peer, u16, PathBuf)> {
+    let (tls, ca) = support::lighttpd::ca_signed_tls(dir, "127.0.0.1", "IP:127.0.0.1")?;
+    let (peer, port) = lighttpd_with(dir, base, users, &format!("{tls}{extra}"))?;
+    Some((peer, port, ca))
+}
+
 pub fn lighttpd_with(dir: &Path, base: &Path, users: &str, extra: &str) -> Option<(Peer, u16)> {
     if !support::lighttpd::available() {
         return None;

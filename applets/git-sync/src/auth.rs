@@ -1,6 +1,6 @@
-//! Credentials for libgit2: https username/password (flags, password files
-//! re-read each sync, `--credential`, `--askpass-url`) and ssh keys with
-//! known_hosts checking.
+//! Credentials: http(s) username/password (flags, password files re-read
+//! each sync, `--credential`, `--askpass-url`), which [`crate::smarthttp`]
+//! offers, and ssh keys with known_hosts checking through libgit2's callbacks.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -66,18 +66,15 @@ impl Auth {
         })
     }
 
-    /// The `Cookie:` header `--cookie-file` gives requests to `url`.
+    /// The `Cookie` header's value `--cookie-file` gives requests to `url`.
     pub fn cookie_header(&self, url: &str) -> Option<String> {
         self.cookies.as_ref()?.header_for(url)
     }
 
-    /// Fetch options for `url`: these callbacks and the cookie header.
+    /// Fetch options for `url`: these callbacks.
     pub fn fetch_options(&self, url: &str, cancel: Arc<AtomicBool>) -> git2::FetchOptions<'static> {
         let mut o = git2::FetchOptions::new();
         o.remote_callbacks(self.callbacks(url, cancel));
-        if let Some(h) = self.cookie_header(url) {
-            o.custom_headers(&[h.as_str()]);
-        }
         o
     }
 
@@ -96,7 +93,7 @@ impl Auth {
 
     /// The credential for `url`: the longest matching path on the same
     /// scheme, host and port.
-    fn userpass_for(&self, url: &str) -> Option<&UserPass> {
+    pub fn userpass_for(&self, url: &str) -> Option<&UserPass> {
         let want = url::Url::parse(url).ok()?;
         let mut best: Option<(usize, &UserPass)> = None;
         for c in &self.userpass {

@@ -27,7 +27,7 @@ impl Jar {
         Ok(Jar(text.lines().filter_map(parse_line).collect()))
     }
 
-    /// The `Cookie:` header for a request to `url`, if any cookie matches:
+    /// The `Cookie` header's value for a request to `url`, if any cookie matches:
     /// domain (exact, or a subdomain when the flag allows), path prefix,
     /// `https` for secure cookies, not expired (0 = session cookie).
     pub fn header_for(&self, url: &str) -> Option<String> {
@@ -53,7 +53,7 @@ impl Jar {
             })
             .map(|c| format!("{}={}", c.name, c.value))
             .collect();
-        (!pairs.is_empty()).then(|| format!("Cookie: {}", pairs.join("; ")))
+        (!pairs.is_empty()).then(|| pairs.join("; "))
     }
 }
 
@@ -100,11 +100,11 @@ mod tests {
         assert_eq!(
             jar.header_for("https://git.example.com/repo.git/info/refs")
                 .as_deref(),
-            Some("Cookie: o=all; s=secret")
+            Some("o=all; s=secret")
         );
         assert_eq!(
             jar.header_for("http://git.example.com/repo").as_deref(),
-            Some("Cookie: o=all")
+            Some("o=all")
         );
         assert_eq!(jar.header_for("https://other.org/x"), None);
         assert_eq!(jar.header_for("ssh://git.example.com/repo"), None);

@@ -60,20 +60,7 @@ fn has_commit(repo: &Repository, oid: Oid) -> bool {
 }
 
 fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
-    crate::ca::load_for(req.url)?;
     let mut remote = repo.remote_anonymous(req.url)?;
-    if req.auth.cookie_header(req.url).is_some() {
-        // Only a download connects with custom headers: wanting nothing,
-        // it just lists the refs, and that connection is spent. The fetch
-        // then connects afresh.
-        let listed = list_refs_by_download(&mut remote, req)?;
-        return match wanted(repo, req, &listed)? {
-            Wanted::Known(commit) => Ok(known(commit)),
-            Wanted::Download(spec, advertised) => {
-                download(repo, &mut remote, req, &spec, advertised)
-            }
-        };
-    }
     // One connection lists the refs and, when the commit is new, downloads
     // it: over git daemon or ssh a second one costs a connection and an
     // upload-pack process on the server.
@@ -168,19 +155,6 @@ fn heads(list: &[git2::RemoteHead]) -> Vec<(String, Oid)> {
     list.iter()
         .map(|h| (h.name().to_string(), h.oid()))
         .collect()
-}
-
-/// The remote's refs, listed by a download that wants nothing (the way to
-/// connect with custom headers).
-fn list_refs_by_download(remote: &mut git2::Remote, req: &Request) -> Result<Vec<(String, Oid)>> {
-    let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
-    remote
-        .download::<&str>(&[], Some(&mut opts))
-        .map_err(|e| req.auth.explain(e))
-        .with_context(|| cannot_connect(req))?;
-    let listed = heads(remote.list()?);
-    remote.disconnect()?;
-    Ok(listed)
 }
 
 /// Picks `--ref` out of the advertised refs: the refspec to fetch and, when

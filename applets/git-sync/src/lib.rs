@@ -6,7 +6,6 @@
 //! libgit2: the image needs no git, ssh or shell.
 
 mod auth;
-mod ca;
 mod checkout;
 mod config;
 mod cookies;
@@ -29,9 +28,11 @@ mod refname;
 mod repo;
 mod server;
 mod shallow;
+mod smarthttp;
 mod spare;
 mod sparse;
 mod sync_loop;
+mod trust;
 mod worktree;
 
 use std::ffi::OsString;

@@ -76,6 +76,8 @@ fn sync_once(
     cancel: Arc<AtomicBool>,
 ) -> Result<Outcome> {
     let repo = repo::open_or_init(&l.root, &cfg.repo, &cfg.git_configs)?;
+    // What the http(s) transport needs of this pass.
+    let _http = crate::smarthttp::Session::enter(auth, &repo);
     let current = l.current_hash()?;
     let fetched = fetch::fetch(
         &repo,

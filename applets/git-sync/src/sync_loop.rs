@@ -15,7 +15,7 @@ use crate::github_app::TokenSource;
 use crate::layout::{self, Layout};
 use crate::metrics::{Metrics, Status};
 use crate::pass::{self, Outcome};
-use crate::{ca, errorfile, hooks, server, spare};
+use crate::{errorfile, hooks, server, spare};
 
 pub async fn run(cfg: Config, ctx: Context) -> Result<()> {
     announce(&cfg);
@@ -104,23 +104,18 @@ pub fn configure_process(cfg: &Config) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         if cfg.group_write { 0o002 } else { 0o022 },
     ));
-    let options = || -> Result<()> {
-        // SAFETY: no other thread uses libgit2 yet.
-        unsafe {
-            // Volumes are often owned by another uid; upstream sets safe.directory=*.
-            git2::opts::set_verify_owner_validation(false)?;
-            let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
-            git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
-            git2::opts::set_server_timeout_in_milliseconds(ms)?;
-            crate::gitproto::register(cfg.sync_timeout)?;
-            // Certificates: OpenSSL's default verify paths read SSL_CERT_DIR
-            // (looked up lazily) and SSL_CERT_FILE (loaded by `ca` when an
-            // http(s) remote first needs it, unless the directory holds it all).
-        }
-        Ok(())
-    };
-    // SAFETY: called before any thread starts (Applet::before_threads).
-    unsafe { ca::init_without_bundle(options) }
+    // SAFETY: called before any thread starts (Applet::before_threads), so
+    // no other thread uses libgit2 yet.
+    unsafe {
+        // Volumes are often owned by another uid; upstream sets safe.directory=*.
+        git2::opts::set_verify_owner_validation(false)?;
+        let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
+        git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
+        git2::opts::set_server_timeout_in_milliseconds(ms)?;
+        crate::gitproto::register(cfg.sync_timeout)?;
+        crate::smarthttp::register(cfg.sync_timeout)?;
+    }
+    Ok(())
 }
 
 /// The root made and resolved, and every path git-sync owns under it.

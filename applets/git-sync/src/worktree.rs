@@ -184,7 +184,6 @@ fn update_submodules(
     for mut sm in repo.submodules()? {
         let name = sm.name().unwrap_or_default().to_string();
         let url = effective_url(repo, &name, sm.url().unwrap_or_default())?;
-        crate::ca::load_for(&url)?;
         let mut opts = git2::SubmoduleUpdateOptions::new();
         opts.fetch(fetch(&url));
         let mut co = CheckoutBuilder::new();

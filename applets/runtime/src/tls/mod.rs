@@ -33,7 +33,8 @@ use crate::watch::{Fingerprint, Watch};
 
 pub use identity::{peer_identities, Identities};
 pub use rustls;
-pub use system_roots::http_client_builder;
+pub use system_roots::{http_client_builder, http_client_with_verifier};
+pub use verify::{schemes, tls12, tls13};
 
 /// ALPN ids offered and accepted: HTTP/2 first, then HTTP/1.1.
 pub const ALPN_H2_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];

@@ -21,10 +21,15 @@ use super::verify::{schemes, tls12, tls13};
 /// A reqwest client builder whose TLS trusts the system's roots and `extra`
 /// (an applet's `--ca-file`), loaded at the first HTTPS handshake.
 pub fn http_client_builder(extra: RootCertStore) -> reqwest::ClientBuilder {
-    let verifier = Arc::new(SystemRoots {
+    http_client_with_verifier(Arc::new(SystemRoots {
         extra,
         loaded: OnceLock::new(),
-    });
+    }))
+}
+
+/// A reqwest client builder whose TLS checks servers with `verifier`, with
+/// the protocol versions and ALPN of [`http_client_builder`].
+pub fn http_client_with_verifier(verifier: Arc<dyn ServerCertVerifier>) -> reqwest::ClientBuilder {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")

@@ -18,7 +18,8 @@ fn refused(ids: &[String], expect: &Identities, side: &str) -> Error {
     Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
 
-pub(super) fn tls12(
+/// A TLS 1.2 handshake signature checked with the ring provider's algorithms.
+pub fn tls12(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
@@ -31,7 +32,8 @@ pub(super) fn tls12(
     )
 }
 
-pub(super) fn tls13(
+/// A TLS 1.3 handshake signature checked with the ring provider's algorithms.
+pub fn tls13(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
@@ -44,7 +46,8 @@ pub(super) fn tls13(
     )
 }
 
-pub(super) fn schemes() -> Vec<SignatureScheme> {
+/// The signature schemes the ring provider verifies.
+pub fn schemes() -> Vec<SignatureScheme> {
     provider()
         .signature_verification_algorithms
         .supported_schemes()

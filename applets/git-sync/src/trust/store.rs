@@ -1,100 +1,115 @@
-//! libgit2's CA certificates, loaded when the first http(s) remote needs
-//! them, and then only as far as OpenSSL needs them.
+//! Where the CA certificates are, and the ones that can have issued a
+//! certificate, read the way OpenSSL read them for libgit2 (which trusted
+//! the bundle and the directory together, as git and curl do).
 //!
-//! libgit2 initialises OpenSSL at its first call, and its TLS context loads
-//! OpenSSL's default verify paths: the whole bundle (`SSL_CERT_FILE`, or the
-//! one git2 probes for), about 140 certificates parsed into 1.4 MiB of heap
-//! kept for the life of the process, even when every remote is `file://`,
-//! `ssh://` or `git://`. So libgit2 is initialised while `SSL_CERT_FILE`
-//! names an empty file (OpenSSL loads nothing from it, without an error),
-//! the variable is put back at once (hooks inherit it unchanged), and the
-//! bundle is loaded into libgit2's context before the first connection to
-//! an http(s) URL.
-//!
-//! The directory (`SSL_CERT_DIR`, which git2 sets to the probed one when it
-//! is unset) is part of the default verify paths from the start, at no
-//! cost: OpenSSL reads from it, when verifying a server, only the issuers
-//! that server's chain names, by their hashed file names. Git and curl
-//! trust the bundle and the directory together, as libgit2 does. So when
-//! every certificate of the bundle is in the directory under its hashed
-//! name (update-ca-certificates writes both, as Debian and Alpine ship
-//! them; so does the image), loading the bundle would add nothing but the
-//! heap: it is left unloaded. Anything else (a CA of one's own in the
-//! bundle only, a directory without hashed names) loads the bundle.
+//! The directory (`SSL_CERT_DIR`, else the system's) is read by issuer:
+//! each certificate is filed under its subject's hash, so a handshake reads
+//! the one or two files of the issuers the server's chain names, and
+//! nothing is kept afterwards. The bundle (`SSL_CERT_FILE`, else the
+//! system's) has no index: when every one of its certificates is also in
+//! the directory (update-ca-certificates writes both, as Debian and Alpine
+//! ship them; so does the image), it adds nothing and is never read again.
+//! Otherwise (a CA of one's own in the bundle only, a directory without
+//! hashed names) each handshake reads it and keeps the issuers it wants:
+//! parsing all of it into a store that lives as long as the process was
+//! what made libgit2's OpenSSL cost 1.4 MiB of heap.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
-use anyhow::{Context as _, Result};
+use sidecar_runtime::tls::rustls::pki_types::pem::PemObject;
+use sidecar_runtime::tls::rustls::pki_types::CertificateDer;
+use x509_parser::prelude::FromDer;
 
-/// What is still to decide at the first http(s) remote.
-struct Pending {
-    bundle: PathBuf,
-    /// `SSL_CERT_DIR` as OpenSSL read it at libgit2's start.
-    dirs: OsString,
-}
-
-static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
-
-const VAR: &str = "SSL_CERT_FILE";
+const FILE_VAR: &str = "SSL_CERT_FILE";
 const DIR_VAR: &str = "SSL_CERT_DIR";
 /// Bounds the scan of a certificate directory (Debian's has about 300 entries).
 const MAX_DIR_ENTRIES: usize = 100_000;
+/// Bounds the certificates filed under one hash (`<hash>.0`, `.1`, …).
+const MAX_SAME_HASH: usize = 100;
 
-/// Runs `init`, libgit2's first call, with the bundle hidden.
-///
-/// # Safety
-/// Changes the environment: only while the process has one thread.
-pub unsafe fn init_without_bundle(init: impl FnOnce() -> Result<()>) -> Result<()> {
-    let original: Option<OsString> = std::env::var_os(VAR);
-    // What OpenSSL would load: the variable when set (a missing file is
-    // reported at the first http(s) remote), else the bundle git2 finds
-    // where distributions keep it.
-    let bundle = match &original {
-        Some(v) => Some(PathBuf::from(v)),
-        None => openssl_probe::probe().cert_file,
-    };
-    // An existing file, so git2's probe keeps it rather than setting the
-    // variable to the real bundle.
-    std::env::set_var(VAR, "/dev/null");
-    let result = init();
-    match original {
-        Some(v) => std::env::set_var(VAR, v),
-        None => std::env::remove_var(VAR),
-    }
-    let dirs = std::env::var_os(DIR_VAR).unwrap_or_default();
-    *pending() = bundle.map(|bundle| Pending { bundle, dirs });
-    result
+/// The trusted certificates' locations, read from the environment once.
+#[derive(Debug)]
+pub struct Store {
+    /// Named by the variable, or where the distribution keeps it.
+    bundle: Option<PathBuf>,
+    dirs: OsString,
+    /// Whether the bundle holds certificates the directory lacks; decided
+    /// at the first handshake.
+    bundle_needed: OnceLock<bool>,
 }
 
-/// Readies libgit2's certificates before its first connection to `url`,
-/// if that is an http(s) URL (a plain http one may redirect to https).
-pub fn load_for(url: &str) -> Result<()> {
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    if !matches!(scheme.as_deref(), Some("https" | "http")) {
-        return Ok(());
+impl Store {
+    pub fn from_env() -> Store {
+        let probed = openssl_probe::probe();
+        Store {
+            bundle: std::env::var_os(FILE_VAR)
+                .map(PathBuf::from)
+                .or(probed.cert_file),
+            dirs: std::env::var_os(DIR_VAR)
+                .or_else(|| probed.cert_dir.map(OsString::from))
+                .unwrap_or_default(),
+            bundle_needed: OnceLock::new(),
+        }
     }
-    let mut pending = pending();
-    let Some(Pending { bundle, dirs }) = pending.as_ref() else {
-        return Ok(());
-    };
-    if bundle_in_dirs(bundle, dirs) {
-        tracing::debug!(bundle = %bundle.display(), dirs = %dirs.to_string_lossy(), "CA bundle not loaded: each of its certificates is in the hashed directory OpenSSL looks issuers up in");
-    } else {
-        // SAFETY: libgit2's global options; fetches (the only other libgit2
-        // users of the context) run one at a time, on the sync loop.
-        unsafe { git2::opts::set_ssl_cert_file(bundle) }
-            .with_context(|| format!("{VAR}: cannot load {}", bundle.display()))?;
+
+    /// The trusted certificates whose subject is one of `issuers` (DER
+    /// names, compared byte for byte as rustls compares them).
+    pub fn issuers_of(&self, issuers: &[&[u8]]) -> Result<Vec<CertificateDer<'static>>, String> {
+        let mut found = Vec::new();
+        let mut keep = |pem: &[u8]| {
+            for der in CertificateDer::pem_slice_iter(pem).flatten() {
+                if subject(&der).is_some_and(|s| issuers.contains(&s.as_slice())) {
+                    found.push(der);
+                }
+            }
+        };
+        for issuer in issuers {
+            let Some(hash) = issuer_hash(issuer) else {
+                continue;
+            };
+            for dir in std::env::split_paths(&self.dirs) {
+                // OpenSSL's lookup stops at the first number missing too.
+                for n in 0..MAX_SAME_HASH {
+                    let Ok(pem) = std::fs::read(dir.join(format!("{hash:08x}.{n}"))) else {
+                        break;
+                    };
+                    keep(&pem);
+                }
+            }
+        }
+        if let Some(bundle) = self.bundle.as_deref().filter(|b| self.bundle_needed(b)) {
+            let pem = std::fs::read(bundle)
+                .map_err(|e| format!("{FILE_VAR}: cannot read {}: {e}", bundle.display()))?;
+            keep(&pem);
+        }
+        Ok(found)
     }
-    *pending = None;
-    Ok(())
+
+    fn bundle_needed(&self, bundle: &Path) -> bool {
+        *self.bundle_needed.get_or_init(|| {
+            let needed = !bundle_in_dirs(bundle, &self.dirs);
+            if !needed {
+                tracing::debug!(bundle = %bundle.display(), dirs = %self.dirs.to_string_lossy(), "CA bundle not loaded: each of its certificates is in the hashed directory, where issuers are looked up");
+            }
+            needed
+        })
+    }
 }
 
-fn pending() -> std::sync::MutexGuard<'static, Option<Pending>> {
-    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+/// A certificate's subject, DER-encoded.
+fn subject(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().as_raw().to_vec())
+}
+
+/// The subject hash of a DER-encoded name.
+fn issuer_hash(name: &[u8]) -> Option<u32> {
+    let (_, name) = x509_parser::x509::X509Name::from_der(name).ok()?;
+    super::namehash::subject_hash(&name)
 }
 
 /// Whether `bundle` holds at least one certificate, only certificates, and
@@ -157,7 +172,7 @@ fn pem_certificates(text: &str, keys: &RandomState) -> Option<Vec<u64>> {
 
 /// `<8 hex digits>.<n>`: a certificate named by its subject hash, as
 /// `openssl rehash` links them (a CRL's is `.r<n>`).
-fn is_hashed_name(name: &OsStr) -> bool {
+pub(super) fn is_hashed_name(name: &OsStr) -> bool {
     let Some((hash, n)) = name.to_str().and_then(|n| n.split_once('.')) else {
         return false;
     };
