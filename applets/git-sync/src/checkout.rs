@@ -16,7 +16,7 @@
 //!   without rehashing.
 //!
 //! Trees with `.gitattributes` (eol, ident, filters) and names git refuses
-//! return false: they go through libgit2's validating checkout instead.
+//! are not written: they go through libgit2's validating checkout instead.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -30,8 +30,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
 
+use crate::indexfile::{self, Stat};
+use crate::spare;
 use crate::sparse::Sparse;
-use crate::{indexfile, spare};
 
 pub(crate) const MODE_TREE: i32 = 0o040000;
 pub(crate) const MODE_LINK: i32 = 0o120000;
@@ -69,11 +70,19 @@ pub struct Dest<'a> {
     pub size_limit: Option<u64>,
 }
 
+/// What `write_tree` did.
+#[derive(Debug, PartialEq)]
+pub enum Written {
+    /// Nothing: the tree needs libgit2's checkout.
+    Nothing,
+    /// The tree, which has submodules (gitlink entries) or not.
+    Tree { submodules: bool },
+}
+
 /// Writes `tree` of `repo` into `dest` and its index. The directory is
 /// empty, or the adopted spare tree (`base`, see `spare`), whose files
 /// that the commit has unchanged stay. `previous` is the worktree published
-/// before, whose unmodified files are cloned instead of inflated. Returns
-/// false (nothing written) for trees that need libgit2's checkout.
+/// before, whose unmodified files are cloned instead of inflated.
 pub fn write_tree(
     repo: &Repository,
     tree: &git2::Tree,
@@ -81,10 +90,10 @@ pub fn write_tree(
     sparse: Option<&Sparse>,
     previous: Option<&Path>,
     base: Option<&spare::Adopted>,
-) -> Result<bool> {
+) -> Result<Written> {
     let wt = dest.dir;
     let Some(items) = list(tree)? else {
-        return Ok(false);
+        return Ok(Written::Nothing);
     };
     let kept = match base {
         Some(b) => spare::reconcile(wt, &items, b)?,
@@ -160,13 +169,14 @@ pub fn write_tree(
             path: &item.path,
             id: item.id,
             mode: item.mode as u32,
-            meta: metas.get(&i).or_else(|| kept.get(&i)),
+            stat: metas.get(&i).or_else(|| kept.get(&i)).copied(),
             // Not checked out: the skip-worktree bit tells git not to look.
             skip_worktree: !included[i],
         })
         .collect();
     indexfile::write(&dest.index, entries)?;
-    Ok(true)
+    let submodules = items.iter().any(|it| it.mode == MODE_SUBMODULE);
+    Ok(Written::Tree { submodules })
 }
 
 /// The tree's entries in pre-order, or None when it needs libgit2.
@@ -254,7 +264,7 @@ fn unmodified_files(
         let regular = e.mode == 0o100644 || e.mode == 0o100755;
         if !regular
             || e.skip_worktree
-            || u64::from(e.size) < min
+            || e.stat.map_or(0, |s| u64::from(s.size)) < min
             || !wanted.contains(e.path.as_slice())
         {
             continue;
@@ -270,7 +280,7 @@ fn unmodified_files(
 }
 
 /// Writes the files on several threads, reading blobs from the repository
-/// at `gitdir`; returns each one's metadata by item number (none for
+/// at `gitdir`; returns each one's stat data by item number (none for
 /// submodule directories and blobs of `size_limit` bytes or more).
 ///
 /// The files go out in runs of one directory, each taken by whichever
@@ -284,7 +294,7 @@ fn write_files(
     items: &[Item],
     files: Vec<(usize, PathBuf, Source)>,
     size_limit: Option<u64>,
-) -> Result<HashMap<usize, Metadata>> {
+) -> Result<HashMap<usize, Stat>> {
     let runs = directory_runs(&files);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -296,7 +306,7 @@ fn write_files(
         runs: &runs,
         next: &next,
     };
-    let results: Vec<Result<Vec<(usize, Metadata)>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<(usize, Stat)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| s.spawn(|| write_runs(gitdir, items, &work, size_limit)))
             .collect();
@@ -359,7 +369,7 @@ fn write_runs(
     items: &[Item],
     work: &Work,
     size_limit: Option<u64>,
-) -> Result<Vec<(usize, Metadata)>> {
+) -> Result<Vec<(usize, Stat)>> {
     let written = (|| {
         // Each thread reads blobs through its own handle (libgit2 objects
         // are not shared between threads).
@@ -369,7 +379,7 @@ fn write_runs(
         while let Some(run) = work.take() {
             for (i, full, source) in run {
                 if let Some(meta) = write_one(&odb, &items[*i], full, source, size_limit)? {
-                    out.push((*i, meta));
+                    out.push((*i, Stat::of(&meta)));
                 }
             }
         }

@@ -22,12 +22,39 @@ const ENTRY_FIXED: usize = 40 + 20 + 2;
 /// The skip-worktree bit of an entry's extended flags (sparse checkout).
 const EXTENDED_SKIP_WORKTREE: u16 = 0x4000;
 
+/// The stat data an index entry records, as git truncates them to 32 bits.
+/// An entry without stat data (a path not checked out) has all zeros.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub ctime: (u32, u32),
+    pub mtime: (u32, u32),
+    pub dev: u32,
+    pub ino: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u32,
+}
+
+impl Stat {
+    pub fn of(m: &Metadata) -> Stat {
+        Stat {
+            ctime: (m.ctime() as u32, m.ctime_nsec() as u32),
+            mtime: (m.mtime() as u32, m.mtime_nsec() as u32),
+            dev: m.dev() as u32,
+            ino: m.ino() as u32,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size() as u32,
+        }
+    }
+}
+
 pub struct Entry<'a> {
     pub path: &'a [u8],
     pub id: Oid,
     pub mode: u32,
     /// The file's stat data; None for a path not checked out.
-    pub meta: Option<&'a Metadata>,
+    pub stat: Option<Stat>,
     pub skip_worktree: bool,
 }
 
@@ -44,22 +71,11 @@ pub fn write(path: &Path, mut entries: Vec<Entry>) -> Result<()> {
     for e in &entries {
         let start = out.len();
         // The stat fields are 32 bits, truncated as git does.
-        let stat: [u32; 10] = match e.meta {
-            Some(m) => [
-                m.ctime() as u32,
-                m.ctime_nsec() as u32,
-                m.mtime() as u32,
-                m.mtime_nsec() as u32,
-                m.dev() as u32,
-                m.ino() as u32,
-                e.mode,
-                m.uid(),
-                m.gid(),
-                m.size() as u32,
-            ],
-            None => [0, 0, 0, 0, 0, 0, e.mode, 0, 0, 0],
-        };
-        for v in stat {
+        let s = e.stat.unwrap_or_default();
+        let fields = [
+            s.ctime.0, s.ctime.1, s.mtime.0, s.mtime.1, s.dev, s.ino, e.mode, s.uid, s.gid, s.size,
+        ];
+        for v in fields {
             out.extend_from_slice(&v.to_be_bytes());
         }
         out.extend_from_slice(e.id.as_bytes());
@@ -93,10 +109,8 @@ pub struct Read {
     pub path: Vec<u8>,
     pub id: Oid,
     pub mode: u32,
-    pub ctime: (u32, u32),
-    pub mtime: (u32, u32),
-    pub ino: u32,
-    pub size: u32,
+    /// None for a path not checked out (no stat data recorded).
+    pub stat: Option<Stat>,
     pub skip_worktree: bool,
 }
 
@@ -139,10 +153,16 @@ fn parse(data: &[u8]) -> Result<Vec<Read>> {
             path: e[name_at..name_at + name_len].to_vec(),
             id: Oid::from_bytes(&e[40..60])?,
             mode: be32(e, 24),
-            ctime: (be32(e, 0), be32(e, 4)),
-            mtime: (be32(e, 8), be32(e, 12)),
-            ino: be32(e, 20),
-            size: be32(e, 36),
+            stat: Some(Stat {
+                ctime: (be32(e, 0), be32(e, 4)),
+                mtime: (be32(e, 8), be32(e, 12)),
+                dev: be32(e, 16),
+                ino: be32(e, 20),
+                uid: be32(e, 28),
+                gid: be32(e, 32),
+                size: be32(e, 36),
+            })
+            .filter(|s| *s != Stat::default()),
             skip_worktree,
         });
         // NUL-padded to a multiple of 8 bytes, at least one NUL.
@@ -169,14 +189,14 @@ mod tests {
                 path: b"z/long-name-for-padding",
                 id: b,
                 mode: 0o100755,
-                meta: None,
+                stat: None,
                 skip_worktree: true,
             },
             super::Entry {
                 path: b"a",
                 id: a,
                 mode: 0o100644,
-                meta: Some(&meta),
+                stat: Some(super::Stat::of(&meta)),
                 skip_worktree: false,
             },
         ];
@@ -188,14 +208,18 @@ mod tests {
         assert_eq!(ours.len(), 2);
         for (o, g) in ours.iter().zip(&got) {
             assert_eq!(o.path, g.path);
+            assert_eq!((o.id, o.mode), (g.id, g.mode));
+            let s = o.stat.unwrap_or_default();
             assert_eq!(
-                (o.id, o.mode, o.ino, o.size),
-                (g.id, g.mode, g.ino, g.file_size)
+                (s.dev, s.ino, s.uid, s.gid, s.size),
+                (g.dev, g.ino, g.uid, g.gid, g.file_size)
             );
-            assert_eq!(o.mtime, (g.mtime.seconds() as u32, g.mtime.nanoseconds()));
-            assert_eq!(o.ctime, (g.ctime.seconds() as u32, g.ctime.nanoseconds()));
+            assert_eq!(s.mtime, (g.mtime.seconds() as u32, g.mtime.nanoseconds()));
+            assert_eq!(s.ctime, (g.ctime.seconds() as u32, g.ctime.nanoseconds()));
             assert_eq!(o.skip_worktree, g.flags_extended & 0x4000 != 0);
         }
+        // The entry written without stat data reads back without.
+        assert!(ours[1].stat.is_none() && ours[0].stat.is_some());
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].path, b"a");
         assert_eq!(got[0].id, a);
@@ -247,7 +271,7 @@ mod tests {
             })
             .collect();
         assert_eq!(listed.join("\n") + "\n", git(&["ls-files", "--stage"]));
-        assert_eq!(read[0].size, 2);
+        assert_eq!(read[0].stat.unwrap().size, 2);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();

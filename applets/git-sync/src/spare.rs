@@ -8,12 +8,21 @@
 //! its files in `tree/` and its index, with their stat data, in `index`.
 //! It is not a git worktree any more and holds no object alive.
 //!
-//! The next new commit adopts it: `tree/` is renamed to `.worktrees/<sha>`
-//! and reconciled with the commit's tree (`reconcile`). A file is kept only
-//! if the commit has the same blob and mode at its path and its stat data
-//! still match the index, as `git status` decides; everything else (what
-//! the change touched, what a consumer edited or added while the tree was
-//! published) is removed and written anew. Kept files are the spare's own
+//! The retired tree is checked when it becomes the spare (`recycle`, in
+//! the cleanup after a publish, off the publishing pass): a file stays
+//! only if its stat data still match the index, as `git status` decides;
+//! what a consumer edited or added while the tree was published goes, and
+//! the spare's index then lists exactly the files its tree holds. Inside
+//! `.git` only git-sync writes, so the next new commit trusts that index:
+//! it adopts the spare (`tree/` is renamed to `.worktrees/<sha>`) and
+//! reconciles it with the commit's tree by comparing the index with the
+//! tree (`reconcile`), touching only the files the change removes; the
+//! caller writes what differs. A publish thus makes system calls in
+//! proportion to the change, not to the tree (checking the files at the
+//! publish instead cost an lstat per file, most of a one-file change's
+//! pass). Only a process that still holds a retired file open, or works
+//! inside the retired tree, could change it after the check; it would
+//! have changed a published file too. Kept files are the spare's own
 //! inodes, never shared with a published tree.
 //!
 //! To bound the disk it takes, the spare keeps no file of `KEEP_MAX` bytes
@@ -35,7 +44,7 @@ use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
 
 use crate::checkout::{self, Item};
-use crate::indexfile;
+use crate::indexfile::{self, Stat};
 use crate::layout::{self, Layout};
 
 /// Larger files are dropped from the spare.
@@ -94,11 +103,20 @@ pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     std::fs::rename(&wt, tmp.join("tree"))
         .with_context(|| format!("cannot move {}", wt.display()))?;
     layout::remove_any(&tmp.join("tree/.git"))?;
-    for e in &index {
-        if e.size >= KEEP_MAX && e.mode != MODE_LINK {
-            let _ = std::fs::remove_file(tmp.join("tree").join(OsStr::from_bytes(&e.path)));
-        }
-    }
+    let written = std::fs::metadata(tmp.join("index"))?;
+    let written = (written.mtime(), written.mtime_nsec());
+    let kept = verify(&tmp.join("tree"), index, written)?;
+    let entries = kept
+        .iter()
+        .map(|e| indexfile::Entry {
+            path: &e.path,
+            id: e.id,
+            mode: e.mode,
+            stat: e.stat,
+            skip_worktree: false,
+        })
+        .collect();
+    indexfile::write(&tmp.join("index"), entries)?;
     std::fs::rename(&tmp, &spare).context("cannot keep the retired worktree as the spare")?;
     layout::remove_any(&admin)?;
     Ok(true)
@@ -126,7 +144,7 @@ pub fn prepare(l: &Layout, hash: &str) -> Result<bool> {
         index: tmp.join("index"),
         size_limit: Some(KEEP_MAX.into()),
     };
-    if !checkout::write_tree(&repo, &tree, &dest, None, None, None)? {
+    if checkout::write_tree(&repo, &tree, &dest, None, None, None)? == checkout::Written::Nothing {
         layout::remove_any(&tmp)?;
         return Ok(false);
     }
@@ -134,11 +152,10 @@ pub fn prepare(l: &Layout, hash: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// The spare's index, for `reconcile`.
+/// The spare's index, for `reconcile`: the files its tree holds (entries
+/// without stat data are files not written, such as large ones).
 pub struct Adopted {
     entries: HashMap<Vec<u8>, indexfile::Read>,
-    /// When the index was written: entries as new as this are not trusted.
-    written: (i64, i64),
 }
 
 /// Moves the spare's tree to `dir` (which must not exist) and returns its
@@ -149,17 +166,12 @@ pub fn adopt(l: &Layout, dir: &Path) -> Result<Option<Adopted>> {
         return Ok(None);
     }
     let read = || -> Result<Adopted> {
-        let path = spare.join("index");
-        let m = std::fs::metadata(&path)?;
-        let entries = indexfile::read(&path)?
+        let entries = indexfile::read(&spare.join("index"))?
             .into_iter()
             // The path is the key; the entry keeps an empty one.
             .map(|mut e| (std::mem::take(&mut e.path), e))
             .collect();
-        Ok(Adopted {
-            entries,
-            written: (m.mtime(), m.mtime_nsec()),
-        })
+        Ok(Adopted { entries })
     };
     let adopted = match read() {
         Ok(a) if spare.join("tree").is_dir() => {
@@ -178,38 +190,92 @@ pub fn adopt(l: &Layout, dir: &Path) -> Result<Option<Adopted>> {
 }
 
 /// Makes the adopted tree at `wt` hold only what `items` keeps: removes
-/// every file, symlink and directory that the commit does not have as is
-/// (unchanged blob and mode, unmodified since the index was written), and
+/// every file and symlink the commit does not have as is (same blob and
+/// mode at the same path), and every directory it does not have, and
 /// returns the kept files' stat data by item number. The caller writes the
-/// rest.
-pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<usize, Metadata>> {
+/// rest. Only removed paths are touched: the spare's index lists exactly
+/// what its tree holds (`verify`).
+pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<usize, Stat>> {
     let by_path: HashMap<&[u8], usize> = items
         .iter()
         .enumerate()
         .map(|(i, it)| (it.path.as_slice(), i))
         .collect();
-    let dirs: HashSet<&[u8]> = items
+    let mut kept = HashMap::with_capacity(base.entries.len());
+    let mut gone = Vec::new();
+    for (path, e) in &base.entries {
+        let same = by_path.get(path.as_slice()).filter(|&&i| {
+            let item = &items[i];
+            item.mode != checkout::MODE_TREE && item.id == e.id && item.mode as u32 == e.mode
+        });
+        match (same, e.stat) {
+            (Some(&i), Some(stat)) => {
+                kept.insert(i, stat);
+            }
+            _ => gone.push(path.as_slice()),
+        }
+    }
+    // A directory the commit lacks holds only removed files: the outermost
+    // such directory goes whole.
+    let is_dir = |p: &[u8]| {
+        by_path
+            .get(p)
+            .is_some_and(|&i| items[i].mode == checkout::MODE_TREE)
+    };
+    let mut removed = HashSet::new();
+    for path in gone {
+        let outermost_missing = parents(path).find(|d| !is_dir(d));
+        let target = outermost_missing.unwrap_or(path);
+        if removed.insert(target) {
+            layout::remove_any(&wt.join(OsStr::from_bytes(target)))?;
+        }
+    }
+    Ok(kept)
+}
+
+/// The directories above `path`, outermost first (`a`, `a/b` for `a/b/c`).
+fn parents(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(move |(at, _)| &path[..at])
+}
+
+/// Makes the retired tree at `dir` hold only what its index (written at
+/// `written`) says, unmodified: removes every file, symlink and directory
+/// that the index does not list, or lists with other stat data (as `git
+/// status` decides), or that is too large to keep, and directories left
+/// empty. Returns the entries of the files that stay.
+fn verify(
+    dir: &Path,
+    index: Vec<indexfile::Read>,
+    written: (i64, i64),
+) -> Result<Vec<indexfile::Read>> {
+    let keepable = |e: &indexfile::Read| {
+        !e.skip_worktree
+            && e.mode != MODE_SUBMODULE
+            && e.stat
+                .is_some_and(|s| s.size < KEEP_MAX || e.mode == MODE_LINK)
+    };
+    let by_path: HashMap<&[u8], &indexfile::Read> = index
         .iter()
-        .filter(|it| it.mode == checkout::MODE_TREE)
-        .map(|it| it.path.as_slice())
+        .filter(|e| keepable(e))
+        .map(|e| (e.path.as_slice(), e))
         .collect();
-    let mut kept = HashMap::new();
+    let dirs: HashSet<&[u8]> = by_path.keys().flat_map(|p| parents(p)).collect();
+    let mut kept = HashSet::new();
     let mut stack = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        let dir = wt.join(OsStr::from_bytes(&rel));
+        let here = dir.join(OsStr::from_bytes(&rel));
         let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+            std::fs::read_dir(&here).with_context(|| format!("cannot list {}", here.display()))?;
         for entry in entries {
             let entry = entry?;
-            let name = entry.file_name();
-            if rel.is_empty() && name == ".git" {
-                continue;
-            }
             let mut path = rel.clone();
             if !path.is_empty() {
                 path.push(b'/');
             }
-            path.extend_from_slice(name.as_bytes());
+            path.extend_from_slice(entry.file_name().as_bytes());
             if entry.file_type()?.is_dir() {
                 if dirs.contains(path.as_slice()) {
                     stack.push(path);
@@ -218,67 +284,74 @@ pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<us
                 }
                 continue;
             }
-            let keep = by_path.get(path.as_slice()).and_then(|&i| {
-                let e = base.entries.get(&path)?;
-                let item = &items[i];
-                if e.id != item.id || e.mode != item.mode as u32 {
-                    return None;
-                }
+            let same = by_path.get(path.as_slice()).is_some_and(|e| {
                 // lstat relative to the directory being read.
-                let m = entry.metadata().ok()?;
-                let same = match stat_state(e, &m, base.written) {
-                    Stat::Clean => true,
+                let Ok(m) = entry.metadata() else {
+                    return false;
+                };
+                match stat_state(e, &m, written) {
+                    State::Clean => true,
                     // Written in the index's last clock tick: its stat data
                     // cannot tell, its content can (as git decides).
-                    Stat::Racy => {
+                    State::Racy => {
                         m.is_file()
                             && Oid::hash_file(git2::ObjectType::Blob, entry.path())
                                 .is_ok_and(|id| id == e.id)
                     }
-                    Stat::Modified => false,
-                };
-                same.then_some((i, m))
-            });
-            match keep {
-                Some((i, m)) => {
-                    kept.insert(i, m);
+                    State::Modified => false,
                 }
-                None => layout::remove_any(&entry.path())?,
+            });
+            if same {
+                kept.insert(path);
+            } else {
+                layout::remove_any(&entry.path())?;
             }
         }
     }
-    Ok(kept)
+    // Directories whose files all went, deepest first; a directory still
+    // holding something stays (rmdir refuses it).
+    let mut dirs: Vec<&[u8]> = dirs.into_iter().collect();
+    dirs.sort_unstable_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(dir.join(OsStr::from_bytes(d)));
+    }
+    Ok(index
+        .into_iter()
+        .filter(|e| kept.contains(&e.path))
+        .collect())
 }
 
 /// Whether a file still holds what its index entry says, by the stat data
 /// git compares. An entry as new as the index itself is "racily clean" and
 /// not trusted by its stat data alone, as in git.
 pub fn unmodified(e: &indexfile::Read, m: &Metadata, written: (i64, i64)) -> bool {
-    stat_state(e, m, written) == Stat::Clean
+    stat_state(e, m, written) == State::Clean
 }
 
 #[derive(PartialEq)]
-enum Stat {
+enum State {
     Clean,
     /// The stat data match, but the file changed in the index's last tick.
     Racy,
     Modified,
 }
 
-fn stat_state(e: &indexfile::Read, m: &Metadata, written: (i64, i64)) -> Stat {
+fn stat_state(e: &indexfile::Read, m: &Metadata, written: (i64, i64)) -> State {
     let kind_ok = if e.mode == MODE_LINK {
         m.file_type().is_symlink()
     } else {
         m.is_file() && (m.mode() & 0o100 != 0) == (e.mode == 0o100755)
     };
+    // What git's `ie_match_stat` compares (uid and gid, when they differ,
+    // only after a chown, which changes ctime too).
     let same = kind_ok
-        && m.size() as u32 == e.size
-        && (m.mtime() as u32, m.mtime_nsec() as u32) == e.mtime
-        && (m.ctime() as u32, m.ctime_nsec() as u32) == e.ctime
-        && m.ino() as u32 == e.ino;
+        && e.stat.is_some_and(|s| {
+            let now = Stat::of(m);
+            (now.size, now.mtime, now.ctime, now.ino) == (s.size, s.mtime, s.ctime, s.ino)
+        });
     match (same, (m.mtime(), m.mtime_nsec()) < written) {
-        (false, _) => Stat::Modified,
-        (true, true) => Stat::Clean,
-        (true, false) => Stat::Racy,
+        (false, _) => State::Modified,
+        (true, true) => State::Clean,
+        (true, false) => State::Racy,
     }
 }

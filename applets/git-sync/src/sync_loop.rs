@@ -109,6 +109,10 @@ pub fn configure_process(cfg: &Config) -> Result<()> {
     unsafe {
         // Volumes are often owned by another uid; upstream sets safe.directory=*.
         git2::opts::set_verify_owner_validation(false)?;
+        // libgit2 re-hashes every object it reads (a collision-detecting
+        // SHA-1 of each blob a checkout writes); git does not: the ids
+        // were computed from the content when the pack was indexed.
+        git2::opts::strict_hash_verification(false);
         let ms = i32::try_from(cfg.sync_timeout.as_millis()).unwrap_or(i32::MAX);
         git2::opts::set_server_connect_timeout_in_milliseconds(ms)?;
         git2::opts::set_server_timeout_in_milliseconds(ms)?;

@@ -43,8 +43,10 @@ pub fn create(
     let hash = commit.to_string();
     remove(l, &hash)?;
     let wt = l.worktree(&hash);
-    let repo = build(l, commit, &wt, sparse, previous)?;
-    if submodules != Submodules::Off {
+    let (repo, has_submodules) = build(l, commit, &wt, sparse, previous)?;
+    // `git submodule update` works from the gitlinks of the index: without
+    // any there is nothing to do (and libgit2 would read the index to learn so).
+    if submodules != Submodules::Off && has_submodules {
         update_submodules(&repo, submodules == Submodules::Recursive, depth, sub_fetch)?;
     }
     Ok(wt)
@@ -90,13 +92,15 @@ pub fn update_published_submodules(
 
 /// Writes worktree `hash`'s admin dir and checks `commit` out into `dir`
 /// (`.worktrees/<hash>`, or a directory that will be renamed there).
+/// Returns the worktree's repository and whether the tree may have
+/// submodules.
 fn build(
     l: &Layout,
     commit: Oid,
     dir: &Path,
     sparse: Option<&Sparse>,
     previous: Option<&Path>,
-) -> Result<Repository> {
+) -> Result<(Repository, bool)> {
     let hash = commit.to_string();
     let wt = l.worktree(&hash);
     let admin = admin_dir(&l.root, &hash);
@@ -141,7 +145,7 @@ fn build(
         index: repo.path().join("index"),
         size_limit: None,
     };
-    let fast = match checkout::write_tree(&repo, &tree, &dest, sparse, previous, adopted.as_ref())
+    let written = match checkout::write_tree(&repo, &tree, &dest, sparse, previous, adopted.as_ref())
     {
         // Whatever went wrong in the spare tree, a fresh one may do.
         Err(e) if adopted.is_some() => {
@@ -152,7 +156,11 @@ fn build(
         r => r,
     }
     .with_context(|| format!("cannot check out {hash}"))?;
-    if !fast {
+    let has_submodules = match written {
+        checkout::Written::Tree { submodules } => submodules,
+        checkout::Written::Nothing => true,
+    };
+    if written == checkout::Written::Nothing {
         if adopted.is_some() {
             // libgit2's checkout wants an empty directory.
             empty_dir()?;
@@ -168,7 +176,7 @@ fn build(
     }
     drop((tree, c));
     repo.set_head_detached(commit)?;
-    Ok(repo)
+    Ok((repo, has_submodules))
 }
 
 /// `git submodule update --init [--recursive]`.
