@@ -5,6 +5,7 @@
 //! responses finish within `--shutdown-grace` → exit 0.
 
 mod auth;
+mod balance;
 mod body;
 mod cache;
 mod conditional;

@@ -28,13 +28,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sidecar_runtime::{Context, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use crate::balance::{Balance, Seat};
 use crate::body::{Finish, Guard};
 use crate::handler::Handler;
 use crate::listen::Listener;
-use crate::per_ip::PerIp;
+use crate::per_ip::{IpSlot, PerIp};
 use crate::request_line::{self, LineWatch};
 use crate::sendfile::{is_placeholder, SendFile, Spans};
 use crate::side_wake::SideWake;
@@ -64,8 +65,9 @@ pub fn worker_count() -> usize {
 /// Serves until shutdown, then drains in-flight requests within the grace period.
 ///
 /// TCP: one OS thread per worker, each with a single-threaded runtime
-/// accepting from its own `SO_REUSEPORT` socket of each address, so a
-/// connection lives and dies on the thread that accepted it. Unix sockets: on the
+/// accepting from its own `SO_REUSEPORT` socket of each address; a
+/// connection lives and dies on the thread that accepted it, unless that
+/// worker is ahead of the others (`balance.rs`). Unix sockets: on the
 /// applet's runtime.
 pub async fn serve(
     listeners: Vec<Listener>,
@@ -76,7 +78,17 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let shutdown = ctx.shutdown_handle();
     let grace = ctx.shutdown_grace();
+    let per_worker_count = listeners
+        .iter()
+        .map(|l| match l {
+            Listener::Tcp(_, group) => group.len(),
+            Listener::Unix(..) => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let (balance, inboxes) = Balance::new(per_worker_count);
     let shared = Arc::new(Shared {
+        balance,
         slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
         per_ip: PerIp::new(limits.max_connections_per_ip),
         handler: handler.clone(),
@@ -99,6 +111,7 @@ pub async fn serve(
                 sockets.push(path);
                 loops.push(tokio::spawn(accept_loop(
                     Acceptor::Unix(l),
+                    None,
                     shared.clone(),
                     tracker.clone(),
                     shutdown.clone(),
@@ -107,14 +120,14 @@ pub async fn serve(
         }
     }
     let mut workers = Vec::new();
-    for (i, socks) in per_worker.into_iter().enumerate() {
+    for ((i, socks), inbox) in per_worker.into_iter().enumerate().zip(inboxes) {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name(format!("static-serve-{i}"))
             .spawn(move || {
-                worker(socks, shared, shutdown, grace, closed_tx);
+                worker(i, socks, inbox, shared, shutdown, grace, closed_tx);
                 let _ = done_tx.send(());
             })?;
         workers.push((closed_rx, done_rx));
@@ -153,10 +166,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// One TCP worker thread: accept on its sockets until shutdown, then give its
-/// connections the grace period to finish.
+/// One TCP worker thread: accept on its sockets and take the connections other
+/// workers hand over until shutdown, then give its connections the grace
+/// period to finish.
 fn worker(
+    me: usize,
     socks: Vec<std::net::TcpListener>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     grace: Duration,
@@ -179,6 +195,7 @@ fn worker(
             match tokio::net::TcpListener::from_std(sock) {
                 Ok(l) => loops.push(tokio::spawn(accept_loop(
                     Acceptor::Tcp(l),
+                    Some(me),
                     shared.clone(),
                     tracker.clone(),
                     shutdown.clone(),
@@ -186,9 +203,16 @@ fn worker(
                 Err(e) => tracing::error!(error = %e, "cannot register a listener"),
             }
         }
+        let adopting = tokio::spawn(adopt(
+            inbox,
+            shared.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
         for l in loops {
             let _ = l.await;
         }
+        let _ = adopting.await;
         let _ = listeners_closed.send(());
         tracker.close();
         let _ = tokio::time::timeout(grace, tracker.wait()).await;
@@ -203,6 +227,7 @@ enum Acceptor {
 /// What every accept loop shares, across worker threads.
 struct Shared {
     handler: Arc<Handler>,
+    balance: Arc<Balance<Handoff>>,
     limits: Limits,
     /// `--max-connections`.
     slots: Arc<Semaphore>,
@@ -215,8 +240,59 @@ struct Shared {
 /// at once would spin. Doubles up to a second while the shortage lasts.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
+/// A TCP connection one worker accepted and another serves, with what it holds.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    held: Held,
+}
+
+/// What a TCP connection holds until it closes.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _ip: Option<IpSlot>,
+    _seat: Seat<Handoff>,
+}
+
+/// Serves the connections other workers hand to this one.
+async fn adopt(
+    mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    shutdown: Shutdown,
+) {
+    loop {
+        let h = tokio::select! {
+            h = inbox.recv() => match h { Some(h) => h, None => return },
+            _ = shutdown.requested() => return,
+        };
+        match tokio::net::TcpStream::from_std(h.stream) {
+            Ok(stream) => serve_tcp(&shared, &tracker, &shutdown, stream, h.peer, h.held),
+            Err(e) => tracing::debug!(error = %e, "cannot register a handed-over connection"),
+        }
+    }
+}
+
+fn serve_tcp(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    shutdown: &Shutdown,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    held: Held,
+) {
+    let (h, limits, s) = (shared.handler.clone(), shared.limits, shutdown.clone());
+    let protocols = shared.protocols.clone();
+    tracker.spawn(async move {
+        connection(stream, peer.to_string(), h, limits, protocols, s).await;
+        drop(held);
+    });
+}
+
+/// `worker`: the TCP worker this loop runs on; `None` for a Unix socket.
 async fn accept_loop(
     listener: Acceptor,
+    worker: Option<usize>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     shutdown: Shutdown,
@@ -283,17 +359,28 @@ async fn accept_loop(
             p = shared.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.requested() => return,
         };
-        let (h, limits, s) = (shared.handler.clone(), shared.limits, shutdown.clone());
-        let protocols = shared.protocols.clone();
         match accepted {
             Accepted::Tcp(stream, peer) => {
                 let _ = stream.set_nodelay(true);
-                tracker.spawn(async move {
-                    connection(stream, peer.to_string(), h, limits, protocols, s).await;
-                    drop((permit, ip_slot));
-                });
+                let me = worker.unwrap_or(0);
+                let seat = shared.balance.seat(me);
+                let to = seat.worker();
+                let held = Held {
+                    _slot: permit,
+                    _ip: ip_slot,
+                    _seat: seat,
+                };
+                if to == me {
+                    serve_tcp(&shared, &tracker, &shutdown, stream, peer, held);
+                } else if let Ok(stream) = stream.into_std() {
+                    // Refused only once that worker is shutting down: the
+                    // connection is then closed, as at any shutdown.
+                    let _ = shared.balance.hand_over(to, Handoff { stream, peer, held });
+                }
             }
             Accepted::Unix(stream) => {
+                let (h, limits, s) = (shared.handler.clone(), shared.limits, shutdown.clone());
+                let protocols = shared.protocols.clone();
                 tracker.spawn(async move {
                     connection(stream, "unix".to_string(), h, limits, protocols, s).await;
                     drop(permit);
