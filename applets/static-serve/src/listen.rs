@@ -2,8 +2,9 @@
 //!
 //! A TCP address gets one listening socket per worker thread, bound with
 //! `SO_REUSEPORT` (nginx's `listen … reuseport`): the kernel spreads new
-//! connections evenly across the workers, and a connection never hops
-//! threads. (A single socket shared by every worker let whichever woke first
+//! connections across the workers by a hash of their addresses, even on
+//! average, and `balance.rs` hands a connection over when one worker gets
+//! ahead. (A single socket shared by every worker let whichever woke first
 //! take a whole burst: under wrk's 64 connections one worker served all of
 //! them while the other idled.)
 
