@@ -811,6 +811,13 @@ fn idle_http_connections_are_closed_after_the_idle_timeout() {
     let answer = raw(&p, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    // A first request whose head never ends: closed too, unanswered.
+    let mut c = p.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer)
+        .expect("closed by the proxy before the read timeout");
+    assert_eq!(answer, b"");
 
     // HTTP/2 with prior knowledge: the preface and an empty SETTINGS
     // frame, then only acknowledgements, until the proxy closes; its
@@ -836,5 +843,5 @@ fn idle_http_connections_are_closed_after_the_idle_timeout() {
         }
     }
     assert!(types.contains(&0x7), "GOAWAY among frame types {types:?}");
-    p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 2.0);
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 3.0);
 }

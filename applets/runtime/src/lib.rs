@@ -23,6 +23,7 @@ mod memory;
 pub mod process;
 pub mod redact;
 mod shutdown;
+pub mod side_wake;
 pub mod stdout;
 pub mod tls;
 pub mod watch;

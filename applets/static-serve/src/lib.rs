@@ -24,7 +24,6 @@ mod request_line;
 mod sendfile;
 mod server;
 mod settings;
-mod side_wake;
 mod sws;
 mod tree;
 

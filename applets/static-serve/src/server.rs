@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sidecar_runtime::side_wake::SideWake;
 use sidecar_runtime::{Context, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixListener;
@@ -38,7 +39,6 @@ use crate::listen::Listener;
 use crate::per_ip::{IpSlot, PerIp};
 use crate::request_line::{self, LineWatch};
 use crate::sendfile::{is_placeholder, SendFile, Spans};
-use crate::side_wake::SideWake;
 
 /// Request line plus headers; larger heads get 431.
 pub const MAX_HEAD: usize = 16 * 1024;

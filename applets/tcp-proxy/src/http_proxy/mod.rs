@@ -26,8 +26,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -37,7 +38,8 @@ use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use sidecar_runtime::side_wake::SideWake;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -118,6 +120,8 @@ impl ConnInfo {
 struct Activity {
     in_flight: AtomicUsize,
     last: std::sync::Mutex<Instant>,
+    /// A request has started on the connection.
+    used: AtomicBool,
 }
 
 impl Default for Activity {
@@ -125,6 +129,7 @@ impl Default for Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             last: std::sync::Mutex::new(Instant::now()),
+            used: AtomicBool::new(false),
         }
     }
 }
@@ -135,6 +140,7 @@ impl Activity {
     /// client reset), which would otherwise keep the connection busy forever.
     fn started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
@@ -170,6 +176,11 @@ impl Drop for InFlight {
 /// A client connection being served, which can be asked to finish: the
 /// requests in flight are answered, new ones refused, then it closes.
 trait Served: Future {
+    /// Whether a connection that has had no request yet is dropped when
+    /// idle, rather than asked to finish: hyper's HTTP/1 server would wait
+    /// for its first request (one whose head is half sent, say) to close.
+    const DROP_UNUSED: bool;
+
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
@@ -181,6 +192,8 @@ where
     S::ResBody: 'static,
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    const DROP_UNUSED: bool = true;
+
     fn graceful_shutdown(self: Pin<&mut Self>) {
         http1::UpgradeableConnection::graceful_shutdown(self)
     }
@@ -190,6 +203,10 @@ impl<I> Served for h2_server::Connection<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// An HTTP/2 client is owed a GOAWAY (and one without streams closes
+    /// at once).
+    const DROP_UNUSED: bool = false;
+
     fn graceful_shutdown(self: Pin<&mut Self>) {
         self.get_mut().graceful_shutdown()
     }
@@ -213,21 +230,50 @@ impl Ending<'_> {
         S: Served<Output = Result<(), E>>,
     {
         tokio::pin!(served);
-        let mut idle = false;
-        tokio::select! {
-            r = served.as_mut() => return (r, false),
-            _ = self.stop.cancelled() => {}
+        let stop = self.stop.cancelled();
+        let hard_stop = self.hard_stop.cancelled();
+        let idle = self.activity.idle_for(self.idle_timeout);
+        tokio::pin!(stop, hard_stop, idle);
+        // The task wakes once or more per request: the signals and the idle
+        // timer are polled only when one of them woke it.
+        let side = SideWake::new();
+        let side_waker = Waker::from(side.clone());
+        // Once asked to finish: whether for being idle.
+        let mut finishing: Option<bool> = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = served.as_mut().poll(cx) {
+                return Poll::Ready((r, finishing.unwrap_or(false)));
+            }
+            if !side.take(cx.waker()) {
+                return Poll::Pending;
+            }
+            let mut side_cx = Context::from_waker(&side_waker);
+            if let Some(idle) = finishing {
+                if hard_stop.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready((Ok(()), idle));
+                }
+                return Poll::Pending;
+            }
+            let stopped = stop.as_mut().poll(&mut side_cx).is_ready();
             // Requests in flight finish (HTTP/2: GOAWAY, then the streams
             // end); a new one finds the connection closing.
-            _ = self.activity.idle_for(self.idle_timeout), if !self.idle_timeout.is_zero() => {
-                idle = true;
+            let idle = !stopped
+                && !self.idle_timeout.is_zero()
+                && idle.as_mut().poll(&mut side_cx).is_ready();
+            if idle && S::DROP_UNUSED && !self.activity.used.load(Ordering::Relaxed) {
+                return Poll::Ready((Ok(()), true));
             }
-        }
-        served.as_mut().graceful_shutdown();
-        tokio::select! {
-            r = served.as_mut() => (r, idle),
-            _ = self.hard_stop.cancelled() => (Ok(()), idle),
-        }
+            if stopped || idle {
+                served.as_mut().graceful_shutdown();
+                finishing = Some(idle);
+                // The connection is polled again after that, the hard stop
+                // with it.
+                side.again();
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -313,23 +359,20 @@ impl HttpProxy {
                 Ok::<_, Infallible>(this.handle(req.map(Body::Incoming), &conn).await)
             }
         });
-        // hyper's read timeout for a request head also runs while a
-        // connection waits for its next request: it is the idle timeout
-        // there (hyper's default would close kept-alive connections after
-        // 30 s).
+        // No read timeout for request heads: the idle timeout (`Ending`)
+        // closes a connection that has no request, a head half sent
+        // included. hyper's timer would be armed and dropped again for
+        // every request, and the read after each request forced, that it
+        // costs.
         let served = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout((!idle_timeout.is_zero()).then_some(idle_timeout))
+            .header_read_timeout(None)
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
-        match ending.drive(served).await {
-            (Err(e), _) if e.is_timeout() => true,
-            (Err(e), idle) => {
-                tracing::debug!(error = %e, "client HTTP connection ended with an error");
-                idle
-            }
-            (Ok(()), idle) => idle,
+        let (result, idle) = ending.drive(served).await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "client HTTP connection ended with an error");
         }
+        idle
     }
 
     async fn handle(&self, mut req: Request<Body>, conn: &ConnInfo) -> Response<Body> {
