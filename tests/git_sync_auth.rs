@@ -587,3 +587,130 @@ fn http_redirects_are_followed_but_not_to_plain_http() {
         "{err}"
     );
 }
+
+/// A one-thread HTTP/1.1 server for the cases a real git server cannot be
+/// made to play: each connection's requests are answered by `respond`
+/// (request head in, raw response out; `None` hands the stream over to it,
+/// which then owns the connection). Requests' heads are recorded.
+fn scripted_server(
+    respond: impl Fn(&str, &mut std::net::TcpStream) -> Option<String> + Send + Sync + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, respond) = (heads.clone(), std::sync::Arc::new(respond));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(32) {
+            let Ok(mut stream) = stream else { continue };
+            let (seen, respond) = (seen.clone(), respond.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                // At most a few requests per connection: git-sync makes two.
+                for _ in 0..8 {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    seen.lock().unwrap().push(head.clone());
+                    match respond(&head, &mut stream) {
+                        Some(resp) => {
+                            if stream.write_all(resp.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    (port, heads)
+}
+
+fn has_authorization(head: &str) -> bool {
+    head.lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+}
+
+/// Credentials answered to one host never go to another after a redirect
+/// (as git and curl): the other host gets a request without them, and its
+/// own 401 finds no credentials configured for it.
+#[test]
+fn credentials_do_not_follow_a_redirect_to_another_host() {
+    let s = Setup::new();
+    let unauthorized = "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"git\"\r\ncontent-length: 0\r\n\r\n";
+    let (other_port, other_heads) = scripted_server(move |_, _| Some(unauthorized.into()));
+    let (port, heads) = scripted_server(move |head, _| {
+        Some(if has_authorization(head) {
+            format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://localhost:{other_port}/repo/info/refs?service=git-upload-pack\r\ncontent-length: 0\r\n\r\n"
+            )
+        } else {
+            unauthorized.into()
+        })
+    });
+    let mut args = base_args(&s, &format!("http://127.0.0.1:{port}/repo"));
+    args.push("--username=testuser".into());
+    args.push("--password=s3cret-pass".into());
+    let out = run_env(&args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // The first host asked and got the credentials, then redirected.
+    assert!(heads.lock().unwrap().iter().any(|h| has_authorization(h)));
+    let other = other_heads.lock().unwrap();
+    assert!(!other.is_empty(), "the redirect was not followed: {err}");
+    assert!(
+        !other.iter().any(|h| has_authorization(h)),
+        "credentials went to the other host: {other:?}"
+    );
+    assert!(
+        err.contains("no credentials configured"),
+        "the other host's 401 is answered from its own credentials: {err}"
+    );
+}
+
+/// `--sync-timeout` bounds an http(s) exchange as a whole: a server that
+/// trickles its ref advertisement a byte at a time, each within the read
+/// timeout, no longer holds the sync (it would have for two minutes, the
+/// server's own bound, past the test's deadline).
+#[test]
+fn a_trickling_http_server_is_cut_off_at_the_sync_timeout() {
+    use std::io::Write;
+    let s = Setup::new();
+    let (port, _) = scripted_server(|_, stream| {
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-git-upload-pack-advertisement\r\ntransfer-encoding: chunked\r\n\r\n",
+        );
+        // A valid advertisement that never ends: the service line, then
+        // one ref after another, each byte its own chunk, a byte every
+        // 100 ms, for at most two minutes or until git-sync hangs up.
+        let mut adv = String::from("001e# service=git-upload-pack\n0000");
+        for i in 0..40 {
+            let caps = if i == 0 { "\0multi_ack" } else { "" };
+            let line = format!("{} refs/heads/b{i:02}{caps}\n", "1".repeat(40));
+            adv.push_str(&format!("{:04x}{line}", line.len() + 4));
+        }
+        for b in adv.bytes().take(1200) {
+            let chunk = [b'1', b'\r', b'\n', b, b'\r', b'\n'];
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    });
+    let mut args = base_args(&s, &format!("http://127.0.0.1:{port}/repo"));
+    args.push("--sync-timeout=1s".into());
+    let out = run_env(&args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+}

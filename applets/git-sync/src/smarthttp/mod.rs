@@ -13,9 +13,11 @@
 //! `--credential`, `--askpass-url`, the GitHub App token), once each; the
 //! listing follows redirects (to another host too, unless
 //! `http.followRedirects` is false; never from https to http) and the
-//! rounds go where it was sent; no proxy. The Cookie header
+//! rounds go where it was sent; credentials answered to one origin are
+//! never sent to another; no proxy. The Cookie header
 //! of `--cookie-file` goes with every request. Connections stay open for a
-//! fetch's requests and close with it.
+//! fetch's requests and close with it, and `--sync-timeout` bounds them
+//! from the connect, whatever the server trickles.
 
 mod request;
 mod session;
@@ -62,7 +64,12 @@ impl Http {
             .build()
             .map_err(|e| git2::Error::from_str(&format!("http(s) client: {e}")))?;
         Ok(Http {
-            shared: Arc::new(request::Shared::new(client, handle, Session::current())),
+            shared: Arc::new(request::Shared::new(
+                client,
+                handle,
+                timeout,
+                Session::current(),
+            )),
         })
     }
 }
@@ -115,15 +122,17 @@ impl Read for Stream {
                 let body = Bytes::from(std::mem::take(&mut self.body));
                 let r = shared
                     .block_on(shared.send(self.service, body))
+                    .and_then(|r| r)
                     .map_err(std::io::Error::other)?;
                 self.response.insert(r)
             }
         };
         while self.chunk.is_empty() {
             match shared.block_on(response.chunk()) {
-                Ok(Some(chunk)) => self.chunk = chunk,
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(std::io::Error::other(request::describe(e))),
+                Ok(Ok(Some(chunk))) => self.chunk = chunk,
+                Ok(Ok(None)) => return Ok(0),
+                Ok(Err(e)) => return Err(std::io::Error::other(request::describe(e))),
+                Err(timed_out) => return Err(std::io::Error::other(timed_out)),
             }
         }
         let n = buf.len().min(self.chunk.len());

@@ -4,11 +4,13 @@
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 use url::Url;
 
 use super::session::Current;
@@ -50,6 +52,12 @@ pub const FETCH: Service = Service {
 pub struct Shared {
     client: reqwest::Client,
     handle: Handle,
+    /// `--sync-timeout` from the connect: a hard limit for the whole
+    /// exchange, as upstream's context deadline is for its git process. The
+    /// client's read timeout alone restarts at every byte, so a server
+    /// trickling bytes could hold the sync forever.
+    deadline: Instant,
+    timeout: Duration,
     /// The sync's credentials and cookies (none outside a sync).
     sync: Option<Current>,
     server: Mutex<Server>,
@@ -66,19 +74,34 @@ struct Server {
 }
 
 impl Shared {
-    pub fn new(client: reqwest::Client, handle: Handle, sync: Option<Current>) -> Shared {
+    pub fn new(
+        client: reqwest::Client,
+        handle: Handle,
+        timeout: Duration,
+        sync: Option<Current>,
+    ) -> Shared {
         Shared {
             client,
             handle,
+            deadline: Instant::now() + timeout,
+            timeout,
             sync,
             server: Mutex::default(),
         }
     }
 
-    /// Runs a request's future to its end on the runtime; libgit2 calls
-    /// from a blocking thread.
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.handle.block_on(f)
+    /// Runs a request's future to its end on the runtime, or to the
+    /// deadline; libgit2 calls from a blocking thread.
+    pub fn block_on<F: Future>(&self, f: F) -> Result<F::Output, String> {
+        let _entered = self.handle.enter();
+        self.handle
+            .block_on(tokio::time::timeout_at(self.deadline, f))
+            .map_err(|_| {
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(self.timeout)
+                )
+            })
     }
 
     fn auth(&self) -> Option<&crate::auth::Auth> {
@@ -144,7 +167,7 @@ impl Shared {
                 continue;
             }
             if status != StatusCode::OK {
-                return Err(format!("unexpected http status code: {}", status.as_u16()));
+                return Err(status_error(status));
             }
             let Some(ct) = resp.headers().get(CONTENT_TYPE) else {
                 return Err("no content-type header in response".into());
@@ -169,7 +192,8 @@ impl Shared {
         let mut server = self.server();
         let base = server.url.as_ref().ok_or("http(s): no URL")?;
         let offsite = self.sync.as_ref().is_none_or(|s| s.offsite_redirects);
-        server.url = Some(redirected(base, location, service, offsite)?);
+        let to = redirected(base, location, service, offsite)?;
+        server.move_to(to);
         Ok(())
     }
 
@@ -202,6 +226,34 @@ impl Shared {
         let c = found.ok_or("authentication required but no credentials configured")?;
         server.userpass = Some((c.username.clone(), c.password.clone()));
         Ok(())
+    }
+}
+
+impl Server {
+    /// Requests go to `to` from now on. Credentials offered to one origin
+    /// are never sent to another (curl and git do not either): at a new
+    /// scheme, host or port the next 401 picks them afresh for that URL.
+    fn move_to(&mut self, to: Url) {
+        let same_origin = self
+            .url
+            .as_ref()
+            .is_some_and(|from| from.origin() == to.origin());
+        if !same_origin {
+            self.userpass = None;
+            self.url_credentials_offered = false;
+            self.own_credentials_offered = false;
+        }
+        self.url = Some(to);
+    }
+}
+
+/// The message for a status other than 200, 401 and redirects, in git's
+/// words where git has them.
+fn status_error(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "repository not found (HTTP 404)".into(),
+        StatusCode::FORBIDDEN => "access denied (HTTP 403)".into(),
+        s => format!("unexpected HTTP status code {}", s.as_u16()),
     }
 }
 
@@ -323,6 +375,46 @@ mod tests {
         assert_eq!(
             (FETCH.method(), FETCH.accept()),
             (Method::POST, "application/x-git-upload-pack-result")
+        );
+    }
+
+    #[test]
+    fn credentials_stay_with_their_origin_across_redirects() {
+        let mut server = Server {
+            url: Some(url("https://git.example/org/repo.git")),
+            userpass: Some(("u".into(), "secret".into())),
+            url_credentials_offered: true,
+            own_credentials_offered: true,
+        };
+        // Same scheme, host and port: the answered 401 still holds.
+        server.move_to(url("https://git.example/moved/repo.git"));
+        assert_eq!(
+            server.userpass.as_ref().map(|u| u.1.as_str()),
+            Some("secret")
+        );
+        // Another host: nothing is sent until that host asks.
+        server.move_to(url("https://mirror.example/org/repo.git"));
+        assert!(server.userpass.is_none());
+        assert!(!server.url_credentials_offered && !server.own_credentials_offered);
+        // Another port of the same host is another origin too.
+        server.userpass = Some(("u".into(), "secret".into()));
+        server.move_to(url("https://mirror.example:8443/org/repo.git"));
+        assert!(server.userpass.is_none());
+    }
+
+    #[test]
+    fn statuses_are_named_as_git_names_them() {
+        assert_eq!(
+            status_error(StatusCode::NOT_FOUND),
+            "repository not found (HTTP 404)"
+        );
+        assert_eq!(
+            status_error(StatusCode::FORBIDDEN),
+            "access denied (HTTP 403)"
+        );
+        assert_eq!(
+            status_error(StatusCode::BAD_GATEWAY),
+            "unexpected HTTP status code 502"
         );
     }
 

@@ -71,7 +71,7 @@ impl Store {
             let Some(hash) = issuer_hash(issuer) else {
                 continue;
             };
-            for dir in std::env::split_paths(&self.dirs) {
+            for dir in cert_dirs(&self.dirs) {
                 // OpenSSL's lookup stops at the first number missing too.
                 for n in 0..MAX_SAME_HASH {
                     let Ok(pem) = std::fs::read(dir.join(format!("{hash:08x}.{n}"))) else {
@@ -101,6 +101,13 @@ impl Store {
 }
 
 /// A certificate's subject, DER-encoded.
+/// The directories of an `SSL_CERT_DIR`-style list. An empty entry (an
+/// unset list, or a trailing `:`) is skipped, as OpenSSL skips it: taken
+/// as a path it would be the working directory.
+fn cert_dirs(dirs: &OsStr) -> impl Iterator<Item = PathBuf> + '_ {
+    std::env::split_paths(dirs).filter(|d| !d.as_os_str().is_empty())
+}
+
 fn subject(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.subject().as_raw().to_vec())
@@ -126,7 +133,7 @@ fn bundle_in_dirs(bundle: &Path, dirs: &OsStr) -> bool {
         return false;
     };
     let mut found = HashSet::new();
-    for dir in std::env::split_paths(dirs) {
+    for dir in cert_dirs(dirs) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -185,6 +192,13 @@ pub(super) fn is_hashed_name(name: &OsStr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_directory_entries_are_not_the_working_directory() {
+        let dirs: Vec<_> = cert_dirs(OsStr::new("/etc/ssl/certs::/opt/certs:")).collect();
+        assert_eq!(dirs, [Path::new("/etc/ssl/certs"), Path::new("/opt/certs")]);
+        assert_eq!(cert_dirs(OsStr::new("")).count(), 0);
+    }
 
     fn pem(body: &str) -> String {
         format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
