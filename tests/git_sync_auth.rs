@@ -714,3 +714,88 @@ fn a_trickling_http_server_is_cut_off_at_the_sync_timeout() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("timed out"), "{err}");
 }
+
+/// Proxies as git uses them: `http_proxy` / `https_proxy` from the
+/// environment (https through CONNECT), and `http.proxy` from
+/// `--git-config`, through a real forward proxy.
+#[test]
+fn http_and_https_go_through_the_configured_proxy() {
+    let s = Setup::new();
+    let sha = s.up.commit("one");
+    let proxy_dir = s.tmp.path().join("proxy");
+    std::fs::create_dir(&proxy_dir).unwrap();
+    let Some((_proxy, proxy_port, proxy_log)) = helpers::tinyproxy(&proxy_dir) else {
+        return;
+    };
+    let Some((_peer, port)) = helpers::lighttpd(s.tmp.path(), s.tmp.path(), "testuser:testpass\n")
+    else {
+        return;
+    };
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let logged = || std::fs::read_to_string(&proxy_log).unwrap_or_default();
+
+    let mut args = base_args(&s, &format!("http://127.0.0.1:{port}/git/repo"));
+    args.extend(["--username=testuser".into(), "--password=testpass".into()]);
+    let out = run_env(&args, &[("http_proxy", &proxy), ("no_proxy", "")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
+    let want = format!("GET http://127.0.0.1:{port}/git/repo/info/refs");
+    assert!(
+        logged().contains(&want),
+        "not through the proxy: {}",
+        logged()
+    );
+
+    // `http.proxy` wins over the variables (this one points nowhere).
+    let mut args = base_args(&s, &format!("http://127.0.0.1:{port}/git/repo"));
+    args.extend([
+        "--username=testuser".into(),
+        "--password=testpass".into(),
+        format!("--git-config=http.proxy:{proxy}"),
+    ]);
+    let before = logged().matches(&want).count();
+    let out = run_env(
+        &args,
+        &[("http_proxy", "http://127.0.0.1:9"), ("no_proxy", "")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(logged().matches(&want).count() > before, "{}", logged());
+
+    // https: a CONNECT tunnel; the server's certificate is still checked
+    // end to end.
+    let tls = s.tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let Some((_tls_peer, tls_port, ca)) =
+        helpers::lighttpd_ca_tls(&tls, s.tmp.path(), "testuser:testpass\n", "")
+    else {
+        return;
+    };
+    let mut args = base_args(&s, &format!("https://127.0.0.1:{tls_port}/git/repo"));
+    args.extend(["--username=testuser".into(), "--password=testpass".into()]);
+    let out = run_env(
+        &args,
+        &[
+            ("https_proxy", &proxy),
+            ("no_proxy", ""),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logged().contains(&format!("CONNECT 127.0.0.1:{tls_port}")),
+        "not through the proxy: {}",
+        logged()
+    );
+}

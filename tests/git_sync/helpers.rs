@@ -368,3 +368,33 @@ pub fn keygen(path: &Path) {
         .expect("run ssh-keygen");
     assert!(st.success());
 }
+
+/// tinyproxy, a real forward proxy (plain requests and CONNECT), on
+/// loopback. Returns it, its port, and its log, where each request it
+/// relays is a line naming the method and the URL or host.
+pub fn tinyproxy(dir: &Path) -> Option<(Peer, u16, PathBuf)> {
+    if !support::peer::require_peer("tinyproxy") {
+        return None;
+    }
+    let port = free_port();
+    let log = dir.join("tinyproxy.log");
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 16\nAllow 127.0.0.1\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let peer = Peer::spawn(
+        Command::new("tinyproxy")
+            .args(["-d", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    support::http::wait_listening(([127, 0, 0, 1], port).into());
+    Some((peer, port, log))
+}

@@ -14,7 +14,9 @@
 //! listing follows redirects (to another host too, unless
 //! `http.followRedirects` is false; never from https to http) and the
 //! rounds go where it was sent; credentials answered to one origin are
-//! never sent to another; no proxy. The Cookie header
+//! never sent to another. Proxies as git's: `http.proxy`, else
+//! `https_proxy` / `http_proxy` / `all_proxy` (either case), with `no_proxy`
+//! exempting hosts (reqwest reads the variables). The Cookie header
 //! of `--cookie-file` goes with every request. Connections stay open for a
 //! fetch's requests and close with it, and `--sync-timeout` bounds them
 //! from the connect, whatever the server trickles.
@@ -55,21 +57,23 @@ impl Http {
         let handle = Handle::try_current().map_err(|_| {
             git2::Error::from_str("http(s): not called from within the tokio runtime")
         })?;
-        let client = sidecar_runtime::tls::http_client_with_verifier(crate::trust::verifier())
+        let session = Session::current();
+        let mut client = sidecar_runtime::tls::http_client_with_verifier(crate::trust::verifier());
+        if let Some(p) = session.as_ref().and_then(|s| s.proxy.as_deref()) {
+            let proxy = reqwest::Proxy::all(p)
+                .map_err(|e| git2::Error::from_str(&format!("http.proxy '{p}': {e}")))?
+                .no_proxy(reqwest::NoProxy::from_env());
+            client = client.proxy(proxy);
+        }
+        let client = client
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .user_agent(concat!("git/2.0 (sidecar ", env!("CARGO_PKG_VERSION"), ")"))
             .connect_timeout(timeout)
             .read_timeout(timeout)
             .build()
             .map_err(|e| git2::Error::from_str(&format!("http(s) client: {e}")))?;
         Ok(Http {
-            shared: Arc::new(request::Shared::new(
-                client,
-                handle,
-                timeout,
-                Session::current(),
-            )),
+            shared: Arc::new(request::Shared::new(client, handle, timeout, session)),
         })
     }
 }

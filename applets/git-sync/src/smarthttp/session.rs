@@ -13,10 +13,12 @@ pub(super) struct Current {
     pub auth: Auth,
     /// `http.followRedirects` is not `false`: a redirect may change host.
     pub offsite_redirects: bool,
+    /// `http.proxy`: it takes precedence over the proxy variables, as in git.
+    pub proxy: Option<String>,
 }
 
 /// The credentials and cookies of the sync running on this thread, and the
-/// repository's `http.followRedirects`. libgit2 hands a custom transport
+/// repository's `http.followRedirects` and `http.proxy`. libgit2 hands a custom transport
 /// neither its credential callback nor its custom headers nor the remote's
 /// repository, so the transport, made on the thread that calls libgit2,
 /// takes them from here. Ends when dropped.
@@ -24,14 +26,20 @@ pub struct Session(Option<Current>);
 
 impl Session {
     pub fn enter(auth: &Auth, repo: &git2::Repository) -> Session {
+        let config = repo.config().ok();
         // libgit2 refused only a change of host, and only when false.
-        let offsite_redirects = repo
-            .config()
-            .and_then(|c| c.get_bool("http.followRedirects"))
+        let offsite_redirects = config
+            .as_ref()
+            .and_then(|c| c.get_bool("http.followRedirects").ok())
             .unwrap_or(true);
+        let proxy = config
+            .as_ref()
+            .and_then(|c| c.get_string("http.proxy").ok())
+            .filter(|p| !p.is_empty());
         let current = Current {
             auth: auth.clone(),
             offsite_redirects,
+            proxy,
         };
         Session(CURRENT.with(|c| c.replace(Some(current))))
     }
