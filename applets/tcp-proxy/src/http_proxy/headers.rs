@@ -33,7 +33,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             other = true;
         }
     }
-    if connection {
+    if connection && only_keep_alive(h) {
+        // What nginx puts on every HTTP/1.1 response: nothing to look up.
+        h.remove(header::CONNECTION);
+    } else if connection {
         // Names handled below whatever Connection says need no lookup (and
         // the usual `keep-alive` no allocation).
         let handled = |t: &str| {
@@ -84,6 +87,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             h.insert(header::TE, HeaderValue::from_static("trailers"));
         }
     }
+}
+
+/// Connection is one `keep-alive`, which names no other header.
+fn only_keep_alive(h: &HeaderMap) -> bool {
+    let mut values = h.get_all(header::CONNECTION).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+    )
 }
 
 /// Appends the client (`client`: its address as a header value, made once

@@ -520,25 +520,27 @@ impl HttpProxy {
         // The downstream target, kept: each attempt writes the request in the
         // form its upstream connection needs.
         let target = Target::of(&req);
-        let (mut parts, body) = req.into_parts();
         // What the server side attached (an upgrade handle, say) is not for
         // the upstream.
-        parts.extensions = http::Extensions::new();
+        req.extensions_mut().clear();
         // A body is kept for retries only when retries may happen and it
-        // is small; otherwise it streams once, and the request is built once.
+        // is small; otherwise it streams once, and the request, taken apart
+        // and put together again for nothing, is sent as it came.
         let replay = self.settings.retries > 0
-            && parts.method.is_idempotent()
-            && body
+            && req.method().is_idempotent()
+            && req
+                .body()
                 .size_hint()
                 .upper()
                 .is_some_and(|n| n <= MAX_REPLAY_BODY);
         let (kept, mut once) = if replay {
+            let (parts, body) = req.into_parts();
             match Limited::new(body, MAX_REPLAY_BODY as usize).collect().await {
                 Ok(b) => (Some((parts, b.to_bytes())), None),
                 Err(_) => return self.answer(&dest.name, Local::BadRequest("request body")),
             }
         } else {
-            (None, Some(Request::from_parts(parts, body)))
+            (None, Some(req))
         };
 
         if self.settings.retries > 0 {
@@ -699,11 +701,12 @@ impl Target {
     /// earlier attempt) for a connection to `endpoint` speaking HTTP/2 when
     /// `h2`; without an authority from the client, the endpoint is named.
     fn prepare(&self, req: &mut Request<Body>, h2: bool, endpoint: SocketAddr) {
-        let path = self
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = || {
+            self.uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        };
         if h2 {
             *req.version_mut() = Version::HTTP_2;
             req.headers_mut().remove(header::HOST);
@@ -725,12 +728,12 @@ impl Target {
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = Some(authority);
-            parts.path_and_query = Some(path);
+            parts.path_and_query = Some(path());
             *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
         } else {
             *req.version_mut() = Version::HTTP_11;
             if req.uri().authority().is_some() {
-                *req.uri_mut() = Uri::from(path);
+                *req.uri_mut() = Uri::from(path());
             }
             if !req.headers().contains_key(header::HOST) {
                 let host = match (&self.host, self.uri.authority()) {
