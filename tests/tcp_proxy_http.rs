@@ -471,7 +471,10 @@ fn connect_over_http2_becomes_a_tunnel_on_its_stream() {
     // `:status: 200` (static table entry 8), and the stream stays open.
     assert_eq!(head.first(), Some(&0x88), "{head:?}");
     assert_eq!(flags & 0x1, 0, "END_STREAM on the answer to CONNECT");
-    // DATA each way is the tunnel's bytes.
+    // DATA each way is the tunnel's bytes. An empty DATA frame first
+    // (allowed, without END_STREAM) is not the end of the client's side:
+    // read as EOF it would half-close the upstream (h2 drops such frames).
+    c.write_all(b"\0\0\0\0\0\0\0\0\x01").unwrap();
     c.write_all(b"\0\0\x09\0\0\0\0\0\x01raw bytes").unwrap();
     let mut echoed = Vec::new();
     while echoed.len() < 9 {

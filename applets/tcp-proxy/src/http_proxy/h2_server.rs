@@ -170,8 +170,10 @@ async fn stream(
     let (head, recv) = req.into_parts();
     // CONNECT: the stream becomes the tunnel, the request has no body.
     let (body, tunnel_recv) = if head.method == Method::CONNECT {
+        // RFC 9113 8.5: a CONNECT request has no content; one that says
+        // otherwise is malformed, a stream error of type PROTOCOL_ERROR.
         if content_length(&head.headers).is_some_and(|n| n != 0) {
-            respond.send_reset(Reason::INTERNAL_ERROR);
+            respond.send_reset(Reason::PROTOCOL_ERROR);
             return;
         }
         (Body::full(Bytes::new()), Some(recv))
