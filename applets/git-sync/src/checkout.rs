@@ -100,11 +100,18 @@ pub fn write_tree(
         None => HashMap::new(),
     };
 
+    // The adopted spare's directories that hold a kept file exist already:
+    // trying to create them would cost two system calls per directory of
+    // the tree, however small the change.
+    let present: HashSet<&[u8]> = kept
+        .keys()
+        .flat_map(|&i| spare::parents(&items[i].path))
+        .collect();
     // Directories first, in tree order (parents before children).
     let mut files = Vec::new();
     let mut included = vec![true; items.len()];
     for (i, item) in items.iter().enumerate() {
-        if kept.contains_key(&i) {
+        if kept.contains_key(&i) || present.contains(item.path.as_slice()) {
             continue;
         }
         let full = wt.join(OsStr::from_bytes(&item.path));

@@ -234,7 +234,7 @@ pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<us
 }
 
 /// The directories above `path`, outermost first (`a`, `a/b` for `a/b/c`).
-fn parents(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub fn parents(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     path.iter()
         .enumerate()
         .filter(|(_, &b)| b == b'/')
