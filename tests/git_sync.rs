@@ -1177,3 +1177,37 @@ fn the_first_change_after_a_start_or_a_restart_writes_only_the_change() {
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }
+
+/// A spare tree kept by a version that checked the spare's files at the
+/// publish (its index named `index`, not `checked-index`) is not trusted
+/// after an upgrade: a file edited in it does not reach the next tree.
+#[test]
+fn a_spare_kept_by_an_older_version_is_not_trusted() {
+    let s = Setup::new();
+    s.up.write_files(20, 2);
+    s.up.commit("one");
+    let args = ["--period=100ms", "--log-level=sidecar_git_sync=debug,info"];
+    let mut sc = s.start(&args);
+    s.wait_for_sync();
+    sc.wait_for_log("spare tree prepared");
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+    // What an older version could leave: its index name, and a file edited
+    // while the tree was published (same size: only stat data tell).
+    let spare = s.root.join(".git/sidecar-spare");
+    std::fs::rename(spare.join("checked-index"), spare.join("index")).unwrap();
+    std::fs::write(spare.join("tree/d1/f1"), "FILE 1\n").unwrap();
+
+    let sha = s.up.commit("two");
+    let mut sc = s.start(&args);
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha);
+    s.assert_real_worktree(&sha);
+    assert_eq!(
+        std::fs::read_to_string(s.link().join("d1/f1")).unwrap(),
+        "file 1\n"
+    );
+    assert!(sc.wait_for_log("worktree files written").contains("kept=0"));
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+}

@@ -5,7 +5,8 @@
 //! scratch costs a file creation per file of the tree, however small the
 //! change. Instead, the worktree that cleanup retires (the one upstream
 //! deletes at that point) is kept as the spare: `<root>/.git/sidecar-spare`,
-//! its files in `tree/` and its index, with their stat data, in `index`.
+//! its files in `tree/` and its index, with their stat data, in
+//! `checked-index`.
 //! It is not a git worktree any more and holds no object alive.
 //!
 //! The retired tree is checked when it becomes the spare (`recycle`, in
@@ -49,6 +50,11 @@ use crate::layout::{self, Layout};
 
 /// Larger files are dropped from the spare.
 const KEEP_MAX: u32 = 64 * 1024;
+
+/// The spare's index, named for what it promises: it lists exactly the
+/// files of `tree/`, checked. A spare kept by a version that checked files
+/// at the publish instead has only an `index`, is not trusted, and goes.
+const CHECKED_INDEX: &str = "checked-index";
 
 // Index entries carry modes as u32, the tree walk as i32.
 const MODE_LINK: u32 = checkout::MODE_LINK as u32;
@@ -98,13 +104,11 @@ pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     let tmp = l.root.join(".git/sidecar-spare.new");
     layout::remove_any(&tmp)?;
     std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    std::fs::rename(admin.join("index"), tmp.join("index"))
-        .context("cannot move the retired worktree's index")?;
+    let written = std::fs::metadata(admin.join("index"))?;
+    let written = (written.mtime(), written.mtime_nsec());
     std::fs::rename(&wt, tmp.join("tree"))
         .with_context(|| format!("cannot move {}", wt.display()))?;
     layout::remove_any(&tmp.join("tree/.git"))?;
-    let written = std::fs::metadata(tmp.join("index"))?;
-    let written = (written.mtime(), written.mtime_nsec());
     let kept = verify(&tmp.join("tree"), index, written)?;
     let entries = kept
         .iter()
@@ -116,7 +120,7 @@ pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
             skip_worktree: false,
         })
         .collect();
-    indexfile::write(&tmp.join("index"), entries)?;
+    indexfile::write(&tmp.join(CHECKED_INDEX), entries)?;
     std::fs::rename(&tmp, &spare).context("cannot keep the retired worktree as the spare")?;
     layout::remove_any(&admin)?;
     Ok(true)
@@ -141,7 +145,7 @@ pub fn prepare(l: &Layout, hash: &str) -> Result<bool> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dest = checkout::Dest {
         dir: &dir,
-        index: tmp.join("index"),
+        index: tmp.join(CHECKED_INDEX),
         size_limit: Some(KEEP_MAX.into()),
     };
     if checkout::write_tree(&repo, &tree, &dest, None, None, None)? == checkout::Written::Nothing {
@@ -166,7 +170,7 @@ pub fn adopt(l: &Layout, dir: &Path) -> Result<Option<Adopted>> {
         return Ok(None);
     }
     let read = || -> Result<Adopted> {
-        let entries = indexfile::read(&spare.join("index"))?
+        let entries = indexfile::read(&spare.join(CHECKED_INDEX))?
             .into_iter()
             // The path is the key; the entry keeps an empty one.
             .map(|mut e| (std::mem::take(&mut e.path), e))
