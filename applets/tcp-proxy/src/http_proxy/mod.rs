@@ -390,9 +390,9 @@ impl HttpProxy {
             retries: 0,
         };
         let version = req.version();
-        // Boxed: the state of a forwarded request is large, and the future
-        // of each HTTP/2 stream is moved into a task of its own.
-        let forwarded = Box::pin(self.forward(req, conn, dest, &mut ex));
+        // Not boxed: hyper keeps an HTTP/1 request's future in place, and an
+        // HTTP/2 stream's is boxed once, whole (h2_server).
+        let forwarded = self.forward(req, conn, dest, &mut ex);
         let mut resp = if self.settings.request_timeout.is_zero() {
             forwarded.await
         } else {
