@@ -1211,3 +1211,111 @@ fn a_spare_kept_by_an_older_version_is_not_trusted() {
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }
+
+/// What a process does in a retired tree after cleanup retired it (the tree
+/// the link named before the latest publish) never reaches a published
+/// tree: the commit after that is published exactly. `cwd` is where a
+/// shell has its working directory from while the tree was published (an
+/// app container's `workingDir: /repo/link`, a `kubectl exec` shell), and
+/// `script` what it runs there once the tree is retired; `held` is a
+/// tracked file the test opens for writing while it is published and
+/// rewrites (same size) once it is retired.
+fn retired_tree_changes_are_not_published(cwd: &str, script: &str, held: Option<&str>) {
+    use std::io::{Seek, Write};
+    let s = Setup::new();
+    s.up.write_files(50, 5);
+    s.up.commit("one");
+    let mut sc = s.start(&["--period=100ms"]);
+    s.wait_for_sync();
+    let a = std::fs::canonicalize(s.link()).unwrap();
+    let mut shell = Command::new("sh")
+        .current_dir(a.join(cwd))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = held.map(|f| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(a.join(f))
+            .unwrap()
+    });
+
+    // The next commit retires the first tree.
+    s.up.commit("two");
+    s.wait_for_sync();
+    assert!(!a.exists(), "{} was not retired", a.display());
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(script.as_bytes()).unwrap();
+    drop(stdin);
+    // Whether its writes succeed depends on what became of its directory.
+    let _ = shell.wait().unwrap();
+    if let Some(f) = &mut held {
+        f.rewind().unwrap();
+        f.write_all(b"FILE 3\n").unwrap();
+    }
+
+    let sha = s.up.commit("three");
+    s.wait_for_sync();
+    assert_eq!(s.published(), sha);
+    s.assert_real_worktree(&sha);
+    let c = std::fs::canonicalize(s.link()).unwrap();
+    assert_eq!(
+        git(&c, &["status", "--porcelain", "--ignored", "-uall"]),
+        ""
+    );
+    // The upstream checkout holds exactly the commit's files.
+    assert_eq!(files_of(&c), files_of(&s.up.dir));
+    sc.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sc.wait_exit().success());
+}
+
+/// Every file under `dir` but `.git`, with its content, by path.
+fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".git" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn files_added_in_a_retired_tree_are_not_published() {
+    retired_tree_changes_are_not_published(
+        ".",
+        "echo stray > stray; mkdir __pycache__; echo x > __pycache__/m.pyc\n",
+        None,
+    );
+}
+
+#[test]
+fn a_file_deleted_in_a_retired_tree_is_still_published() {
+    // From a subdirectory: `cd /repo/link/d1` in a shell.
+    retired_tree_changes_are_not_published("d1", "rm f1\n", None);
+}
+
+#[test]
+fn a_file_rewritten_in_a_retired_tree_is_published_as_committed() {
+    retired_tree_changes_are_not_published(".", "printf 'FILE 2\\n' > d2/f2\n", None);
+}
+
+#[test]
+fn a_file_written_through_a_descriptor_held_in_a_retired_tree_is_published_as_committed() {
+    retired_tree_changes_are_not_published(".", "", Some("d3/f3"));
+}

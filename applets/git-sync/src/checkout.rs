@@ -118,8 +118,12 @@ pub fn write_tree(
         if item.mode == MODE_TREE {
             // Sparse checkouts create directories only for included files.
             if sparse.is_none() {
+                // The adopted tree may hold it already. Not a symlink to
+                // a directory: files would be written through it, outside
+                // the tree (the caller then writes a fresh tree).
+                let is_dir = || full.symlink_metadata().is_ok_and(|m| m.is_dir());
                 match std::fs::create_dir(&full) {
-                    Err(e) if !(base.is_some() && full.is_dir()) => {
+                    Err(e) if !(base.is_some() && is_dir()) => {
                         return Err(e).with_context(|| format!("cannot create {}", full.display()))
                     }
                     _ => {}

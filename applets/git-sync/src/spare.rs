@@ -13,18 +13,37 @@
 //! the cleanup after a publish, off the publishing pass): a file stays
 //! only if its stat data still match the index, as `git status` decides;
 //! what a consumer edited or added while the tree was published goes, and
-//! the spare's index then lists exactly the files its tree holds. Inside
-//! `.git` only git-sync writes, so the next new commit trusts that index:
-//! it adopts the spare (`tree/` is renamed to `.worktrees/<sha>`) and
-//! reconciles it with the commit's tree by comparing the index with the
-//! tree (`reconcile`), touching only the files the change removes; the
+//! the spare's index then lists exactly the files its tree holds. The next
+//! new commit adopts the spare (`tree/` is renamed to `.worktrees/<sha>`)
+//! and reconciles it with the commit's tree by comparing the index with
+//! the tree (`reconcile`), touching only the files the change removes; the
 //! caller writes what differs. A publish thus makes system calls in
-//! proportion to the change, not to the tree (checking the files at the
-//! publish instead cost an lstat per file, most of a one-file change's
-//! pass). Only a process that still holds a retired file open, or works
-//! inside the retired tree, could change it after the check; it would
-//! have changed a published file too. Kept files are the spare's own
-//! inodes, never shared with a published tree.
+//! proportion to the change, plus an lstat per file (below).
+//!
+//! The published tree must be exactly the commit's, and a retired tree is
+//! not out of everyone's reach: a process can hold its working directory
+//! in it (an app container's `workingDir: /repo/link`, a `kubectl exec`
+//! shell), or a file open. So:
+//! - The spare's directories are new ones: the kept files are renamed
+//!   into them and the retired directories deleted, as upstream deletes
+//!   the whole tree. A working directory never follows a retired tree into
+//!   the spare, nor later into a published tree (whatever it writes there
+//!   would be published, now or at any time after; its later writes fail,
+//!   as they do upstream). Knowing which directories are some process's
+//!   working directory would take seeing every process of the pod.
+//! - A file held open can still be written. The adopted tree is checked
+//!   again before it is used (`intact`: its directories listed, each file
+//!   lstat'ed against the stat data the spare recorded, as `git status`
+//!   does), and any difference discards it: every file is then written.
+//!   That lstat per file (a few milliseconds for 10,000 files) is the
+//!   price of exactness; directories' stat data alone would miss a file
+//!   rewritten in place. A write through such a descriptor after the
+//!   check reaches the published tree, as one to a published file does;
+//!   only copying every kept file (its bytes, not its creation) would
+//!   prevent it.
+//!
+//! Kept files are the spare's own inodes, never shared with a published
+//! tree (never hard links).
 //!
 //! To bound the disk it takes, the spare keeps no file of `KEEP_MAX` bytes
 //! or more: writing such a file costs its bytes more than its creation.
@@ -86,9 +105,10 @@ fn usable_index(l: &Layout, name: &str) -> Option<Vec<indexfile::Read>> {
     usable.then_some(index)
 }
 
-/// Makes the retired worktree `name` the spare instead of deleting it, if
+/// Makes the unmodified files of the retired worktree `name` the spare, if
 /// there is no spare yet and the tree can serve as one. Returns whether it
-/// did; the caller deletes it otherwise.
+/// did. The caller deletes the retired tree either way (with what stayed
+/// in it: its directories, what was changed).
 pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     let spare = spare_dir(l);
     let wt = l.worktree(name);
@@ -103,13 +123,11 @@ pub fn recycle(l: &Layout, name: &str) -> Result<bool> {
     // half made.
     let tmp = l.root.join(".git/sidecar-spare.new");
     layout::remove_any(&tmp)?;
-    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    std::fs::create_dir_all(tmp.join("tree"))
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
     let written = std::fs::metadata(admin.join("index"))?;
     let written = (written.mtime(), written.mtime_nsec());
-    std::fs::rename(&wt, tmp.join("tree"))
-        .with_context(|| format!("cannot move {}", wt.display()))?;
-    layout::remove_any(&tmp.join("tree/.git"))?;
-    let kept = verify(&tmp.join("tree"), index, written)?;
+    let kept = verify(&wt, &tmp.join("tree"), index, written)?;
     let entries = kept
         .iter()
         .map(|e| indexfile::Entry {
@@ -163,25 +181,40 @@ pub struct Adopted {
 }
 
 /// Moves the spare's tree to `dir` (which must not exist) and returns its
-/// index, or None without a usable spare.
+/// index, or None without a usable spare. A spare changed since `recycle`
+/// or `prepare` wrote it is not used (see the module comment).
 pub fn adopt(l: &Layout, dir: &Path) -> Result<Option<Adopted>> {
     let spare = spare_dir(l);
     if !spare.exists() {
         return Ok(None);
     }
-    let read = || -> Result<Adopted> {
-        let entries = indexfile::read(&spare.join(CHECKED_INDEX))?
+    let read = || -> Result<(Adopted, (i64, i64))> {
+        let index = spare.join(CHECKED_INDEX);
+        let written = std::fs::metadata(&index)?;
+        let entries = indexfile::read(&index)?
             .into_iter()
             // The path is the key; the entry keeps an empty one.
             .map(|mut e| (std::mem::take(&mut e.path), e))
             .collect();
-        Ok(Adopted { entries })
+        Ok((Adopted { entries }, (written.mtime(), written.mtime_nsec())))
     };
     let adopted = match read() {
-        Ok(a) if spare.join("tree").is_dir() => {
+        Ok((a, written)) if spare.join("tree").is_dir() => {
             std::fs::rename(spare.join("tree"), dir)
                 .with_context(|| format!("cannot move the spare tree to {}", dir.display()))?;
-            Some(a)
+            // Checked where nothing but this pass reaches it any more.
+            match intact(dir, &a, written) {
+                Ok(true) => Some(a),
+                checked => {
+                    let error = checked.err().map(|e| format!("{e:#}"));
+                    tracing::warn!(
+                        ?error,
+                        "the spare tree changed since it was checked, writing every file"
+                    );
+                    layout::remove_any(dir)?;
+                    None
+                }
+            }
         }
         Ok(_) => None,
         Err(e) => {
@@ -193,12 +226,42 @@ pub fn adopt(l: &Layout, dir: &Path) -> Result<Option<Adopted>> {
     Ok(adopted)
 }
 
+/// Whether the tree at `dir` holds exactly the files its index (written at
+/// `written`) lists with stat data, unmodified, and the directories above
+/// them, nothing else.
+fn intact(dir: &Path, index: &Adopted, written: (i64, i64)) -> Result<bool> {
+    let files = index.entries.values().filter(|e| e.stat.is_some()).count();
+    let dirs: HashSet<&[u8]> = index
+        .entries
+        .iter()
+        .filter(|(_, e)| e.stat.is_some())
+        .flat_map(|(p, _)| parents(p))
+        .collect();
+    let (mut same_files, mut same_dirs, mut other) = (0, 0, false);
+    walk(dir, |path, entry| {
+        if entry.file_type()?.is_dir() {
+            let known = dirs.contains(path);
+            same_dirs += usize::from(known);
+            other |= !known;
+            return Ok(known);
+        }
+        let same = index
+            .entries
+            .get(path)
+            .is_some_and(|e| e.stat.is_some() && unchanged(e, entry, written));
+        same_files += usize::from(same);
+        other |= !same;
+        Ok(false)
+    })?;
+    Ok(!other && same_files == files && same_dirs == dirs.len())
+}
+
 /// Makes the adopted tree at `wt` hold only what `items` keeps: removes
 /// every file and symlink the commit does not have as is (same blob and
 /// mode at the same path), and every directory it does not have, and
 /// returns the kept files' stat data by item number. The caller writes the
 /// rest. Only removed paths are touched: the spare's index lists exactly
-/// what its tree holds (`verify`).
+/// what its tree holds (`adopt` checked it).
 pub fn reconcile(wt: &Path, items: &[Item], base: &Adopted) -> Result<HashMap<usize, Stat>> {
     let by_path: HashMap<&[u8], usize> = items
         .iter()
@@ -245,13 +308,15 @@ pub fn parents(path: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |(at, _)| &path[..at])
 }
 
-/// Makes the retired tree at `dir` hold only what its index (written at
-/// `written`) says, unmodified: removes every file, symlink and directory
-/// that the index does not list, or lists with other stat data (as `git
-/// status` decides), or that is too large to keep, and directories left
-/// empty. Returns the entries of the files that stay.
+/// Moves into the empty directory `to` what the retired tree at `from`
+/// holds unmodified of its index (written at `written`): every file and
+/// symlink the index lists with the same stat data (as `git status`
+/// decides) and not too large to keep, in new directories (see the module
+/// comment). Directories left empty go. Returns the entries of the files
+/// moved, with their stat data there (a rename changes a file's ctime).
 fn verify(
-    dir: &Path,
+    from: &Path,
+    to: &Path,
     index: Vec<indexfile::Read>,
     written: (i64, i64),
 ) -> Result<Vec<indexfile::Read>> {
@@ -267,7 +332,100 @@ fn verify(
         .map(|e| (e.path.as_slice(), e))
         .collect();
     let dirs: HashSet<&[u8]> = by_path.keys().flat_map(|p| parents(p)).collect();
-    let mut kept = HashSet::new();
+    let mut kept = HashMap::new();
+    walk(from, |path, entry| {
+        let dest = to.join(OsStr::from_bytes(path));
+        if entry.file_type()?.is_dir() {
+            let wanted = dirs.contains(path);
+            if wanted {
+                std::fs::create_dir(&dest)
+                    .with_context(|| format!("cannot create {}", dest.display()))?;
+            }
+            return Ok(wanted);
+        }
+        let Some(e) = by_path.get(path) else {
+            return Ok(false);
+        };
+        if let Some(stat) = keep(e, entry, &dest, written)? {
+            kept.insert(path.to_vec(), stat);
+        }
+        Ok(false)
+    })?;
+    // Directories whose files all went, deepest first; a directory still
+    // holding something stays (rmdir refuses it).
+    let mut dirs: Vec<&[u8]> = dirs.into_iter().collect();
+    dirs.sort_unstable_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(to.join(OsStr::from_bytes(d)));
+    }
+    Ok(index
+        .into_iter()
+        .filter_map(|mut e| {
+            e.stat = Some(*kept.get(&e.path)?);
+            Some(e)
+        })
+        .collect())
+}
+
+/// Moves the retired file `entry` to `dest` if it still holds what its
+/// index entry `e` says, and returns its stat data there; None if it
+/// stays behind.
+fn keep(
+    e: &indexfile::Read,
+    entry: &std::fs::DirEntry,
+    dest: &Path,
+    written: (i64, i64),
+) -> Result<Option<Stat>> {
+    if !unchanged(e, entry, written) {
+        return Ok(None);
+    }
+    std::fs::rename(entry.path(), dest)
+        .with_context(|| format!("cannot move {}", entry.path().display()))?;
+    let moved = std::fs::symlink_metadata(dest)?;
+    let before = e.stat.unwrap_or_default();
+    let now = Stat::of(&moved);
+    // Written between the check and the rename (through a descriptor held
+    // open): it goes.
+    if (now.size, now.mtime, now.ino) != (before.size, before.mtime, before.ino) {
+        layout::remove_any(dest)?;
+        return Ok(None);
+    }
+    Ok(Some(now))
+}
+
+/// Whether the file `entry` holds what its index entry `e` says (the index
+/// written at `written`).
+fn unchanged(e: &indexfile::Read, entry: &std::fs::DirEntry, written: (i64, i64)) -> bool {
+    // lstat relative to the directory being read.
+    let Ok(m) = entry.metadata() else {
+        return false;
+    };
+    match stat_state(e, &m, written) {
+        State::Clean => true,
+        // Written in the index's last clock tick: its stat data cannot
+        // tell, its content can (as git decides).
+        State::Racy => content_id(&entry.path(), &m).is_some_and(|id| id == e.id),
+        State::Modified => false,
+    }
+}
+
+/// The blob id of a file's content, or of a symlink's target.
+fn content_id(path: &Path, m: &Metadata) -> Option<Oid> {
+    if m.file_type().is_symlink() {
+        let target = std::fs::read_link(path).ok()?;
+        Oid::hash_object(git2::ObjectType::Blob, target.as_os_str().as_bytes()).ok()
+    } else {
+        Oid::hash_file(git2::ObjectType::Blob, path).ok()
+    }
+}
+
+/// Visits every entry under `dir` with its path relative to `dir`, parents
+/// before their children; `visit` says whether to descend into a
+/// directory.
+fn walk(
+    dir: &Path,
+    mut visit: impl FnMut(&[u8], &std::fs::DirEntry) -> Result<bool>,
+) -> Result<()> {
     let mut stack = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
         let here = dir.join(OsStr::from_bytes(&rel));
@@ -280,49 +438,12 @@ fn verify(
                 path.push(b'/');
             }
             path.extend_from_slice(entry.file_name().as_bytes());
-            if entry.file_type()?.is_dir() {
-                if dirs.contains(path.as_slice()) {
-                    stack.push(path);
-                } else {
-                    layout::remove_any(&entry.path())?;
-                }
-                continue;
-            }
-            let same = by_path.get(path.as_slice()).is_some_and(|e| {
-                // lstat relative to the directory being read.
-                let Ok(m) = entry.metadata() else {
-                    return false;
-                };
-                match stat_state(e, &m, written) {
-                    State::Clean => true,
-                    // Written in the index's last clock tick: its stat data
-                    // cannot tell, its content can (as git decides).
-                    State::Racy => {
-                        m.is_file()
-                            && Oid::hash_file(git2::ObjectType::Blob, entry.path())
-                                .is_ok_and(|id| id == e.id)
-                    }
-                    State::Modified => false,
-                }
-            });
-            if same {
-                kept.insert(path);
-            } else {
-                layout::remove_any(&entry.path())?;
+            if visit(&path, &entry)? {
+                stack.push(path);
             }
         }
     }
-    // Directories whose files all went, deepest first; a directory still
-    // holding something stays (rmdir refuses it).
-    let mut dirs: Vec<&[u8]> = dirs.into_iter().collect();
-    dirs.sort_unstable_by_key(|d| std::cmp::Reverse(d.len()));
-    for d in dirs {
-        let _ = std::fs::remove_dir(dir.join(OsStr::from_bytes(d)));
-    }
-    Ok(index
-        .into_iter()
-        .filter(|e| kept.contains(&e.path))
-        .collect())
+    Ok(())
 }
 
 /// Whether a file still holds what its index entry says, by the stat data
