@@ -438,6 +438,33 @@ fn connect_becomes_a_tunnel_to_the_endpoint() {
     assert_eq!(read_n(&mut c, 9), b"raw bytes");
 }
 
+#[test]
+fn sigterm_lets_an_http2_request_in_flight_finish() {
+    let wait = std::time::Duration::from_secs(30);
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // The upstream (HTTP/1.1: the proxy's HTTP/2 preface probe is answered
+    // at once) answers the request only once the test says so.
+    let up = Receiver::with(move |req| {
+        if req.path == "/slow" {
+            let _ = arrived_tx.send(());
+            let _ = released.recv_timeout(wait);
+        }
+        (200, "answered after the stop\n".into())
+    });
+    let mut p = proxy(&[up.addr], &["--shutdown-grace=30s"]);
+    let url = url(&p, "/slow");
+    let client = std::thread::spawn(move || curl(&["--http2-prior-knowledge", &url]));
+    arrived
+        .recv_timeout(wait)
+        .expect("the request reaches the upstream");
+    p.sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    p.sidecar.wait_for_log("stopped accepting");
+    release.send(()).unwrap();
+    assert_eq!(client.join().unwrap(), "answered after the stop\n");
+    assert_eq!(p.sidecar.wait_exit().code(), Some(0));
+}
+
 /// Reads HTTP/2 frames until one of type `kind` on stream 1 and returns its
 /// flags and payload; SETTINGS are acknowledged, as a client does.
 fn h2_frame_on_stream_1(c: &mut std::net::TcpStream, kind: u8) -> (u8, Vec<u8>) {
