@@ -52,11 +52,12 @@ impl ServerCertVerifier for Verifier {
         }
         let issuers: Vec<&[u8]> = issuers.iter().map(Vec::as_slice).collect();
         let trusted = self.store.issuers_of(&issuers).map_err(Error::General)?;
-        if trusted.iter().any(|t| t == end_entity) {
+        if trusted.iter().any(|t| t.der == *end_entity) {
             return trusted_as_is(end_entity, server_name, now);
         }
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(trusted);
+        let roots = RootCertStore {
+            roots: trusted.into_iter().map(|t| t.anchor).collect(),
+        };
         if roots.is_empty() {
             return Err(Error::InvalidCertificate(CertificateError::UnknownIssuer));
         }
