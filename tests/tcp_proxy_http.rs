@@ -465,6 +465,45 @@ fn sigterm_lets_an_http2_request_in_flight_finish() {
     assert_eq!(p.sidecar.wait_exit().code(), Some(0));
 }
 
+/// At SIGTERM a connection whose first request head is half sent has
+/// nothing in flight: it is closed at once, not held for the grace period
+/// (two minutes here, past the test's read deadline).
+#[test]
+fn sigterm_closes_a_connection_with_half_a_first_head_at_once() {
+    let up = Receiver::start();
+    let mut p = proxy(&[up.addr], &["--shutdown-grace=120s"]);
+    let mut c = p.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    // The proxy has the bytes: a full request on another connection is
+    // answered after them.
+    let other = raw(
+        &p,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    p.sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer)
+        .expect("closed by the proxy before the read deadline");
+    assert_eq!(answer, b"");
+    assert_eq!(p.sidecar.wait_exit().code(), Some(0));
+}
+
+/// An idle HTTP/2 client that never reads the GOAWAY (nor acknowledges the
+/// PING that comes with it) is closed one more idle timeout later, not
+/// kept until the proxy stops.
+#[test]
+fn an_idle_http2_client_that_never_answers_is_still_closed() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--idle-timeout=1s"]);
+    let mut c = p.connect();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    // Nothing is read or acknowledged from here on.
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 1.0);
+    drop(c);
+}
+
 /// Reads HTTP/2 frames until one of type `kind` on stream 1 and returns its
 /// flags and payload; SETTINGS are acknowledged, as a client does.
 fn h2_frame_on_stream_1(c: &mut std::net::TcpStream, kind: u8) -> (u8, Vec<u8>) {

@@ -177,8 +177,9 @@ impl Drop for InFlight {
 /// requests in flight are answered, new ones refused, then it closes.
 trait Served: Future {
     /// Whether a connection that has had no request yet is dropped when
-    /// idle, rather than asked to finish: hyper's HTTP/1 server would wait
-    /// for its first request (one whose head is half sent, say) to close.
+    /// idle or at stop, rather than asked to finish: hyper's HTTP/1 server
+    /// would wait for its first request (one whose head is half sent, say)
+    /// to close.
     const DROP_UNUSED: bool;
 
     fn graceful_shutdown(self: Pin<&mut Self>);
@@ -240,6 +241,11 @@ impl Ending<'_> {
         let side_waker = Waker::from(side.clone());
         // Once asked to finish: whether for being idle.
         let mut finishing: Option<bool> = None;
+        // An idle connection asked to finish has one more idle timeout to do
+        // so: an HTTP/2 client that never reads the GOAWAY or acknowledges
+        // its PING would otherwise be kept until the proxy stops (Envoy's
+        // idle timeout closes with data outstanding too).
+        let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = served.as_mut().poll(cx) {
                 return Poll::Ready((r, finishing.unwrap_or(false)));
@@ -249,7 +255,10 @@ impl Ending<'_> {
             }
             let mut side_cx = Context::from_waker(&side_waker);
             if let Some(idle) = finishing {
-                if hard_stop.as_mut().poll(&mut side_cx).is_ready() {
+                let lingered = linger
+                    .as_mut()
+                    .is_some_and(|l| l.as_mut().poll(&mut side_cx).is_ready());
+                if lingered || hard_stop.as_mut().poll(&mut side_cx).is_ready() {
                     return Poll::Ready((Ok(()), idle));
                 }
                 return Poll::Pending;
@@ -260,12 +269,15 @@ impl Ending<'_> {
             let idle = !stopped
                 && !self.idle_timeout.is_zero()
                 && idle.as_mut().poll(&mut side_cx).is_ready();
-            if idle && S::DROP_UNUSED && !self.activity.used.load(Ordering::Relaxed) {
-                return Poll::Ready((Ok(()), true));
+            if (stopped || idle) && S::DROP_UNUSED && !self.activity.used.load(Ordering::Relaxed) {
+                return Poll::Ready((Ok(()), idle));
             }
             if stopped || idle {
                 served.as_mut().graceful_shutdown();
                 finishing = Some(idle);
+                if idle {
+                    linger = Some(Box::pin(tokio::time::sleep(self.idle_timeout)));
+                }
                 // The connection is polled again after that, the hard stop
                 // with it.
                 side.again();
