@@ -131,6 +131,7 @@ impl Shared {
     /// 401s as libgit2 does, and returns the response once it is the
     /// expected one.
     pub async fn send(&self, service: Service, body: Bytes) -> Result<reqwest::Response, String> {
+        let mut stale_retried = false;
         for _ in 0..REPLAY_MAX {
             let (url, userpass) = {
                 let server = self.server();
@@ -150,7 +151,18 @@ impl Shared {
             if let Some(cookie) = self.auth().and_then(|a| a.cookie_header(url.as_str())) {
                 req = req.header(COOKIE, cookie);
             }
-            let resp = req.send().await.map_err(describe)?;
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                // A kept-alive connection the server or proxy had closed
+                // (tinyproxy closes after each response without saying
+                // so): sent again once on a new one, as curl does. Both
+                // services are safe to repeat.
+                Err(e) if !stale_retried && closed_before_answer(&e) => {
+                    stale_retried = true;
+                    continue;
+                }
+                Err(e) => return Err(describe(e)),
+            };
             let status = resp.status();
             if is_redirect(status) {
                 if !service.initial {
@@ -324,6 +336,20 @@ fn redirected(base: &Url, location: &str, service: Service, offsite: bool) -> Re
         }
     }
     Ok(to)
+}
+
+/// The connection closed after the request was sent and before any answer.
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn is_redirect(s: StatusCode) -> bool {
