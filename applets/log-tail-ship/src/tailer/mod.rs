@@ -355,8 +355,10 @@ impl Tailer {
                 Class::Fresh => (0, "new file"),
             }
         };
-        tracing::info!(path = %path.display(), offset = start, reason = why, "tailing file");
+        // Checkpointed before it is logged: whoever reads the log (a test, an
+        // operator about to restart us) may rely on the next save holding it.
         lock(&self.store).track(key, 0, path, Fingerprint::of(&head), start);
+        tracing::info!(path = %path.display(), offset = start, reason = why, "tailing file");
         self.metrics.files_opened.inc();
         let mut t = Tracked {
             key,
