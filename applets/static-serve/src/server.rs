@@ -78,15 +78,22 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let shutdown = ctx.shutdown_handle();
     let grace = ctx.shutdown_grace();
-    let per_worker_count = listeners
-        .iter()
-        .map(|l| match l {
-            Listener::Tcp(_, group) => group.len(),
-            Listener::Unix(..) => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    let (balance, inboxes) = Balance::new(per_worker_count);
+    // Each TCP address's sockets go one to a worker; Unix sockets are served
+    // on this runtime.
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = Vec::new();
+    let mut unix = Vec::new();
+    for l in listeners {
+        match l {
+            Listener::Tcp(_, group) => {
+                per_worker.resize_with(per_worker.len().max(group.len()), Vec::new);
+                for (i, sock) in group.into_iter().enumerate() {
+                    per_worker[i].push(sock);
+                }
+            }
+            Listener::Unix(l, path) => unix.push((l, path)),
+        }
+    }
+    let (balance, inboxes) = Balance::new(per_worker.len());
     let shared = Arc::new(Shared {
         balance,
         slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
@@ -98,26 +105,14 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let mut loops = Vec::new();
     let mut sockets = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = Vec::new();
-    for l in listeners {
-        match l {
-            Listener::Tcp(_, group) => {
-                per_worker.resize_with(per_worker.len().max(group.len()), Vec::new);
-                for (i, sock) in group.into_iter().enumerate() {
-                    per_worker[i].push(sock);
-                }
-            }
-            Listener::Unix(l, path) => {
-                sockets.push(path);
-                loops.push(tokio::spawn(accept_loop(
-                    Acceptor::Unix(l),
-                    None,
-                    shared.clone(),
-                    tracker.clone(),
-                    shutdown.clone(),
-                )));
-            }
-        }
+    for (l, path) in unix {
+        sockets.push(path);
+        loops.push(tokio::spawn(accept_loop(
+            Acceptor::Unix(l),
+            shared.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )));
     }
     let mut workers = Vec::new();
     for ((i, socks), inbox) in per_worker.into_iter().enumerate().zip(inboxes) {
@@ -194,8 +189,7 @@ fn worker(
         for sock in socks {
             match tokio::net::TcpListener::from_std(sock) {
                 Ok(l) => loops.push(tokio::spawn(accept_loop(
-                    Acceptor::Tcp(l),
-                    Some(me),
+                    Acceptor::Tcp(l, me),
                     shared.clone(),
                     tracker.clone(),
                     shutdown.clone(),
@@ -220,7 +214,8 @@ fn worker(
 }
 
 enum Acceptor {
-    Tcp(tokio::net::TcpListener),
+    /// With the worker whose socket it is.
+    Tcp(tokio::net::TcpListener, usize),
     Unix(UnixListener),
 }
 
@@ -289,10 +284,8 @@ fn serve_tcp(
     });
 }
 
-/// `worker`: the TCP worker this loop runs on; `None` for a Unix socket.
 async fn accept_loop(
     listener: Acceptor,
-    worker: Option<usize>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     shutdown: Shutdown,
@@ -334,14 +327,14 @@ async fn accept_loop(
             tracing::info!("accepting again");
         }
         let admitted = match &accepted {
-            Accepted::Tcp(_, peer) => shared.per_ip.admit(peer.ip()),
+            Accepted::Tcp(_, peer, _) => shared.per_ip.admit(peer.ip()),
             Accepted::Unix(_) => Some(None),
         };
         let Some(ip_slot) = admitted else {
             // The address already holds its share: a 503 on plain HTTP (TLS
             // would need a handshake first), then closed.
             metrics.per_ip_rejected.inc();
-            if let Accepted::Tcp(stream, peer) = accepted {
+            if let Accepted::Tcp(stream, peer, _) = accepted {
                 tracing::debug!(peer = %peer, "--max-connections-per-ip reached; connection refused");
                 if shared.protocols.tls.is_none() {
                     if let Some(answer) = shared.per_ip.refuse(stream) {
@@ -360,9 +353,8 @@ async fn accept_loop(
             _ = shutdown.requested() => return,
         };
         match accepted {
-            Accepted::Tcp(stream, peer) => {
+            Accepted::Tcp(stream, peer, me) => {
                 let _ = stream.set_nodelay(true);
-                let me = worker.unwrap_or(0);
                 let seat = shared.balance.seat(me);
                 let to = seat.worker();
                 let held = Held {
@@ -398,13 +390,14 @@ fn is_resource_shortage(e: &io::Error) -> bool {
 }
 
 enum Accepted {
-    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    /// With the worker that accepted it.
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr, usize),
     Unix(tokio::net::UnixStream),
 }
 
 async fn accept(l: &Acceptor) -> io::Result<Accepted> {
     match l {
-        Acceptor::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Acceptor::Tcp(l, me) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a, *me)),
         Acceptor::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }
