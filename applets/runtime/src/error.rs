@@ -21,3 +21,27 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 127;
 }
+
+/// The errors `e` wraps (its `source()`, that one's, …), nearest first, not
+/// `e` itself.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |c| c.source())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_listed_nearest_first() {
+        let e = anyhow::anyhow!("disk on fire")
+            .context("writing the checkpoint")
+            .context("saving");
+        let texts: Vec<String> = causes(e.as_ref()).map(|c| c.to_string()).collect();
+        assert_eq!(texts, ["writing the checkpoint", "disk on fire"]);
+        let alone = std::io::Error::other("alone");
+        assert_eq!(causes(&alone).count(), 0);
+    }
+}

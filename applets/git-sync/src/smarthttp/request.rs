@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
+use sidecar_runtime::error::causes;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 use url::Url;
@@ -340,16 +341,10 @@ fn redirected(base: &Url, location: &str, service: Service, offsite: bool) -> Re
 
 /// The connection closed after the request was sent and before any answer.
 fn closed_before_answer(e: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<hyper::Error>()
+    causes(e).any(|c| {
+        c.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    })
 }
 
 fn is_redirect(s: StatusCode) -> bool {
@@ -367,13 +362,11 @@ fn decode(s: &str) -> String {
 pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let text = s.to_string();
+    for cause in causes(&e) {
+        let text = cause.to_string();
         if !msg.contains(&text) {
             msg = format!("{msg}: {text}");
         }
-        source = s.source();
     }
     msg
 }

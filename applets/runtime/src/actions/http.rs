@@ -102,11 +102,9 @@ fn without_url(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
+    for cause in crate::error::causes(e) {
         msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
+        msg.push_str(&cause.to_string());
     }
     msg
 }

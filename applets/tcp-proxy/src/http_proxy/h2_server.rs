@@ -239,15 +239,12 @@ fn refused(respond: &mut SendResponse<Bytes>, e: h2::Error) {
 /// chose it: an HTTP/2 error's own (an upstream's reset passed on), else
 /// INTERNAL_ERROR.
 fn reset_reason(e: &BoxError) -> Reason {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-    // Bounded by the chain of causes.
-    while let Some(c) = cause {
-        if let Some(e) = c.downcast_ref::<h2::Error>() {
-            return e.reason().unwrap_or(Reason::INTERNAL_ERROR);
-        }
-        cause = c.source();
-    }
-    Reason::INTERNAL_ERROR
+    let e: &(dyn std::error::Error + 'static) = e.as_ref();
+    std::iter::once(e)
+        .chain(sidecar_runtime::error::causes(e))
+        .find_map(|c| c.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+        .unwrap_or(Reason::INTERNAL_ERROR)
 }
 
 /// `date` for a response without one (a local answer, mostly).
