@@ -914,3 +914,58 @@ fn idle_http_connections_are_closed_after_the_idle_timeout() {
     assert!(types.contains(&0x7), "GOAWAY among frame types {types:?}");
     p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 3.0);
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487) against the inbound side: requests
+/// cancelled right after their HEADERS, in a flood. The connection is ended
+/// with GOAWAY ENHANCE_YOUR_CALM long before the flood is through, the
+/// upstream sees a bounded share of it, and other clients are still served.
+#[test]
+fn an_http2_rapid_reset_flood_is_cut_off_with_enhance_your_calm() {
+    use support::h2;
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let mut c = p.connect();
+    const FLOOD: u32 = 1000;
+    let mut bytes = h2::PREFACE.to_vec();
+    bytes.extend(h2::rapid_reset_flood(FLOOD, "app.svc"));
+    // The proxy may close while the flood is still being written.
+    let _ = c.write_all(&bytes);
+    let (goaway, answered) = h2::read_to_goaway(&mut c);
+    assert_eq!(
+        goaway,
+        Some(h2::ENHANCE_YOUR_CALM),
+        "no GOAWAY ENHANCE_YOUR_CALM after {FLOOD} reset streams ({answered} answered)"
+    );
+    // Another client is served, and its request reaches the upstream.
+    let out = http::get(p.addr(), "/after");
+    assert_eq!(out.status, 200);
+    let reached = std::iter::from_fn(|| Some(up.next()))
+        .take_while(|r| r.path != "/after")
+        .take(FLOOD as usize)
+        .count();
+    assert!(
+        reached < FLOOD as usize / 2,
+        "{reached} of {FLOOD} reset requests reached the upstream"
+    );
+}
+
+/// A CONTINUATION flood (RUSTSEC-2024-0332): a header block that never
+/// ends is refused once it passes the header list limit, not buffered until
+/// memory runs out; other clients are still served.
+#[test]
+fn an_http2_continuation_flood_ends_the_connection() {
+    use support::h2;
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let mut c = p.connect();
+    let mut bytes = h2::PREFACE.to_vec();
+    // 10 MiB of headers in one block, against a 16 KiB limit.
+    bytes.extend(h2::continuation_flood(10_000));
+    let _ = c.write_all(&bytes);
+    let (goaway, _) = h2::read_to_goaway(&mut c);
+    assert!(
+        goaway.is_some(),
+        "no GOAWAY for a header block past the limit"
+    );
+    assert_eq!(http::get(p.addr(), "/after").status, 200);
+}

@@ -451,3 +451,57 @@ fn an_idle_h2_connection_lives_to_the_idle_timeout_and_pings_do_not_extend_it() 
         "PINGs kept an idle h2 connection open past the idle timeout"
     );
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and
+/// cancels each at once, in a flood, makes the server start work the client
+/// never waits for. The connection is ended with GOAWAY ENHANCE_YOUR_CALM
+/// long before the flood is through, and other clients are still served.
+#[test]
+fn an_h2_rapid_reset_flood_is_cut_off_with_enhance_your_calm() {
+    use support::h2;
+    let dir = site();
+    let (_sc, addr) = serve(&dir.path().join("www"), &["--http2-cleartext"]);
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    const FLOOD: u32 = 1000;
+    let mut bytes = h2::PREFACE.to_vec();
+    bytes.extend(h2::rapid_reset_flood(FLOOD, "localhost"));
+    // The server may close while the flood is still being written.
+    let _ = std::io::Write::write_all(&mut c, &bytes);
+    let (goaway, answered) = h2::read_to_goaway(&mut c);
+    assert_eq!(
+        goaway,
+        Some(h2::ENHANCE_YOUR_CALM),
+        "no GOAWAY ENHANCE_YOUR_CALM after {FLOOD} reset streams ({answered} answered)"
+    );
+    assert!(
+        answered < FLOOD as usize / 2,
+        "{answered} of {FLOOD} reset streams answered"
+    );
+    // Another client is served as before.
+    let mut other = H2::connect(addr);
+    assert!(other.get(1, "/hello.txt"));
+}
+
+/// A CONTINUATION flood (RUSTSEC-2024-0332): a header block that never
+/// ends is refused once it passes the header list limit, not buffered until
+/// memory runs out; other clients are still served.
+#[test]
+fn an_h2_continuation_flood_ends_the_connection() {
+    use support::h2;
+    let dir = site();
+    let (_sc, addr) = serve(&dir.path().join("www"), &["--http2-cleartext"]);
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    let mut bytes = h2::PREFACE.to_vec();
+    // 10 MiB of headers in one block, against a 16 KiB limit.
+    bytes.extend(h2::continuation_flood(10_000));
+    let _ = std::io::Write::write_all(&mut c, &bytes);
+    let (goaway, _) = h2::read_to_goaway(&mut c);
+    assert!(
+        goaway.is_some(),
+        "no GOAWAY for a header block past the limit"
+    );
+    let mut other = H2::connect(addr);
+    assert!(other.get(1, "/hello.txt"));
+}

@@ -3,6 +3,7 @@
 //! generous deadline that only fires when something is broken.
 #![allow(dead_code)]
 
+pub mod h2;
 pub mod http;
 pub mod lighttpd;
 pub mod metrics;

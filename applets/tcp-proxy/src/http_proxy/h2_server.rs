@@ -42,6 +42,7 @@ const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 200;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Rounds of new streams one turn of the connection's task takes before it
 /// lets other tasks run.
 const ACCEPT_ROUNDS: usize = 16;
@@ -88,7 +89,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<I> {
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .max_send_buffer_size(MAX_SEND_BUFFER)
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            // Rapid reset (CVE-2023-44487): past this many streams opened and
+            // reset before we accepted them, the connection gets GOAWAY
+            // ENHANCE_YOUR_CALM (h2's default, pinned).
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS);
         Connection {
             state: State::Handshaking(builder.handshake(Coalesced::h2(io))),
             streams: FuturesUnordered::new(),
