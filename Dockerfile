@@ -3,7 +3,7 @@
 #   docker build -t ghcr.io/sidecar-dev/sidecar:0.2.0 \
 #     --build-arg SIDECAR_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev zlib1g-dev ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends pkg-config zlib1g-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # .dockerignore leaves out target/ and .git: the commit for --version comes in
@@ -11,7 +11,7 @@ WORKDIR /src
 ARG SIDECAR_GIT_COMMIT=unknown
 ARG SOURCE_DATE_EPOCH
 COPY . .
-# .cargo/config.toml links glibc, OpenSSL and zlib statically (crt-static).
+# .cargo/config.toml links glibc and zlib statically (crt-static).
 RUN cargo build --release --locked \
     && cp target/x86_64-unknown-linux-gnu/release/sidecar /sidecar \
     && /sidecar --version

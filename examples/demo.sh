@@ -54,10 +54,9 @@ if [ -z "${SIDECAR_BIN:-}" ]; then
   [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
   want pkg-config pkg-config
   if command -v pkg-config >/dev/null; then
-    pkg-config --exists openssl || need+=(libssl-dev)
     pkg-config --exists zlib || need+=(zlib1g-dev)
   else
-    need+=(libssl-dev zlib1g-dev)
+    need+=(zlib1g-dev)
   fi
 fi
 if [ ${#need[@]} -gt 0 ]; then

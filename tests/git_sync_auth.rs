@@ -292,6 +292,135 @@ fn ssh_rejects_unknown_host_keys_unless_checking_is_off() {
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), s.up.head());
 }
 
+/// RSA keys, in OpenSSH's format and in PEM's (`BEGIN RSA PRIVATE KEY`),
+/// and ECDSA keys (OpenSSH's format and PKCS#8) log in as ed25519 ones do. The test sshd (OpenSSH 8.8 or
+/// later) refuses RSA signatures over SHA-1, so RSA signs with rsa-sha2.
+#[test]
+fn ssh_rsa_and_ecdsa_keys() {
+    let s = Setup::new();
+    s.up.commit("one");
+    let dir = s.tmp.path();
+    let kinds: [(&str, &[&str]); 4] = [
+        ("rsa", &["-t", "rsa", "-b", "2048"]),
+        ("rsa-pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"]),
+        ("ecdsa", &["-t", "ecdsa"]),
+        ("ecdsa-pkcs8", &["-t", "ecdsa", "-m", "PKCS8"]),
+    ];
+    for (name, args) in kinds {
+        helpers::keygen_with(&dir.join(name), &[args, &["-N", ""]].concat());
+    }
+    let pem = std::fs::read_to_string(dir.join("rsa-pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{pem}");
+    let authorized: Vec<_> = kinds.iter().map(|(k, _)| dir.join(k)).collect();
+    let Some((_peer, port, known)) = helpers::sshd(dir, &authorized) else {
+        return;
+    };
+    let url = format!("ssh://root@127.0.0.1:{port}{}", s.up.dir.display());
+    for (name, _) in kinds {
+        let mut args = base_args(&s, &url);
+        args.extend([
+            key_arg(dir, name),
+            format!("--ssh-known-hosts-file={}", known.display()),
+        ]);
+        let out = run_env(&args, &[]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.assert_real_worktree(&s.up.head());
+    }
+}
+
+/// A server with several host keys shows the one the known_hosts file
+/// lists (OpenSSH asks for the known key types first): here RSA, where the
+/// client would otherwise take ed25519.
+#[test]
+fn ssh_host_key_type_follows_known_hosts() {
+    let s = Setup::new();
+    s.up.commit("one");
+    let dir = s.tmp.path();
+    helpers::keygen(&dir.join("right"));
+    let Some((_peer, port, known)) = helpers::sshd_with_host_keys(
+        dir,
+        &[dir.join("right")],
+        "127.0.0.1",
+        helpers::free_port(),
+        &["rsa", "ed25519"],
+    ) else {
+        return;
+    };
+    let text = std::fs::read_to_string(&known).unwrap();
+    assert!(text.contains(" ssh-rsa "), "{text}");
+    let url = format!("ssh://root@127.0.0.1:{port}{}", s.up.dir.display());
+    let mut args = base_args(&s, &url);
+    args.extend([
+        key_arg(dir, "right"),
+        format!("--ssh-known-hosts-file={}", known.display()),
+    ]);
+    let out = run_env(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_real_worktree(&s.up.head());
+}
+
+/// What fails on the server or in a key file is named: a repository that
+/// is not there (upload-pack's own message), a key with a passphrase, a
+/// key file that is not a key. scp-like syntax reaches a port in brackets.
+#[test]
+fn ssh_errors_name_what_failed() {
+    let Some((s, _peer, port, known)) = ssh_setup(&["right"], &["right"]) else {
+        return;
+    };
+    let dir = s.tmp.path();
+    let kh = format!("--ssh-known-hosts-file={}", known.display());
+    let sync = |url: &str, key: &str| {
+        let mut args = base_args(&s, url);
+        args.extend([key_arg(dir, key), kh.clone()]);
+        run_env(&args, &[])
+    };
+
+    let missing = dir.join("no-such-repo");
+    let out = sync(
+        &format!("[root@127.0.0.1:{port}]:{}", missing.display()),
+        "right",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "'{}' does not appear to be a git repository",
+            missing.display()
+        )) && err.contains("exited with status 128"),
+        "{err}"
+    );
+
+    helpers::keygen_with(&dir.join("locked"), &["-t", "ed25519", "-N", "secret"]);
+    std::fs::write(dir.join("garbage"), "not a key\n").unwrap();
+    let url = format!("[root@127.0.0.1:{port}]:{}", s.up.dir.display());
+    for (key, why) in [
+        ("locked", "keys with a passphrase are not supported"),
+        ("garbage", "not a usable private key"),
+    ] {
+        let out = sync(&url, key);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("--ssh-key-file {}: {why}", dir.join(key).display());
+        assert!(err.contains(&want), "{err}");
+    }
+
+    let out = sync(&url, "right");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_real_worktree(&s.up.head());
+}
+
 /// git http-backend behind lighttpd with TLS (a self-signed certificate,
 /// returned) and basic auth, and a one-time sync's flags with the right
 /// password. None when lighttpd is missing (outside CI).

@@ -305,11 +305,34 @@ pub fn sshd_on(
     ip: &str,
     port: u16,
 ) -> Option<(Peer, u16, PathBuf)> {
+    sshd_with_host_keys(dir, authorized, ip, port, &["ed25519"])
+}
+
+/// sshd with a host key of each type in `host_key_types` (`ssh-keygen -t`);
+/// the known_hosts file lists the first only.
+pub fn sshd_with_host_keys(
+    dir: &Path,
+    authorized: &[PathBuf],
+    ip: &str,
+    port: u16,
+    host_key_types: &[&str],
+) -> Option<(Peer, u16, PathBuf)> {
     if !support::require_root("sshd") || !support::require_peer("/usr/sbin/sshd") {
         return None;
     }
-    let host_key = dir.join("ssh_host_key");
-    keygen(&host_key);
+    let host_keys: Vec<PathBuf> = host_key_types
+        .iter()
+        .map(|t| {
+            let key = dir.join(format!("ssh_host_{t}_key"));
+            keygen_with(&key, &["-t", t, "-N", ""]);
+            key
+        })
+        .collect();
+    let host_key_lines: String = host_keys
+        .iter()
+        .map(|k| format!("HostKey {}\n", k.display()))
+        .collect();
+    let host_key = &host_keys[0];
     let auth_keys = dir.join("authorized_keys");
     let keys: String = authorized
         .iter()
@@ -320,9 +343,8 @@ pub fn sshd_on(
     std::fs::write(
         &conf,
         format!(
-            "ListenAddress {ip}:{port}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\n\
+            "ListenAddress {ip}:{port}\n{host_key_lines}AuthorizedKeysFile {}\nPermitRootLogin yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
-            host_key.display(),
             auth_keys.display()
         ),
     )
@@ -360,8 +382,16 @@ pub fn sshd_on(
 
 /// A passphrase-less ed25519 key pair at `path` and `path.pub`.
 pub fn keygen(path: &Path) {
+    keygen_with(path, &["-t", "ed25519", "-N", ""]);
+}
+
+/// A key pair at `path` and `path.pub`, made by `ssh-keygen` with `args`
+/// (type, format, passphrase).
+pub fn keygen_with(path: &Path, args: &[&str]) {
     let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg("-q")
+        .args(args)
+        .arg("-f")
         .arg(path)
         .stdin(Stdio::null())
         .status()

@@ -5,13 +5,12 @@
 //! sync of the process (so a changed `--depth` takes effect, as upstream's
 //! fetch on every pass does).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use git2::{AutotagOption, Direction, Oid, Repository};
+use git2::{AutotagOption, Direction, Oid, RemoteCallbacks, Repository};
 
-use crate::auth::Auth;
 use crate::{local, refname, shallow};
 
 /// `GIT_FETCH_DEPTH_UNSHALLOW`: turns a shallow repository into a full one.
@@ -29,7 +28,6 @@ pub struct Request<'a> {
     pub depth: u32,
     /// Download even when the commit is present (first sync of the process).
     pub force_download: bool,
-    pub auth: &'a Auth,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -55,6 +53,28 @@ fn fetch_local(repo: &Repository, req: &Request, path: &std::path::Path) -> Resu
     Ok(Fetched { commit, downloaded })
 }
 
+/// Fetch options whose progress callbacks abort the transfer once `cancel`
+/// is set. Credentials and host keys are the transports' own
+/// ([`crate::smarthttp`], [`crate::sshproto`]): libgit2 asks for none.
+pub fn options(cancel: Arc<AtomicBool>) -> git2::FetchOptions<'static> {
+    let mut o = git2::FetchOptions::new();
+    o.remote_callbacks(callbacks(cancel));
+    o
+}
+
+fn callbacks(cancel: Arc<AtomicBool>) -> RemoteCallbacks<'static> {
+    let mut cb = RemoteCallbacks::new();
+    let c = cancel.clone();
+    cb.transfer_progress(move |_| !c.load(Ordering::Relaxed));
+    cb.sideband_progress(move |_| !cancel.load(Ordering::Relaxed));
+    cb
+}
+
+/// libgit2's message alone (git2's Display adds its class and code).
+fn message(e: git2::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
 fn has_commit(repo: &Repository, oid: Oid) -> bool {
     repo.find_commit(oid).is_ok()
 }
@@ -64,10 +84,10 @@ fn fetch_remote(repo: &Repository, req: &Request) -> Result<Fetched> {
     // One connection lists the refs and, when the commit is new, downloads
     // it: over git daemon or ssh a second one costs a connection and an
     // upload-pack process on the server.
-    let cb = req.auth.callbacks(req.url, req.cancel.clone());
+    let cb = callbacks(req.cancel.clone());
     let mut conn = remote
         .connect_auth(Direction::Fetch, Some(cb), None)
-        .map_err(|e| req.auth.explain(e))
+        .map_err(message)
         .with_context(|| cannot_connect(req))?;
     let listed = heads(conn.list()?);
     match wanted(repo, req, &listed)? {
@@ -107,7 +127,7 @@ fn download(
     refspec: &str,
     advertised: Option<Oid>,
 ) -> Result<Fetched> {
-    let mut opts = req.auth.fetch_options(req.url, req.cancel.clone());
+    let mut opts = options(req.cancel.clone());
     opts.download_tags(AutotagOption::None);
     opts.update_fetchhead(true);
     let shallow_now = !shallow::read(repo.path()).is_empty();
@@ -119,7 +139,7 @@ fn download(
     opts.depth(depth);
     remote
         .fetch(&[refspec], Some(&mut opts), None)
-        .map_err(|e| req.auth.explain(e))
+        .map_err(message)
         .with_context(|| {
             format!(
                 "cannot fetch {} from {}",

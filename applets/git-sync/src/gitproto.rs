@@ -17,8 +17,7 @@
 //! libgit2's `GIT_OPT_SET_SERVER_TIMEOUT` made them.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::unix::io::AsRawFd;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
@@ -107,21 +106,10 @@ impl Target {
     }
 
     fn connect(&self, timeout: Duration) -> std::io::Result<TcpStream> {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = (host, self.port).to_socket_addrs()?.collect();
-        let mut last = std::io::Error::other("no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(tcp) => {
-                    tcp.set_nodelay(true)?;
-                    tcp.set_read_timeout(Some(timeout))?;
-                    tcp.set_write_timeout(Some(timeout))?;
-                    return Ok(tcp);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        let tcp = crate::tcp::connect(&self.host, self.port, timeout)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        Ok(tcp)
     }
 }
 
@@ -143,7 +131,7 @@ impl Conn {
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.send_request()?;
-        quick_ack(&self.tcp);
+        crate::tcp::quick_ack(&self.tcp);
         self.tcp.read(buf)
     }
 }
@@ -156,22 +144,6 @@ impl Write for Conn {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Acknowledges what arrives next at once. Best effort: without it, only
-/// slower.
-fn quick_ack(tcp: &TcpStream) {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket, and an option value of the size given.
-    unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
     }
 }
 

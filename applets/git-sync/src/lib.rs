@@ -31,7 +31,9 @@ mod shallow;
 mod smarthttp;
 mod spare;
 mod sparse;
+mod sshproto;
 mod sync_loop;
+mod tcp;
 mod trust;
 mod worktree;
 
@@ -117,7 +119,7 @@ pub struct GitSync {
     /// File (absolute or relative to --root) touched after each changed sync.
     #[arg(long)]
     pub touch_file: Option<String>,
-    /// Upstream adds an /etc/passwd entry for ssh; libssh2 needs none, so this only logs.
+    /// Upstream adds an /etc/passwd entry for ssh; the in-process client needs none, so this only logs.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub add_user: Option<String>,
     /// Make everything group-writable (umask 0002).

@@ -86,7 +86,6 @@ fn sync_once(
             ref_: &cfg.ref_,
             depth: cfg.depth,
             force_download: first || current.is_none(),
-            auth,
             cancel: cancel.clone(),
         },
     )?;
@@ -107,11 +106,10 @@ fn sync_once(
         Some(p) => Some(crate::sparse::Sparse::load(p)?),
         None => None,
     };
-    let auth2 = auth.clone();
     let depth = cfg.depth;
     // libgit2's local transport refuses a depth: local submodules come whole.
     let sub_fetch = move |url: &str| {
-        let mut o = auth2.fetch_options(url, Arc::new(AtomicBool::new(false)));
+        let mut o = fetch::options(Arc::new(AtomicBool::new(false)));
         if crate::local::local_path(url).is_none() {
             o.depth(i32::try_from(depth).unwrap_or(0));
         }

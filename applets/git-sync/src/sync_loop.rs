@@ -118,6 +118,7 @@ pub fn configure_process(cfg: &Config) -> Result<()> {
         git2::opts::set_server_timeout_in_milliseconds(ms)?;
         crate::gitproto::register(cfg.sync_timeout)?;
         crate::smarthttp::register(cfg.sync_timeout)?;
+        crate::sshproto::register(cfg.sync_timeout, cfg.ssh.clone())?;
     }
     Ok(())
 }
