@@ -23,6 +23,16 @@ fn run_env(args: &[String], env: &[(&str, &str)]) -> std::process::Output {
     support::run_cmd(&mut cmd)
 }
 
+/// Fails the test with the sync's stderr unless it succeeded.
+#[track_caller]
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn http_setup() -> Option<(Setup, helpers::Peer, String)> {
     let s = Setup::new();
     s.up.commit("one");
@@ -58,11 +68,7 @@ fn http_basic_auth_username_and_password() {
         .status
         .success());
     let out = run_env(&args, &[("GITSYNC_PASSWORD", "testpass")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     s.assert_real_worktree(&s.up.head());
 
     // Upstream's e2e spelling of the password.
@@ -137,11 +143,7 @@ fn http_credential_json_and_askpass_url() {
         r#"--credential={{"url":"{url}","username":"testuser","password":"testpass"}}"#
     ));
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
     let pwfile = s.tmp.path().join("pw");
     std::fs::write(&pwfile, "testpass").unwrap();
@@ -156,11 +158,7 @@ fn http_credential_json_and_askpass_url() {
     let mut args = base_args(&s, &url);
     args.push(format!("--askpass-url={}", askpass.url("/creds")));
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(askpass.next().path, "/creds");
 
     let wrong = Receiver::with(|_| (200, "username=testuser\npassword=nope\n".into()));
@@ -207,11 +205,7 @@ fn ssh_with_keys_and_known_hosts() {
     let mut args = base_args(&s, &url);
     args.extend([key_arg(dir, "wrong"), key_arg(dir, "right"), kh.clone()]);
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     s.assert_real_worktree(&s.up.head());
 
     // The env var form is ':'-separated.
@@ -227,11 +221,7 @@ fn ssh_with_keys_and_known_hosts() {
             ("GITSYNC_SSH_KNOWN_HOSTS_FILE", &known.display().to_string()),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
     // The same known_hosts hashed by OpenSSH (`|1|salt|hash` entries).
     let hashed = dir.join("known_hosts_hashed");
@@ -254,11 +244,7 @@ fn ssh_with_keys_and_known_hosts() {
         format!("--ssh-known-hosts-file={}", hashed.display()),
     ]);
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 #[test]
@@ -284,11 +270,7 @@ fn ssh_rejects_unknown_host_keys_unless_checking_is_off() {
 
     args.push("--ssh-known-hosts=false".into());
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), s.up.head());
 }
 
@@ -359,11 +341,7 @@ fn ssh_host_key_type_follows_known_hosts() {
         format!("--ssh-known-hosts-file={}", known.display()),
     ]);
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     s.assert_real_worktree(&s.up.head());
 }
 
@@ -413,11 +391,7 @@ fn ssh_errors_name_what_failed() {
     }
 
     let out = sync(&url, "right");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     s.assert_real_worktree(&s.up.head());
 }
 
@@ -451,11 +425,7 @@ fn https_trusts_the_ca_named_by_ssl_cert_file() {
     assert!(err.contains("certificate"), "{err}");
     // ...and the one SSL_CERT_FILE names is trusted (a scratch image's only CA bundle).
     let out = run_env(&args, &[("SSL_CERT_FILE", cert.to_str().unwrap())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
 }
 
@@ -519,11 +489,7 @@ fn ca_bundle_is_read_only_for_https_remotes() {
     let mut args = base_args(&s, &s.up.url());
     args.push(format!("--exechook-command={}", hook.display()));
     let out = run_env(&args, &[("SSL_CERT_FILE", garbage.to_str().unwrap())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
     assert_eq!(
         std::fs::read_to_string(&seen).unwrap(),
@@ -590,11 +556,7 @@ cp "$1" /etc/git-secret/cookie_file && shift && exec "$@""#;
     assert!(stderr.contains("403"), "{stderr}");
     assert!(!s.link().exists());
     let out = run_with("127.0.0.1\tFALSE\t/git\tFALSE\t0\tsession\ts3cr3t");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     s.assert_real_worktree(&s.up.head());
     // Without the flag the cookie is not sent.
     let mut args = base_args(&s, &url);
@@ -629,11 +591,7 @@ fn https_checks_the_chain_and_the_name_against_the_ca() {
         &args("127.0.0.1"),
         &[("SSL_CERT_FILE", ca.to_str().unwrap())],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
 
     let hash = Command::new("openssl")
@@ -655,11 +613,7 @@ fn https_checks_the_chain_and_the_name_against_the_ca() {
         ("SSL_CERT_DIR", dir.to_str().unwrap()),
     ];
     let out = run_env(&args("127.0.0.1"), &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
 
     // The certificate names 127.0.0.1 only.
@@ -688,11 +642,7 @@ fn http_redirects_are_followed_but_not_to_plain_http() {
     args.push("--username=testuser".into());
     args.push("--password=testpass".into());
     let out = run_env(&args, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
 
     let tls = s.tmp.path().join("tls");
@@ -866,11 +816,7 @@ fn http_and_https_go_through_the_configured_proxy() {
     let mut args = base_args(&s, &format!("http://127.0.0.1:{port}/git/repo"));
     args.extend(["--username=testuser".into(), "--password=testpass".into()]);
     let out = run_env(&args, &[("http_proxy", &proxy), ("no_proxy", "")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(git(&s.link(), &["rev-parse", "HEAD"]), sha);
     let want = format!("GET http://127.0.0.1:{port}/git/repo/info/refs");
     assert!(
@@ -891,11 +837,7 @@ fn http_and_https_go_through_the_configured_proxy() {
         &args,
         &[("http_proxy", "http://127.0.0.1:9"), ("no_proxy", "")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(logged().matches(&want).count() > before, "{}", logged());
 
     // https: a CONNECT tunnel; the server's certificate is still checked
@@ -917,11 +859,7 @@ fn http_and_https_go_through_the_configured_proxy() {
             ("SSL_CERT_FILE", ca.to_str().unwrap()),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         logged().contains(&format!("CONNECT 127.0.0.1:{tls_port}")),
         "not through the proxy: {}",

@@ -300,8 +300,8 @@ fn long_lines_are_truncated_flagged_and_counted() {
         support::metrics::sample(&ship.metrics(), "log_tail_ship_events_acked_total") == Some(3.0)
     });
     let m = ship.metrics();
-    // With the process's own log: a 0 here was once seen in a full run
-    // (the scrape's process not this one's?) and not reproduced since.
+    // Acknowledged implies sent: events_sent was once counted after the
+    // hand-over, and a scrape found 3 acknowledged and 0 sent.
     let context = || format!("{m}\nstderr:\n{}", ship.sc.stderr());
     assert_eq!(
         metric(&m, "log_tail_ship_lines_read_total"),

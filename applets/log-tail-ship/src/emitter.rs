@@ -480,12 +480,7 @@ impl Emitter {
         next.body
             .reserve_exact(self.limits.max_bytes + BATCH_SLACK + self.batch.framing * 9 / 8);
         let batch = std::mem::replace(&mut self.batch, next);
-        let events = batch.len() as u64;
-        let sent = self.outlet.send(batch, force);
-        if sent {
-            self.metrics.events_sent.inc_by(events);
-        }
-        sent
+        self.outlet.send(batch, force)
     }
 
     /// A file is about to be closed. With a disk buffer, the lines read so

@@ -89,10 +89,12 @@ impl Outlet {
         matches!(self.kind, Kind::Disk(_))
     }
 
-    /// Hands `batch` on, first waiting for room. False when shutdown came
-    /// first: the batch is not sent, so its lines are read again after the
-    /// restart. `force` (disk only) appends over the cap rather than wait.
+    /// Hands `batch` on, first waiting for room, and counts its events as
+    /// sent. False when shutdown came first: the batch is not sent, so its
+    /// lines are read again after the restart. `force` (disk only) appends
+    /// over the cap rather than wait.
     pub fn send(&self, mut batch: Batch, force: bool) -> bool {
+        let events = batch.len() as u64;
         match &self.kind {
             Kind::Memory {
                 tx,
@@ -113,9 +115,25 @@ impl Outlet {
                 let Some(permit) = permit else { return false };
                 self.metrics.buffer_bytes.inc_by(i64::from(want));
                 batch.permit = Some(permit);
+                // Counted before the shipper can see the batch: counted
+                // after, a scrape could find it acknowledged and not sent.
+                // The channel only fails once the shipper is gone, at
+                // shutdown, when nothing is acknowledged any more.
+                self.metrics.events_sent.inc_by(events);
                 tx.send(batch).is_ok()
             }
-            Kind::Disk(Writer(buffer)) => self.append(buffer, &batch, force),
+            Kind::Disk(Writer(buffer)) => {
+                let appended = self.append(buffer, &batch, force);
+                if appended {
+                    // Counted once appended (counted before, a batch that
+                    // shutdown kept out would count too). The shipper has
+                    // to read it back from the segment first, so only a
+                    // scrape in the instant between could see it
+                    // acknowledged and not yet sent.
+                    self.metrics.events_sent.inc_by(events);
+                }
+                appended
+            }
         }
     }
 
