@@ -16,7 +16,6 @@ use crate::checkpoint::{FileKey, Mark, Store};
 use crate::container::{self, Format, Stream};
 use crate::event::{Fields, Line, Template};
 use crate::lines::capped;
-use crate::metrics::Metrics;
 use crate::outlet::Outlet;
 
 /// The file a line came from.
@@ -155,7 +154,6 @@ pub struct Emitter {
     shutdown: Shutdown,
     clock: Clock,
     times: TimeCache,
-    metrics: Metrics,
 }
 
 impl Emitter {
@@ -166,7 +164,6 @@ impl Emitter {
         limits: Limits,
         outlet: Outlet,
         shutdown: Shutdown,
-        metrics: Metrics,
     ) -> Emitter {
         let mut clock = Clock {
             millis: -1,
@@ -188,7 +185,6 @@ impl Emitter {
             shutdown,
             clock,
             times: TimeCache::default(),
-            metrics,
         }
     }
 
@@ -515,6 +511,7 @@ impl Emitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
     use crate::sink::ActionLines;
     use tokio::sync::{mpsc, Semaphore};
 
@@ -529,14 +526,13 @@ mod tests {
         framing: Option<ActionLines>,
     ) -> (Emitter, mpsc::UnboundedReceiver<Batch>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let metrics = Metrics::default();
         let outlet = Outlet::memory(
             tx,
             Arc::new(Semaphore::new(64 << 20)),
             framing,
             rt.handle().clone(),
             Shutdown::new(),
-            metrics.clone(),
+            Metrics::default(),
         );
         let limits = Limits {
             max_events: 3,
@@ -545,15 +541,7 @@ mod tests {
             max_line_bytes: 1 << 10,
         };
         let template = Template::new("h", &[], false);
-        let em = Emitter::new(
-            template,
-            Format::Raw,
-            None,
-            limits,
-            outlet,
-            Shutdown::new(),
-            metrics,
-        );
+        let em = Emitter::new(template, Format::Raw, None, limits, outlet, Shutdown::new());
         (em, rx)
     }
 

@@ -178,7 +178,6 @@ impl Reader {
             },
             outlet,
             ctx.shutdown_handle(),
-            metrics.clone(),
         );
         // Our own files (checkpoints, buffer, dead letter) are never tailed.
         let own = args
