@@ -388,8 +388,17 @@ fn write_runs(
         let odb = repo.odb()?;
         let mut out = Vec::new();
         while let Some(run) = work.take() {
+            // A run is one directory's files: each is created relative to
+            // the directory, not by walking its whole path again.
+            let dir = match run.first().and_then(|(_, full, _)| full.parent()) {
+                Some(d) => {
+                    Some(File::open(d).with_context(|| format!("cannot open {}", d.display()))?)
+                }
+                None => None,
+            };
             for (i, full, source) in run {
-                if let Some(meta) = write_one(&odb, &items[*i], full, source, size_limit)? {
+                let meta = write_one(&odb, &items[*i], dir.as_ref(), full, source, size_limit)?;
+                if let Some(meta) = meta {
                     out.push((*i, Stat::of(&meta)));
                 }
             }
@@ -407,6 +416,7 @@ fn write_runs(
 fn write_one(
     odb: &git2::Odb,
     item: &Item,
+    dir: Option<&File>,
     full: &Path,
     source: &Source,
     size_limit: Option<u64>,
@@ -433,11 +443,7 @@ fn write_one(
         }
         mode => {
             let perm = if mode == MODE_EXEC { 0o777 } else { 0o666 };
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(perm)
-                .open(full)
+            let mut f = create_new(dir, full, perm)
                 .with_context(|| format!("cannot create {}", full.display()))?;
             let cloned = match source {
                 Source::Clone(from) => clone_file(from, &mut f).is_ok(),
@@ -451,6 +457,28 @@ fn write_one(
             f.metadata()?
         }
     }))
+}
+
+/// Creates the file `full` (which must not exist), relative to `dir`, the
+/// directory it is in, when given.
+fn create_new(dir: Option<&File>, full: &Path, perm: u32) -> std::io::Result<File> {
+    let (Some(dir), Some(name)) = (dir, full.file_name()) else {
+        return OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(perm)
+            .open(full);
+    };
+    let name = std::ffi::CString::new(name.as_bytes())?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    // SAFETY: a valid directory descriptor and a NUL-terminated name; the
+    // descriptor returned is owned by the File alone.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, perm) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and nothing else holds it.
+    Ok(unsafe { std::os::unix::io::FromRawFd::from_raw_fd(fd) })
 }
 
 /// `FICLONE`: share the source's extents (btrfs, xfs, bcachefs…).
