@@ -13,6 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use git2::Oid;
+use sha1::{Digest as _, Sha1};
 
 const FLAG_EXTENDED: u16 = 0x4000;
 const HEADER: usize = 12;
@@ -92,8 +93,8 @@ pub fn write(path: &Path, mut entries: Vec<Entry>) -> Result<()> {
         let len = out.len() - start;
         out.resize(start + (len + 8) / 8 * 8, 0);
     }
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &out);
-    out.extend_from_slice(digest.as_ref());
+    let digest = Sha1::digest(&out);
+    out.extend_from_slice(&digest);
     let lock = path.with_extension("lock");
     let mut f = std::fs::File::create(&lock)
         .with_context(|| format!("cannot create {}", lock.display()))?;
@@ -125,8 +126,7 @@ pub fn read(path: &Path) -> Result<Vec<Read>> {
 fn parse(data: &[u8]) -> Result<Vec<Read>> {
     anyhow::ensure!(data.len() >= HEADER + SHA1_LEN, "too short");
     let (body, sum) = data.split_at(data.len() - SHA1_LEN);
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, body);
-    anyhow::ensure!(digest.as_ref() == sum, "checksum mismatch");
+    anyhow::ensure!(Sha1::digest(body).as_slice() == sum, "checksum mismatch");
     anyhow::ensure!(&body[..4] == b"DIRC", "no DIRC signature");
     let be32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let version = be32(body, 4);

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context as _, Result};
 use git2::{ObjectType, Odb, Oid, Repository};
+use sha1::{Digest as _, Sha1};
 
 use crate::packfeed::Feed;
 use crate::{refname, shallow};
@@ -153,7 +154,7 @@ fn add_tree(
 /// few extra bytes of an undeltified pack cost less than that search.
 fn write_pack(src_odb: &Odb, objects: &[Oid], dst_odb: &Odb, cancel: &AtomicBool) -> Result<()> {
     let mut feed = Feed::new(dst_odb)?;
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    let mut sha = Sha1::new();
     let mut put = |bytes: &[u8], feed: &mut Feed| -> Result<()> {
         sha.update(bytes);
         feed.put(bytes)
@@ -183,7 +184,7 @@ fn write_pack(src_odb: &Odb, objects: &[Oid], dst_odb: &Odb, cancel: &AtomicBool
             put(&compressor.reset(Vec::new())?, &mut feed)?;
         }
     }
-    feed.put(sha.finish().as_ref())?;
+    feed.put(&sha.finalize())?;
     feed.commit()
 }
 
