@@ -1057,31 +1057,10 @@ fn a_small_change_publishes_exactly_the_commit_from_the_spare_tree() {
     let c = std::fs::canonicalize(s.link()).unwrap();
 
     // Exactly the commit's files, no more.
-    let mut on_disk = Vec::new();
-    let mut stack = vec![c.clone()];
-    while let Some(dir) = stack.pop() {
-        let mut empty = true;
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            empty = false;
-            let rel = e
-                .path()
-                .strip_prefix(&c)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if rel == ".git" {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                on_disk.push(rel);
-            }
-        }
-        assert!(!empty, "{} is an empty directory", dir.display());
-    }
-    on_disk.sort();
+    let tree = tree_of(&c);
+    assert_eq!(tree.empty_dirs, Vec::<String>::new(), "empty directories");
+    // Sorted, as a BTreeMap's keys are.
+    let on_disk: Vec<String> = tree.files.into_keys().collect();
     let listed = git(&c, &["ls-tree", "-r", "--name-only", "HEAD"]);
     let mut want: Vec<String> = listed.lines().map(str::to_string).collect();
     want.sort();
@@ -1264,18 +1243,30 @@ fn retired_tree_changes_are_not_published(cwd: &str, script: &str, held: Option<
         ""
     );
     // The upstream checkout holds exactly the commit's files.
-    assert_eq!(files_of(&c), files_of(&s.up.dir));
+    assert_eq!(tree_of(&c).files, tree_of(&s.up.dir).files);
     sc.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(sc.wait_exit().success());
 }
 
-/// Every file under `dir` but `.git`, with its content, by path.
-fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
+/// What a tree holds, `.git` left out.
+struct Tree {
+    /// Every file's content, by path.
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Directories with nothing in them.
+    empty_dirs: Vec<String>,
+}
+
+fn tree_of(dir: &std::path::Path) -> Tree {
+    let mut tree = Tree {
+        files: Default::default(),
+        empty_dirs: Vec::new(),
+    };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        let mut empty = true;
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
+            empty = false;
             let rel = e
                 .path()
                 .strip_prefix(dir)
@@ -1288,11 +1279,14 @@ fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {
-                out.insert(rel, std::fs::read(e.path()).unwrap());
+                tree.files.insert(rel, std::fs::read(e.path()).unwrap());
             }
         }
+        if empty {
+            tree.empty_dirs.push(d.display().to_string());
+        }
     }
-    out
+    tree
 }
 
 #[test]
