@@ -20,15 +20,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::indexfile::{self, Stat};
 use crate::spare;
@@ -390,14 +392,11 @@ fn write_runs(
         while let Some(run) = work.take() {
             // A run is one directory's files: each is created relative to
             // the directory, not by walking its whole path again.
-            let dir = match run.first().and_then(|(_, full, _)| full.parent()) {
-                Some(d) => {
-                    Some(File::open(d).with_context(|| format!("cannot open {}", d.display()))?)
-                }
-                None => None,
-            };
+            let parent = run[0].1.parent().context("a file without a directory")?;
+            let dir =
+                File::open(parent).with_context(|| format!("cannot open {}", parent.display()))?;
             for (i, full, source) in run {
-                let meta = write_one(&odb, &items[*i], dir.as_ref(), full, source, size_limit)?;
+                let meta = write_one(&odb, &items[*i], &dir, full, source, size_limit)?;
                 if let Some(meta) = meta {
                     out.push((*i, Stat::of(&meta)));
                 }
@@ -416,7 +415,7 @@ fn write_runs(
 fn write_one(
     odb: &git2::Odb,
     item: &Item,
-    dir: Option<&File>,
+    dir: &File,
     full: &Path,
     source: &Source,
     size_limit: Option<u64>,
@@ -459,26 +458,22 @@ fn write_one(
     }))
 }
 
-/// Creates the file `full` (which must not exist), relative to `dir`, the
-/// directory it is in, when given.
-fn create_new(dir: Option<&File>, full: &Path, perm: u32) -> std::io::Result<File> {
-    let (Some(dir), Some(name)) = (dir, full.file_name()) else {
-        return OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(perm)
-            .open(full);
-    };
-    let name = std::ffi::CString::new(name.as_bytes())?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
-    // SAFETY: a valid directory descriptor and a NUL-terminated name; the
-    // descriptor returned is owned by the File alone.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, perm) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just opened and nothing else holds it.
-    Ok(unsafe { std::os::unix::io::FromRawFd::from_raw_fd(fd) })
+/// Creates the file `full` (which must not exist) relative to `dir`, the
+/// directory it is in.
+fn create_new(dir: &File, full: &Path, perm: u32) -> std::io::Result<File> {
+    let name = full
+        .file_name()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(perm),
+    )
+    // As std's errors read: "File exists (os error 17)".
+    .map_err(std::io::Error::from)?;
+    // SAFETY: openat just returned this descriptor, and nothing else holds it.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// `FICLONE`: share the source's extents (btrfs, xfs, bcachefs…).
