@@ -497,8 +497,7 @@ fn an_idle_http2_client_that_never_answers_is_still_closed() {
     let up = Receiver::start();
     let p = proxy(&[up.addr], &["--idle-timeout=1s"]);
     let mut c = p.connect();
-    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
+    c.write_all(support::h2::PREFACE).unwrap();
     // Nothing is read or acknowledged from here on.
     p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 1.0);
     drop(c);
@@ -529,8 +528,7 @@ fn connect_over_http2_becomes_a_tunnel_on_its_stream() {
     let mut c = p.connect();
     // The preface, empty SETTINGS, and HEADERS on stream 1 (END_HEADERS):
     // `:method: CONNECT`, `:authority: db.svc:5432`, as HPACK literals.
-    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
+    c.write_all(support::h2::PREFACE).unwrap();
     c.write_all(b"\0\0\x16\x01\x04\0\0\0\x01\x02\x07CONNECT\x01\x0bdb.svc:5432")
         .unwrap();
     let (flags, head) = h2_frame_on_stream_1(&mut c, 0x1);
@@ -892,8 +890,7 @@ fn idle_http_connections_are_closed_after_the_idle_timeout() {
     // frame, then only acknowledgements, until the proxy closes; its
     // frames include a GOAWAY.
     let mut c = p.connect();
-    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
+    c.write_all(support::h2::PREFACE).unwrap();
     let mut types = Vec::new();
     let mut head = [0u8; 9];
     while c.read_exact(&mut head).is_ok() {

@@ -337,30 +337,21 @@ struct H2 {
     s: std::net::TcpStream,
 }
 
+use support::h2::{frame, ACK, END_STREAM, GOAWAY, HEADERS, PREFACE, SETTINGS};
 const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const SETTINGS: u8 = 4;
 const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 1;
-const ACK: u8 = 1;
 
 impl H2 {
     fn connect(addr: std::net::SocketAddr) -> H2 {
         let s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(support::DEADLINE)).unwrap();
         let mut h = H2 { s };
-        std::io::Write::write_all(&mut h.s, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
-        h.frame(SETTINGS, 0, 0, &[]);
+        std::io::Write::write_all(&mut h.s, PREFACE).unwrap();
         h
     }
 
     fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-        let len = (payload.len() as u32).to_be_bytes();
-        let mut f = vec![len[1], len[2], len[3], kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        std::io::Write::write_all(&mut self.s, &f).unwrap();
+        std::io::Write::write_all(&mut self.s, &frame(kind, flags, stream, payload)).unwrap();
     }
 
     /// The next frame (kind, flags, stream), or None when the server closed
