@@ -174,7 +174,7 @@ min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b) ? a : b }'; }
 now() { date +%s.%N; }
 # Dirty pages written and the journal committed before a measured phase.
-settle() { sync; sync -f "$WORK"; }
+settle() { sync; }
 # CPU seconds of the process tree (git subprocesses included).
 cpu_of() { ticks_s "$(ticks "$1")"; }
 count() { # PORT STATUS
