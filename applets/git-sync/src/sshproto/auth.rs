@@ -10,39 +10,42 @@ use russh::keys::PublicKeyOrCertificate;
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyBase64};
 use russh::Preferred;
 
-use super::known_hosts;
+use super::known_hosts::Known;
 use super::target::Target;
 use crate::config::Ssh;
 
 /// Checks the server's host key as the URL names the server.
 pub struct HostCheck {
-    /// None: `--ssh-known-hosts=false`, any key is accepted.
-    known_hosts: Option<PathBuf>,
+    /// None: `--ssh-known-hosts=false`, any key is accepted. Otherwise the
+    /// file, and what it lists for this host (read once per connection).
+    known_hosts: Option<(PathBuf, Result<Known>)>,
     host: String,
-    port: u16,
 }
 
 impl HostCheck {
     pub fn new(ssh: &Ssh, target: &Target) -> HostCheck {
+        let known_hosts = ssh.known_hosts.then(|| {
+            let file = ssh.known_hosts_file.clone();
+            let known = Known::read(&file, &target.host, target.port);
+            (file, known)
+        });
         HostCheck {
-            known_hosts: ssh.known_hosts.then(|| ssh.known_hosts_file.clone()),
+            known_hosts,
             host: target.host.clone(),
-            port: target.port,
         }
     }
 
     /// russh's settings, asking first for the host key types the known
     /// hosts file lists for this server, as OpenSSH does.
     pub fn config(&self) -> client::Config {
-        let known = self
-            .known_hosts
-            .as_deref()
-            .and_then(|f| known_hosts::key_types(f, &self.host, self.port).ok())
-            .unwrap_or_default();
+        let known: Vec<&str> = match &self.known_hosts {
+            Some((_, Ok(known))) => known.key_types().collect(),
+            _ => Vec::new(),
+        };
         let is_known = |a: &Algorithm| {
             known
                 .iter()
-                .any(|t| t == a.as_str() || (t == "ssh-rsa" && matches!(a, Algorithm::Rsa { .. })))
+                .any(|&t| t == a.as_str() || (t == "ssh-rsa" && matches!(a, Algorithm::Rsa { .. })))
         };
         let default = Preferred::default();
         let (mut key, rest): (Vec<_>, Vec<_>) = default.key.iter().cloned().partition(is_known);
@@ -61,16 +64,16 @@ impl client::Handler for HostCheck {
     type Error = anyhow::Error;
 
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool> {
-        let Some(file) = &self.known_hosts else {
+        let Some((file, known)) = &self.known_hosts else {
             return Ok(true);
         };
         let host = &self.host;
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             bail!("Host key verification failed: {host} sent a host certificate, which is not supported");
         };
-        match known_hosts::known_host(file, host, self.port, &key.public_key_bytes()) {
-            Ok(true) => Ok(true),
-            Ok(false) => bail!(
+        match known {
+            Ok(known) if known.lists(&key.public_key_bytes()) => Ok(true),
+            Ok(_) => bail!(
                 "Host key verification failed: {host} is not in {} with this key",
                 file.display()
             ),

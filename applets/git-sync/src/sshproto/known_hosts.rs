@@ -8,52 +8,57 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 
-/// Whether `file` lists `key` (its wire encoding) for `host` on `port`.
-pub fn known_host(file: &Path, host: &str, port: u16, key: &[u8]) -> Result<bool> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(entries(file, host, port)?
-        .iter()
-        .any(|(_, k)| b64.decode(k).is_ok_and(|k| k == key)))
+/// The entries of a known_hosts file that name one host on one port.
+pub struct Known {
+    /// (key type, base64 key) of each matching line.
+    entries: Vec<(String, String)>,
 }
 
-/// The key types `file` lists for `host` on `port` (`ssh-ed25519`, …):
-/// OpenSSH asks the server for these first, so a server with several host
-/// keys shows the one known here.
-pub fn key_types(file: &Path, host: &str, port: u16) -> Result<Vec<String>> {
-    Ok(entries(file, host, port)?
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect())
-}
-
-/// The (key type, base64 key) of every line naming `host` on `port`.
-fn entries(file: &Path, host: &str, port: u16) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("can't read --ssh-known-hosts-file {}", file.display()))?;
-    let name = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let hosts = fields.next().unwrap_or_default();
-        if hosts.starts_with('@') {
-            continue;
-        }
-        let (Some(kind), Some(b64)) = (fields.next(), fields.next()) else {
-            continue;
+impl Known {
+    /// Reads `file` for `host` on `port`.
+    pub fn read(file: &Path, host: &str, port: u16) -> Result<Known> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("can't read --ssh-known-hosts-file {}", file.display()))?;
+        let name = if port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{port}")
         };
-        if names(hosts, &name) {
-            found.push((kind.to_string(), b64.to_string()));
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let hosts = fields.next().unwrap_or_default();
+            if hosts.starts_with('@') {
+                continue;
+            }
+            let (Some(kind), Some(b64)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            if names(hosts, &name) {
+                entries.push((kind.to_string(), b64.to_string()));
+            }
         }
+        Ok(Known { entries })
     }
-    Ok(found)
+
+    /// Whether `key` (its wire encoding) is listed.
+    pub fn lists(&self, key: &[u8]) -> bool {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.entries
+            .iter()
+            .any(|(_, k)| b64.decode(k).is_ok_and(|k| k == key))
+    }
+
+    /// The key types listed (`ssh-ed25519`, …): OpenSSH asks the server for
+    /// these first, so a server with several host keys shows the one known
+    /// here.
+    pub fn key_types(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(t, _)| t.as_str())
+    }
 }
 
 /// Whether a line's comma-separated patterns name `name`.
@@ -116,12 +121,16 @@ mod tests {
             format!("# c\nother ssh-rsa AAAA\n[127.0.0.1]:2222,h*.example ssh-ed25519 {b64}\n"),
         )
         .unwrap();
-        assert!(known_host(&f, "127.0.0.1", 2222, key).unwrap());
-        assert!(known_host(&f, "host.example", 22, key).unwrap());
-        assert!(!known_host(&f, "127.0.0.1", 22, key).unwrap());
-        assert!(!known_host(&f, "127.0.0.1", 2222, b"other").unwrap());
-        assert_eq!(key_types(&f, "127.0.0.1", 2222).unwrap(), ["ssh-ed25519"]);
-        assert!(key_types(&f, "other.example", 22).unwrap().is_empty());
+        let known = |host, port| Known::read(&f, host, port).unwrap();
+        assert!(known("127.0.0.1", 2222).lists(key));
+        assert!(known("host.example", 22).lists(key));
+        assert!(!known("127.0.0.1", 22).lists(key));
+        assert!(!known("127.0.0.1", 2222).lists(b"other"));
+        assert_eq!(
+            known("127.0.0.1", 2222).key_types().collect::<Vec<_>>(),
+            ["ssh-ed25519"]
+        );
+        assert_eq!(known("other.example", 22).key_types().count(), 0);
     }
 
     #[test]
@@ -146,8 +155,9 @@ mod tests {
             ),
         )
         .unwrap();
-        assert!(known_host(&f, "127.0.0.1", 2222, key).unwrap());
-        assert!(!known_host(&f, "127.0.0.1", 22, key).unwrap());
-        assert!(!known_host(&f, "127.0.0.2", 2222, key).unwrap());
+        let known = |host, port| Known::read(&f, host, port).unwrap();
+        assert!(known("127.0.0.1", 2222).lists(key));
+        assert!(!known("127.0.0.1", 22).lists(key));
+        assert!(!known("127.0.0.2", 2222).lists(key));
     }
 }
