@@ -35,6 +35,7 @@ use nix::sys::stat::Mode;
 use crate::indexfile::{self, Stat};
 use crate::spare;
 use crate::sparse::Sparse;
+use crate::treewalk;
 
 pub(crate) const MODE_TREE: i32 = 0o040000;
 pub(crate) const MODE_LINK: i32 = 0o120000;
@@ -44,9 +45,6 @@ const MODE_EXEC: i32 = 0o100755;
 /// Smaller unchanged files are inflated rather than copied when the
 /// filesystem cannot reflink.
 const COPY_MIN: u64 = 64 * 1024;
-
-/// More threads than this only contend on the directory locks.
-const MAX_THREADS: usize = 8;
 
 pub(crate) struct Item {
     pub path: Vec<u8>,
@@ -309,10 +307,7 @@ fn write_files(
     size_limit: Option<u64>,
 ) -> Result<HashMap<usize, Stat>> {
     let runs = directory_runs(&files);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS)
-        .min(files.len() / 64 + 1);
+    let threads = treewalk::threads_for(files.len());
     let next = AtomicUsize::new(0);
     let work = Work {
         files: &files,

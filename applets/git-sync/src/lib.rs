@@ -34,6 +34,7 @@ mod sparse;
 mod sshproto;
 mod sync_loop;
 mod tcp;
+mod treewalk;
 mod trust;
 mod worktree;
 
