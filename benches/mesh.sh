@@ -12,6 +12,8 @@
 #                each chain adds to direct
 #   memory       RSS of each sidecar idle, and the most seen at 1,000 req/s
 # Usage: benches/mesh.sh [path/to/sidecar]   (needs h2load nginx haproxy openssl)
+# TOKIO_WORKER_THREADS=1 runs each sidecar on one thread, as HAProxy here (nbthread 1);
+# by default each takes one per CPU.
 # Build first: cargo build --release --no-default-features --features tcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -129,6 +129,52 @@ fn h2load_multiplexed_requests_spread_over_endpoints() {
     );
 }
 
+/// With one thread to run on (TOKIO_WORKER_THREADS=1, or a CPU limit of one
+/// core), the proxy runs on a single-threaded runtime: no worker threads,
+/// and HTTP/1.1 keep-alive, h2c and multiplexed load are all served.
+#[test]
+fn one_worker_thread_runs_single_threaded_and_serves_http1_and_h2() {
+    if !require_peer("curl") || !require_peer("h2load") || !require_peer("nginx") {
+        return;
+    }
+    let (h1, h2) = (Nginx::http1("H1"), Nginx::h2c("H2"));
+    let start = |up: SocketAddr| {
+        let listen = "--listen=127.0.0.1:0".to_string();
+        let upstream = format!("--upstream={up}");
+        let mut cmd = support::Sidecar::command("tcp-proxy", &[&listen, &upstream]);
+        cmd.env("TOKIO_WORKER_THREADS", "1");
+        Proxy::start_command(&mut cmd, 1)
+    };
+    let (p1, p2) = (start(h1.addr), start(h2.addr));
+    let target = url(&p1, "/");
+    let out = curl(&[&target, &target, &target]);
+    assert_eq!(out, "H1\nH1\nH1\n");
+    let out = curl(&["--http2-prior-knowledge", &url(&p2, "/")]);
+    assert_eq!(out, "H2\n");
+    let out = support::run_cmd(Command::new("h2load").args([
+        "-n",
+        "200",
+        "-c",
+        "2",
+        "-m",
+        "10",
+        &url(&p2, "/"),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("200 2xx"), "{text}");
+    for p in [&p1, &p2] {
+        let tasks = format!("/proc/{}/task", p.sidecar.pid());
+        let threads: Vec<String> = std::fs::read_dir(tasks)
+            .unwrap()
+            .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+            .collect();
+        assert!(
+            !threads.iter().any(|t| t.starts_with("tokio-rt")),
+            "a runtime worker thread runs: {threads:?}"
+        );
+    }
+}
+
 #[test]
 fn routes_by_host_and_longest_path_prefix() {
     if !require_peer("curl") || !require_peer("nginx") {

@@ -20,7 +20,12 @@ impl Proxy {
     /// `sidecar tcp-proxy ARGS`, waiting until `routes` listeners are bound
     /// and the proxy is ready.
     pub fn start(args: &[&str], routes: usize) -> Proxy {
-        let proxy = Self::spawn(&mut Sidecar::command("tcp-proxy", args), routes);
+        Self::start_command(&mut Sidecar::command("tcp-proxy", args), routes)
+    }
+
+    /// Like `start`, for a command the test prepared (its environment).
+    pub fn start_command(cmd: &mut std::process::Command, routes: usize) -> Proxy {
+        let proxy = Self::spawn(cmd, routes);
         support::wait_until("proxy ready", || {
             support::http::get(proxy.admin, "/readyz").status == 200
         });

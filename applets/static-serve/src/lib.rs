@@ -297,7 +297,7 @@ impl Applet for StaticServe {
         // Metrics exist before the listening line is logged: whoever reads
         // that line may scrape at once.
         let metrics = metrics::Metrics::register(&mut ctx.registry());
-        let listeners = listen::bind_all(&a.listen, server::worker_count()).await?;
+        let listeners = listen::bind_all(&a.listen, sidecar_runtime::worker_threads()).await?;
         if let Some(auth) = &settings.auth {
             auth.watch();
         }

@@ -52,16 +52,6 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
 }
 
-/// How many threads serve TCP connections: the CPUs this container may use,
-/// or `TOKIO_WORKER_THREADS` (as for any tokio program).
-pub fn worker_count() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// Serves until shutdown, then drains in-flight requests within the grace period.
 ///
 /// TCP: one OS thread per worker, each with a single-threaded runtime
