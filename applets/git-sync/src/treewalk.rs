@@ -71,17 +71,12 @@ impl Queue {
     /// Lists directories until none is pending and no thread can find more.
     fn work(&self, dir: &Path, visit: &(impl Fn(&[u8], &DirEntry) -> Result<bool> + Sync)) {
         while let Some(rel) = self.take() {
-            let mut found = Vec::new();
-            let listed = list(dir, &rel, visit, &mut found);
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.busy -= 1;
-            match listed {
-                Ok(()) => state.pending.append(&mut found),
-                Err(e) => {
-                    state.failed.get_or_insert(e);
-                }
-            }
-            self.changed.notify_all();
+            let mut listed = Listed {
+                queue: self,
+                found: Vec::new(),
+                outcome: None,
+            };
+            listed.outcome = Some(list(dir, &rel, visit, &mut listed.found));
         }
     }
 
@@ -103,6 +98,36 @@ impl Queue {
             // thread, and the tree has finitely many.
             state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// A directory taken from the queue: when dropped (listed, or unwound by a
+/// panic in `visit`), it is no longer busy, and what it found or its error
+/// goes to the queue. Without that, a panic would leave the other threads
+/// waiting for it for ever.
+struct Listed<'a> {
+    queue: &'a Queue,
+    found: Vec<Vec<u8>>,
+    /// None: the listing did not finish.
+    outcome: Option<Result<()>>,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        let mut state = self.queue.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.busy -= 1;
+        match self.outcome.take() {
+            Some(Ok(())) => state.pending.append(&mut self.found),
+            Some(Err(e)) => {
+                state.failed.get_or_insert(e);
+            }
+            None => {
+                state
+                    .failed
+                    .get_or_insert_with(|| anyhow::anyhow!("a directory's listing panicked"));
+            }
+        }
+        self.queue.changed.notify_all();
     }
 }
 
@@ -203,5 +228,17 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "refused d3/e1");
+    }
+
+    #[test]
+    fn a_panic_in_one_thread_ends_the_walk_instead_of_hanging_the_others() {
+        let t = tree();
+        let walked = std::panic::catch_unwind(|| {
+            walk(t.path(), 4, |path, entry| {
+                assert!(path != b"d2/e2", "boom");
+                Ok(entry.file_type()?.is_dir())
+            })
+        });
+        assert!(walked.is_err(), "the panic reaches the caller");
     }
 }
