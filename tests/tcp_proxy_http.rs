@@ -19,6 +19,11 @@ use support::require_peer;
 use web::{curl, Nginx};
 
 fn proxy(upstreams: &[SocketAddr], extra: &[&str]) -> Proxy {
+    Proxy::start_command(&mut proxy_command(upstreams, extra), 1)
+}
+
+/// `sidecar tcp-proxy` on one loopback listener in front of `upstreams`.
+fn proxy_command(upstreams: &[SocketAddr], extra: &[&str]) -> Command {
     let ups: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
     let mut args = vec![
         "--listen=127.0.0.1:0".to_string(),
@@ -26,7 +31,7 @@ fn proxy(upstreams: &[SocketAddr], extra: &[&str]) -> Proxy {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proxy::start(&args, 1)
+    support::Sidecar::command("tcp-proxy", &args)
 }
 
 fn url(p: &Proxy, path: &str) -> String {
@@ -139,11 +144,8 @@ fn one_worker_thread_runs_single_threaded_and_serves_http1_and_h2() {
     }
     let (h1, h2) = (Nginx::http1("H1"), Nginx::h2c("H2"));
     let start = |up: SocketAddr| {
-        let listen = "--listen=127.0.0.1:0".to_string();
-        let upstream = format!("--upstream={up}");
-        let mut cmd = support::Sidecar::command("tcp-proxy", &[&listen, &upstream]);
-        cmd.env("TOKIO_WORKER_THREADS", "1");
-        Proxy::start_command(&mut cmd, 1)
+        let mut cmd = proxy_command(&[up], &[]);
+        Proxy::start_command(cmd.env("TOKIO_WORKER_THREADS", "1"), 1)
     };
     let (p1, p2) = (start(h1.addr), start(h2.addr));
     let target = url(&p1, "/");
