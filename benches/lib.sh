@@ -48,6 +48,11 @@ tree_status_sum() {
   echo "$r"
 }
 
+# The lower of two figures, "-" standing for none yet. Benches that repeat a
+# measurement keep each side's lowest latency: noise on a shared machine only
+# ever adds latency, as it only ever takes throughput away.
+lowest() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "-" || b + 0 < a + 0) ? b : a }'; }
+
 # A ratio a/b with two decimals; "inf" when b is 0 and a is not.
 ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print (a == 0 ? "1.00" : "inf"); else printf "%.2f\n", a / b }'

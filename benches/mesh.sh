@@ -152,10 +152,8 @@ fixed_rate() {
     { v[NR] = $1 }
     END { printf "%.3f %.3f %d\n", v[int(NR*0.50)]/1000, v[int(NR*0.99)]/1000, peak }'
 }
-# The lower of two figures ("-" for none yet): noise on a shared machine
-# only ever adds latency, so each chain's p50 and p99 are the best of ROUNDS
-# rounds, the chains taking turns.
-lowest() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "-" || b + 0 < a + 0) ? b : a }'; }
+# Each chain's p50 and p99 are the lowest of ROUNDS rounds (lib.sh's
+# `lowest`), the chains taking turns.
 higher() { echo $(($1 > $2 ? $1 : $2)); }
 
 printf '\n%-28s %12s %12s %12s %8s\n' "saturation (req/s)" direct sidecar haproxy "sc/hap"

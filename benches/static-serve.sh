@@ -125,9 +125,6 @@ measure() {
 
 # Keeps the round with the most requests/s: "rps p99 cpu".
 best() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); print ((x[1] + 0 >= y[1] + 0) ? a : b) }'; }
-# The lower of two p99s ("-" for none yet): noise only ever adds latency, as
-# it only ever takes requests/s away, so each figure is the best of its rounds.
-lowest() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "-" || b + 0 < a + 0) ? b : a }'; }
 
 printf '%-8s %-12s %12s %10s %12s %10s\n' case server "req/s" p99 "CPU us/req" "RSS KiB"
 for case in 1k.bin 100k.bin missing; do
