@@ -117,10 +117,17 @@ idle_consumer=$(rss_kib "$pid_consumer") idle_provider=$(rss_kib "$pid_provider"
 idle_hc=$(rss_kib "$pid_haproxy_consumer") idle_hp=$(rss_kib "$pid_haproxy_provider")
 
 reqs_per_sec() { sed -nE 's/^finished in .*, ([0-9.]+) req\/s.*/\1/p'; }
-saturate() { # PORT h1|h2 → req/s
-  local opts=(-c 16 -m 1 --h1)
+# PORT h1|h2 PID… → "req/s cpu": cpu is the CPU time (user + system) the
+# given pids spent per request meanwhile, in microseconds.
+saturate() {
+  local port=$1 opts=(-c 16 -m 1 --h1)
   [ "$2" = h2 ] && opts=(-c 16 -m 10)
-  h2load -n "$REQS" "${opts[@]}" "http://127.0.0.1:$1/" 2>/dev/null | reqs_per_sec
+  shift 2
+  local before=0 after=0 p rate
+  for p in "$@"; do before=$((before + $(ticks "$p"))); done
+  rate=$(h2load -n "$REQS" "${opts[@]}" "http://127.0.0.1:$port/" 2>/dev/null | reqs_per_sec)
+  for p in "$@"; do after=$((after + $(ticks "$p"))); done
+  echo "$rate $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$REQS" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
 }
 # PORT h1|h2 PID… → "p50 p99 peak" at 1,000 req/s: p50 and p99 in ms, and
 # the most RSS (KiB) the given pids had meanwhile (their high-water marks,
@@ -156,11 +163,14 @@ fixed_rate() {
 # `lowest`), the chains taking turns.
 higher() { echo $(($1 > $2 ? $1 : $2)); }
 
-printf '\n%-28s %12s %12s %12s %8s\n' "saturation (req/s)" direct sidecar haproxy "sc/hap"
+printf '\n%-28s %12s %12s %12s %8s %18s\n' "saturation (req/s)" direct sidecar haproxy "sc/hap" "proxy CPU us/req"
 for proto in h1 h2; do
   if [ $proto = h1 ]; then d=7001 s=7201 h=7501; else d=7002 s=7211 h=7511; fi
-  rd=$(saturate $d $proto) rs=$(saturate $s $proto) rh=$(saturate $h $proto)
-  printf '%-28s %12s %12s %12s %8s\n' "HTTP/$([ $proto = h1 ] && echo 1.1 keep-alive || echo 2)" "$rd" "$rs" "$rh" "$(ratio "$rs" "$rh")"
+  read -r rd _ < <(saturate $d $proto)
+  read -r rs cs < <(saturate $s $proto "$pid_consumer" "$pid_provider")
+  read -r rh ch < <(saturate $h $proto "$pid_haproxy_consumer" "$pid_haproxy_provider")
+  printf '%-28s %12s %12s %12s %8s %18s\n' "HTTP/$([ $proto = h1 ] && echo 1.1 keep-alive || echo 2)" \
+    "$rd" "$rs" "$rh" "$(ratio "$rs" "$rh")" "$cs / $ch"
 done
 
 declare -A peak_rss
