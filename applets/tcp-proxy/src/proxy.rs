@@ -172,7 +172,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
     // both sides; this branch only ends connections not relaying yet.
     let result = tokio::select! {
         biased;
-        r = admit(&client, &route, &shared, &mut rec) => r,
+        r = Box::pin(admit(&client, &route, &shared, &mut rec)) => r,
         _ = shared.hard_stop.cancelled() => {
             relay::reset(&client);
             Err("shutdown")
@@ -181,7 +181,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Arc<Route>, shared: 
     let http = matches!(&result, Ok(a) if a.http);
     let result = match result {
         Ok(admitted) if admitted.http => {
-            Ok(serve_http(client, admitted, &route, &shared, &rec).await)
+            Ok(Box::pin(serve_http(client, admitted, &route, &shared, &rec)).await)
         }
         Ok(admitted) => tokio::select! {
             biased;
@@ -245,8 +245,11 @@ struct Admitted {
     early: Vec<u8>,
     announced_dst: Option<SocketAddr>,
     http: bool,
-    /// TLS was terminated: the stream to read the client through.
-    tls: Option<tls::Terminated>,
+    /// TLS was terminated: the stream to read the client through. Boxed,
+    /// as the TLS streams below: a connection's task holds them across
+    /// awaits, and inline they would set the size of every connection's
+    /// task (a rustls connection is kilobytes), TLS or not.
+    tls: Option<Box<tls::Terminated>>,
 }
 
 /// Limits, PROXY header, original destination, protocol detection.
@@ -323,7 +326,7 @@ async fn admit(
                 early,
                 announced_dst,
                 http,
-                tls: Some(terminated),
+                tls: Some(Box::new(terminated)),
             });
         }
     }
@@ -451,15 +454,28 @@ async fn proxy(
     let (upstream, up_tls, _lease) = match &route.upstreams {
         Upstreams::OriginalDst => {
             let dst = rec.original_dst.expect("admit found it");
-            let s = Arc::new(connect_direct(dst, route, shared, rec).await?);
-            let tls = upstream_tls(&s, dst, None, header.as_deref(), route, shared)
-                .await
-                .inspect_err(|_| relay::reset(client))?;
+            let s = Arc::new(Box::pin(connect_direct(dst, route, shared, rec)).await?);
+            let tls = Box::pin(upstream_tls(
+                &s,
+                dst,
+                None,
+                header.as_deref(),
+                route,
+                shared,
+            ))
+            .await
+            .inspect_err(|_| relay::reset(client))?;
             (s, tls, None)
         }
         Upstreams::Balanced(pool) => {
-            let (s, tls, lease) =
-                connect_balanced(pool, route, shared, rec, header.as_deref()).await?;
+            let (s, tls, lease) = Box::pin(connect_balanced(
+                pool,
+                route,
+                shared,
+                rec,
+                header.as_deref(),
+            ))
+            .await?;
             (s, tls, Some(lease))
         }
     };
@@ -493,7 +509,7 @@ async fn proxy(
             tls_in: tls_in.map(|t| t.stream),
             up_tls,
         };
-        return relay_tls(ends, header, early, shared, rec, (&up, &down)).await;
+        return Box::pin(relay_tls(ends, header, early, shared, rec, (&up, &down))).await;
     }
     let upstream = Arc::try_unwrap(upstream).expect("plaintext: the only handle");
 
@@ -527,7 +543,7 @@ struct Ends<'a> {
     upstream: Arc<TcpStream>,
     tls_in: Option<tls::ServerStream>,
     /// TLS towards the upstream, established.
-    up_tls: Option<tls::ClientStream>,
+    up_tls: Option<Box<tls::ClientStream>>,
 }
 
 /// [`proxy`]'s relay when TLS is on either side. `header`: a PROXY header
@@ -558,7 +574,7 @@ async fn relay_tls(
             .map_err(|_| fail("upstream_closed"))?;
     }
     let mut up_stream: Pin<Box<dyn Stream>> = match up_tls {
-        Some(s) => Box::pin(s),
+        Some(s) => Box::into_pin(s),
         None => Box::pin(tls::SharedTcp(upstream.clone())),
     };
     if !early.is_empty() && up_stream.write_all(&early).await.is_err() {
@@ -714,7 +730,7 @@ async fn connect_balanced(
     shared: &Shared,
     rec: &mut Record,
     header: Option<&[u8]>,
-) -> Result<(Arc<TcpStream>, Option<tls::ClientStream>, Lease), &'static str> {
+) -> Result<(Arc<TcpStream>, Option<Box<tls::ClientStream>>, Lease), &'static str> {
     let mut tried = Vec::new();
     let mut tls_failed = false;
     for _ in 0..=shared.connect_retries {
@@ -771,7 +787,7 @@ async fn upstream_tls(
     header: Option<&[u8]>,
     route: &Route,
     shared: &Shared,
-) -> Result<Option<tls::ClientStream>, &'static str> {
+) -> Result<Option<Box<tls::ClientStream>>, &'static str> {
     let Some(t) = shared.tls.as_ref().filter(|t| t.originates_to(addr)) else {
         return Ok(None);
     };
@@ -787,5 +803,5 @@ async fn upstream_tls(
     let stream = t
         .connect(s, &host, addr, &route.name, tls::Alpn::Opaque)
         .await?;
-    Ok(Some(stream))
+    Ok(Some(Box::new(stream)))
 }
