@@ -12,8 +12,9 @@
 #                each chain adds to direct
 #   memory       RSS of each sidecar idle, and the most seen at 1,000 req/s
 # Usage: benches/mesh.sh [path/to/sidecar]   (needs h2load nginx haproxy openssl)
-# TOKIO_WORKER_THREADS=1 runs each sidecar on one thread, as HAProxy here (nbthread 1);
-# by default each takes one per CPU.
+# Each sidecar runs on one thread (tcp-proxy's default, --concurrency 1), as
+# each HAProxy here (nbthread 1); TCP_PROXY_CONCURRENCY=0 gives each sidecar a
+# thread per CPU instead.
 # Build first: cargo build --release --no-default-features --features tcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,8 +112,7 @@ pid_haproxy_provider=$!
 haproxy -db -f "$tmp/haproxy-consumer.cfg" >"$tmp/haproxy-consumer.log" 2>&1 & pids+=($!)
 pid_haproxy_consumer=$!
 for p in 7001 7002 7101 7111 7201 7211 7401 7411 7501 7511; do wait_port "$p"; done
-# Our sidecars use multi-threaded runtimes; HAProxy gets the same cores
-# (nbthread 1 per process, two processes, as our two processes).
+# One thread per process on both sides: two sidecars, two HAProxy processes.
 idle_consumer=$(rss_kib "$pid_consumer") idle_provider=$(rss_kib "$pid_provider")
 idle_hc=$(rss_kib "$pid_haproxy_consumer") idle_hp=$(rss_kib "$pid_haproxy_provider")
 

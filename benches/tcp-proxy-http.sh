@@ -61,14 +61,16 @@ backend up2
 EOF
 haproxy -f "$tmp/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
 
-"$BIN" tcp-proxy --admin-addr=off --log-level=warn \
+# A thread per CPU for each tcp-proxy (--concurrency 0), as HAProxy takes
+# by default.
+"$BIN" tcp-proxy --admin-addr=off --log-level=warn --concurrency=0 \
   --route="127.0.0.1:$P1=127.0.0.1:$UP1" --route="127.0.0.1:$P2=127.0.0.1:$UP2" \
   >/dev/null 2>&1 & proxy=$!; pids+=($proxy)
 
 iperf3 -s -p "$IP" >/dev/null 2>&1 & pids+=($!)
-"$BIN" tcp-proxy --admin-addr=off --log-level=warn --route="127.0.0.1:$PA=127.0.0.1:$IP" \
+"$BIN" tcp-proxy --admin-addr=off --log-level=warn --concurrency=0 --route="127.0.0.1:$PA=127.0.0.1:$IP" \
   >/dev/null 2>&1 & pids+=($!)
-"$BIN" tcp-proxy --admin-addr=off --log-level=warn --protocol=tcp --route="127.0.0.1:$PT=127.0.0.1:$IP" \
+"$BIN" tcp-proxy --admin-addr=off --log-level=warn --concurrency=0 --protocol=tcp --route="127.0.0.1:$PT=127.0.0.1:$IP" \
   >/dev/null 2>&1 & pids+=($!)
 for p in $UP1 $UP2 $P1 $P2 $H1 $H2 $IP $PA $PT; do wait_port "$p"; done
 

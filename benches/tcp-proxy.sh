@@ -44,11 +44,11 @@ iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
 $LOAD echo-server 6001 & pids+=($!)
 
 # tcp-proxy (default: plain copies, splice after 1 MiB per direction) and one
-# with splice off.
-"$BIN" tcp-proxy --admin-addr=127.0.0.1:15990 --log-level=warn \
+# with splice off; a thread per CPU each (--concurrency 0), as HAProxy below.
+"$BIN" tcp-proxy --admin-addr=127.0.0.1:15990 --log-level=warn --concurrency=0 \
   --route=127.0.0.1:15201=127.0.0.1:5201 --route=127.0.0.1:16001=127.0.0.1:6001 & pids+=($!)
 TP_PID=$!
-"$BIN" tcp-proxy --admin-addr=127.0.0.1:15991 --log-level=warn --splice-after=0 \
+"$BIN" tcp-proxy --admin-addr=127.0.0.1:15991 --log-level=warn --concurrency=0 --splice-after=0 \
   --route=127.0.0.1:15202=127.0.0.1:5201 & pids+=($!)
 TP_PLAIN_PID=$!
 

@@ -134,46 +134,56 @@ fn h2load_multiplexed_requests_spread_over_endpoints() {
     );
 }
 
-/// With one thread to run on (TOKIO_WORKER_THREADS=1, or a CPU limit of one
-/// core), the proxy runs on a single-threaded runtime: no worker threads,
-/// and HTTP/1.1 keep-alive, h2c and multiplexed load are all served.
+/// The runtime's worker threads in a process.
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap();
+            comm.starts_with("tokio-rt")
+        })
+        .count()
+}
+
+/// By default the proxy runs on one thread, as Linkerd's proxy does: the
+/// single-threaded runtime, no worker threads; `--concurrency 2` runs two.
+/// Either way HTTP/1.1 keep-alive, h2c and multiplexed load are served.
 #[test]
-fn one_worker_thread_runs_single_threaded_and_serves_http1_and_h2() {
+fn one_thread_by_default_and_more_with_concurrency() {
     if !require_peer("curl") || !require_peer("h2load") || !require_peer("nginx") {
         return;
     }
     let (h1, h2) = (Nginx::http1("H1"), Nginx::h2c("H2"));
-    let start = |up: SocketAddr| {
-        let mut cmd = proxy_command(&[up], &[]);
-        Proxy::start_command(cmd.env("TOKIO_WORKER_THREADS", "1"), 1)
+    let start = |up: SocketAddr, extra: &[&str]| {
+        let mut cmd = proxy_command(&[up], extra);
+        Proxy::start_command(cmd.env_remove("TOKIO_WORKER_THREADS"), 1)
     };
-    let (p1, p2) = (start(h1.addr), start(h2.addr));
-    let target = url(&p1, "/");
-    let out = curl(&[&target, &target, &target]);
-    assert_eq!(out, "H1\nH1\nH1\n");
-    let out = curl(&["--http2-prior-knowledge", &url(&p2, "/")]);
-    assert_eq!(out, "H2\n");
-    let out = support::run_cmd(Command::new("h2load").args([
-        "-n",
-        "200",
-        "-c",
-        "2",
-        "-m",
-        "10",
-        &url(&p2, "/"),
-    ]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("200 2xx"), "{text}");
-    for p in [&p1, &p2] {
-        let tasks = format!("/proc/{}/task", p.sidecar.pid());
-        let threads: Vec<String> = std::fs::read_dir(tasks)
-            .unwrap()
-            .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
-            .collect();
-        assert!(
-            !threads.iter().any(|t| t.starts_with("tokio-rt")),
-            "a runtime worker thread runs: {threads:?}"
-        );
+    for extra in [&[][..], &["--concurrency", "2"][..]] {
+        let (p1, p2) = (start(h1.addr, extra), start(h2.addr, extra));
+        let target = url(&p1, "/");
+        let out = curl(&[&target, &target, &target]);
+        assert_eq!(out, "H1\nH1\nH1\n");
+        let out = curl(&["--http2-prior-knowledge", &url(&p2, "/")]);
+        assert_eq!(out, "H2\n");
+        let out = support::run_cmd(Command::new("h2load").args([
+            "-n",
+            "200",
+            "-c",
+            "2",
+            "-m",
+            "10",
+            &url(&p2, "/"),
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("200 2xx"), "{text}");
+        for p in [&p1, &p2] {
+            let workers = runtime_workers(p.sidecar.pid());
+            if extra.is_empty() {
+                assert_eq!(workers, 0, "a runtime worker thread runs by default");
+            } else {
+                assert!(workers >= 2, "--concurrency 2: {workers} worker threads");
+            }
+        }
     }
 }
 

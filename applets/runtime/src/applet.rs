@@ -56,5 +56,11 @@ pub trait Applet: clap::Args + Send + 'static {
         Ok(())
     }
 
+    /// How many threads serve traffic (applets with `MULTI_THREAD`); one
+    /// means the single-threaded runtime.
+    fn worker_threads(&self) -> usize {
+        crate::worker_threads()
+    }
+
     fn run(self, ctx: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

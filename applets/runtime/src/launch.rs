@@ -67,12 +67,12 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
     }
     process::start_reaper();
 
-    // One thread to run on (a CPU limit of one core, or TOKIO_WORKER_THREADS=1):
-    // the single-threaded runtime, which polls I/O on the thread that runs
-    // the tasks. A multi-threaded one with one worker still hands a task
+    // One thread to run on (tcp-proxy's default, a CPU limit of one core, or
+    // TOKIO_WORKER_THREADS=1): the single-threaded runtime, which polls I/O
+    // on the thread that runs the tasks. A multi-threaded one with one worker still hands a task
     // between threads at times (a request relayed over HTTP/2 went from
     // 0.43 to 0.31 ms per hop and back, serially, with this).
-    let workers = worker_threads();
+    let workers = applet.worker_threads();
     let mut rt = if A::MULTI_THREAD && workers > 1 {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(workers);
@@ -93,15 +93,23 @@ pub fn launch<A: Applet>(args: Vec<OsString>) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// How many threads serve traffic: `TOKIO_WORKER_THREADS` (as for any
-/// tokio program), else the CPUs this container may use (its CPU limit
-/// included).
+/// How many threads serve traffic by default: `TOKIO_WORKER_THREADS` (as
+/// for any tokio program), else one per CPU this container may use.
 pub fn worker_threads() -> usize {
+    tokio_worker_threads().unwrap_or_else(cpus)
+}
+
+/// `TOKIO_WORKER_THREADS`, when set to a count.
+pub fn tokio_worker_threads() -> Option<usize> {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The CPUs this container may use, its CPU limit included.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Applet `A`'s command line: its own flags, then the common ones. Also the

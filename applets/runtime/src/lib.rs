@@ -32,7 +32,7 @@ pub use applet::Applet;
 pub use context::Context;
 pub use error::UsageError;
 pub use fdlimit::raise_fd_limit;
-pub use launch::{command, launch, worker_threads};
+pub use launch::{command, cpus, launch, tokio_worker_threads, worker_threads};
 pub use shutdown::Shutdown;
 
 /// Re-exported so applets register metrics against the same crate version the

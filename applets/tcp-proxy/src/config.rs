@@ -187,6 +187,12 @@ pub struct Args {
     #[arg(long, env = "TCP_PROXY_MAX_CONNECTION_DURATION", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
     pub max_connection_duration: Duration,
 
+    /// Threads that carry traffic: 1 (the default, as Linkerd's proxy) runs everything on one
+    /// thread, the cheapest per request; 0 takes one per CPU the container may use (its CPU
+    /// limit). Without the flag, TOKIO_WORKER_THREADS is honoured.
+    #[arg(long, env = "TCP_PROXY_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+
     /// Open client connections over all routes (0 = unlimited); more are closed at once.
     #[arg(
         long,
