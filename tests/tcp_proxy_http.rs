@@ -134,6 +134,16 @@ fn h2load_multiplexed_requests_spread_over_endpoints() {
     );
 }
 
+/// 200 requests from h2load over `conns` connections of 10 streams each,
+/// every one answered 2xx.
+fn h2load_200(url: &str, conns: usize) {
+    let conns = conns.to_string();
+    let out =
+        support::run_cmd(Command::new("h2load").args(["-n", "200", "-c", &conns, "-m", "10", url]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("200 2xx"), "{text}");
+}
+
 /// The runtime's worker threads in a process.
 fn runtime_workers(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -165,17 +175,7 @@ fn one_thread_by_default_and_more_with_concurrency() {
         assert_eq!(out, "H1\nH1\nH1\n");
         let out = curl(&["--http2-prior-knowledge", &url(&p2, "/")]);
         assert_eq!(out, "H2\n");
-        let out = support::run_cmd(Command::new("h2load").args([
-            "-n",
-            "200",
-            "-c",
-            "2",
-            "-m",
-            "10",
-            &url(&p2, "/"),
-        ]));
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("200 2xx"), "{text}");
+        h2load_200(&url(&p2, "/"), 2);
         for p in [&p1, &p2] {
             let workers = runtime_workers(p.sidecar.pid());
             if extra.is_empty() {
@@ -907,17 +907,7 @@ fn http2_requests_reach_an_http1_only_upstream_as_http11() {
     assert_eq!(out, "only-h1\n200 2\n");
     // Multiplexed streams of one client connection, each an HTTP/1.1
     // request upstream.
-    let out = support::run_cmd(Command::new("h2load").args([
-        "-n",
-        "200",
-        "-c",
-        "1",
-        "-m",
-        "10",
-        &url(&p, "/"),
-    ]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("200 2xx"), "{text}");
+    h2load_200(&url(&p, "/"), 1);
     let ok = format!("upstream=\"{}\"", h1.addr);
     assert_eq!(
         p.metric("tcp_proxy_http_requests_total", &[&ok, "class=\"2xx\""]),
