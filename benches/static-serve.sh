@@ -18,7 +18,9 @@
 # run's noise.
 # The h2 case: h2load over TLS (HTTP/2 by ALPN) for the 1 KiB file, nginx with
 # `listen ... ssl http2`, us with --tls-cert/--tls-key (same certificate).
-# Knobs: DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3).
+# Last, the memory of IDLE (2000) idle keep-alive connections, each after one
+# request.
+# Knobs: DURATION (10s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3), IDLE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -176,4 +178,42 @@ done
 printf '%-8s %-12s %12s\n' "h2-1k" nginx "$n_h2"
 printf '%-8s %-12s %12s %10s %12s %10s\n' "h2-1k" static-serve "$o_h2" "" "" "$(rss_kib "$ours_tls")"
 printf '%-8s %-12s %12s\n' "h2-1k" "ours/nginx" "$(awk -v a="$o_h2" -v b="$n_h2" 'BEGIN {printf "%.2fx", a / b}')"
+
+# Idle keep-alive connections: IDLE clients each fetch 1k.bin over HTTP/1.1
+# and keep the connection open (browsers between page loads); RSS before and
+# with them held, per connection.
+IDLE=${IDLE:-2000}
+hold_idle() { # PORT: opens IDLE connections, prints "ready", holds them until stdin closes
+  python3 - "$1" "$IDLE" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /1k.bin HTTP/1.1\r\nHost: bench\r\n\r\n")
+    got = b""
+    while not (b"\r\n\r\n" in got and len(got.split(b"\r\n\r\n", 1)[1]) >= 1024):
+        d = s.recv(65536)
+        if not d:
+            sys.exit("connection closed before the answer")
+        got += d
+    conns.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+PY
+}
+for row in "nginx:$NGINX_PORT:$nginx_master" "static-serve:$OURS_PORT:$ours"; do
+  IFS=: read -r name port pid <<<"$row"
+  before=$(rss_kib "$pid")
+  mkfifo "$work/hold-$name"
+  hold_idle "$port" <"$work/hold-$name" >"$work/ready-$name" & holder=$!
+  exec 4>"$work/hold-$name"
+  for _ in $(seq 600); do grep -q ready "$work/ready-$name" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$work/ready-$name" || { echo "$name: $IDLE idle connections not ready" >&2; exit 1; }
+  after=$(rss_kib "$pid")
+  exec 4>&-
+  wait "$holder" || true
+  printf '%-8s %-12s RSS KiB %6d, with %d idle keep-alive connections %6d: %.2f KiB each\n' \
+    idle "$name" "$before" "$IDLE" "$after" "$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {print (a - b) / n}')"
+done
 echo "workers=$WORKERS connections=$CONNECTIONS wrk-threads=$THREADS duration=$DURATION rounds=$ROUNDS (best) $(nginx -v 2>&1)"
