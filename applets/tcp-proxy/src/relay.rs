@@ -297,7 +297,7 @@ async fn pump(
         let mut buf = Vec::with_capacity(BUF_SIZE);
         loop {
             buf.clear();
-            match src.try_read_buf(&mut buf) {
+            match read_draining(src, BUF_SIZE, || src.try_read_buf(&mut buf)) {
                 Ok(0) => {
                     shutdown_write(dst);
                     return Ok(());
@@ -316,6 +316,33 @@ async fn pump(
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Runs `read`, a non-blocking read of `s` into `room` bytes, and when it
+/// comes back short clears the socket's read readiness, as tokio's own
+/// `TcpStream::poll_read` does (`try_read` does not). epoll reports edges,
+/// so a read that did not fill the buffer took all the socket had: without
+/// this, the next read is a system call that finds it empty (one per
+/// message on a request/response connection). Readiness that arrived in
+/// between is kept: tokio clears only the event the read started from.
+pub fn read_draining(
+    s: &TcpStream,
+    room: usize,
+    read: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut short = None;
+    let r = s.try_io(Interest::READABLE, || match read() {
+        Ok(n) if n > 0 && n < room => {
+            short = Some(n);
+            // Makes try_io clear the readiness; the bytes are kept.
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        r => r,
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => short.ok_or(e),
+        r => r,
     }
 }
 

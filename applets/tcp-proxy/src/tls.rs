@@ -403,7 +403,9 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
+            let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
+            match crate::relay::read_draining(&self.0, room, || self.0.try_read(unfilled)) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
