@@ -8,7 +8,7 @@ use super::support::{self, http, Sidecar};
 fn static_web_server_names_and_variables_keep_their_meaning() {
     let dir = site();
     let www = dir.path().join("www");
-    support::write(&dir.path().join("pages/404.html"), "custom not found\n");
+    support::write(&www.join("404.html"), "custom not found\n");
     std::fs::create_dir(www.join("empty")).unwrap();
     let port = support::free_port().to_string();
     let mut cmd = Sidecar::command(
@@ -18,9 +18,9 @@ fn static_web_server_names_and_variables_keep_their_meaning() {
             "127.0.0.1",
             "-p",
             &port,
-            // SWS resolves the page from the working directory.
+            // SWS resolves a relative 404 page under the root.
             "--page404",
-            "pages/404.html",
+            "./404.html",
             "-z",
             "--health",
             "--security-headers",
@@ -53,7 +53,8 @@ fn static_web_server_names_and_variables_keep_their_meaning() {
     assert_eq!((r.status, r.text().as_str()), (200, "hello world\n"));
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
-    assert!(r.header("strict-transport-security").is_some());
+    // HSTS only over TLS, as SWS (tls_h2.rs has the TLS side).
+    assert_eq!(r.header("strict-transport-security"), None);
     assert_eq!(
         r.header("access-control-allow-origin"),
         Some("https://app.example")
@@ -79,14 +80,12 @@ fn unsupported_static_web_server_flags_and_values_exit_2_naming_them() {
         (vec!["-q", "5"], "--grace-period"),
         (vec!["--https-redirect"], "--https-redirect"),
         (vec!["--config-file", "sws.toml"], "--config-file"),
+        (vec!["--maintenance-mode"], "--maintenance-mode"),
+        (vec!["--etag", "false"], "only `true`"),
+        (vec!["--use-relative-root"], "--use-relative-root"),
         (
             vec!["--compression-static", "false"],
             "--compression-static",
-        ),
-        (vec!["-e"], "--cache-control-headers"),
-        (
-            vec!["--directory-listing-format", "json"],
-            "--directory-listing-format",
         ),
         (vec!["--http2"], "--http2"),
         (vec!["--tls"], "--tls"),
@@ -107,4 +106,127 @@ fn unsupported_static_web_server_flags_and_values_exit_2_naming_them() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn static_web_server_variables_of_unsupported_options_exit_2_naming_them() {
+    let dir = site();
+    let www = dir.path().join("www");
+    let refused = |var: &str, value: &str| {
+        let mut cmd = Sidecar::command("static-serve", &["--admin-addr=off", "--check"]);
+        cmd.env("SERVER_ROOT", &www).env(var, value);
+        support::run_cmd(&mut cmd)
+    };
+    for (var, value) in [
+        ("SERVER_MAINTENANCE_MODE", "true"),
+        ("SERVER_ETAG", "false"),
+        ("SERVER_CONFIG_FILE", "./sws.toml"),
+        ("SERVER_GRACE_PERIOD", "5"),
+    ] {
+        let out = refused(var, value);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {err}");
+        assert!(
+            err.contains(var) && err.contains("not support"),
+            "{var}: {err}"
+        );
+    }
+    // SWS's defaults spelled out are what we do anyway.
+    for (var, value) in [
+        ("SERVER_REDIRECT_TRAILING_SLASH", "true"),
+        ("SERVER_MAINTENANCE_MODE", "false"),
+        ("SERVER_LOG_WITH_ANSI", "false"),
+        ("SERVER_FALLBACK_PAGE", ""),
+        ("SERVER_BASIC_AUTH", ""),
+    ] {
+        let out = refused(var, value);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{var}={value}: {err}");
+    }
+    // SWS's `pretty` log format is our text.
+    let out = support::run(&[
+        "static-serve",
+        "--admin-addr=off",
+        "--check",
+        "--log-format",
+        "pretty",
+        "--root",
+        www.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // SERVER_LOG_LEVEL and -g are the log filter: a bad one is refused by name.
+    for out in [
+        refused("SERVER_LOG_LEVEL", "no such=level"),
+        support::run(&[
+            "static-serve",
+            "--admin-addr=off",
+            "--check",
+            "-g",
+            "no such=level",
+        ]),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--log-level"), "{err}");
+    }
+}
+
+#[test]
+fn listen_and_static_web_server_port_together_exit_2_naming_both() {
+    let dir = site();
+    let mut cmd = Sidecar::command(
+        "static-serve",
+        &["--admin-addr=off", "--check", "--listen", "127.0.0.1:1"],
+    );
+    cmd.env("SERVER_ROOT", dir.path().join("www"))
+        .env("SERVER_PORT", "8787");
+    let out = support::run_cmd(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--listen") && err.contains("SERVER_PORT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cache_control_headers_and_listing_formats_as_static_web_server() {
+    let dir = site();
+    let www = dir.path().join("www");
+    for (name, body) in [("app.css", "a{}"), ("feed.json", "{}"), ("list/a.txt", "a")] {
+        support::write(&www.join(name), body);
+    }
+    let (_sc, addr) = super::serve(
+        &www,
+        &["-e", "-z", "--directory-listing-format", "JSON", "--health"],
+    );
+    for (path, want) in [
+        ("/app.css", "public, max-age=31536000"),
+        ("/feed.json", "public, max-age=3600"),
+        ("/hello.txt", "public, max-age=86400"),
+    ] {
+        assert_eq!(
+            http::get(addr, path).header("cache-control"),
+            Some(want),
+            "{path}"
+        );
+    }
+    // `json` lists as JSON whatever the client accepts.
+    let r = http::request(addr, "GET", "/list/", &[("accept", "text/html")], b"");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.text().contains("a.txt"), "{}", r.text());
+    // SWS's /health body.
+    let h = http::get(addr, "/health");
+    assert_eq!((h.status, h.text().as_str()), (200, "OK"));
+
+    let (_sc, addr) = super::serve(&www, &["-z", "--directory-listing-format", "html"]);
+    let r = http::request(
+        addr,
+        "GET",
+        "/list/",
+        &[("accept", "application/json")],
+        b"",
+    );
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(http::get(addr, "/app.css").header("cache-control"), None);
 }

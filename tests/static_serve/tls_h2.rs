@@ -221,6 +221,66 @@ fn https_with_alpn_h2_follows_certificate_rotation_and_keeps_the_old_on_a_bad_fi
 }
 
 #[test]
+fn static_web_server_tls_and_http2_switches_keep_their_meaning() {
+    if !peers(&["curl", "openssl"]) {
+        return;
+    }
+    let dir = site();
+    let www = dir.path().join("www");
+    let (crt, key) = certificate(dir.path(), "one");
+    let (crt, key) = (crt.to_str().unwrap(), key.to_str().unwrap());
+    let get = |addr: std::net::SocketAddr, scheme: &str| {
+        let url = format!("{scheme}://localhost:{}/hello.txt", addr.port());
+        let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+        curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            crt,
+            "-D",
+            "-",
+            "-w",
+            "%{http_version}",
+            &url,
+        ])
+    };
+
+    // `--tls false`: plain HTTP, whatever certificate is named.
+    let (_sc, addr) = serve(
+        &www,
+        &["--tls", "false", "--tls-cert", crt, "--tls-key", key],
+    );
+    assert!(get(addr, "http").ends_with("hello world\n1.1"));
+
+    // `--http2 false`: TLS offers HTTP/1.1 only.
+    let (_sc, addr) = serve(
+        &www,
+        &[
+            "--tls",
+            "--http2",
+            "false",
+            "--tls-cert",
+            crt,
+            "--tls-key",
+            key,
+        ],
+    );
+    assert!(get(addr, "https").ends_with("hello world\n1.1"));
+    let out = s_client(addr, &["-alpn", "h2"]);
+    assert!(out.contains("No ALPN negotiated"), "{out}");
+
+    // `--http2`: h2, and SWS's security headers by default, HSTS included.
+    let (_sc, addr) = serve(&www, &["--http2", "--tls-cert", crt, "--tls-key", key]);
+    let answer = get(addr, "https");
+    assert!(answer.ends_with("hello world\n2"), "{answer}");
+    assert!(
+        answer.contains("strict-transport-security: max-age=63072000"),
+        "{answer}"
+    );
+    assert!(answer.contains("x-frame-options: DENY"), "{answer}");
+}
+
+#[test]
 fn tls_files_missing_unpaired_or_mismatched_exit_2_naming_the_flag() {
     if !peers(&["openssl"]) {
         return;

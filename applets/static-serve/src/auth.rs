@@ -3,8 +3,9 @@
 //! bcrypt is deliberately slow (tens of ms per check), so a successful check is
 //! remembered as a SHA-256 digest of user, password and hash, compared in
 //! constant time; the file's own hash is only run again when the password
-//! differs. Unknown users are checked against a dummy hash so response time does
-//! not reveal which user names exist (SWS v2.41.0, darkhttpd CVE-2024-23771).
+//! differs. Unknown users are checked against a dummy hash of the users' own
+//! cost (the most common one, when they differ), so response time does not
+//! reveal which user names exist (SWS v2.41.0, darkhttpd CVE-2024-23771).
 //!
 //! The file is reloaded when `sidecar_runtime::watch` sees it change (a
 //! Kubernetes Secret is updated by swapping a symlink); a file that no longer
@@ -24,13 +25,36 @@ use tokio::sync::Semaphore;
 pub struct BasicAuth {
     /// The htpasswd file (none for an inline entry, which never changes).
     path: Option<PathBuf>,
-    users: RwLock<Arc<HashMap<String, String>>>,
+    users: RwLock<Arc<Users>>,
     /// The file as it was when the users were read.
     loaded: Fingerprint,
-    dummy: String,
     verified: Mutex<HashMap<String, [u8; 32]>>,
     /// Bounds the CPU that unauthenticated clients can make us burn on bcrypt.
     slots: Semaphore,
+}
+
+/// The users' hashes by name, and the hash unknown names are checked against.
+struct Users {
+    by_name: HashMap<String, String>,
+    dummy: String,
+}
+
+impl Users {
+    fn new(by_name: HashMap<String, String>) -> Result<Users, String> {
+        // `$2b$NN$…`: NN is the cost, 2^NN rounds.
+        let mut costs: HashMap<u32, usize> = HashMap::new();
+        for hash in by_name.values() {
+            if let Some(cost) = hash.get(4..6).and_then(|c| c.parse().ok()) {
+                *costs.entry(cost).or_default() += 1;
+            }
+        }
+        let cost = costs
+            .into_iter()
+            .max_by_key(|&(cost, n)| (n, cost))
+            .map_or(bcrypt::DEFAULT_COST, |(cost, _)| cost);
+        let dummy = bcrypt::hash("static-serve-dummy", cost).map_err(|e| e.to_string())?;
+        Ok(Users { by_name, dummy })
+    }
 }
 
 fn parse(path: &Path) -> Result<HashMap<String, String>, String> {
@@ -85,13 +109,10 @@ impl BasicAuth {
         loaded: Fingerprint,
         users: HashMap<String, String>,
     ) -> Result<BasicAuth, String> {
-        let dummy =
-            bcrypt::hash("static-serve-dummy", bcrypt::DEFAULT_COST).map_err(|e| e.to_string())?;
         Ok(BasicAuth {
             path,
-            users: RwLock::new(Arc::new(users)),
+            users: RwLock::new(Arc::new(Users::new(users)?)),
             loaded,
-            dummy,
             verified: Mutex::new(HashMap::new()),
             slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         })
@@ -126,9 +147,9 @@ impl BasicAuth {
 
     fn reload(&self) {
         let Some(path) = &self.path else { return };
-        match parse(path) {
+        match parse(path).and_then(Users::new) {
             Ok(users) => {
-                tracing::info!(file = %path.display(), users = users.len(), "reloaded --basic-auth-file");
+                tracing::info!(file = %path.display(), users = users.by_name.len(), "reloaded --basic-auth-file");
                 *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
                 self.lock().clear();
             }
@@ -144,8 +165,8 @@ impl BasicAuth {
             return false;
         };
         let users = self.users.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let known = users.get(&user);
-        let hash = known.unwrap_or(&self.dummy).clone();
+        let known = users.by_name.get(&user);
+        let hash = known.unwrap_or(&users.dummy).clone();
         let digest: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
             .chain_update([0])
@@ -200,6 +221,21 @@ mod tests {
     fn basic(user: &str, pass: &str) -> http::HeaderValue {
         let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         format!("Basic {b}").parse().unwrap()
+    }
+
+    #[test]
+    fn unknown_users_are_checked_at_the_users_cost() {
+        // The cost an attacker would otherwise time: one user at cost 5
+        // (`htpasswd -B`'s), or most users' when they differ.
+        for (costs, want) in [(&[5][..], "$2b$05$"), (&[6, 4, 6], "$2b$06$")] {
+            let by_name = costs
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (format!("u{i}"), bcrypt::hash("x", c).unwrap()))
+                .collect();
+            let users = Users::new(by_name).unwrap();
+            assert!(users.dummy.starts_with(want), "{costs:?}: {}", users.dummy);
+        }
     }
 
     #[tokio::test]

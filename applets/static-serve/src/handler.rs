@@ -27,6 +27,7 @@ use crate::present::Present;
 use crate::range::{self, Ranges};
 use crate::settings::{PageFile, Settings};
 use crate::tree::{Entry, FileId, OpenError, OpenFile, Root, Tree};
+use crate::ListingFormat;
 
 const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS");
 /// A request that misses on a tree that was swapped out meanwhile is retried on
@@ -151,7 +152,13 @@ impl Handler {
             && req.uri().path() == "/health"
             && matches!(*req.method(), Method::GET | Method::HEAD)
         {
-            let mut r = text(StatusCode::OK, "OK\n");
+            // static-web-server's answer, byte for byte.
+            let mut r = Response::new(Body::bytes(Bytes::from_static(b"OK")));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            set_length(&mut r);
             if req.method() == Method::HEAD {
                 r.body_mut().discard();
             }
@@ -328,7 +335,12 @@ impl Handler {
         }
         match tree.list(dir, rel, self.s.policy) {
             Ok(entries) => {
-                let (body, ctype) = if listing::wants_json(ask.headers) {
+                let json = match self.s.listing_format {
+                    ListingFormat::Auto => listing::wants_json(ask.headers),
+                    ListingFormat::Html => false,
+                    ListingFormat::Json => true,
+                };
+                let (body, ctype) = if json {
                     (listing::json(&entries), "application/json")
                 } else {
                     (
@@ -341,7 +353,9 @@ impl Handler {
                 let h = r.headers_mut();
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                h.insert(header::VARY, HeaderValue::from_static("Accept"));
+                if self.s.listing_format == ListingFormat::Auto {
+                    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+                }
                 Found::Listing(r)
             }
             Err(e) => Found::Response(open_error(OpenError::Io(e))),

@@ -39,6 +39,19 @@ use sidecar_runtime::{Applet, Context};
 
 const CORS_ALLOW_HEADERS: &str = "origin, content-type, authorization";
 const CORS_EXPOSE_HEADERS: &str = "origin, content-type";
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
+
+/// How a directory listing is written (static-web-server's
+/// `--directory-listing-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListingFormat {
+    /// HTML, or JSON for `Accept: application/json`.
+    #[default]
+    Auto,
+    Html,
+    Json,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "static-serve options")]
@@ -58,7 +71,7 @@ pub struct StaticServe {
     #[arg(
         long,
         env = "STATIC_SERVE_LISTEN",
-        default_value = "0.0.0.0:8080",
+        default_value = DEFAULT_LISTEN,
         value_delimiter = ',',
         value_name = "ADDR"
     )]
@@ -218,6 +231,14 @@ pub struct StaticServe {
     /// static-web-server's `--health` (set from `sws`).
     #[arg(skip)]
     health: bool,
+
+    /// static-web-server's `--directory-listing-format` (set from `sws`).
+    #[arg(skip)]
+    listing_format: ListingFormat,
+
+    /// static-web-server's `--http2 false`: TLS offers HTTP/1.1 only (set from `sws`).
+    #[arg(skip)]
+    tls_http1_only: bool,
 }
 
 impl StaticServe {
@@ -241,6 +262,10 @@ impl Applet for StaticServe {
     const NAME: &'static str = "static-serve";
     const ABOUT: &'static str = "Serve static files, following atomic root swaps";
     const ADMIN_ADDR: &'static str = "0.0.0.0:9541";
+
+    fn rewrite_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+        sws::rewrite_args(args)
+    }
 
     /// Flags, listen addresses, pages, globs, the htpasswd file and the TLS
     /// files, read and checked; nothing binds.
@@ -280,7 +305,11 @@ impl Applet for StaticServe {
                     let config = material.server_config(
                         tls::ClientAuth::Off,
                         tls::Identities::parse(&[], "--tls-cert")?,
-                        tls::ALPN_H2_HTTP1,
+                        if a.tls_http1_only {
+                            ALPN_HTTP1
+                        } else {
+                            tls::ALPN_H2_HTTP1
+                        },
                     )?;
                     Some(tokio_rustls::TlsAcceptor::from(config))
                 }

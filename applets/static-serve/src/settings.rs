@@ -26,6 +26,7 @@ pub struct Settings {
     pub root: PathBuf,
     pub index_files: Vec<PathBuf>,
     pub listing: bool,
+    pub listing_format: crate::ListingFormat,
     pub spa_fallback: Option<PageFile>,
     pub not_found_page: Option<PageFile>,
     pub policy: Policy,
@@ -112,6 +113,7 @@ impl Settings {
             root: a.root.clone(),
             index_files,
             listing: a.listing,
+            listing_format: a.listing_format,
             spa_fallback: page("--spa-fallback", &a.spa_fallback)?,
             not_found_page: page("--not-found-page", &a.not_found_page)?,
             policy: Policy {
