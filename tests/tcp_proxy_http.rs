@@ -70,10 +70,16 @@ fn http1_keep_alive_connection_is_balanced_per_request() {
             "class=\"2xx\"",
         ];
         assert_eq!(p.metric("tcp_proxy_http_requests_total", &labels), 5.0);
+        // The latency histogram per endpoint too.
+        let upstream = format!("upstream=\"{up}\"");
+        assert_eq!(
+            p.metric(
+                "tcp_proxy_http_response_seconds_count",
+                &[route.as_str(), &upstream]
+            ),
+            5.0
+        );
     }
-    assert!(p
-        .metrics()
-        .contains("tcp_proxy_http_response_seconds_bucket"));
 }
 
 #[test]
@@ -295,15 +301,75 @@ fn request_smuggling_spellings_are_refused_before_the_upstream() {
         ),
         5.0
     );
-    // Later requests on a kept-alive connection reach hyper's parser, which
-    // refuses obs-fold too.
+    // A head longer than detection reads (a padding header of 9,000 bytes)
+    // is checked all the same.
+    let padded = [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nX-Pad: "[..],
+        &[b'p'; 9000],
+        b"\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ]
+    .concat();
+    assert!(raw(&p, &padded).starts_with("HTTP/1.1 400"));
+    assert!(up.drain().is_empty());
+}
+
+/// Every request of a kept-alive connection is checked on its raw bytes,
+/// not only the first: the requests before a smuggling spelling are
+/// answered, the spelling gets the 400 and the connection closes, and the
+/// upstream never sees it nor what it would have smuggled.
+#[test]
+fn smuggling_spellings_on_a_later_request_are_refused_before_the_upstream() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let first = &b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"[..];
+    let smuggled = &b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"[..];
+    for spelling in [
+        &b"POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /te-cl HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 38\r\n\r\n0\r\n\r\n",
+        b"POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+        b"GET /fold HTTP/1.1\r\nHost: a\r\nX-F: a\r\n b\r\n\r\n",
+    ] {
+        // After a body, too: the guard follows both framings to the next head.
+        let chunked = &b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..];
+        let answer = raw(&p, &[first, chunked, spelling, smuggled].concat());
+        let statuses: Vec<&str> = answer
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &answer[i + 9..i + 12])
+            .collect();
+        assert_eq!(statuses, ["200", "200", "400"], "{answer}");
+        assert!(answer.contains("request smuggling refused"), "{answer}");
+        let got = up.drain();
+        let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/first", "/chunked"]);
+        assert_eq!(got[1].body, b"abc");
+    }
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_http_local_responses_total",
+            &["cause=\"smuggling\""]
+        ),
+        4.0
+    );
+}
+
+/// A request line longer than protocol detection reads (a padded URL) is
+/// still HTTP: routed, rate-limited and checked like any other.
+#[test]
+fn a_padded_request_line_is_still_handled_as_http() {
+    let (api, other) = (Receiver::start(), Receiver::start());
+    let route = format!("/api/={}", api.addr);
+    let p = proxy(&[other.addr], &["--http-route", &route]);
+    let long = format!("/api/{}", "a".repeat(9000));
     let answer = raw(
         &p,
-        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-F: a\r\n b\r\n\r\n",
+        format!("GET {long} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("HTTP/1.1 400"), "{answer}");
-    assert_eq!(up.drain().len(), 1);
+    let got = api.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].path, long);
+    assert!(got[0].header("x-request-id").is_some());
+    assert!(other.drain().is_empty());
 }
 
 #[test]
@@ -336,6 +402,29 @@ fn local_answers_name_their_cause_and_are_counted() {
     assert_eq!(
         out,
         "tcp-proxy: no endpoint available for this route\n\n503"
+    );
+
+    // 503: every endpoint fails its health check (no panic mode for requests).
+    let dead = support::free_addr();
+    let p = proxy(
+        &[dead],
+        &[
+            "--health-check-interval=100ms",
+            "--health-check-unhealthy-threshold=1",
+        ],
+    );
+    p.wait_metric("tcp_proxy_endpoints", &["state=\"unhealthy\""], 1.0);
+    let out = curl(&[fmt[0], fmt[1], &url(&p, "/")]);
+    assert_eq!(
+        out,
+        "tcp-proxy: no healthy endpoint for this route (health checks, outlier ejection)\n\n503"
+    );
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_http_local_responses_total",
+            &["cause=\"no_healthy_endpoints\""]
+        ),
+        1.0
     );
 
     // 504 and 503: an upstream that accepts and never answers.
@@ -831,61 +920,6 @@ fn send_proxy_protocol_keeps_http_connections_as_tcp_relays() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--send-proxy-protocol"));
-}
-
-/// Later requests on a kept-alive connection are parsed by hyper, not
-/// checked on their raw bytes: Content-Length with Transfer-Encoding is
-/// read as chunked (the length dropped) and the connection closes after
-/// it, and equal duplicate lengths are merged. The upstream gets one
-/// consistently framed request each time and never the smuggled one.
-#[test]
-fn smuggling_spellings_on_a_later_request_reach_the_upstream_reframed_or_not_at_all() {
-    let up = Receiver::start();
-    let p = proxy(&[up.addr], &[]);
-    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
-    let cl_te = [
-        &b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"[..],
-        b"POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        smuggled,
-    ]
-    .concat();
-    let te_cl = [
-        &b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"[..],
-        b"POST /te-cl HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 38\r\n\r\n0\r\n\r\n",
-        smuggled,
-    ]
-    .concat();
-    for case in [cl_te, te_cl] {
-        // raw() reads to EOF: the proxy closes after the ambiguous request.
-        let answer = raw(&p, &case);
-        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
-        let got = up.drain();
-        let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
-        assert_eq!(paths.len(), 2, "{paths:?}");
-        assert_eq!(paths[0], "/first");
-        assert!(paths[1] == "/cl-te" || paths[1] == "/te-cl", "{paths:?}");
-        let post = &got[1];
-        assert!(
-            post.header("content-length").is_none() || post.header("transfer-encoding").is_none(),
-            "one framing only: {:?}",
-            post.headers
-        );
-        assert!(post.body.is_empty());
-    }
-
-    let dup = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
-        POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd";
-    let answer = raw(&p, dup);
-    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
-    let got = up.drain();
-    assert_eq!(got.len(), 2);
-    let lengths = got[1]
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .count();
-    assert_eq!(lengths, 1, "{:?}", got[1].headers);
-    assert_eq!(got[1].body, b"abcd");
 }
 
 /// An HTTP/2 client in front of an app that speaks HTTP/1.1 only: the app

@@ -44,17 +44,25 @@ fn classify(bytes: &[u8]) -> Option<Detected> {
         } else {
             TCP
         }),
-        None if bytes.len() >= MAX_PEEK || !could_be_request_line(bytes) => Some(TCP),
+        None if !could_be_request_line(bytes) => Some(TCP),
+        // A request line longer than we read (a padded URL) is still HTTP:
+        // hyper answers it (414 or 431 when too long), and routes, limits and
+        // the smuggling checks apply to it as to any other.
+        None if bytes.len() >= MAX_PEEK => Some(if has_target(bytes) {
+            Detected::Http
+        } else {
+            TCP
+        }),
         None => None,
     }
 }
 
-/// An HTTP/1 request head is complete (or too big to wait for).
-fn head_complete(bytes: &[u8]) -> bool {
-    bytes.starts_with(H2_PREFACE)
-        || bytes.len() >= MAX_PEEK
-        || bytes.windows(4).any(|w| w == b"\r\n\r\n")
-        || bytes.windows(2).any(|w| w == b"\n\n")
+/// `METHOD SP` and the start of a target: all a request line's start can show.
+fn has_target(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .position(|&b| b == b' ')
+        .is_some_and(|sp| sp > 0 && bytes.get(sp + 1).is_some_and(|b| b.is_ascii_graphic()))
 }
 
 /// `METHOD SP TARGET SP HTTP/1.x` (the trailing CR optional, as parsers accept).
@@ -99,9 +107,8 @@ fn is_tchar(b: u8) -> bool {
 
 /// Reads the start of `s` into `buf` (which may hold bytes read before)
 /// until it tells HTTP from TCP, the peer closes its side, or `deadline`
-/// passes (TCP). For HTTP/1 it reads on to the end of the first request's
-/// head, so the head can be checked before hyper parses it; a head still
-/// incomplete at the deadline is left to hyper.
+/// passes: TCP then, unless what arrived is the start of a request line
+/// with its target begun (a slow client is not a way around HTTP handling).
 pub async fn detect(
     s: &TcpStream,
     buf: &mut Vec<u8>,
@@ -109,14 +116,13 @@ pub async fn detect(
 ) -> io::Result<Detected> {
     let mut found = classify(buf);
     loop {
-        match found {
-            Some(TCP) => return Ok(TCP),
-            Some(Detected::Http) if head_complete(buf) => return Ok(Detected::Http),
-            _ => {}
+        if let Some(found) = found {
+            return Ok(found);
         }
         let ready = tokio::time::timeout_at(deadline, s.readable()).await;
         match ready {
-            Err(_) => return Ok(found.unwrap_or(Detected::Tcp { timed_out: true })),
+            Err(_) if has_target(buf) && could_be_request_line(buf) => return Ok(Detected::Http),
+            Err(_) => return Ok(Detected::Tcp { timed_out: true }),
             Ok(r) => r?,
         }
         buf.reserve(512.min(MAX_PEEK.saturating_sub(buf.len())).max(1));
@@ -151,5 +157,8 @@ mod tests {
         assert_eq!(classify(b"HELO x\r\n"), Some(TCP));
         assert_eq!(classify(b"GET / HTTP/2.0\r\n"), Some(TCP));
         assert_eq!(classify(&[b'A'; MAX_PEEK]), Some(TCP));
+        // A padded URL longer than what detection reads is still a request.
+        let padded = [b"GET /".as_slice(), &[b'a'; MAX_PEEK]].concat();
+        assert_eq!(classify(&padded), Some(Detected::Http));
     }
 }

@@ -160,7 +160,7 @@ impl Metrics {
         );
         r.register(
             "http_response_seconds",
-            "Time from a request's arrival to its response headers, by route",
+            "Time from a request's arrival to its response headers, by route and upstream endpoint (empty for local answers)",
             m.http_latency.clone(),
         );
         r.register(
@@ -171,7 +171,7 @@ impl Metrics {
         r.register(
             "http_local_responses",
             "Answers made by the proxy itself, by route, status and cause (rate_limited, \
-             no_endpoints, upstream_full, connect_failed, upstream_reset, timeout, bad_request)",
+             no_endpoints, no_healthy_endpoints, upstream_full, connect_failed, upstream_reset, timeout, bad_request)",
             m.http_local_responses.clone(),
         );
         m

@@ -136,6 +136,8 @@ pub enum NoEndpoint {
     Empty,
     /// Every endpoint is at --max-connections-per-upstream.
     Full,
+    /// HTTP: every endpoint is failing its health check or ejected.
+    Unhealthy,
 }
 
 /// An endpoint chosen for one connection; counts as active until dropped.
@@ -202,13 +204,16 @@ impl Pool {
     /// (endpoints that already failed this connection) while others remain.
     pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Result<Lease, NoEndpoint> {
         let s = &self.settings;
-        self.pick_with(s.lb, s.max_per_endpoint, client, tried)
+        self.pick_with(s.lb, s.max_per_endpoint, client, tried, true)
     }
 
     /// `pick` for one HTTP request: the lease counts it as outstanding.
+    /// Without a healthy endpoint the request is answered (503) rather
+    /// than sent to a failing one: a client can retry an HTTP answer, and
+    /// meshes (Linkerd's failfast) answer so.
     pub fn pick_request(&self, client: IpAddr, tried: &[SocketAddr]) -> Result<Lease, NoEndpoint> {
         let s = &self.settings;
-        self.pick_with(s.http_lb, s.max_pending_requests, client, tried)
+        self.pick_with(s.http_lb, s.max_pending_requests, client, tried, false)
     }
 
     /// An HTTP response's headers arrived after `rtt`.
@@ -223,6 +228,7 @@ impl Pool {
         max: usize,
         client: IpAddr,
         tried: &[SocketAddr],
+        panic: bool,
     ) -> Result<Lease, NoEndpoint> {
         let all = self.endpoints();
         if all.is_empty() {
@@ -239,12 +245,26 @@ impl Pool {
             }
         }
         // Healthy ones first; when none is left, every endpoint (Envoy's
-        // "panic mode"): sending to a possibly-bad endpoint beats refusing all.
-        let tiers: [&dyn Fn(&Endpoint) -> bool; 3] = [
+        // "panic mode") with `panic`: for a connection, sending to a
+        // possibly-bad endpoint beats refusing all. Without it, healthy
+        // ones only, tried ones last.
+        let panic_tiers: [&dyn Fn(&Endpoint) -> bool; 3] = [
             &|e| e.available(now) && !tried.contains(&e.addr),
             &|e| !tried.contains(&e.addr),
             &|_| true,
         ];
+        let healthy_tiers: [&dyn Fn(&Endpoint) -> bool; 2] =
+            [&|e| e.available(now) && !tried.contains(&e.addr), &|e| {
+                e.available(now)
+            }];
+        let tiers: &[&dyn Fn(&Endpoint) -> bool] = if panic {
+            &panic_tiers
+        } else {
+            if !all.iter().any(|e| e.available(now)) {
+                return Err(NoEndpoint::Unhealthy);
+            }
+            &healthy_tiers
+        };
         for tier in tiers {
             let in_tier: Vec<&Arc<Endpoint>> = all.iter().filter(|e| tier(e)).collect();
             if in_tier.is_empty() {
@@ -450,7 +470,12 @@ impl Pool {
                 })
             })
             .collect();
-        serde_json::json!({ "route": self.route, "lb": format!("{:?}", self.settings.lb), "endpoints": endpoints })
+        serde_json::json!({
+            "route": self.route,
+            "lb": format!("{:?}", self.settings.lb),
+            "http_lb": format!("{:?}", self.settings.http_lb),
+            "endpoints": endpoints,
+        })
     }
 
     fn update_gauges(&self) {

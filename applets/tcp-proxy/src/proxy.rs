@@ -343,7 +343,6 @@ async fn admit(
 }
 
 /// Whether to serve HTTP (`--protocol`, opaque ports, the first bytes).
-/// Refuses a first request spelt for smuggling with a 400.
 async fn detect_http(
     client: &TcpStream,
     route: &Route,
@@ -359,7 +358,7 @@ async fn detect_http(
         ];
         shared.metrics.detected.get_or_create(&labels).inc();
     };
-    let Some(http) = &route.http else {
+    if route.http.is_none() {
         count("tcp", "configured");
         return Ok(false);
     };
@@ -391,12 +390,6 @@ async fn detect_http(
         }
         Detected::Http => {
             count("http", "detected");
-            if let Some(cause) = http_proxy::smuggling(early) {
-                tracing::debug!(route = %route.name, peer = %rec.peer, cause, "request smuggling refused");
-                http.proxy.count_refusal(&route.name);
-                let _ = relay::write_all(client, &http_proxy::refuse_smuggling(cause)).await;
-                return Err("bad_request");
-            }
             Ok(true)
         }
     }
@@ -738,6 +731,8 @@ async fn connect_balanced(
             Ok(l) => l,
             Err(NoEndpoint::Empty) => return Err("no_upstream"),
             Err(NoEndpoint::Full) => return Err("upstream_limit"),
+            // A connection's pick falls back on every endpoint (panic mode).
+            Err(NoEndpoint::Unhealthy) => unreachable!("pick never reports Unhealthy"),
         };
         let addr = lease.endpoint.addr;
         tried.push(addr);

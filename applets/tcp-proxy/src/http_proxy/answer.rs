@@ -13,6 +13,8 @@ pub enum Local {
     RateLimited(Duration),
     /// The route has no endpoint (discovery found none).
     NoEndpoints,
+    /// Every endpoint fails its health check or is ejected.
+    NoHealthyEndpoints,
     /// Every endpoint is at --max-pending-requests.
     UpstreamFull,
     /// No connection to any endpoint tried.
@@ -28,7 +30,9 @@ impl Local {
     pub fn status(self) -> StatusCode {
         match self {
             Local::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Local::NoEndpoints | Local::UpstreamFull => StatusCode::SERVICE_UNAVAILABLE,
+            Local::NoEndpoints | Local::NoHealthyEndpoints | Local::UpstreamFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Local::ConnectFailed | Local::Reset => StatusCode::BAD_GATEWAY,
             Local::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Local::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -40,6 +44,7 @@ impl Local {
         match self {
             Local::RateLimited(_) => "rate_limited",
             Local::NoEndpoints => "no_endpoints",
+            Local::NoHealthyEndpoints => "no_healthy_endpoints",
             Local::UpstreamFull => "upstream_full",
             Local::ConnectFailed => "connect_failed",
             Local::Reset => "upstream_reset",
@@ -52,6 +57,9 @@ impl Local {
         match self {
             Local::RateLimited(_) => "rate limit of this route exceeded (--http-rate-limit)".into(),
             Local::NoEndpoints => "no endpoint available for this route".into(),
+            Local::NoHealthyEndpoints => {
+                "no healthy endpoint for this route (health checks, outlier ejection)".into()
+            }
             Local::UpstreamFull => {
                 "every endpoint has its maximum of pending requests (--max-pending-requests)".into()
             }
@@ -78,8 +86,8 @@ impl Local {
     }
 }
 
-/// The raw 400 for a request-smuggling spelling, written before hyper reads
-/// the request (hyper would accept some of them; see `headers::smuggling`).
+/// The raw 400 for a request-smuggling spelling, which hyper never reads
+/// (it would accept some of them; see `head_guard`).
 pub fn refuse_smuggling(cause: &str) -> Vec<u8> {
     let body = format!("tcp-proxy: request smuggling refused: {cause}\n");
     format!(

@@ -1,5 +1,5 @@
 //! Header rules of a forwarding proxy: hop-by-hop removal (RFC 9110 §7.6.1),
-//! X-Forwarded-For/-Proto, x-request-id, and the request-smuggling spellings
+//! X-Forwarded-For/-Proto, x-request-id
 //! refused before anything reaches an upstream.
 
 use bytes::BytesMut;
@@ -157,38 +157,6 @@ pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-/// Checks a raw HTTP/1 request head (request line and header lines) for the
-/// spellings that let two parsers disagree about where a request ends. hyper
-/// reads a message with both Content-Length and Transfer-Encoding as chunked
-/// and merges equal duplicate Content-Length headers, so these are caught on
-/// the bytes, before hyper sees them. Returns the cause.
-pub fn smuggling(head: &[u8]) -> Option<&'static str> {
-    let mut lines = head.split(|&b| b == b'\n').skip(1);
-    let (mut cl, mut te) = (0, 0);
-    for line in lines.by_ref() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Some("obsolete line folding in a header");
-        }
-        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-        if name.eq_ignore_ascii_case(b"content-length") {
-            cl += 1;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te += 1;
-        }
-    }
-    if cl > 0 && te > 0 {
-        Some("both Content-Length and Transfer-Encoding")
-    } else if cl > 1 {
-        Some("duplicate Content-Length")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,17 +224,5 @@ mod tests {
         h.insert(&X_REQUEST_ID, "from-the-client".parse().unwrap());
         assert_eq!(request_id(&mut h), "from-the-client");
         assert!(h[&X_REQUEST_ID].is_sensitive(), "never indexed onwards");
-    }
-
-    #[test]
-    fn smuggling_spellings() {
-        let ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
-        assert_eq!(smuggling(ok), None);
-        let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(smuggling(both).is_some());
-        let dup = b"POST / HTTP/1.1\r\ncontent-length: 3\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(smuggling(dup), Some("duplicate Content-Length"));
-        let fold = b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n";
-        assert!(smuggling(fold).is_some());
     }
 }

@@ -15,6 +15,7 @@ mod coalesce;
 mod h2_body;
 mod h2_client;
 mod h2_server;
+mod head_guard;
 mod headers;
 mod preface;
 mod retry;
@@ -48,9 +49,9 @@ use crate::config::RetryOn;
 use crate::metrics::{self, Metrics};
 use crate::pool::NoEndpoint;
 
-pub use answer::refuse_smuggling;
+use answer::refuse_smuggling;
 use answer::Local;
-pub use headers::smuggling;
+use head_guard::HeadGuard;
 pub use retry::RetryBudget;
 use router::{Destination, Endpoints, Router};
 pub use upstream::Body;
@@ -220,6 +221,9 @@ struct Ending<'a> {
     idle_timeout: Duration,
     stop: CancellationToken,
     hard_stop: CancellationToken,
+    /// This connection is to finish what it has and close (a refused
+    /// request head, see `head_guard`), even if no request was served.
+    finish: CancellationToken,
 }
 
 impl Ending<'_> {
@@ -233,8 +237,9 @@ impl Ending<'_> {
         tokio::pin!(served);
         let stop = self.stop.cancelled();
         let hard_stop = self.hard_stop.cancelled();
+        let finish = self.finish.cancelled();
         let idle = self.activity.idle_for(self.idle_timeout);
-        tokio::pin!(stop, hard_stop, idle);
+        tokio::pin!(stop, hard_stop, finish, idle);
         // The task wakes once or more per request: the signals and the idle
         // timer are polled only when one of them woke it.
         let side = SideWake::new();
@@ -263,13 +268,18 @@ impl Ending<'_> {
                 }
                 return Poll::Pending;
             }
-            let stopped = stop.as_mut().poll(&mut side_cx).is_ready();
+            let finished = finish.as_mut().poll(&mut side_cx).is_ready();
+            let stopped = finished || stop.as_mut().poll(&mut side_cx).is_ready();
             // Requests in flight finish (HTTP/2: GOAWAY, then the streams
             // end); a new one finds the connection closing.
             let idle = !stopped
                 && !self.idle_timeout.is_zero()
                 && idle.as_mut().poll(&mut side_cx).is_ready();
-            if (stopped || idle) && S::DROP_UNUSED && !self.activity.used.load(Ordering::Relaxed) {
+            if (stopped || idle)
+                && !finished
+                && S::DROP_UNUSED
+                && !self.activity.used.load(Ordering::Relaxed)
+            {
                 return Poll::Ready((Ok(()), idle));
             }
             if stopped || idle {
@@ -349,11 +359,14 @@ impl HttpProxy {
             }
         };
         let conn = Arc::new(conn);
+        // HTTP/1 only: HTTP/2 frames carry no smuggling spellings.
+        let refusal = Arc::new(head_guard::Refusal::default());
         let ending = Ending {
             activity: &activity,
             idle_timeout,
             stop,
             hard_stop,
+            finish: refusal.finish.clone(),
         };
         if h2 {
             let served = h2_server::Connection::new(io, self, conn, activity.clone());
@@ -364,8 +377,10 @@ impl HttpProxy {
             return idle;
         }
         let requests = activity.clone();
+        let (this, conn_of_svc, refusal_of_svc) = (self.clone(), conn.clone(), refusal.clone());
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let (this, conn, requests) = (self.clone(), conn.clone(), requests.clone());
+            refusal_of_svc.request_served();
+            let (this, conn, requests) = (this.clone(), conn_of_svc.clone(), requests.clone());
             async move {
                 let _in_flight = requests.started();
                 Ok::<_, Infallible>(this.handle(req.map(Body::Incoming), &conn).await)
@@ -376,13 +391,21 @@ impl HttpProxy {
         // included. hyper's timer would be armed and dropped again for
         // every request, and the read after each request forced, that it
         // costs.
+        // Every request head is checked on its raw bytes before hyper
+        // parses it (`head_guard`); hyper's buffer is capped at the largest
+        // head the guard holds back, so a larger one is refused, not let by.
         let served = http1::Builder::new()
             .header_read_timeout(None)
-            .serve_connection(TokioIo::new(io), svc)
+            .max_buf_size(head_guard::MAX_HEAD)
+            .serve_connection(TokioIo::new(HeadGuard::new(io, refusal.clone())), svc)
             .with_upgrades();
         let (result, idle) = ending.drive(served).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "client HTTP connection ended with an error");
+        }
+        if let Some(cause) = refusal.cause() {
+            tracing::debug!(route = %conn.fallback.name, client = %conn.client, cause, "request smuggling refused");
+            self.count_refusal(&conn.fallback.name);
         }
         idle
     }
@@ -451,8 +474,8 @@ impl HttpProxy {
             .unwrap_or(&conn.fallback)
     }
 
-    /// A first request refused on its raw bytes (see `headers::smuggling`).
-    pub fn count_refusal(&self, route: &str) {
+    /// A request refused on its raw bytes (see `head_guard`).
+    fn count_refusal(&self, route: &str) {
         self.metrics
             .http_local_responses
             .get_or_create(&vec![
@@ -650,6 +673,7 @@ impl HttpProxy {
             Endpoints::Balanced(pool) => match pool.pick_request(conn.client.ip(), tried) {
                 Ok(l) => Ok((l.endpoint.addr, Some(l))),
                 Err(NoEndpoint::Empty) => Err(Local::NoEndpoints),
+                Err(NoEndpoint::Unhealthy) => Err(Local::NoHealthyEndpoints),
                 Err(NoEndpoint::Full) => Err(Local::UpstreamFull),
             },
             Endpoints::OriginalDst => conn

@@ -3,7 +3,7 @@
 //! listener's own destination.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use sidecar_runtime::prometheus_client;
 
 use crate::limits::TokenBucket;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 
 use super::retry::RetryBudget;
@@ -57,8 +57,9 @@ pub enum Endpoints {
 pub struct RouteMetrics {
     route: String,
     metrics: Metrics,
-    latency: OnceLock<Histogram>,
-    /// By endpoint (None: a local answer) and status class (1–5).
+    /// By endpoint (None: a local answer).
+    latency: RwLock<FxHashMap<Option<SocketAddr>, Histogram>>,
+    /// By endpoint and status class (1–5).
     requests: RwLock<FxHashMap<(Option<SocketAddr>, u16), Counter>>,
 }
 
@@ -67,46 +68,64 @@ impl RouteMetrics {
         RouteMetrics {
             route,
             metrics,
-            latency: OnceLock::new(),
+            latency: RwLock::new(FxHashMap::default()),
             requests: RwLock::new(FxHashMap::default()),
         }
     }
 
     /// One response sent, `seconds` after its request arrived.
     pub fn response(&self, endpoint: Option<SocketAddr>, status: u16, seconds: f64) {
-        self.latency
-            .get_or_init(|| {
-                let labels = metrics::route(&self.route);
+        let upstream = || endpoint.map(|a| a.to_string()).unwrap_or_default();
+        with_cached(
+            &self.latency,
+            endpoint,
+            || {
+                let labels = vec![("route", self.route.clone()), ("upstream", upstream())];
                 self.metrics.http_latency.get_or_create(&labels).clone()
-            })
-            .observe(seconds);
-        let key = (endpoint, status / 100);
-        let known = self.requests.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = known.get(&key) {
-            c.inc();
-            return;
-        }
-        drop(known);
-        let labels = vec![
-            ("route", self.route.clone()),
-            (
-                "upstream",
-                endpoint.map(|a| a.to_string()).unwrap_or_default(),
-            ),
-            ("class", format!("{}xx", key.1)),
-        ];
-        let counter = self.metrics.http_requests.get_or_create(&labels).clone();
-        counter.inc();
-        let mut known = self.requests.write().unwrap_or_else(|e| e.into_inner());
-        // Transparent mode meets as many endpoints as the app dials; the
-        // family keeps counting beyond what is cached.
-        if known.len() < MAX_CACHED {
-            known.insert(key, counter);
-        }
+            },
+            |h| h.observe(seconds),
+        );
+        let class = status / 100;
+        with_cached(
+            &self.requests,
+            (endpoint, class),
+            || {
+                let labels = vec![
+                    ("route", self.route.clone()),
+                    ("upstream", upstream()),
+                    ("class", format!("{class}xx")),
+                ];
+                self.metrics.http_requests.get_or_create(&labels).clone()
+            },
+            |c| {
+                c.inc();
+            },
+        );
     }
 }
 
-/// Endpoint × status-class handles kept per destination.
+/// Applies `use_it` to the metric handle for `key`, made by `make` (a
+/// family lookup) the first time. Transparent mode meets as many endpoints
+/// as the app dials: past `MAX_CACHED` the family keeps counting, uncached.
+fn with_cached<K: Eq + std::hash::Hash, H: Clone>(
+    cache: &RwLock<FxHashMap<K, H>>,
+    key: K,
+    make: impl FnOnce() -> H,
+    use_it: impl FnOnce(&H),
+) {
+    if let Some(h) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        use_it(h);
+        return;
+    }
+    let h = make();
+    use_it(&h);
+    let mut cache = cache.write().unwrap_or_else(|e| e.into_inner());
+    if cache.len() < MAX_CACHED {
+        cache.insert(key, h);
+    }
+}
+
+/// Metric handles kept per destination and kind.
 const MAX_CACHED: usize = 4096;
 
 pub struct Route {
