@@ -666,3 +666,38 @@ fn http2_requests_go_as_http11_to_an_upstream_choosing_http11_by_alpn() {
         assert_eq!(out, "h1-app\n200 2\n");
     }
 }
+
+/// Behind mutual TLS (a provider sidecar's side) every request head is
+/// checked too: a smuggling spelling on a later request of the connection
+/// is answered 400 after the request before it, and never reaches the app.
+#[test]
+fn smuggling_spellings_are_refused_behind_mutual_tls() {
+    let Some(m) = mesh() else { return };
+    let app = support::http::Receiver::start();
+    let p = Proxy::start(
+        &[
+            "--listen=127.0.0.1:0",
+            &format!("--upstream={}", app.addr),
+            &format!("--tls-cert={}", m.api.cert()),
+            &format!("--tls-key={}", m.api.key()),
+            &format!("--tls-ca={}", m.pki.ca()),
+            "--tls-server=strict",
+            &format!("--tls-allow-id={SHOP_ANY}"),
+        ],
+        1,
+    );
+    let mut args = client_cert_args(&m, &m.web);
+    args.extend(["-alpn".into(), "http/1.1".into()]);
+    let mut c = s_client(p.addr(), &args);
+    c.send(
+        "GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
+         POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+         GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert!(c.saw("request smuggling refused"), "{}", c.seen);
+    let out = c.finish();
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("HTTP/1.1 400"), "{out}");
+    let paths: Vec<String> = app.drain().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/first"]);
+}
