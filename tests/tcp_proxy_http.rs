@@ -350,6 +350,17 @@ fn smuggling_spellings_on_a_later_request_are_refused_before_the_upstream() {
         ),
         4.0
     );
+    // An upgrade the upstream declines (200, not 101) opens no tunnel, and
+    // the connection closes after its answer: what follows never reaches the
+    // upstream (the guard would check it; see head_guard's tests).
+    let upgrade =
+        &b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..];
+    let dup =
+        &b"POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"[..];
+    let answer = raw(&p, &[upgrade, dup, smuggled].concat());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let paths: Vec<String> = up.drain().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/ws"]);
 }
 
 /// A request line longer than protocol detection reads (a padded URL) is

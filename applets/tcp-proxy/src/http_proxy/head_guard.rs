@@ -11,17 +11,20 @@
 //! head never reaches hyper, and so never an upstream. hyper is not shown
 //! the end of the stream (a server that reads EOF with a response under way
 //! drops it): reads stay pending, and once every request before the refused
-//! head has reached the service, `Refusal::finish` asks the connection to
+//! head has reached the service, `Link::finish` asks the connection to
 //! finish gracefully. hyper answers those requests, and when it shuts the
 //! connection down the guard writes the 400 first.
 //!
-//! What the guard cannot follow (a head over `MAX_HEAD`, a malformed chunk,
-//! an upgrade or CONNECT, which stop being HTTP/1) is passed through as is:
-//! hyper refuses the first two itself, and the third is a tunnel.
+//! What the guard cannot follow (a head over `MAX_HEAD`, a malformed chunk) is
+//! passed through as is, and hyper refuses it itself. A tunnel (an upgrade's
+//! 101, a CONNECT's 2xx) stops being HTTP/1: the service says when it opens
+//! one (`Link::tunnel_opened`), and the guard passes everything on from then.
+//! Until then an upgrade or CONNECT request is one request like the others,
+//! so one that is declined is no way around the checks.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
@@ -58,10 +61,12 @@ enum Chunk {
     Trailer { line: usize, total: usize },
 }
 
-/// A refusal, shared by the guard and the connection's service.
+/// What the guard and the connection's service tell each other: a refused
+/// head and when to close for it, and an opened tunnel.
 #[derive(Default)]
-pub struct Refusal {
+pub struct Link {
     cause: OnceLock<&'static str>,
+    tunnel: AtomicBool,
     /// Heads the guard has handed to hyper, and requests hyper has handed
     /// to the service: when equal, no checked head waits in hyper's buffer.
     released: AtomicUsize,
@@ -71,7 +76,12 @@ pub struct Refusal {
     pub finish: CancellationToken,
 }
 
-impl Refusal {
+impl Link {
+    /// Called by the service when its answer opens a tunnel.
+    pub fn tunnel_opened(&self) {
+        self.tunnel.store(true, Ordering::Release);
+    }
+
     /// Why a head was refused, if one was.
     pub fn cause(&self) -> Option<&'static str> {
         self.cause.get().copied()
@@ -111,14 +121,14 @@ pub struct HeadGuard<S> {
     /// Checked bytes not yet handed to hyper, from `ready_at` on.
     ready: Vec<u8>,
     ready_at: usize,
-    refusal: Arc<Refusal>,
+    link: Arc<Link>,
     /// The 400 still to write before the shutdown, from `answer_at` on.
     answer: Vec<u8>,
     answer_at: usize,
 }
 
 impl<S> HeadGuard<S> {
-    pub fn new(inner: S, refusal: Arc<Refusal>) -> Self {
+    pub fn new(inner: S, link: Arc<Link>) -> Self {
         HeadGuard {
             inner,
             framing: Framing::Head,
@@ -126,7 +136,7 @@ impl<S> HeadGuard<S> {
             size_line: Vec::new(),
             ready: Vec::new(),
             ready_at: 0,
-            refusal,
+            link,
             answer: Vec::new(),
             answer_at: 0,
         }
@@ -149,12 +159,12 @@ impl<S> HeadGuard<S> {
                     match inspect(&rest[..end]) {
                         Ok(framing) => {
                             self.framing = framing;
-                            self.refusal.head_released();
+                            self.link.head_released();
                             at += end;
                         }
                         Err(cause) => {
                             self.answer = super::refuse_smuggling(cause);
-                            self.refusal.refuse(cause);
+                            self.link.refuse(cause);
                             return at;
                         }
                     }
@@ -259,12 +269,11 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 /// Checks a complete head on its raw bytes, in one pass: the spellings that
 /// let two parsers disagree about where a request ends are refused (the
 /// cause); otherwise, how its body is framed. A Transfer-Encoding other
-/// than chunked is hyper's 400, and an upgrade or CONNECT stops being
-/// HTTP/1, so neither is followed.
+/// than chunked is hyper's 400, and not followed.
 fn inspect(head: &[u8]) -> Result<Framing, &'static str> {
-    let mut lines = head.split(|&b| b == b'\n');
-    let request_line = lines.next().unwrap_or_default();
-    let (mut lengths, mut length, mut te, mut chunked, mut upgrade) = (0, None, 0, false, false);
+    // The request line says nothing about framing.
+    let lines = head.split(|&b| b == b'\n').skip(1);
+    let (mut lengths, mut length, mut te, mut chunked) = (0, None, 0, false);
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(&first) = line.first() else { break };
@@ -291,8 +300,6 @@ fn inspect(head: &[u8]) -> Result<Framing, &'static str> {
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
         }
     }
     if lengths > 0 && te > 0 {
@@ -301,9 +308,7 @@ fn inspect(head: &[u8]) -> Result<Framing, &'static str> {
     if lengths > 1 {
         return Err("duplicate Content-Length");
     }
-    Ok(if upgrade || request_line.starts_with(b"CONNECT ") {
-        Framing::Through
-    } else if te > 0 {
+    Ok(if te > 0 {
         if chunked {
             Framing::Chunked(Chunk::SizeLine { len: 0 })
         } else {
@@ -346,8 +351,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
                 this.ready_at += n;
                 return Poll::Ready(Ok(()));
             }
-            if this.refusal.cause().is_some() {
-                // Nothing more for hyper; `Refusal::finish` ends the connection.
+            if this.framing != Framing::Through && this.link.tunnel.load(Ordering::Acquire) {
+                this.pass_held_head();
+                continue;
+            }
+            if this.link.cause().is_some() {
+                // Nothing more for hyper; `Link::finish` ends the connection.
                 return Poll::Pending;
             }
             if this.framing == Framing::Through {
@@ -444,7 +453,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// What hyper would read from a client that sends `sent` in pieces of
     /// `piece` bytes, and the refusal cause.
@@ -454,8 +463,8 @@ mod tests {
             client.write_all(part).await.unwrap();
         }
         client.shutdown().await.unwrap();
-        let refusal = Arc::new(Refusal::default());
-        let mut g = HeadGuard::new(server, refusal.clone());
+        let link = Arc::new(Link::default());
+        let mut g = HeadGuard::new(server, link.clone());
         let mut got = Vec::new();
         // Everything was sent: the guard pends only after a refusal.
         loop {
@@ -473,15 +482,15 @@ mod tests {
             }
             got.extend_from_slice(rb.filled());
         }
-        if refusal.cause().is_some() {
+        if link.cause().is_some() {
             // Each released head reaching the service lets the connection finish.
-            assert!(!refusal.finish.is_cancelled());
-            for _ in 0..refusal.released.load(Ordering::Acquire) {
-                refusal.request_served();
+            assert!(!link.finish.is_cancelled());
+            for _ in 0..link.released.load(Ordering::Acquire) {
+                link.request_served();
             }
-            assert!(refusal.finish.is_cancelled());
+            assert!(link.finish.is_cancelled());
         }
-        (got, refusal.cause())
+        (got, link.cause())
     }
 
     const GOOD: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
@@ -563,15 +572,38 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
     }
 
     #[tokio::test]
-    async fn upgrades_and_oversized_heads_pass_through() {
-        let up = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nraw\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
-        assert_eq!(through(up, 4).await, (up.to_vec(), None));
+    async fn a_declined_upgrade_is_no_way_around_and_an_opened_tunnel_passes() {
+        let up = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".as_slice();
+        let bad = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx".as_slice();
+        let sent = [up, bad].concat();
+        assert_eq!(
+            through(&sent, 4).await,
+            (up.to_vec(), Some("duplicate Content-Length"))
+        );
+
+        // The service answered 101: what follows is the tunnel's, unchecked.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let link = Arc::new(Link::default());
+        let mut g = HeadGuard::new(server, link.clone());
+        client.write_all(up).await.unwrap();
+        let mut got = vec![0u8; up.len()];
+        g.read_exact(&mut got).await.unwrap();
+        link.tunnel_opened();
+        client.write_all(bad).await.unwrap();
+        client.shutdown().await.unwrap();
+        got.clear();
+        g.read_to_end(&mut got).await.unwrap();
+        assert_eq!((got.as_slice(), link.cause()), (bad, None));
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_go_to_hyper_unchecked() {
         let big = [
             b"GET / HTTP/1.1\r\nX: ".as_slice(),
             &vec![b'a'; MAX_HEAD + 10],
             b"\r\n\r\n",
         ]
         .concat();
-        assert_eq!(through(&big, 4096).await.1, None);
+        assert_eq!(through(&big, 4096).await, (big.clone(), None));
     }
 }

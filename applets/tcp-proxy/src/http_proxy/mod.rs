@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
 use hyper::server::conn::http1;
@@ -360,13 +360,13 @@ impl HttpProxy {
         };
         let conn = Arc::new(conn);
         // HTTP/1 only: HTTP/2 frames carry no smuggling spellings.
-        let refusal = Arc::new(head_guard::Refusal::default());
+        let link = Arc::new(head_guard::Link::default());
         let ending = Ending {
             activity: &activity,
             idle_timeout,
             stop,
             hard_stop,
-            finish: refusal.finish.clone(),
+            finish: link.finish.clone(),
         };
         if h2 {
             let served = h2_server::Connection::new(io, self, conn, activity.clone());
@@ -377,13 +377,23 @@ impl HttpProxy {
             return idle;
         }
         let requests = activity.clone();
-        let (this, conn_of_svc, refusal_of_svc) = (self.clone(), conn.clone(), refusal.clone());
+        let (this, conn_of_svc, link_of_svc) = (self.clone(), conn.clone(), link.clone());
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            refusal_of_svc.request_served();
+            link_of_svc.request_served();
+            let connect = req.method() == Method::CONNECT;
+            let upgrade = tunnel::is_upgrade(&req);
             let (this, conn, requests) = (this.clone(), conn_of_svc.clone(), requests.clone());
+            let link = link_of_svc.clone();
             async move {
                 let _in_flight = requests.started();
-                Ok::<_, Infallible>(this.handle(req.map(Body::Incoming), &conn).await)
+                let resp = this.handle(req.map(Body::Incoming), &conn).await;
+                let status = resp.status();
+                if (upgrade && status == StatusCode::SWITCHING_PROTOCOLS)
+                    || (connect && status.is_success())
+                {
+                    link.tunnel_opened();
+                }
+                Ok::<_, Infallible>(resp)
             }
         });
         // No read timeout for request heads: the idle timeout (`Ending`)
@@ -397,13 +407,13 @@ impl HttpProxy {
         let served = http1::Builder::new()
             .header_read_timeout(None)
             .max_buf_size(head_guard::MAX_HEAD)
-            .serve_connection(TokioIo::new(HeadGuard::new(io, refusal.clone())), svc)
+            .serve_connection(TokioIo::new(HeadGuard::new(io, link.clone())), svc)
             .with_upgrades();
         let (result, idle) = ending.drive(served).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "client HTTP connection ended with an error");
         }
-        if let Some(cause) = refusal.cause() {
+        if let Some(cause) = link.cause() {
             tracing::debug!(route = %conn.fallback.name, client = %conn.client, cause, "request smuggling refused");
             self.count_refusal(&conn.fallback.name);
         }
