@@ -161,6 +161,11 @@ fn bad_ref_fails_and_writes_the_error_file() {
         "{err}"
     );
     assert!(json["Msg"].is_string());
+    // The log line's key/values, an object as upstream's.
+    assert_eq!(
+        json["Args"],
+        serde_json::json!({ "failCount": 1, "maxFailures": 0 })
+    );
 
     // A later success deletes it (export_error); absolute path in a new dir.
     let abs = s.tmp.path().join("dir/error.json");

@@ -243,3 +243,44 @@ fn relative_submodule_urls_against_a_file_url() {
     );
     clean_submodules(&link);
 }
+
+/// A sparse set that leaves out `.gitmodules` and the submodule's
+/// directory: git reads `.gitmodules` from the commit and fills the
+/// submodule in all the same, as upstream does (`git submodule update`
+/// after `git sparse-checkout`); the sparse set still holds for the
+/// superproject's own files.
+#[test]
+fn submodules_are_filled_in_when_the_sparse_set_leaves_them_out() {
+    let (s, _sub) = setup();
+    s.up.commit_file("docs/readme", b"docs");
+    let sparse = s.tmp.path().join("sparse");
+    for patterns in ["/file\n", "!/*\n!/*/\n/file\n", "/sub/\n/file\n"] {
+        std::fs::write(&sparse, patterns).unwrap();
+        // A fresh root for each set.
+        let link = s.link();
+        let _ = std::fs::remove_dir_all(link.parent().unwrap());
+        let out = s.run_once(&[&format!("--sparse-checkout-file={}", sparse.display())]);
+        assert!(
+            out.status.success(),
+            "{patterns:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("sub/file")).unwrap(),
+            "sub one",
+            "{patterns:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("sub/nested/file")).unwrap(),
+            "nested one"
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("file")).unwrap(),
+            "top one"
+        );
+        assert!(
+            !link.join("docs").exists(),
+            "{patterns:?}: outside the sparse set"
+        );
+    }
+}

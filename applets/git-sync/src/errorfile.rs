@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-pub fn write(path: &Path, msg: &str, err: &str) {
-    let body = serde_json::json!({ "Msg": msg, "Err": err, "Args": [] }).to_string();
+/// `args`: the log line's key/value pairs, an object as upstream's
+/// (`{"failCount":1,"maxFailures":0}`).
+pub fn write(path: &Path, msg: &str, err: &str, args: serde_json::Value) {
+    let body = serde_json::json!({ "Msg": msg, "Err": err, "Args": args }).to_string();
     if let Err(e) = write_atomic(path, body.as_bytes()) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write --error-file");
     }

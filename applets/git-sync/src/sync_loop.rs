@@ -269,13 +269,15 @@ impl Syncer {
         if limit >= 0 && failures >= limit {
             tracing::error!(error = %err, failures, "too many failures, aborting");
             if let Some(f) = &self.layout.error_file {
-                errorfile::write(f, "too many failures, aborting", &err);
+                let args = serde_json::json!({ "failCount": failures, "maxFailures": limit });
+                errorfile::write(f, "too many failures, aborting", &err, args);
             }
             return Err(e.context("too many failures, aborting"));
         }
         tracing::error!(error = %err, failures, "error syncing repo, will retry");
         if let Some(f) = &self.layout.error_file {
-            errorfile::write(f, "error syncing repo, will retry", &err);
+            let args = serde_json::json!({ "failCount": failures });
+            errorfile::write(f, "error syncing repo, will retry", &err, args);
         }
         Ok(())
     }

@@ -189,8 +189,17 @@ fn update_submodules(
     depth: u32,
     fetch: &SubFetch,
 ) -> Result<()> {
+    let workdir = repo
+        .workdir()
+        .context("a worktree has a working directory")?;
+    let _gitmodules = gitmodules_from_head(repo, workdir)?;
     for mut sm in repo.submodules()? {
         let name = sm.name().unwrap_or_default().to_string();
+        // A sparse set may leave the submodule's directory out; git fills
+        // the submodule in all the same (upstream's `git submodule update`),
+        // and libgit2 clones into an existing directory.
+        std::fs::create_dir_all(workdir.join(sm.path()))
+            .with_context(|| format!("cannot make the directory of submodule {name}"))?;
         let url = effective_url(repo, &name, sm.url().unwrap_or_default())?;
         let mut opts = git2::SubmoduleUpdateOptions::new();
         opts.fetch(fetch(&url));
@@ -214,6 +223,33 @@ fn update_submodules(
         }
     }
     Ok(())
+}
+
+/// A sparse set may leave `.gitmodules` out of the worktree, where libgit2
+/// reads it; git reads it from HEAD. It is written there from the commit
+/// for the update, and removed again when the returned guard drops.
+fn gitmodules_from_head(repo: &Repository, workdir: &Path) -> Result<Option<Transient>> {
+    let path = workdir.join(".gitmodules");
+    if path.exists() {
+        return Ok(None);
+    }
+    let tree = repo.head()?.peel_to_tree()?;
+    let Ok(entry) = tree.get_path(Path::new(".gitmodules")) else {
+        return Ok(None);
+    };
+    let blob = repo.find_blob(entry.id())?;
+    std::fs::write(&path, blob.content())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(Transient(path)))
+}
+
+/// A file that exists only while this lives.
+struct Transient(PathBuf);
+
+impl Drop for Transient {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The URL a submodule is cloned from. A relative one (`../sub.git`) is
