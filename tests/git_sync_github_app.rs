@@ -316,6 +316,9 @@ fn bad_github_app_flags_exit_2_naming_them() {
     let tmp = support::tempdir();
     let not_a_key = tmp.path().join("key.pem");
     std::fs::write(&not_a_key, "not a key").unwrap();
+    // The app's public key where its private key belongs parses as PEM,
+    // but cannot sign.
+    let (_, public) = app_key(tmp.path(), "app");
     let root = format!("--root={}", tmp.path().join("root").display());
     for (flags, needle) in [
         (
@@ -341,6 +344,14 @@ fn bad_github_app_flags_exit_2_naming_them() {
                 "--github-app-client-id=x".into(),
                 "--github-app-installation-id=2".into(),
                 format!("--github-app-private-key-file={}", not_a_key.display()),
+            ],
+            "not an RSA private key",
+        ),
+        (
+            vec![
+                "--github-app-client-id=x".into(),
+                "--github-app-installation-id=2".into(),
+                format!("--github-app-private-key-file={}", public.display()),
             ],
             "not an RSA private key",
         ),

@@ -136,7 +136,10 @@ fn private_key_pem(key: &PrivateKey) -> Result<Vec<u8>> {
 /// Checks that the key is an RSA private key in PEM (at startup).
 pub fn check_key(key: &PrivateKey) -> Result<()> {
     let pem = private_key_pem(key)?;
+    // Parsing alone takes a public key too; signing is what needs the private one.
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
+        .and_then(|k| jsonwebtoken::encode(&header, &serde_json::json!({}), &k))
         .map(drop)
         .map_err(|e| {
             let what = match key {
