@@ -772,6 +772,31 @@ fn access_log_has_a_line_per_request() {
     assert_eq!(lines[0]["retries"], 0);
     assert_eq!(lines[1]["method"], "POST");
     assert_eq!(lines[0]["authority"], p.addr().to_string());
+
+    // A request refused for smuggling gets its line too, and is counted.
+    let answer = raw(
+        &p,
+        b"POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    support::wait_until("a third access-log line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 3)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused: serde_json::Value = serde_json::from_str(text.lines().nth(2).unwrap()).unwrap();
+    assert_eq!(
+        (&refused["method"], &refused["path"], &refused["status"]),
+        (&"POST".into(), &"/dup".into(), &400.into())
+    );
+    assert_eq!(refused["refused"], "duplicate Content-Length");
+    let route = format!("route=\"{}\"", p.addr());
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_http_requests_total",
+            &[&route, "upstream=\"\"", "class=\"4xx\""]
+        ),
+        1.0
+    );
 }
 
 #[test]

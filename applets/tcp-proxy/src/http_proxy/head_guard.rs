@@ -66,6 +66,8 @@ enum Chunk {
 #[derive(Default)]
 pub struct Link {
     cause: OnceLock<&'static str>,
+    /// The refused request's method and target, for the access log.
+    refused: OnceLock<(String, String)>,
     tunnel: AtomicBool,
     /// Heads the guard has handed to hyper, and requests hyper has handed
     /// to the service: when equal, no checked head waits in hyper's buffer.
@@ -97,7 +99,16 @@ impl Link {
         self.released.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn refuse(&self, cause: &'static str) {
+    /// The refused request's method and target (as sent, lossily UTF-8).
+    pub fn refused_request(&self) -> Option<&(String, String)> {
+        self.refused.get()
+    }
+
+    fn refuse(&self, cause: &'static str, head: &[u8]) {
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let mut words = line.trim_ascii().split(|&b| b == b' ');
+        let mut word = || String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
+        let _ = self.refused.set((word(), word()));
         let _ = self.cause.set(cause);
         self.finish_when_done();
     }
@@ -164,7 +175,7 @@ impl<S> HeadGuard<S> {
                         }
                         Err(cause) => {
                             self.answer = super::refuse_smuggling(cause);
-                            self.link.refuse(cause);
+                            self.link.refuse(cause, &rest[..end]);
                             return at;
                         }
                     }

@@ -416,6 +416,20 @@ impl HttpProxy {
         if let Some(cause) = link.cause() {
             tracing::debug!(route = %conn.fallback.name, client = %conn.client, cause, "request smuggling refused");
             self.count_refusal(&conn.fallback.name);
+            conn.fallback.metrics.response(None, 400, 0.0);
+            if let (Some(log), Some((method, path))) = (&self.access_log, link.refused_request()) {
+                log.record(serde_json::json!({
+                    "start_time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                    "protocol": "HTTP/1.1",
+                    "method": method,
+                    "path": path,
+                    "status": 400,
+                    "route": conn.fallback.name,
+                    "refused": cause,
+                    "client": conn.client.to_string(),
+                    "peer_identity": conn.peer_id,
+                }));
+            }
         }
         idle
     }
