@@ -374,3 +374,27 @@ fn bad_github_app_flags_exit_2_naming_them() {
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
     }
 }
+
+/// A token endpoint that cannot be reached: the error says why, not only
+/// that sending failed.
+#[test]
+fn an_unreachable_token_endpoint_is_named_with_its_cause() {
+    let tmp = support::tempdir();
+    let (key, _) = app_key(tmp.path(), "app");
+    let closed = support::free_addr();
+    let out = support::run(&[
+        "git-sync",
+        "--admin-addr=off",
+        "--one-time",
+        "--repo=https://example.invalid/r",
+        &format!("--root={}", tmp.path().join("root").display()),
+        "--github-app-client-id=x",
+        "--github-app-installation-id=2",
+        &format!("--github-app-private-key-file={}", key.display()),
+        &format!("--github-base-url=http://{closed}"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("GitHub app token request"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}

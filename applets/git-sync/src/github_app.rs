@@ -91,8 +91,11 @@ impl TokenSource {
             .header("X-GitHub-Api-Version", "2022-11-28")
             .send()
             .await
+            // The error's sources say why (connection refused, a DNS
+            // failure, TLS); its own message says only that sending failed.
             .map_err(|e| {
-                anyhow::anyhow!("GitHub app token request to {url}: {}", e.without_url())
+                anyhow::Error::new(e.without_url())
+                    .context(format!("GitHub app token request to {url}"))
             })?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
