@@ -29,13 +29,18 @@ impl Jar {
 
     /// The `Cookie` header's value for a request to `url`, if any cookie matches:
     /// domain (exact, or a subdomain when the flag allows), path prefix,
-    /// `https` for secure cookies, not expired (0 = session cookie).
+    /// `https` (or the local host) for secure cookies, not expired (0 = session cookie).
     pub fn header_for(&self, url: &str) -> Option<String> {
         let u = url::Url::parse(url).ok()?;
         if !matches!(u.scheme(), "http" | "https") {
             return None;
         }
         let host = u.host_str()?.to_ascii_lowercase();
+        // curl (7.79+) counts plain HTTP to the local host as secure, as
+        // browsers do: git-sync's own tests and local mirrors rely on it.
+        let secure = u.scheme() == "https"
+            || matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || host.ends_with(".localhost");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -48,7 +53,7 @@ impl Jar {
                     host == domain || (c.subdomains && host.ends_with(&format!(".{domain}")));
                 host_ok
                     && u.path().starts_with(&c.path)
-                    && (!c.secure || u.scheme() == "https")
+                    && (!c.secure || secure)
                     && (c.expires == 0 || c.expires > now)
             })
             .map(|c| format!("{}={}", c.name, c.value))
@@ -107,6 +112,15 @@ mod tests {
             Some("o=all")
         );
         assert_eq!(jar.header_for("https://other.org/x"), None);
+        let local = dir.path().join("local");
+        std::fs::write(&local, "127.0.0.1\tFALSE\t/\tTRUE\t0\ts\tsecret\n").unwrap();
+        let jar_local = Jar::load(&local).unwrap();
+        assert_eq!(
+            jar_local
+                .header_for("http://127.0.0.1:8080/repo")
+                .as_deref(),
+            Some("s=secret")
+        );
         assert_eq!(jar.header_for("ssh://git.example.com/repo"), None);
     }
 }
