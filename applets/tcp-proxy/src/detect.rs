@@ -114,21 +114,21 @@ pub async fn detect(
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
 ) -> io::Result<Detected> {
-    let mut found = classify(buf);
     loop {
-        if let Some(found) = found {
+        if let Some(found) = classify(buf) {
             return Ok(found);
         }
         let ready = tokio::time::timeout_at(deadline, s.readable()).await;
         match ready {
-            Err(_) if has_target(buf) && could_be_request_line(buf) => return Ok(Detected::Http),
+            // Undecided means it could still be a request line (`classify`).
+            Err(_) if has_target(buf) => return Ok(Detected::Http),
             Err(_) => return Ok(Detected::Tcp { timed_out: true }),
             Ok(r) => r?,
         }
         buf.reserve(512.min(MAX_PEEK.saturating_sub(buf.len())).max(1));
         match s.try_read_buf(buf) {
-            Ok(0) => return Ok(found.unwrap_or(TCP)),
-            Ok(_) => found = found.or_else(|| classify(buf)),
+            Ok(0) => return Ok(TCP),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

@@ -259,11 +259,10 @@ impl Pool {
             }];
         let tiers: &[&dyn Fn(&Endpoint) -> bool] = if panic {
             &panic_tiers
-        } else {
-            if !all.iter().any(|e| e.available(now)) {
-                return Err(NoEndpoint::Unhealthy);
-            }
+        } else if all.iter().any(|e| e.available(now)) {
             &healthy_tiers
+        } else {
+            return Err(NoEndpoint::Unhealthy);
         };
         for tier in tiers {
             let in_tier: Vec<&Arc<Endpoint>> = all.iter().filter(|e| tier(e)).collect();
