@@ -799,6 +799,41 @@ fn access_log_has_a_line_per_request() {
     );
 }
 
+/// A head hyper's parser refuses itself (a NUL in a header value) reaches
+/// no upstream, and its 400 is counted and logged like our own refusals.
+#[test]
+fn a_malformed_head_is_refused_counted_and_logged() {
+    let up = Receiver::start();
+    let dir = support::tempdir();
+    let log = dir.path().join("access.log");
+    let p = proxy(&[up.addr], &[&format!("--access-log={}", log.display())]);
+    let answer = raw(&p, b"GET /nul HTTP/1.1\r\nHost: a\r\nX-Bad: a\0b\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(up.drain().is_empty(), "nothing reached the upstream");
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_http_local_responses_total",
+            &["cause=\"malformed\"", "status=\"400\""]
+        ),
+        1.0
+    );
+    let route = format!("route=\"{}\"", p.addr());
+    assert_eq!(
+        p.metric("tcp_proxy_http_requests_total", &[&route, "class=\"4xx\""]),
+        1.0
+    );
+    support::wait_until("an access-log line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    });
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(line["status"], 400);
+    assert!(
+        line["refused"].as_str().is_some_and(|r| !r.is_empty()),
+        "{line}"
+    );
+}
+
 #[test]
 fn bad_http_flags_exit_2_naming_the_flag() {
     for (args, flag) in [

@@ -410,25 +410,19 @@ impl HttpProxy {
             .serve_connection(TokioIo::new(HeadGuard::new(io, link.clone())), svc)
             .with_upgrades();
         let (result, idle) = ending.drive(served).await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "client HTTP connection ended with an error");
-        }
         if let Some(cause) = link.cause() {
             tracing::debug!(route = %conn.fallback.name, client = %conn.client, cause, "request smuggling refused");
-            self.count_refusal(&conn.fallback.name);
-            conn.fallback.metrics.response(None, 400, 0.0);
-            if let (Some(log), Some((method, path))) = (&self.access_log, link.refused_request()) {
-                log.record(serde_json::json!({
-                    "start_time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                    "protocol": "HTTP/1.1",
-                    "method": method,
-                    "path": path,
-                    "status": 400,
-                    "route": conn.fallback.name,
-                    "refused": cause,
-                    "client": conn.client.to_string(),
-                    "peer_identity": conn.peer_id,
-                }));
+            self.record_refusal(&conn, 400, "smuggling", cause, link.refused_request());
+        } else if let Err(e) = result {
+            // hyper answered a head it could not parse itself (400, or 431
+            // for one over the buffer) and closed: counted like our own
+            // refusals, though its answer has no body.
+            if e.is_parse() || e.is_parse_too_large() {
+                let status = if e.is_parse_too_large() { 431 } else { 400 };
+                tracing::debug!(route = %conn.fallback.name, client = %conn.client, error = %e, "malformed request refused");
+                self.record_refusal(&conn, status, "malformed", &e.to_string(), None);
+            } else {
+                tracing::debug!(error = %e, "client HTTP connection ended with an error");
             }
         }
         idle
@@ -498,16 +492,41 @@ impl HttpProxy {
             .unwrap_or(&conn.fallback)
     }
 
-    /// A request refused on its raw bytes (see `head_guard`).
-    fn count_refusal(&self, route: &str) {
+    /// A request refused before it was handed on: on its raw bytes (see
+    /// `head_guard`), or by hyper's parser. Counted as a local answer and a
+    /// 4xx of the listener's route, and logged with the reason.
+    fn record_refusal(
+        &self,
+        conn: &ConnInfo,
+        status: u16,
+        cause: &str,
+        reason: &str,
+        request: Option<&(String, String)>,
+    ) {
+        let route = &conn.fallback.name;
         self.metrics
             .http_local_responses
             .get_or_create(&vec![
                 ("route", route.to_string()),
-                ("status", "400".to_string()),
-                ("cause", "smuggling".to_string()),
+                ("status", status.to_string()),
+                ("cause", cause.to_string()),
             ])
             .inc();
+        conn.fallback.metrics.response(None, status, 0.0);
+        if let Some(log) = &self.access_log {
+            let (method, path) = request.map(|(m, p)| (m.as_str(), p.as_str())).unzip();
+            log.record(serde_json::json!({
+                "start_time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "protocol": "HTTP/1.1",
+                "method": method,
+                "path": path,
+                "status": status,
+                "route": route,
+                "refused": reason,
+                "client": conn.client.to_string(),
+                "peer_identity": conn.peer_id,
+            }));
+        }
     }
 
     /// A local answer, counted.
