@@ -215,7 +215,10 @@ fn cache_control_headers_and_listing_formats_as_static_web_server() {
     let h = http::get(addr, "/health");
     assert_eq!((h.status, h.text().as_str()), (200, "OK"));
 
-    let (_sc, addr) = super::serve(&www, &["-z", "--directory-listing-format", "html"]);
+    let (_sc, addr) = super::serve(
+        &www,
+        &["-z", "--directory-listing-format", "html", "-e", "false"],
+    );
     let r = http::request(
         addr,
         "GET",
@@ -225,4 +228,65 @@ fn cache_control_headers_and_listing_formats_as_static_web_server() {
     );
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert_eq!(http::get(addr, "/app.css").header("cache-control"), None);
+}
+
+/// A command written with SWS's names gets SWS's defaults for what it
+/// leaves out: its Cache-Control table, symlinks refused, and `404.html`
+/// under the root as the 404 page. The same tree served under our own
+/// names keeps ours.
+#[test]
+fn static_web_server_spellings_bring_its_defaults() {
+    let dir = site();
+    let www = dir.path().join("www");
+    support::write(&www.join("app.css"), "a{}");
+    support::write(&www.join("404.html"), "sws not found\n");
+    std::os::unix::fs::symlink("hello.txt", www.join("link.txt")).unwrap();
+
+    let (_sc, addr) = super::serve(&www, &[]);
+    let css = http::get(addr, "/app.css");
+    assert_eq!(css.header("cache-control"), None);
+    assert_eq!(http::get(addr, "/link.txt").text(), "hello world\n");
+    let missing = http::get(addr, "/nope");
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (404, "404 Not Found\n")
+    );
+
+    let port = support::free_port().to_string();
+    let mut cmd = Sidecar::command("static-serve", &["-a", "127.0.0.1", "-p", &port]);
+    cmd.env("SERVER_ROOT", &www);
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let line = sc.wait_for_log("static-serve listening");
+    let addr = support::addr_field(&line, "addr=").unwrap();
+    assert_eq!(
+        http::get(addr, "/app.css").header("cache-control"),
+        Some("public, max-age=31536000")
+    );
+    assert_eq!(http::get(addr, "/link.txt").status, 404);
+    let missing = http::get(addr, "/nope");
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (404, "sws not found\n")
+    );
+
+    // Each default yields to its flag.
+    let port = support::free_port().to_string();
+    let mut cmd = Sidecar::command(
+        "static-serve",
+        &[
+            "-p",
+            &port,
+            "-a",
+            "127.0.0.1",
+            "-e",
+            "false",
+            "--follow-symlinks",
+        ],
+    );
+    cmd.env("SERVER_ROOT", &www);
+    let mut sc = Sidecar::spawn(&mut cmd);
+    let line = sc.wait_for_log("static-serve listening");
+    let addr = support::addr_field(&line, "addr=").unwrap();
+    assert_eq!(http::get(addr, "/app.css").header("cache-control"), None);
+    assert_eq!(http::get(addr, "/link.txt").text(), "hello world\n");
 }

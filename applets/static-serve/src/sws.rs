@@ -14,7 +14,7 @@ use crate::{ListingFormat, StaticServe};
 
 /// Hidden from `--help`, which keeps to our own names (and their
 /// STATIC_SERVE_* variables); the README's table lists these.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Sws {
     /// static-web-server's host to listen on; with --port, replaces --listen (default `::`).
     #[arg(
@@ -160,7 +160,7 @@ pub struct Sws {
 /// manifests often spell them out), and pass; a bare flag means `true`.
 macro_rules! unsupported {
     ($( $field:ident : $long:literal $(/ $short:literal)?, $env:literal, [$($ok:literal),*]; )*) => {
-        #[derive(Debug, Clone, Default, clap::Args)]
+        #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
         struct Unsupported {
             $(
                 #[arg(long = $long, $(short = $short,)? env = $env, hide = true, num_args = 0..=1,
@@ -248,8 +248,13 @@ impl Sws {
                 "--{flag} ({env}): a static-web-server option that static-serve does not support{could}; see the README's table"
             ));
         }
+        // A command written for SWS gets SWS's defaults for what it leaves
+        // out, where ours differ: its Cache-Control table, symlinks refused
+        // and `404.html` as the 404 page (under the root; a plain 404 when
+        // the tree has none). Ours stay for commands in our own names.
+        let sws_defaults = *self != Sws::default();
         self.apply_listener(a)?;
-        self.apply_pages(a)?;
+        self.apply_pages(a, sws_defaults)?;
         if let Some(on) = self.directory_listing {
             a.listing = on;
         }
@@ -270,7 +275,7 @@ impl Sws {
                 "precompressed variants are always served",
             ));
         }
-        if self.cache_control_headers == Some(true) {
+        if self.cache_control_headers.unwrap_or(sws_defaults) {
             a.cache_control.extend(cache_control_rules());
         }
         if let Some(entry) = self.basic_auth.as_ref().filter(|e| !e.is_empty()) {
@@ -288,6 +293,9 @@ impl Sws {
         }
         if let Some(follow) = self.follow_symlinks {
             a.no_symlinks = !follow;
+        }
+        if sws_defaults && self.disable_symlinks.is_none() && self.follow_symlinks.is_none() {
+            a.no_symlinks = true;
         }
         if let Some(p) = self.env_root.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             if a.root == std::path::Path::new(".") {
@@ -355,7 +363,7 @@ impl Sws {
     /// page is under the root when relative, unless it already names the
     /// root (`--page404 public/404.html` with `--root public`). Ours are both
     /// relative to the root (and looked up afresh as the root swaps).
-    fn apply_pages(&self, a: &mut StaticServe) -> anyhow::Result<()> {
+    fn apply_pages(&self, a: &mut StaticServe, sws_defaults: bool) -> anyhow::Result<()> {
         let from_cwd = |p: &PathBuf| -> anyhow::Result<PathBuf> {
             Ok(if p.is_absolute() {
                 p.clone()
@@ -373,6 +381,9 @@ impl Sws {
         if let Some(p) = self.page404.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             let names_root = p.is_relative() && p.starts_with(&a.root) && a.root != Path::new(".");
             a.not_found_page = Some(if names_root { from_cwd(p)? } else { p.clone() });
+        }
+        if sws_defaults && self.page404.is_none() && a.not_found_page.is_none() {
+            a.not_found_page = Some(PathBuf::from("404.html"));
         }
         Ok(())
     }
