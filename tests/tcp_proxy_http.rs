@@ -705,6 +705,147 @@ fn connect_over_http2_becomes_a_tunnel_on_its_stream() {
     assert_eq!(echoed, b"raw bytes");
 }
 
+/// What HTTP servers accept as a request line, or refuse with a 400, is
+/// handled as HTTP, never relayed to the app unchecked: a leading empty
+/// line, odd spacing, an unknown version, a bare CR, and a request line
+/// that stalls past --detect-timeout.
+#[test]
+fn odd_or_stalled_request_lines_are_still_handled_as_http() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--detect-timeout=100ms"]);
+    let answer = raw(
+        &p,
+        b"\r\nGET /crlf HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = up.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].header("x-forwarded-for"),
+        Some("6.6.6.6, 127.0.0.1"),
+        "handled as HTTP: the client address is appended"
+    );
+    assert!(got[0].header("x-request-id").is_some());
+    let dup = "Content-Length: 0\r\nContent-Length: 0\r\n\r\n";
+    for line in [
+        "GET  /two-spaces HTTP/1.1",
+        "GET\t/tab HTTP/1.1",
+        "GET / HTTP/1.2",
+        "GET /bare-cr HTTP/1.1\rHost: a\r",
+    ] {
+        let answer = raw(&p, format!("{line}\r\nHost: a\r\n{dup}").as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400"), "{line:?} → {answer}");
+    }
+    assert!(up.drain().is_empty(), "nothing reached the upstream");
+
+    // A request line begun, then stalled past the timeout: still HTTP.
+    let p = proxy(&[up.addr], &["--detect-timeout=100ms"]);
+    let mut c = p.connect();
+    c.write_all(b"GE").unwrap();
+    let route = format!("route=\"{}\"", p.addr());
+    support::wait_until("detection gives up waiting", || {
+        p.metric(
+            "tcp_proxy_detected_connections_total",
+            &[&route, "protocol=\"http\""],
+        ) == 1.0
+    });
+    c.write_all(format!("T /stalled HTTP/1.1\r\nHost: a\r\n{dup}").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("request smuggling refused"), "{answer}");
+    assert!(up.drain().is_empty());
+}
+
+/// A request whose body fails on the client's side (malformed chunking, a
+/// client gone mid-upload) is a 400, not the endpoint's 502: it neither
+/// counts towards ejection nor is retried.
+#[test]
+fn a_failing_request_body_is_not_charged_to_the_endpoint() {
+    let (a, b) = (Receiver::start(), Receiver::start());
+    let p = proxy(
+        &[a.addr, b.addr],
+        &[
+            "--lb=round-robin",
+            "--outlier-failures=2",
+            "--http-retries=2",
+        ],
+    );
+    for _ in 0..6 {
+        let answer = raw(
+            &p,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("request body"), "{answer}");
+    }
+    // A client that sends part of its body and closes.
+    for _ in 0..4 {
+        let mut c = p.connect();
+        c.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\npartial")
+            .unwrap();
+        c.shutdown(Shutdown::Both).unwrap();
+    }
+    support::wait_until("ten bodies refused", || {
+        p.metric(
+            "tcp_proxy_http_local_responses_total",
+            &["cause=\"bad_request\""],
+        ) == 10.0
+    });
+    assert_eq!(p.metric("tcp_proxy_ejections_total", &[]), 0.0);
+    assert_eq!(p.metric("tcp_proxy_http_retries_total", &[]), 0.0);
+    assert_eq!(
+        p.metric("tcp_proxy_http_requests_total", &["class=\"5xx\""]),
+        0.0
+    );
+}
+
+/// Local answers to gRPC requests are gRPC statuses (trailers-only), so a
+/// gRPC client sees UNAVAILABLE or RESOURCE_EXHAUSTED and the cause.
+#[test]
+fn local_answers_to_grpc_requests_are_grpc_statuses() {
+    if !require_peer("curl") {
+        return;
+    }
+    let p = proxy(&[support::free_addr()], &[]);
+    let grpc = [
+        "-s",
+        "-i",
+        "--http2-prior-knowledge",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--data-binary",
+        "",
+    ];
+    let out = curl(&[&grpc[..], &[&url(&p, "/pkg.Svc/Method")]].concat()).to_lowercase();
+    assert!(out.starts_with("http/2 200"), "{out}");
+    assert!(out.contains("content-type: application/grpc"), "{out}");
+    assert!(out.contains("grpc-status: 14"), "{out}");
+    assert!(
+        out.contains("grpc-message: tcp-proxy: cannot connect"),
+        "{out}"
+    );
+    assert_eq!(
+        p.metric(
+            "tcp_proxy_http_local_responses_total",
+            &["cause=\"connect_failed\""]
+        ),
+        1.0
+    );
+
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--http-rate-limit=1/m"]);
+    curl(&[&grpc[..], &[&url(&p, "/pkg.Svc/Method")]].concat());
+    let out = curl(&[&grpc[..], &[&url(&p, "/pkg.Svc/Method")]].concat()).to_lowercase();
+    assert!(out.contains("grpc-status: 8"), "{out}");
+    // Not gRPC: the text answer.
+    let out = curl(&["-s", &url(&p, "/")]);
+    assert!(out.contains("rate limit"), "{out}");
+}
+
 #[test]
 fn auto_detection_relays_server_speaks_first_and_opaque_ports_as_tcp() {
     // The client sends nothing: after --detect-timeout the banner flows.

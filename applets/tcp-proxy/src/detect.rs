@@ -31,6 +31,9 @@ const TCP: Detected = Detected::Tcp { timed_out: false };
 
 /// What `bytes` (the start of a connection) say so far; None = cannot tell yet.
 fn classify(bytes: &[u8]) -> Option<Detected> {
+    // Empty lines before a request line are ignored by HTTP servers (RFC
+    // 9112 §2.2), hyper included: they must not make a request TCP.
+    let bytes = skip_empty_lines(bytes);
     if bytes.is_empty() {
         return None;
     }
@@ -38,7 +41,7 @@ fn classify(bytes: &[u8]) -> Option<Detected> {
     if bytes[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then_some(Detected::Http);
     }
-    match bytes.iter().position(|&b| b == b'\n') {
+    match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
         Some(end) => Some(if is_request_line(&bytes[..end]) {
             Detected::Http
         } else {
@@ -57,27 +60,51 @@ fn classify(bytes: &[u8]) -> Option<Detected> {
     }
 }
 
+/// Methods whose start, sent alone, is taken for a stalled request.
+const METHODS: [&[u8]; 10] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE", b"PRI",
+];
+
+/// An undecided start that is a request line begun: a method and a target
+/// begun, or the start of a common method. Another word alone (`DATA`)
+/// may be a TCP protocol's, and goes on as TCP.
+fn stalled_request_line(buf: &[u8]) -> bool {
+    let start = skip_empty_lines(buf);
+    !start.is_empty() && (has_target(start) || METHODS.iter().any(|m| m.starts_with(start)))
+}
+
+fn skip_empty_lines(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+fn is_space(b: &u8) -> bool {
+    *b == b' ' || *b == b'\t'
+}
+
 /// `METHOD SP` and the start of a target: all a request line's start can show.
 fn has_target(bytes: &[u8]) -> bool {
     bytes
         .iter()
-        .position(|&b| b == b' ')
-        .is_some_and(|sp| sp > 0 && bytes.get(sp + 1).is_some_and(|b| b.is_ascii_graphic()))
+        .position(is_space)
+        .is_some_and(|sp| sp > 0 && bytes[sp..].iter().any(|b| b.is_ascii_graphic()))
 }
 
-/// `METHOD SP TARGET SP HTTP/1.x` (the trailing CR optional, as parsers accept).
+/// `METHOD SP TARGET SP HTTP/…`: a method, a target and a version that
+/// names HTTP, however spaced and whatever the version. What is not quite
+/// right (two spaces, a tab, `HTTP/1.2`, a bare CR) is still an attempt at
+/// HTTP: hyper answers it with a 400 rather than relaying it unchecked to
+/// an app that may read it leniently.
 fn is_request_line(line: &[u8]) -> bool {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut words = line.split(is_space).filter(|w| !w.is_empty());
+    let (Some(method), Some(_target)) = (words.next(), words.next()) else {
         return false;
     };
-    is_token(method)
-        && !target.is_empty()
-        && target.iter().all(|b| b.is_ascii_graphic())
-        && matches!(version, b"HTTP/1.0" | b"HTTP/1.1")
+    let version = words.next_back().unwrap_or_default();
+    is_token(method) && version.len() >= 5 && version[..5].eq_ignore_ascii_case(b"HTTP/")
 }
 
 /// A start of a request line that has not reached its end yet. Methods in
@@ -85,14 +112,14 @@ fn is_request_line(line: &[u8]) -> bool {
 /// `hello` or `ping` is relayed at once instead of waiting for the timeout.
 fn could_be_request_line(bytes: &[u8]) -> bool {
     let method_char = |b: &u8| b.is_ascii_uppercase() || *b == b'-' || *b == b'_';
-    match bytes.iter().position(|&b| b == b' ') {
+    match bytes.iter().position(is_space) {
         None => bytes.len() <= MAX_METHOD && bytes.iter().all(method_char),
         Some(sp) => {
             sp <= MAX_METHOD
                 && bytes[..sp].iter().all(method_char)
                 && bytes[sp + 1..]
                     .iter()
-                    .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\r')
+                    .all(|b| b.is_ascii_graphic() || is_space(b))
         }
     }
 }
@@ -120,8 +147,10 @@ pub async fn detect(
         }
         let ready = tokio::time::timeout_at(deadline, s.readable()).await;
         match ready {
-            // Undecided means it could still be a request line (`classify`).
-            Err(_) if has_target(buf) => return Ok(Detected::Http),
+            // Undecided means it could still be a request line (`classify`):
+            // one begun and stalled (`GE`, then nothing) stays HTTP, for
+            // hyper to time out or refuse.
+            Err(_) if stalled_request_line(buf) => return Ok(Detected::Http),
             Err(_) => return Ok(Detected::Tcp { timed_out: true }),
             Ok(r) => r?,
         }
@@ -155,7 +184,27 @@ mod tests {
         assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Some(TCP));
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(TCP));
         assert_eq!(classify(b"HELO x\r\n"), Some(TCP));
-        assert_eq!(classify(b"GET / HTTP/2.0\r\n"), Some(TCP));
+        // Not quite right, but HTTP: hyper answers these, with a 400 when
+        // it cannot parse them; nothing is relayed unchecked.
+        for odd in [
+            &b"\r\nGET / HTTP/1.1\r\n"[..],
+            b"\nGET / HTTP/1.1\n",
+            b"GET  /two-spaces HTTP/1.1\r\n",
+            b"GET\t/tab HTTP/1.1\r\n",
+            b"GET / HTTP/1.2\r\n",
+            b"GET / http/1.1\r\n",
+            b"GET / HTTP/2.0\r\n",
+            b"GET /bare-cr HTTP/1.1\rHost: a\r",
+        ] {
+            assert_eq!(classify(odd), Some(Detected::Http), "{:?}", odd);
+        }
+        assert!(stalled_request_line(b"GE"));
+        assert!(stalled_request_line(b"\r\nPOS"));
+        assert!(stalled_request_line(b"FOO /x"));
+        assert!(!stalled_request_line(b"DATA"));
+        assert!(!stalled_request_line(b"\r\n"));
+        assert_eq!(classify(b"\r\n"), None);
+        assert_eq!(classify(b"\r\nGE"), None);
         assert_eq!(classify(&[b'A'; MAX_PEEK]), Some(TCP));
         // A padded URL longer than what detection reads is still a request.
         let padded = [b"GET /".as_slice(), &[b'a'; MAX_PEEK]].concat();

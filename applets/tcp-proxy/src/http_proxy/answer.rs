@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::Body;
@@ -70,7 +71,35 @@ impl Local {
         }
     }
 
-    pub fn response(self) -> Response<Body> {
+    /// The gRPC status for this cause (gRPC's HTTP mapping, with the
+    /// meaningful codes for a rate limit and a deadline, as Linkerd and
+    /// Envoy answer).
+    fn grpc_status(self) -> u16 {
+        match self {
+            Local::RateLimited(_) => 8, // RESOURCE_EXHAUSTED
+            Local::Timeout => 4,        // DEADLINE_EXCEEDED
+            Local::BadRequest(_) => 13, // INTERNAL
+            _ => 14,                    // UNAVAILABLE
+        }
+    }
+
+    /// The answer: to a gRPC client a trailers-only response (HTTP 200,
+    /// `grpc-status` and `grpc-message`), which gRPC libraries turn into a
+    /// status naming the cause; to others a one-line text body.
+    pub fn response(self, grpc: bool) -> Response<Body> {
+        if grpc {
+            let mut resp = Response::new(Body::full(Bytes::new()));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            if let Ok(m) = HeaderValue::try_from(format!("tcp-proxy: {}", self.message())) {
+                h.insert("grpc-message", m);
+            }
+            return resp;
+        }
         let mut resp = Response::new(Body::full(format!("tcp-proxy: {}\n", self.message())));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
@@ -84,6 +113,13 @@ impl Local {
         }
         resp
     }
+}
+
+/// A gRPC request: its content type is `application/grpc` or a subtype.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The raw 400 for a request-smuggling spelling, which hyper never reads

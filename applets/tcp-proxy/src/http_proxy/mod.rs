@@ -443,16 +443,20 @@ impl HttpProxy {
             retries: 0,
         };
         let version = req.version();
+        let grpc = answer::is_grpc(req.headers());
         // Not boxed: hyper keeps an HTTP/1 request's future in place, and an
         // HTTP/2 stream's is boxed once, whole (h2_server).
         let forwarded = self.forward(req, conn, dest, &mut ex);
-        let mut resp = if self.settings.request_timeout.is_zero() {
+        let forwarded = if self.settings.request_timeout.is_zero() {
             forwarded.await
         } else {
-            match tokio::time::timeout(self.settings.request_timeout, forwarded).await {
-                Ok(r) => r,
-                Err(_) => self.answer(&dest.name, Local::Timeout),
-            }
+            tokio::time::timeout(self.settings.request_timeout, forwarded)
+                .await
+                .unwrap_or(Err(Local::Timeout))
+        };
+        let mut resp = match forwarded {
+            Ok(r) => r,
+            Err(local) => self.answer(&dest.name, local, grpc),
         };
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             *resp.version_mut() = version;
@@ -529,8 +533,8 @@ impl HttpProxy {
         }
     }
 
-    /// A local answer, counted.
-    fn answer(&self, route: &str, local: Local) -> Response<Body> {
+    /// A local answer, counted; in gRPC's terms to a gRPC request.
+    fn answer(&self, route: &str, local: Local, grpc: bool) -> Response<Body> {
         self.metrics
             .http_local_responses
             .get_or_create(&vec![
@@ -539,7 +543,7 @@ impl HttpProxy {
                 ("cause", local.label().to_string()),
             ])
             .inc();
-        local.response()
+        local.response(grpc)
     }
 
     fn may_retry(&self, on: RetryOn, retries: u32, dest: &Destination) -> bool {
@@ -563,22 +567,21 @@ impl HttpProxy {
         conn: &ConnInfo,
         dest: &Destination,
         ex: &mut Exchange,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Local> {
         if let Some(rate) = &dest.rate {
             if !rate.try_take() {
-                return self.answer(&dest.name, Local::RateLimited(rate.retry_after()));
+                return Err(Local::RateLimited(rate.retry_after()));
             }
         }
         if req.method() == Method::CONNECT {
             let addr = match self.pick(conn, dest, &[]) {
                 Ok((addr, _lease)) => addr,
-                Err(local) => return self.answer(&dest.name, local),
+                Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
-            return match tunnel::connect(&self.connector, addr, req).await {
-                Ok(resp) => resp,
-                Err(_) => self.answer(&dest.name, Local::ConnectFailed),
-            };
+            return tunnel::connect(&self.connector, addr, req)
+                .await
+                .map_err(|_| Local::ConnectFailed);
         }
         let upgrade = tunnel::is_upgrade(&req);
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
@@ -586,13 +589,12 @@ impl HttpProxy {
         if upgrade {
             let addr = match self.pick(conn, dest, &[]) {
                 Ok((addr, _lease)) => addr,
-                Err(local) => return self.answer(&dest.name, local),
+                Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
-            return match tunnel::upgrade(&self.connector, addr, req).await {
-                Ok(resp) => resp,
-                Err(_) => self.answer(&dest.name, Local::ConnectFailed),
-            };
+            return tunnel::upgrade(&self.connector, addr, req)
+                .await
+                .map_err(|_| Local::ConnectFailed);
         }
 
         // The downstream target, kept: each attempt writes the request in the
@@ -615,7 +617,7 @@ impl HttpProxy {
             let (parts, body) = req.into_parts();
             match Limited::new(body, MAX_REPLAY_BODY as usize).collect().await {
                 Ok(b) => (Some((parts, b.to_bytes())), None),
-                Err(_) => return self.answer(&dest.name, Local::BadRequest("request body")),
+                Err(_) => return Err(Local::BadRequest("request body")),
             }
         } else {
             (None, Some(req))
@@ -631,7 +633,7 @@ impl HttpProxy {
         loop {
             let (addr, lease) = match self.pick(conn, dest, &tried) {
                 Ok(p) => p,
-                Err(local) => return self.answer(&dest.name, local),
+                Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
             let pool = match (&dest.endpoints, &lease) {
@@ -655,7 +657,7 @@ impl HttpProxy {
                         ex.retries += 1;
                         continue;
                     }
-                    return self.answer(&dest.name, Local::ConnectFailed);
+                    return Err(Local::ConnectFailed);
                 }
             };
             let mut up_req = match &kept {
@@ -680,7 +682,7 @@ impl HttpProxy {
                         ex.retries += 1;
                         continue;
                     }
-                    return downstream_response(resp);
+                    return Ok(downstream_response(resp));
                 }
                 Err((e, Some(back))) if stale == 0 => {
                     tracing::debug!(upstream = %addr, error = %e, "pooled connection was closed; using a new one");
@@ -688,6 +690,13 @@ impl HttpProxy {
                     if kept.is_none() {
                         once = Some(back);
                     }
+                }
+                Err((e, _)) if from_request_body(&*e) => {
+                    // The client's body failed (malformed chunking, or the
+                    // client went away mid-upload): not the endpoint's fault,
+                    // so neither its failure count nor a retry.
+                    tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "request body failed");
+                    return Err(Local::BadRequest("request body unreadable or cut short"));
                 }
                 Err((e, _)) => {
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "upstream failed");
@@ -699,7 +708,7 @@ impl HttpProxy {
                         ex.retries += 1;
                         continue;
                     }
-                    return self.answer(&dest.name, Local::Reset);
+                    return Err(Local::Reset);
                 }
             }
         }
@@ -826,6 +835,17 @@ impl Target {
             }
         }
     }
+}
+
+/// Whether a failed send failed on the client's request body: hyper's
+/// HTTP/1 client reports it as a user error, our HTTP/2 pipe resets the
+/// upstream stream with CANCEL itself.
+fn from_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = e.downcast_ref::<hyper::Error>() {
+        return e.is_user();
+    }
+    e.downcast_ref::<h2::Error>()
+        .is_some_and(|e| e.reason() == Some(h2::Reason::CANCEL) && !e.is_remote())
 }
 
 /// A copy of a request whose body was kept for retries.
