@@ -503,6 +503,36 @@ fn an_idle_h2_connection_lives_to_the_idle_timeout_and_pings_do_not_extend_it() 
     );
 }
 
+/// A client that grants no flow-control window leaves its streams stalled
+/// and pings to look alive: nothing moves, so the idle timeout closes the
+/// connection (nginx's `send_timeout` on a blocked write), and the memory
+/// its streams hold comes back.
+#[test]
+fn a_stalled_h2_stream_is_closed_by_the_idle_timeout_whatever_the_client_pings() {
+    let dir = site();
+    let www = dir.path().join("www");
+    // Over the in-memory cache's limit: read from the file as it is sent.
+    std::fs::write(www.join("big.bin"), vec![b'x'; 600 * 1024]).unwrap();
+    let (_sc, addr) = serve(&www, &["--http2-cleartext", "--idle-timeout", "2s"]);
+    let mut h2 = H2::connect(addr);
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may be sent DATA.
+    h2.frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    for stream in [1, 3, 5] {
+        let mut block = vec![0x82, 0x86, 0x04, 8];
+        block.extend_from_slice(b"/big.bin");
+        h2.frame(HEADERS, 0x4 | END_STREAM, stream, &block);
+    }
+    let closed = (0..300).any(|_| {
+        let open = h2.ping();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !open
+    });
+    assert!(
+        closed,
+        "PINGs kept a connection with stalled streams open past the idle timeout"
+    );
+}
+
 /// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and
 /// cancels each at once, in a flood, makes the server start work the client
 /// never waits for. The connection is ended with GOAWAY ENHANCE_YOUR_CALM

@@ -25,6 +25,10 @@ use crate::sendfile::{self, Spans};
 /// Largest read per frame: big enough for few syscalls, small enough that a
 /// slow client does not pin much memory.
 const CHUNK: u64 = 128 * 1024;
+/// Over HTTP/2, one default-sized frame: a stream is read one chunk ahead of
+/// the window its client grants, and a client may hold 128 streams open
+/// without granting any, so each holds this much rather than `CHUNK`.
+const H2_CHUNK: u64 = 16 * 1024;
 /// File parts at least this long go by sendfile: below, one read and a copy
 /// cost less than the extra syscall.
 pub const SENDFILE_MIN: u64 = 8 * 1024;
@@ -73,9 +77,11 @@ impl Parts {
 }
 
 /// What is told when a response is finished (the end of a request for the
-/// connection's idle tracking).
+/// connection's idle tracking), and when its body moves on.
 pub trait Finish: Send + Sync {
     fn finish(&self);
+    /// The body handed the connection another chunk.
+    fn progress(&self);
 }
 
 /// Calls [`Finish::finish`] when dropped: with the response, or with the
@@ -106,6 +112,8 @@ pub struct Body {
     remaining: u64,
     sent: Option<Counter>,
     guard: Option<Guard>,
+    /// Largest file read per chunk.
+    chunk: u64,
 }
 
 impl Body {
@@ -118,6 +126,7 @@ impl Body {
             remaining: 0,
             sent: None,
             guard: None,
+            chunk: CHUNK,
         }
     }
 
@@ -168,8 +177,13 @@ impl Body {
         self.spans = Some(spans);
     }
 
-    pub fn guard(&mut self, g: Guard) {
+    /// Ties the body to its request's end and progress; over HTTP/2 it
+    /// reads in frame-sized chunks.
+    pub fn guard(&mut self, g: Guard, h2: bool) {
         self.guard = Some(g);
+        if h2 {
+            self.chunk = H2_CHUNK;
+        }
     }
 
     /// Drops the content but keeps length-independent state (HEAD, 304).
@@ -198,7 +212,7 @@ impl Body {
                 }
                 (_, _, Some(m)) => Ok(m.slice(offset as usize..(offset + len) as usize)),
                 _ => {
-                    let n = len.min(CHUNK);
+                    let n = len.min(self.chunk);
                     match self.read_at(offset, n as usize) {
                         Ok(b) => {
                             if n < len {
@@ -221,6 +235,9 @@ impl Body {
             self.remaining -= b.len() as u64;
             if let Some(c) = &self.sent {
                 c.inc_by(b.len() as u64);
+            }
+            if let Some(g) = &self.guard {
+                g.0.progress();
             }
         }
         Some(chunk)

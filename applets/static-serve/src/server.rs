@@ -565,13 +565,14 @@ impl Conn {
         let handler = self.handler.clone();
         let peer = self.peer.clone();
         hyper::service::service_fn(move |req| {
+            let h2 = req.version() == http::Version::HTTP_2;
             let guard = activity.begin_request(req.version());
             // Answered here, before the future is first polled (see `Handler::handle`).
             let answer = handler.handle(req, &peer, spans.is_some());
             let spans = spans.clone();
             async move {
                 let mut resp = answer.await;
-                resp.body_mut().guard(guard);
+                resp.body_mut().guard(guard, h2);
                 if let Some(spans) = spans {
                     resp.body_mut().sendfile_via(spans);
                 }
@@ -674,10 +675,14 @@ struct Activity {
     in_flight: AtomicU32,
     /// The connection speaks HTTP/2 (known from its first request). Bytes it
     /// reads are frames (PING, WINDOW_UPDATE, SETTINGS), not a head starting,
-    /// and do not count as traffic, nor do our answers to them between
-    /// streams: it is idle from the end of the last stream, as with nginx's
-    /// `keepalive_timeout` for h2, and a client that pings is closed all the
-    /// same. While streams are open, what we manage to write is the progress.
+    /// and do not count as traffic, nor do the frames we write (PING
+    /// acknowledgements among them): it is idle from the end of the last
+    /// stream, as with nginx's `keepalive_timeout` for h2, and a client that
+    /// pings is closed all the same. While streams are open, the progress is
+    /// response bodies taking chunks (`Finish::progress`): hyper asks for one
+    /// only when the stream's window has room, so a client that grants no
+    /// window and pings to look alive is closed by the idle timeout, as
+    /// nginx's `send_timeout` closes a blocked write.
     h2: AtomicBool,
 }
 
@@ -715,10 +720,8 @@ impl Activity {
     }
 
     fn wrote(&self, n: usize) {
-        // h2 between streams: PING acknowledgements and the like.
-        if n == 0
-            || (self.h2.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0)
-        {
+        // h2: frames, progress or not (see `h2`).
+        if n == 0 || self.h2.load(Ordering::Relaxed) {
             return;
         }
         self.last_io.store(now_ms(), Ordering::Relaxed);
@@ -768,6 +771,10 @@ impl Finish for Activity {
     fn finish(&self) {
         self.last_io.store(now_ms(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn progress(&self) {
+        self.last_io.store(now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -921,5 +928,22 @@ mod tests {
         // Its acknowledgement.
         a.wrote(17);
         assert_eq!(a.deadline(&limits), idle);
+    }
+
+    #[test]
+    fn a_stalled_h2_stream_is_idle_whatever_frames_flow() {
+        let limits = limits();
+        let a = Arc::new(Activity::new());
+        let _stream = a.begin_request(http::Version::HTTP_2);
+        let stalled = a.deadline(&limits);
+        // PINGs and their acknowledgements while the stream waits for a
+        // window: no progress.
+        std::thread::sleep(Duration::from_millis(5));
+        a.read(17);
+        a.wrote(17);
+        assert_eq!(a.deadline(&limits), stalled);
+        // The body taking a chunk is.
+        a.progress();
+        assert!(a.deadline(&limits) > stalled);
     }
 }
