@@ -171,6 +171,34 @@ fn sigterm_drops_readiness_then_exits_zero() {
     assert_eq!(sc.wait_exit().code(), Some(0), "{}", sc.stderr());
 }
 
+/// The admin port is bounded like a data port: a client that sends nothing
+/// is closed at the head timeout, connections over the cap are closed at
+/// once, and probes are answered again as soon as the holders are gone.
+#[test]
+fn idle_admin_connections_cannot_hold_the_admin_port() {
+    use std::io::Read;
+    let dir = support::tempdir();
+    let mut sc = Sidecar::start(
+        "config-watch-reload",
+        &["--watch", dir.path().to_str().unwrap(), "--exec", "true"],
+    );
+    let admin = sc.admin_addr();
+    support::wait_until("ready", || http::get(admin, "/healthz").status == 200);
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(admin).unwrap())
+        .collect();
+    // The 65th is over the cap: closed without an answer.
+    let mut over = std::net::TcpStream::connect(admin).unwrap();
+    over.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    assert_eq!(over.read(&mut [0; 16]).unwrap_or(1), 0, "closed at once");
+    // The silent ones are closed at the head timeout.
+    for mut c in idle {
+        c.set_read_timeout(Some(support::DEADLINE)).unwrap();
+        assert_eq!(c.read(&mut [0; 16]).unwrap_or(1), 0, "closed by the server");
+    }
+    assert_eq!(http::get(admin, "/healthz").status, 200);
+}
+
 /// As PID 1 of its container (here: of a PID namespace the test creates),
 /// `sidecar` reaps orphans that the commands it runs leave behind.
 #[test]

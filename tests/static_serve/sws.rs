@@ -24,6 +24,8 @@ fn static_web_server_names_and_variables_keep_their_meaning() {
             "-z",
             "--health",
             "--security-headers",
+            // What static-serve does anyway: the root is resolved per request.
+            "--use-relative-root",
             "--basic-auth",
             "alice:$2b$04$dN.gIIRohXuUmgkED/BVJ.qVO50pLLT65pl63SxDIvIL3GX0Dwjlm",
             "--access-log",
@@ -82,7 +84,6 @@ fn unsupported_static_web_server_flags_and_values_exit_2_naming_them() {
         (vec!["--config-file", "sws.toml"], "--config-file"),
         (vec!["--maintenance-mode"], "--maintenance-mode"),
         (vec!["--etag", "false"], "only `true`"),
-        (vec!["--use-relative-root"], "--use-relative-root"),
         (
             vec!["--compression-static", "false"],
             "--compression-static",

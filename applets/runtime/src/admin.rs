@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -122,14 +123,29 @@ pub fn spawn(listener: TcpListener, state: Arc<AdminState>, stop: Shutdown) {
     });
 }
 
+/// Connections a control-plane listener serves at once: probes and scrapes
+/// need a handful. More are closed as soon as they are accepted, so idle
+/// ones cannot take the process's descriptors from its data port.
+const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive within this (a trickling client is closed).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection is kept, requests and idle time together:
+/// Prometheus reconnects for its next scrape, a prober opens one per check.
+const MAX_LIFETIME: Duration = Duration::from_secs(60);
+/// Backoff while accepting fails (descriptors exhausted): first, most.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
 /// Minimal HTTP/1.1 accept loop for small control-plane listeners (admin,
-/// git-sync's `--http-bind`). Stops accepting when `stop` fires.
+/// git-sync's `--http-bind`). Stops accepting when `stop` fires. Bounded as
+/// the data ports are: a connection cap, a head timeout and a lifetime.
 pub fn serve_http1<F, Fut>(listener: TcpListener, stop: Shutdown, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
+        let mut backoff: Option<Duration> = None;
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -138,19 +154,37 @@ where
             let (stream, _) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
-                    // fd exhaustion and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    // fd exhaustion and the like: back off instead of spinning,
+                    // and say so once per episode, not once per retry.
+                    let wait = match backoff {
+                        None => {
+                            tracing::warn!(error = %e, "admin accept failed; backing off");
+                            ACCEPT_BACKOFF.0
+                        }
+                        Some(w) => (w * 2).min(ACCEPT_BACKOFF.1),
+                    };
+                    backoff = Some(wait);
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
+            };
+            if backoff.take().is_some() {
+                tracing::info!("admin listener accepting again");
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("admin listener at its connection cap; closing a new one");
+                continue;
             };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(handler);
-                let _ = hyper::server::conn::http1::Builder::new()
+                let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(MAX_LIFETIME, conn).await;
+                drop(slot);
             });
         }
     });

@@ -164,7 +164,7 @@ macro_rules! unsupported {
         struct Unsupported {
             $(
                 #[arg(long = $long, $(short = $short,)? env = $env, hide = true, num_args = 0..=1,
-                      default_missing_value = "true", allow_hyphen_values = true)]
+                      default_missing_value = "true")]
                 $field: Option<String>,
             )*
         }
@@ -194,7 +194,10 @@ unsupported! {
     unix_socket_force: "unix-socket-force", "SERVER_UNIX_SOCKET_FORCE", ["false"];
     threads_multiplier: "threads-multiplier" / 'n', "SERVER_THREADS_MULTIPLIER", ["0", "1"];
     max_blocking_threads: "max-blocking-threads" / 'b', "SERVER_MAX_BLOCKING_THREADS", ["512"];
-    use_relative_root: "use-relative-root", "SERVER_USE_RELATIVE_ROOT", ["false"];
+    // `true` is what static-serve always does (the root is resolved per
+    // request); `false` (pinned at start) served stale trees under git-sync
+    // (SWS #699), which no manifest relies on.
+    use_relative_root: "use-relative-root", "SERVER_USE_RELATIVE_ROOT", ["true", "false"];
     page50x: "page50x", "SERVER_ERROR_PAGE_50X", [];
     log_with_ansi: "log-with-ansi", "SERVER_LOG_WITH_ANSI", ["false"];
     log_file: "log-file", "SERVER_LOG_FILE", [];
