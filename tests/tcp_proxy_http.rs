@@ -255,6 +255,43 @@ fn headers_forwarded_request_id_and_hop_by_hop() {
     assert_eq!(up.next().header("x-request-id"), Some("mine-1"));
 }
 
+/// The Host the upstream sees is the authority the route was chosen by;
+/// two Hosts are refused; Connection cannot strip Host or the request id;
+/// identity headers a client sends are dropped.
+#[test]
+fn host_request_id_and_identity_headers_cannot_be_played_with() {
+    let (secret, other) = (Receiver::start(), Receiver::start());
+    let route = format!("secret.local/={}", secret.addr);
+    let p = proxy(&[other.addr], &["--http-route", &route]);
+    let answer = raw(
+        &p,
+        b"GET http://secret.local/x HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = secret.drain();
+    assert_eq!(got[0].header("host"), Some("secret.local"));
+    assert!(other.drain().is_empty());
+
+    let answer = raw(
+        &p,
+        b"GET /x HTTP/1.1\r\nHost: other\r\nHost: secret.local\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("duplicate Host"), "{answer}");
+    assert!(secret.drain().is_empty() && other.drain().is_empty());
+
+    raw(
+        &p,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close, host, x-request-id\r\nx-request-id: abc\r\n\
+          l5d-client-id: admin.shop\r\nx-forwarded-client-cert: URI=spiffe://evil\r\n\r\n",
+    );
+    let got = other.drain();
+    assert_eq!(got[0].header("host"), Some("a"));
+    assert_eq!(got[0].header("x-request-id"), Some("abc"));
+    assert_eq!(got[0].header("l5d-client-id"), None);
+    assert_eq!(got[0].header("x-forwarded-client-cert"), None);
+}
+
 /// Sends raw bytes on a fresh connection and returns everything answered.
 fn raw(p: &Proxy, bytes: &[u8]) -> String {
     let mut s = connect(p.addr());

@@ -698,6 +698,13 @@ fn smuggling_spellings_are_refused_behind_mutual_tls() {
     let out = c.finish();
     assert!(out.contains("HTTP/1.1 200"), "{out}");
     assert!(out.contains("HTTP/1.1 400"), "{out}");
-    let paths: Vec<String> = app.drain().into_iter().map(|r| r.path).collect();
+    let got = app.drain();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/first"]);
+    // The app is told the verified client identity, as Linkerd and Istio tell it.
+    assert_eq!(got[0].header("l5d-client-id"), Some(WEB));
+    assert_eq!(
+        got[0].header("x-forwarded-client-cert"),
+        Some(format!("URI={WEB}").as_str())
+    );
 }

@@ -125,7 +125,8 @@ pub struct Args {
     )]
     pub http_retries: u32,
 
-    /// What an HTTP request is retried on: `connect-failure`, `reset`, status codes.
+    /// What an HTTP request is retried on: `connect-failure`, `reset`, status
+    /// codes, and Envoy's `5xx`, `gateway-error` and `retriable-4xx`.
     #[arg(
         long,
         env = "TCP_PROXY_HTTP_RETRY_ON",
@@ -417,16 +418,40 @@ pub enum RetryOn {
     /// The connection failed after the request was (partly) sent.
     Reset,
     Status(u16),
+    /// Envoy's `5xx`: any 5xx answer, a reset or a connect failure.
+    Any5xx,
+    /// Envoy's `gateway-error`: 502, 503 or 504, a reset or a connect failure.
+    GatewayError,
+}
+
+impl RetryOn {
+    /// Whether this configured condition covers what happened (`event`: a
+    /// connect failure, a reset or a status).
+    pub fn covers(self, event: RetryOn) -> bool {
+        match (self, event) {
+            (RetryOn::Any5xx | RetryOn::GatewayError, RetryOn::ConnectFailure | RetryOn::Reset) => {
+                true
+            }
+            (RetryOn::Any5xx, RetryOn::Status(c)) => (500..600).contains(&c),
+            (RetryOn::GatewayError, RetryOn::Status(c)) => matches!(c, 502..=504),
+            (condition, event) => condition == event,
+        }
+    }
 }
 
 fn parse_retry_on(s: &str) -> Result<RetryOn, String> {
     match s.trim() {
         "connect-failure" => Ok(RetryOn::ConnectFailure),
         "reset" => Ok(RetryOn::Reset),
+        "5xx" => Ok(RetryOn::Any5xx),
+        "gateway-error" => Ok(RetryOn::GatewayError),
+        // Envoy's name for 409 Conflict.
+        "retriable-4xx" => Ok(RetryOn::Status(409)),
         code => match code.parse::<u16>() {
             Ok(c) if (100..600).contains(&c) => Ok(RetryOn::Status(c)),
             _ => Err(format!(
-                "invalid retry condition {code:?}: expected connect-failure, reset or a status code"
+                "invalid retry condition {code:?}: expected connect-failure, reset, 5xx, \
+                 gateway-error, retriable-4xx or a status code"
             )),
         },
     }
@@ -735,6 +760,12 @@ mod tests {
         assert!(parse_port_ranges("9-1").is_err());
         assert_eq!(parse_retry_on("503").unwrap(), RetryOn::Status(503));
         assert!(parse_retry_on("sometimes").is_err());
+        let any = parse_retry_on("5xx").unwrap();
+        assert!(any.covers(RetryOn::Status(500)) && any.covers(RetryOn::Reset));
+        assert!(!any.covers(RetryOn::Status(404)));
+        let gateway = parse_retry_on("gateway-error").unwrap();
+        assert!(gateway.covers(RetryOn::Status(503)) && !gateway.covers(RetryOn::Status(500)));
+        assert!(gateway.covers(RetryOn::ConnectFailure));
     }
 
     #[test]

@@ -284,7 +284,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 fn inspect(head: &[u8]) -> Result<Framing, &'static str> {
     // The request line says nothing about framing.
     let lines = head.split(|&b| b == b'\n').skip(1);
-    let (mut lengths, mut length, mut te, mut chunked) = (0, None, 0, false);
+    let (mut lengths, mut length, mut te, mut chunked, mut hosts) = (0, None, 0, false, 0);
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(&first) = line.first() else { break };
@@ -305,6 +305,8 @@ fn inspect(head: &[u8]) -> Result<Framing, &'static str> {
             length = std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te += 1;
             chunked = value
@@ -318,6 +320,11 @@ fn inspect(head: &[u8]) -> Result<Framing, &'static str> {
     }
     if lengths > 1 {
         return Err("duplicate Content-Length");
+    }
+    // Routes would follow one Host and the app perhaps the other (RFC 9112
+    // §3.2: 400).
+    if hosts > 1 {
+        return Err("duplicate Host");
     }
     Ok(if te > 0 {
         if chunked {
@@ -517,6 +524,8 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
         assert!(inspect(both).is_err());
         let dup = b"POST / HTTP/1.1\r\ncontent-length: 3\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(inspect(dup), Err("duplicate Content-Length"));
+        let hosts = b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n";
+        assert_eq!(inspect(hosts), Err("duplicate Host"));
         let fold = b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n";
         assert!(inspect(fold).is_err());
         for bad in ["abc", "+3", "-1", "0x3", "3 4", ""] {

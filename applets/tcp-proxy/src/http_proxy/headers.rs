@@ -38,7 +38,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
         h.remove(header::CONNECTION);
     } else if connection {
         // Names handled below whatever Connection says need no lookup (and
-        // the usual `keep-alive` no allocation).
+        // the usual `keep-alive` no allocation); the message's own framing
+        // and identity (Host, Content-Length, the request id) are not the
+        // client's to remove this way.
         let handled = |t: &str| {
             [
                 "keep-alive",
@@ -47,6 +49,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
                 "connection",
                 "upgrade",
                 "te",
+                "host",
+                "content-length",
+                "x-request-id",
             ]
             .iter()
             .any(|n| t.eq_ignore_ascii_case(n))
@@ -126,6 +131,38 @@ pub fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool) {
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
+}
+
+static L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// A verified client identity, as Linkerd (`l5d-client-id`) and Envoy/Istio
+/// (`x-forwarded-client-cert`, its `URI=` or `DNS=` element) hand it to the app.
+pub struct Identity {
+    l5d_client_id: HeaderValue,
+    xfcc: HeaderValue,
+}
+
+impl Identity {
+    pub fn of(id: &str) -> Option<Identity> {
+        let kind = if id.contains("://") { "URI" } else { "DNS" };
+        Some(Identity {
+            l5d_client_id: HeaderValue::from_str(id).ok()?,
+            xfcc: HeaderValue::from_str(&format!("{kind}={id}")).ok()?,
+        })
+    }
+}
+
+/// The identity headers say what this proxy verified, never what a client
+/// claims: any sent by the client are dropped (Envoy's SANITIZE_SET, what
+/// Linkerd's inbound proxy does), and set from the mTLS peer when there is one.
+pub fn set_identity(h: &mut HeaderMap, verified: Option<&Identity>) {
+    h.remove(&L5D_CLIENT_ID);
+    h.remove(&XFCC);
+    if let Some(id) = verified {
+        h.insert(&L5D_CLIENT_ID, id.l5d_client_id.clone());
+        h.insert(&XFCC, id.xfcc.clone());
+    }
 }
 
 /// The request's id: kept when the client sent one, else a new random one
@@ -224,5 +261,24 @@ mod tests {
         h.insert(&X_REQUEST_ID, "from-the-client".parse().unwrap());
         assert_eq!(request_id(&mut h), "from-the-client");
         assert!(h[&X_REQUEST_ID].is_sensitive(), "never indexed onwards");
+    }
+
+    #[test]
+    fn identity_headers_are_what_was_verified() {
+        let mut h = HeaderMap::new();
+        h.insert("l5d-client-id", HeaderValue::from_static("admin"));
+        h.insert(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("URI=spiffe://x/evil"),
+        );
+        set_identity(&mut h, None);
+        assert!(h.get("l5d-client-id").is_none() && h.get("x-forwarded-client-cert").is_none());
+        let id = Identity::of("spiffe://cluster.local/ns/shop/sa/web").unwrap();
+        set_identity(&mut h, Some(&id));
+        assert_eq!(h["l5d-client-id"], "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(
+            h["x-forwarded-client-cert"],
+            "URI=spiffe://cluster.local/ns/shop/sa/web"
+        );
     }
 }

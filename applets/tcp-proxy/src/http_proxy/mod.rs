@@ -92,6 +92,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client's verified identity (mutual TLS).
     pub peer_id: Option<String>,
+    /// That identity as the app gets it (`headers::set_identity`), made once
+    /// per connection.
+    identity: Option<headers::Identity>,
     /// Where requests matching no --http-route go: the listener's upstreams.
     pub fallback: Arc<Destination>,
 }
@@ -111,6 +114,7 @@ impl ConnInfo {
             client_header,
             original_dst,
             tls,
+            identity: peer_id.as_deref().and_then(headers::Identity::of),
             peer_id,
             fallback,
         }
@@ -547,7 +551,8 @@ impl HttpProxy {
     }
 
     fn may_retry(&self, on: RetryOn, retries: u32, dest: &Destination) -> bool {
-        let wanted = retries < self.settings.retries && self.settings.retry_on.contains(&on);
+        let wanted =
+            retries < self.settings.retries && self.settings.retry_on.iter().any(|c| c.covers(on));
         if wanted && !dest.budget.try_withdraw() {
             tracing::debug!(route = %dest.name, "retry budget exhausted");
             return false;
@@ -586,6 +591,7 @@ impl HttpProxy {
         let upgrade = tunnel::is_upgrade(&req);
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         headers::add_forwarded(req.headers_mut(), &conn.client_header, conn.tls);
+        headers::set_identity(req.headers_mut(), conn.identity.as_ref());
         if upgrade {
             let addr = match self.pick(conn, dest, &[]) {
                 Ok((addr, _lease)) => addr,
@@ -823,15 +829,19 @@ impl Target {
             if req.uri().authority().is_some() {
                 *req.uri_mut() = Uri::from(path());
             }
-            if !req.headers().contains_key(header::HOST) {
-                let host = match (&self.host, self.uri.authority()) {
-                    (Some(h), _) => Some(h.clone()),
-                    (None, Some(a)) => header::HeaderValue::from_str(a.as_str()).ok(),
-                    (None, None) => header::HeaderValue::from_str(&endpoint.to_string()).ok(),
-                };
-                if let Some(h) = host {
-                    req.headers_mut().insert(header::HOST, h);
-                }
+            // The authority routes were chosen by is the Host the upstream
+            // sees: an absolute-form target's or `:authority` replaces any
+            // Host sent beside it (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+            let host = match (self.uri.authority(), &self.host) {
+                (Some(a), _) => header::HeaderValue::from_str(a.as_str()).ok(),
+                (None, Some(h)) => Some(h.clone()),
+                (None, None) => header::HeaderValue::from_str(&endpoint.to_string()).ok(),
+            };
+            if let Some(h) = host {
+                req.headers_mut().insert(header::HOST, h);
+            }
+            if self.version == Version::HTTP_2 {
+                join_cookies(req.headers_mut());
             }
         }
     }
@@ -848,6 +858,24 @@ fn from_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|e| e.reason() == Some(h2::Reason::CANCEL) && !e.is_remote())
 }
 
+/// HTTP/2 carries each cookie in a field of its own; HTTP/1.1 servers read
+/// one Cookie line, so they are joined with "; " (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut http::HeaderMap) {
+    let mut values = h.get_all(header::COOKIE).iter();
+    if values.nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<u8> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
+}
+
 /// A copy of a request whose body was kept for retries.
 fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
     let mut req = Request::new(Body::full(body));
@@ -861,4 +889,19 @@ fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
 fn downstream_response(mut resp: Response<Body>) -> Response<Body> {
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_of_an_http2_request_are_joined_for_http1() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+    }
 }
