@@ -22,8 +22,10 @@ pub struct Validators<'a> {
 impl Validators<'_> {
     /// Evaluates the preconditions of a GET or HEAD.
     pub fn evaluate(&self, headers: &HeaderMap) -> Outcome {
-        if let Some(v) = header(headers, IF_MATCH) {
-            if !self.matches_any(v, true) {
+        // A list may come as several field lines: they are one list (RFC
+        // 9110 §5.3), so a tag on the second line counts too.
+        if headers.contains_key(IF_MATCH) {
+            if !self.matches_any_line(headers, IF_MATCH, true) {
                 return Outcome::PreconditionFailed;
             }
         } else if let Some(date) = header(headers, IF_UNMODIFIED_SINCE).and_then(parse_date) {
@@ -31,8 +33,8 @@ impl Validators<'_> {
                 return Outcome::PreconditionFailed;
             }
         }
-        if let Some(v) = header(headers, IF_NONE_MATCH) {
-            if self.matches_any(v, false) {
+        if headers.contains_key(IF_NONE_MATCH) {
+            if self.matches_any_line(headers, IF_NONE_MATCH, false) {
                 return Outcome::NotModified;
             }
         } else if let Some(date) = header(headers, IF_MODIFIED_SINCE).and_then(parse_date) {
@@ -57,6 +59,14 @@ impl Validators<'_> {
             return false;
         }
         parse_date(v) == Some(secs(self.modified))
+    }
+
+    fn matches_any_line(&self, headers: &HeaderMap, name: http::HeaderName, strong: bool) -> bool {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| self.matches_any(v, strong))
     }
 
     /// `*` or any listed tag; `strong` comparison refuses weak tags (RFC 9110 §8.8.3.2).
@@ -143,5 +153,17 @@ mod tests {
         assert!(!v().range_allowed(&h(&[("if-range", "W/\"abc\"")])));
         assert!(v().range_allowed(&h(&[("if-range", AT)])));
         assert!(!v().range_allowed(&h(&[("if-range", EARLIER)])));
+    }
+
+    #[test]
+    fn a_tag_list_split_over_field_lines_is_one_list() {
+        let mut headers = HeaderMap::new();
+        headers.append(IF_NONE_MATCH, "\"other\"".parse().unwrap());
+        headers.append(IF_NONE_MATCH, "\"abc\"".parse().unwrap());
+        assert!(matches!(v().evaluate(&headers), Outcome::NotModified));
+        let mut headers = HeaderMap::new();
+        headers.append(IF_MATCH, "\"other\"".parse().unwrap());
+        headers.append(IF_MATCH, "\"abc\"".parse().unwrap());
+        assert!(matches!(v().evaluate(&headers), Outcome::Proceed));
     }
 }

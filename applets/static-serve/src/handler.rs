@@ -437,7 +437,10 @@ impl Handler {
                     // before the original changed (an in-place checkout that
                     // only rewrote the original): serving it would send old
                     // content, so the original (or on-the-fly gzip) is used.
-                    if v.meta.modified < f.meta.modified {
+                    // Within a deploy a variant may be written just before
+                    // its original (`cp -r` in directory order, a build
+                    // that compresses first): only an older one counts.
+                    if v.meta.modified + STALE_VARIANT < f.meta.modified {
                         self.metrics.stale_variants.inc();
                         continue;
                     }
@@ -755,6 +758,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const NOT_FOUND: &str = "404 Not Found\n";
+/// How much older than its original a precompressed variant may be and
+/// still be taken as written in the same deploy.
+const STALE_VARIANT: std::time::Duration = std::time::Duration::from_secs(2);
 /// `NOT_FOUND.len()`, spelled out for a static header value.
 const NOT_FOUND_LENGTH: &str = "14";
 

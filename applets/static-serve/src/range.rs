@@ -22,9 +22,12 @@ pub enum Ranges {
 
 /// Parses a `Range` header against a representation of `len` bytes.
 pub fn parse(header: &str, len: u64) -> Ranges {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+    // Range units are case-insensitive (RFC 9110 §14.1): `BYTES=0-1` too.
+    let header = header.trim();
+    let spec = match header.split_at_checked(6) {
+        Some((unit, spec)) if unit.eq_ignore_ascii_case("bytes=") => spec,
         // Another unit: ignore the header (RFC 9110 §14.2).
-        return Ranges::Full;
+        _ => return Ranges::Full,
     };
     let mut ranges = Vec::new();
     for part in spec.split(',') {
@@ -106,6 +109,8 @@ mod tests {
     #[test]
     fn single_ranges() {
         assert_eq!(p("bytes=0-99"), Ranges::Partial(vec![0..100]));
+        assert_eq!(p("BYTES=0-99"), Ranges::Partial(vec![0..100]));
+        assert_eq!(p("items=0-99"), Ranges::Full);
         assert_eq!(p("bytes=900-"), Ranges::Partial(vec![900..1000]));
         assert_eq!(p("bytes=-100"), Ranges::Partial(vec![900..1000]));
         assert_eq!(p("bytes=-5000"), Ranges::Partial(vec![0..1000]));
