@@ -23,7 +23,10 @@ use prometheus_client::registry::Registry;
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -150,6 +153,11 @@ struct Loaded {
     /// Chain checks for client certificates, built once per CA bundle.
     clients_required: Option<Arc<dyn ClientCertVerifier>>,
     clients_optional: Option<Arc<dyn ClientCertVerifier>>,
+    /// Sessions our servers may resume, made under this material: a resumed
+    /// session skips the client certificate check, so a reload (a new CA,
+    /// say) starts a new cache and no session outlives the trust it was
+    /// verified under.
+    sessions: Arc<ServerSessionMemoryCache>,
 }
 
 /// The live TLS material: resolves our certificate for both server and
@@ -277,6 +285,7 @@ impl Material {
         };
         let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.session_storage = self.clone();
         Ok(Arc::new(config))
     }
 
@@ -312,6 +321,25 @@ pub enum ClientAuth {
     /// when it sends one).
     Optional,
     Required,
+}
+
+/// The current material's session cache (see `Loaded::sessions`).
+impl StoresServerSessions for Material {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.loaded().sessions.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.loaded().sessions.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.loaded().sessions.take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
 }
 
 impl ResolvesServerCert for Material {
@@ -375,6 +403,8 @@ fn read(files: &TlsFiles) -> Result<Loaded, String> {
         roots,
         clients_required,
         clients_optional,
+        // rustls's default size.
+        sessions: ServerSessionMemoryCache::new(256),
     })
 }
 

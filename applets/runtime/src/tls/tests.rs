@@ -292,6 +292,29 @@ async fn reload_swaps_the_certificate_and_a_bad_file_keeps_the_old_one() {
     assert_eq!(still, after);
 }
 
+/// A resumed session skips the client certificate check: none made before
+/// a reload may be resumed after it (a CA rotated out, say).
+#[test]
+fn a_reload_forgets_the_sessions_servers_could_resume() {
+    use rustls::server::StoresServerSessions;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let files = write(dir.path(), "srv", &ca, &leaf(&ca, "api.shop", SHOP_API));
+    let srv = Material::load(files.clone(), TlsMetrics::default()).unwrap();
+    let server = srv
+        .server_config(ClientAuth::Required, Identities::default(), ALPN_H2_HTTP1)
+        .unwrap();
+    assert!(server
+        .session_storage
+        .put(b"id".to_vec(), b"session".to_vec()));
+    assert_eq!(server.session_storage.get(b"id"), Some(b"session".to_vec()));
+    let rotated = leaf(&ca, "api.shop", SHOP_API);
+    std::fs::write(&files.cert.path, &rotated.0).unwrap();
+    std::fs::write(&files.key.path, &rotated.1).unwrap();
+    assert!(srv.reload());
+    assert_eq!(server.session_storage.get(b"id"), None);
+}
+
 #[tokio::test]
 async fn a_rotated_ca_bundle_applies_to_the_next_handshake() {
     let dir = tempfile::tempdir().unwrap();
