@@ -296,7 +296,6 @@ async fn reload_swaps_the_certificate_and_a_bad_file_keeps_the_old_one() {
 /// a reload may be resumed after it (a CA rotated out, say).
 #[test]
 fn a_reload_forgets_the_sessions_servers_could_resume() {
-    use rustls::server::StoresServerSessions;
     let dir = tempfile::tempdir().unwrap();
     let ca = ca();
     let files = write(dir.path(), "srv", &ca, &leaf(&ca, "api.shop", SHOP_API));
