@@ -4,7 +4,19 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// Level names a directive without `=` may be. tracing would take any other
+/// word for a target name (`inf` enables only a target called `inf`), and a
+/// typo would silence every log line.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
 pub fn init(format: LogFormat, filter: &str) -> Result<(), crate::UsageError> {
+    if let Some(word) = filter.split(',').map(str::trim).find(|d| {
+        !d.is_empty() && !d.contains('=') && !LEVELS.iter().any(|l| d.eq_ignore_ascii_case(l))
+    }) {
+        return Err(crate::UsageError(format!(
+            "--log-level: {word:?} is not a level (trace, debug, info, warn, error, off) nor a TARGET=LEVEL directive"
+        )));
+    }
     let filter = EnvFilter::builder()
         .parse(filter)
         .map_err(|e| crate::UsageError(format!("--log-level: invalid filter {filter:?}: {e}")))?;
@@ -21,4 +33,20 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), crate::UsageError> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_that_is_no_level_is_refused_naming_the_flag() {
+        let e = init(LogFormat::Text, "inf").unwrap_err();
+        assert!(
+            e.0.contains("--log-level") && e.0.contains("\"inf\""),
+            "{}",
+            e.0
+        );
+        assert!(init(LogFormat::Text, "info,sidecar_git_sync=debug").is_ok());
+    }
 }
