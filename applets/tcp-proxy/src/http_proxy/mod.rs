@@ -834,7 +834,10 @@ impl Target {
             // Host sent beside it (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
             let host = match (self.uri.authority(), &self.host) {
                 (Some(a), _) => header::HeaderValue::from_str(a.as_str()).ok(),
-                (None, Some(h)) => Some(h.clone()),
+                // The usual origin-form request: its Host stays as it came
+                // (unless an HTTP/2 attempt before this one took it out).
+                (None, Some(h)) if !req.headers().contains_key(header::HOST) => Some(h.clone()),
+                (None, Some(_)) => None,
                 (None, None) => header::HeaderValue::from_str(&endpoint.to_string()).ok(),
             };
             if let Some(h) = host {
