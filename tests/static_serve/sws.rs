@@ -291,3 +291,29 @@ fn static_web_server_spellings_bring_its_defaults() {
     assert_eq!(http::get(addr, "/app.css").header("cache-control"), None);
     assert_eq!(http::get(addr, "/link.txt").text(), "hello world\n");
 }
+
+/// An empty SWS switch (`SERVER_DIRECTORY_LISTING=`, a variable a manifest
+/// left blank) means off, as SWS's empty values do; a word that is no
+/// boolean still exits 2.
+#[test]
+fn an_empty_static_web_server_switch_means_off() {
+    let dir = site();
+    let www = dir.path().join("www");
+    let check = |value: &str| {
+        std::process::Command::new(support::bin())
+            .args(["static-serve", "--admin-addr=off", "--check", "--root"])
+            .arg(&www)
+            .env("SERVER_DIRECTORY_LISTING", value)
+            .output()
+            .unwrap()
+    };
+    let out = check("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check("maybe");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a boolean"));
+}

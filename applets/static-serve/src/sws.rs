@@ -47,7 +47,7 @@ pub struct Sws {
 
     /// static-web-server's directory listing switch (= --listing).
     #[arg(long, short = 'z', hide = true, env = "SERVER_DIRECTORY_LISTING", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     directory_listing: Option<bool>,
 
     /// static-web-server's listing format: `html`, `json`, or `auto` (JSON for
@@ -59,22 +59,22 @@ pub struct Sws {
 
     /// static-web-server's on-the-fly compression switch (= --gzip).
     #[arg(long, short = 'x', hide = true, env = "SERVER_COMPRESSION", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     compression: Option<bool>,
 
     /// static-web-server's precompressed-variant switch: only `true` (always on here).
     #[arg(long, hide = true, env = "SERVER_COMPRESSION_STATIC", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     compression_static: Option<bool>,
 
     /// static-web-server's automatic Cache-Control by file type (`src/control_headers.rs`).
     #[arg(long, short = 'e', hide = true, env = "SERVER_CACHE_CONTROL_HEADERS", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     cache_control_headers: Option<bool>,
 
     /// static-web-server's security headers (HSTS, X-Frame-Options, X-Content-Type-Options, CSP).
     #[arg(long, hide = true, env = "SERVER_SECURITY_HEADERS", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     security_headers: Option<bool>,
 
     /// static-web-server's single basic-auth user, `user:bcrypt-hash`.
@@ -83,37 +83,37 @@ pub struct Sws {
 
     /// static-web-server's TLS switch: needs --tls-cert and --tls-key; `false` serves plain HTTP.
     #[arg(long, short = 't', hide = true, env = "SERVER_TLS", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     tls: Option<bool>,
 
     /// static-web-server's HTTP/2 switch: needs TLS; h2 is offered by ALPN (`false`: HTTP/1.1 only).
     #[arg(long, hide = true, env = "SERVER_HTTP2_TLS", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     http2: Option<bool>,
 
     /// static-web-server's health endpoint: `GET /health` on the data port, not logged.
     #[arg(long, hide = true, env = "SERVER_HEALTH", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     pub health: Option<bool>,
 
     /// static-web-server v2's dotfile switch (= not --hidden-files).
     #[arg(long, hide = true, env = "SERVER_IGNORE_HIDDEN_FILES", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     ignore_hidden_files: Option<bool>,
 
     /// static-web-server v2's symlink switch (= --no-symlinks).
     #[arg(long, hide = true, env = "SERVER_DISABLE_SYMLINKS", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     disable_symlinks: Option<bool>,
 
     /// static-web-server v3's dotfile switch (= --hidden-files).
     #[arg(long, hide = true, env = "SERVER_INCLUDE_HIDDEN", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     include_hidden: Option<bool>,
 
     /// static-web-server v3's symlink switch (`false` = --no-symlinks).
     #[arg(long, hide = true, env = "SERVER_FOLLOW_SYMLINKS", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          default_missing_value = "true", value_parser = sws_bool, value_name = "BOOL")]
     follow_symlinks: Option<bool>,
 
     /// static-web-server v2.44's names for --tls-cert and --tls-key.
@@ -223,6 +223,22 @@ unsupported! {
     maintenance_mode: "maintenance-mode", "SERVER_MAINTENANCE_MODE", ["false"];
     maintenance_mode_status: "maintenance-mode-status", "SERVER_MAINTENANCE_MODE_STATUS", ["503"];
     maintenance_mode_file: "maintenance-mode-file", "SERVER_MAINTENANCE_MODE_FILE", [""];
+}
+
+/// SWS's booleans, with the empty value (`SERVER_DIRECTORY_LISTING=`, as
+/// manifests leave a variable) meaning off, as for SWS's other options.
+fn sws_bool(s: &str) -> Result<bool, String> {
+    if s.trim().is_empty() {
+        return Ok(false);
+    }
+    use clap::builder::TypedValueParser;
+    BoolishValueParser::new()
+        .parse_ref(
+            &clap::Command::new("static-serve"),
+            None,
+            std::ffi::OsStr::new(s),
+        )
+        .map_err(|_| format!("{s:?} is not a boolean (true, false, yes, no, on, off, 1, 0)"))
 }
 
 /// Any string, the empty one included (clap's own path parser refuses it):
