@@ -431,12 +431,17 @@ impl H2 {
         Some((kind, flags, stream))
     }
 
-    /// GET `path` on `stream`; true once its response has ended.
-    fn get(&mut self, stream: u32, path: &str) -> bool {
+    /// Sends a GET for `path` on `stream`.
+    fn request(&mut self, stream: u32, path: &str) {
         // HPACK: :method GET, :scheme http (static table), :path as a literal.
         let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
         block.extend_from_slice(path.as_bytes());
         self.frame(HEADERS, 0x4 | END_STREAM, stream, &block);
+    }
+
+    /// GET `path` on `stream`; true once its response has ended.
+    fn get(&mut self, stream: u32, path: &str) -> bool {
+        self.request(stream, path);
         while let Some((kind, flags, s)) = self.next() {
             if s == stream && (kind == DATA || kind == HEADERS) && flags & END_STREAM != 0 {
                 return true;
@@ -457,6 +462,16 @@ impl H2 {
             }
         }
         false
+    }
+
+    /// Pings every 100 ms until the server closes the connection (true), for
+    /// at most 30 s (false).
+    fn pings_until_closed(&mut self) -> bool {
+        (0..300).any(|_| {
+            let open = self.ping();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            !open
+        })
     }
 }
 
@@ -492,21 +507,15 @@ fn an_idle_h2_connection_lives_to_the_idle_timeout_and_pings_do_not_extend_it() 
         "a second request on the same connection"
     );
     // Pinging on: the idle timeout closes it all the same.
-    let closed = (0..300).any(|_| {
-        let open = h2.ping();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        !open
-    });
     assert!(
-        closed,
+        h2.pings_until_closed(),
         "PINGs kept an idle h2 connection open past the idle timeout"
     );
 }
 
 /// A client that grants no flow-control window leaves its streams stalled
 /// and pings to look alive: nothing moves, so the idle timeout closes the
-/// connection (nginx's `send_timeout` on a blocked write), and the memory
-/// its streams hold comes back.
+/// connection (nginx's `send_timeout` on a blocked write).
 #[test]
 fn a_stalled_h2_stream_is_closed_by_the_idle_timeout_whatever_the_client_pings() {
     let dir = site();
@@ -518,17 +527,10 @@ fn a_stalled_h2_stream_is_closed_by_the_idle_timeout_whatever_the_client_pings()
     // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may be sent DATA.
     h2.frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
     for stream in [1, 3, 5] {
-        let mut block = vec![0x82, 0x86, 0x04, 8];
-        block.extend_from_slice(b"/big.bin");
-        h2.frame(HEADERS, 0x4 | END_STREAM, stream, &block);
+        h2.request(stream, "/big.bin");
     }
-    let closed = (0..300).any(|_| {
-        let open = h2.ping();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        !open
-    });
     assert!(
-        closed,
+        h2.pings_until_closed(),
         "PINGs kept a connection with stalled streams open past the idle timeout"
     );
 }
