@@ -996,6 +996,14 @@ fn missing_root_answers_503_until_it_appears_and_metrics_count() {
     ] {
         assert!(m.contains(needle), "{needle} missing:\n{m}");
     }
+    // A root that goes away later: the first request that finds none turns
+    // readiness off, until the root is back.
+    std::fs::remove_file(&root).unwrap();
+    assert_eq!(http::get(addr, "/hello.txt").status, 503);
+    support::wait_until("not ready", || http::get(admin, "/readyz").status == 503);
+    std::os::unix::fs::symlink("www", &root).unwrap();
+    support::wait_until("ready again", || http::get(admin, "/readyz").status == 200);
+    assert_eq!(http::get(addr, "/hello.txt").status, 200);
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub struct Handler {
     /// The plain 404's headers, built once (every value static: a clone
     /// allocates the map, nothing else).
     not_found_headers: HeaderMap,
+    /// Told when a request finds no root (`lib.rs`'s readiness watch).
+    pub root_lost: Arc<tokio::sync::Notify>,
 }
 
 /// [`Handler::handle`]'s answer: at once, or after the password check.
@@ -104,6 +106,7 @@ impl Handler {
                     HeaderValue::from_static(NOT_FOUND_LENGTH),
                 ),
             ]),
+            root_lost: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -268,6 +271,7 @@ impl Handler {
                 Err(e) => {
                     tracing::debug!(root = %self.s.root.display(), error = %e, "root unavailable");
                     self.metrics.root_missing.inc();
+                    self.root_lost.notify_one();
                     return text(StatusCode::SERVICE_UNAVAILABLE, "root not available\n");
                 }
             };

@@ -331,7 +331,7 @@ impl Applet for StaticServe {
             auth.watch();
         }
         let handler = Arc::new(handler::Handler::new(settings, metrics));
-        watch_root(&ctx, a.root.clone());
+        watch_root(&ctx, a.root.clone(), handler.root_lost.clone());
         server::serve(listeners, handler, limits, protocols, ctx).await
     }
 }
@@ -351,23 +351,27 @@ fn warn_if_fd_limit_is_low(limit: u64, max_connections: usize) {
     }
 }
 
-/// Ready once the root resolves to a directory: git-sync may still be cloning
-/// when both containers start.
-fn watch_root(ctx: &Context, root: PathBuf) {
+/// Ready while the root resolves to a directory: git-sync may still be
+/// cloning when both containers start, and a root that goes away later (a
+/// volume emptied) is found by the first request that gets a 503, which
+/// turns readiness off until it is back: the Service stops sending traffic
+/// the Pod can only refuse. Nothing is polled while the root is there.
+fn watch_root(ctx: &Context, root: PathBuf, lost: Arc<tokio::sync::Notify>) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let mut warned = false;
         loop {
-            if root.is_dir() {
-                tracing::info!(root = %root.display(), "root is available");
-                ctx.set_ready(true);
-                return;
+            let mut warned = false;
+            while !root.is_dir() {
+                if !warned {
+                    tracing::warn!(root = %root.display(), "root does not exist; answering 503 until it does");
+                    ctx.set_ready(false);
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            if !warned {
-                tracing::warn!(root = %root.display(), "root does not exist yet; answering 503 until it does");
-                warned = true;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tracing::info!(root = %root.display(), "root is available");
+            ctx.set_ready(true);
+            lost.notified().await;
         }
     });
 }
