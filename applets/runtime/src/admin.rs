@@ -132,8 +132,6 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a connection is kept, requests and idle time together:
 /// Prometheus reconnects for its next scrape, a prober opens one per check.
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
-/// Backoff while accepting fails (descriptors exhausted): first, most.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// Minimal HTTP/1.1 accept loop for small control-plane listeners (admin,
 /// git-sync's `--http-bind`). Stops accepting when `stop` fires. Bounded as
@@ -145,7 +143,7 @@ where
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        let mut backoff: Option<Duration> = None;
+        let mut backoff = crate::backoff::AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -154,21 +152,16 @@ where
             let (stream, _) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
-                    // fd exhaustion and the like: back off instead of spinning,
-                    // and say so once per episode, not once per retry.
-                    let wait = match backoff {
-                        None => {
-                            tracing::warn!(error = %e, "admin accept failed; backing off");
-                            ACCEPT_BACKOFF.0
-                        }
-                        Some(w) => (w * 2).min(ACCEPT_BACKOFF.1),
-                    };
-                    backoff = Some(wait);
+                    // fd exhaustion and the like: back off instead of spinning.
+                    let (wait, first) = backoff.failed();
+                    if first {
+                        tracing::warn!(error = %e, "admin accept failed; backing off");
+                    }
                     tokio::time::sleep(wait).await;
                     continue;
                 }
             };
-            if backoff.take().is_some() {
+            if backoff.accepted() {
                 tracing::info!("admin listener accepting again");
             }
             let Ok(slot) = slots.clone().try_acquire_owned() else {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sidecar_runtime::backoff::{is_resource_shortage, AcceptBackoff};
 use sidecar_runtime::side_wake::SideWake;
 use sidecar_runtime::{Context, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -220,11 +221,6 @@ struct Shared {
     protocols: Protocols,
 }
 
-/// Backoff after an accept that failed for lack of resources (EMFILE, ENFILE,
-/// ENOBUFS, ENOMEM): the pending connection stays in the backlog, so retrying
-/// at once would spin. Doubles up to a second while the shortage lasts.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
-
 /// A TCP connection one worker accepted and another serves, with what it holds.
 struct Handoff {
     stream: std::net::TcpStream,
@@ -281,7 +277,7 @@ async fn accept_loop(
     shutdown: Shutdown,
 ) {
     let metrics = &shared.handler.metrics;
-    let mut backoff: Option<Duration> = None;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             a = accept(&listener) => a,
@@ -291,15 +287,10 @@ async fn accept_loop(
             Ok(a) => a,
             Err(e) if is_resource_shortage(&e) => {
                 metrics.accept_errors.inc();
-                let wait = match backoff {
-                    None => {
-                        // Once per shortage, not once per retry.
-                        tracing::warn!(error = %e, "accept failed; backing off until descriptors free up");
-                        ACCEPT_BACKOFF.0
-                    }
-                    Some(w) => (w * 2).min(ACCEPT_BACKOFF.1),
-                };
-                backoff = Some(wait);
+                let (wait, first) = backoff.failed();
+                if first {
+                    tracing::warn!(error = %e, "accept failed; backing off until descriptors free up");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = shutdown.requested() => return,
@@ -313,7 +304,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        if backoff.take().is_some() {
+        if backoff.accepted() {
             tracing::info!("accepting again");
         }
         let admitted = match &accepted {
@@ -370,13 +361,6 @@ async fn accept_loop(
             }
         }
     }
-}
-
-fn is_resource_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 enum Accepted {

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sidecar_runtime::backoff::Backoff;
+use sidecar_runtime::backoff::{is_resource_shortage, Backoff};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -103,7 +103,7 @@ pub async fn serve(
                     .accept_errors
                     .get_or_create(&metrics::route(&route.name))
                     .inc();
-                if is_resource_error(&e) {
+                if is_resource_shortage(&e) {
                     // Out of fds or memory: spinning on accept would burn a
                     // core and fix nothing. Wait for connections to close.
                     let delay = backoff.next_delay();
@@ -118,13 +118,6 @@ pub async fn serve(
             }
         }
     }
-}
-
-fn is_resource_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// What the access log and metrics learn about one connection.
@@ -652,7 +645,7 @@ impl std::error::Error for UpstreamTlsFailed {}
 
 /// The `reason` label of a failed upstream connect.
 pub fn failure_reason(e: &io::Error) -> &'static str {
-    if is_resource_error(e) {
+    if is_resource_shortage(e) {
         return "local";
     }
     if e.get_ref()
@@ -741,7 +734,7 @@ async fn connect_balanced(
             Err(e) => {
                 count_failure(&shared.metrics, &route.name, addr, failure_reason(&e), &e);
                 // Our own fd or memory shortage says nothing about the endpoint.
-                if !is_resource_error(&e) {
+                if !is_resource_shortage(&e) {
                     pool.report_failure(&lease.endpoint);
                 }
                 continue;
