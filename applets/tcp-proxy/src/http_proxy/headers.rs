@@ -1,6 +1,6 @@
 //! Header rules of a forwarding proxy: hop-by-hop removal (RFC 9110 §7.6.1),
-//! X-Forwarded-For/-Proto, x-request-id
-//! refused before anything reaches an upstream.
+//! X-Forwarded-For/-Proto, x-request-id, the client identity headers, and
+//! HTTP/2 cookies joined for HTTP/1.
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -165,6 +165,24 @@ pub fn set_identity(h: &mut HeaderMap, verified: Option<&Identity>) {
     }
 }
 
+/// HTTP/2 carries each cookie in a field of its own; HTTP/1.1 servers read
+/// one Cookie line, so they are joined with "; " (RFC 9113 §8.2.3).
+pub fn join_cookies(h: &mut HeaderMap) {
+    let mut values = h.get_all(header::COOKIE).iter();
+    if values.nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<u8> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
+}
+
 /// The request's id: kept when the client sent one, else a new random one
 /// (32 hex digits).
 pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
@@ -280,5 +298,15 @@ mod tests {
             h["x-forwarded-client-cert"],
             "URI=spiffe://cluster.local/ns/shop/sa/web"
         );
+    }
+
+    #[test]
+    fn cookies_of_an_http2_request_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
     }
 }

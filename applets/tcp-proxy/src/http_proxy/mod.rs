@@ -512,14 +512,7 @@ impl HttpProxy {
         request: Option<&(String, String)>,
     ) {
         let route = &conn.fallback.name;
-        self.metrics
-            .http_local_responses
-            .get_or_create(&vec![
-                ("route", route.to_string()),
-                ("status", status.to_string()),
-                ("cause", cause.to_string()),
-            ])
-            .inc();
+        self.count_local(route, status, cause);
         conn.fallback.metrics.response(None, status, 0.0);
         if let Some(log) = &self.access_log {
             let (method, path) = request.map(|(m, p)| (m.as_str(), p.as_str())).unzip();
@@ -539,15 +532,20 @@ impl HttpProxy {
 
     /// A local answer, counted; in gRPC's terms to a gRPC request.
     fn answer(&self, route: &str, local: Local, grpc: bool) -> Response<Body> {
+        self.count_local(route, local.status().as_u16(), local.label());
+        local.response(grpc)
+    }
+
+    /// One answer the proxy made itself, by route, status and cause.
+    fn count_local(&self, route: &str, status: u16, cause: &str) {
         self.metrics
             .http_local_responses
             .get_or_create(&vec![
                 ("route", route.to_string()),
-                ("status", local.status().as_u16().to_string()),
-                ("cause", local.label().to_string()),
+                ("status", status.to_string()),
+                ("cause", cause.to_string()),
             ])
             .inc();
-        local.response(grpc)
     }
 
     fn may_retry(&self, on: RetryOn, retries: u32, dest: &Destination) -> bool {
@@ -844,7 +842,7 @@ impl Target {
                 req.headers_mut().insert(header::HOST, h);
             }
             if self.version == Version::HTTP_2 {
-                join_cookies(req.headers_mut());
+                headers::join_cookies(req.headers_mut());
             }
         }
     }
@@ -861,24 +859,6 @@ fn from_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|e| e.reason() == Some(h2::Reason::CANCEL) && !e.is_remote())
 }
 
-/// HTTP/2 carries each cookie in a field of its own; HTTP/1.1 servers read
-/// one Cookie line, so they are joined with "; " (RFC 9113 §8.2.3).
-fn join_cookies(h: &mut http::HeaderMap) {
-    let mut values = h.get_all(header::COOKIE).iter();
-    if values.nth(1).is_none() {
-        return;
-    }
-    let joined: Vec<u8> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        h.insert(header::COOKIE, v);
-    }
-}
-
 /// A copy of a request whose body was kept for retries.
 fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
     let mut req = Request::new(Body::full(body));
@@ -892,19 +872,4 @@ fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
 fn downstream_response(mut resp: Response<Body>) -> Response<Body> {
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies_of_an_http2_request_are_joined_for_http1() {
-        let mut h = http::HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        join_cookies(&mut h);
-        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
-        assert_eq!(all, ["a=1; b=2"]);
-    }
 }
