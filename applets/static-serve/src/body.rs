@@ -80,7 +80,7 @@ impl Parts {
 /// connection's idle tracking), and when its body moves on.
 pub trait Finish: Send + Sync {
     fn finish(&self);
-    /// The body handed the connection another chunk.
+    /// The body handed an HTTP/2 connection another chunk.
     fn progress(&self);
 }
 
@@ -112,8 +112,9 @@ pub struct Body {
     remaining: u64,
     sent: Option<Counter>,
     guard: Option<Guard>,
-    /// Largest file read per chunk.
-    chunk: u64,
+    /// Sent over HTTP/2: reads frame-sized chunks, and tells the
+    /// connection of each (its only sign of progress, see `Finish`).
+    h2: bool,
 }
 
 impl Body {
@@ -126,7 +127,7 @@ impl Body {
             remaining: 0,
             sent: None,
             guard: None,
-            chunk: CHUNK,
+            h2: false,
         }
     }
 
@@ -181,9 +182,7 @@ impl Body {
     /// reads in frame-sized chunks.
     pub fn guard(&mut self, g: Guard, h2: bool) {
         self.guard = Some(g);
-        if h2 {
-            self.chunk = H2_CHUNK;
-        }
+        self.h2 = h2;
     }
 
     /// Drops the content but keeps length-independent state (HEAD, 304).
@@ -212,7 +211,7 @@ impl Body {
                 }
                 (_, _, Some(m)) => Ok(m.slice(offset as usize..(offset + len) as usize)),
                 _ => {
-                    let n = len.min(self.chunk);
+                    let n = len.min(if self.h2 { H2_CHUNK } else { CHUNK });
                     match self.read_at(offset, n as usize) {
                         Ok(b) => {
                             if n < len {
@@ -236,7 +235,8 @@ impl Body {
             if let Some(c) = &self.sent {
                 c.inc_by(b.len() as u64);
             }
-            if let Some(g) = &self.guard {
+            // HTTP/1 progress is the socket's writes; HTTP/2's is this.
+            if let Some(g) = self.guard.as_ref().filter(|_| self.h2) {
                 g.0.progress();
             }
         }
