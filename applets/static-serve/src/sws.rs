@@ -307,14 +307,12 @@ impl Sws {
         if let Some(include) = self.include_hidden {
             a.hidden_files = include;
         }
-        if let Some(off) = self.disable_symlinks {
-            a.no_symlinks = off;
-        }
-        if let Some(follow) = self.follow_symlinks {
-            a.no_symlinks = !follow;
-        }
-        if sws_defaults && self.disable_symlinks.is_none() && self.follow_symlinks.is_none() {
-            a.no_symlinks = true;
+        // v3's switch over v2's; without either, SWS refuses symlinks.
+        let refuse = (self.follow_symlinks.map(|follow| !follow))
+            .or(self.disable_symlinks)
+            .or(sws_defaults.then_some(true));
+        if let Some(refuse) = refuse {
+            a.no_symlinks = refuse;
         }
         if let Some(p) = self.env_root.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             if a.root == std::path::Path::new(".") {
