@@ -292,6 +292,61 @@ fn host_request_id_and_identity_headers_cannot_be_played_with() {
     assert_eq!(got[0].header("x-forwarded-client-cert"), None);
 }
 
+/// A route cannot be bypassed by another spelling of its path: the path
+/// is made canonical (RFC 3986, Envoy's `normalize_path`) before it is
+/// routed, and the upstream gets the path the route was chosen by.
+#[test]
+fn paths_are_made_canonical_before_routing() {
+    let (admin, public) = (Receiver::start(), Receiver::start());
+    let route = format!("/admin/={}", admin.addr);
+    let p = proxy(&[public.addr], &["--http-route", &route]);
+    for spelling in [
+        "/public/../admin/x",
+        "/public/%2e%2E/admin/x",
+        "/%61dmin/x",
+        "/public/..\\admin/x",
+    ] {
+        let resp = http::request(p.addr(), "GET", spelling, &[], b"");
+        assert_eq!(resp.status, 200, "{spelling}");
+        assert_eq!(admin.next().path, "/admin/x", "{spelling}");
+        assert!(public.drain().is_empty(), "{spelling}");
+    }
+    let resp = http::request(p.addr(), "GET", "/admin/./y?q=/../z", &[], b"");
+    assert_eq!(resp.status, 200);
+    assert_eq!(admin.next().path, "/admin/y?q=/../z");
+
+    let resp = http::request(p.addr(), "GET", "/admin/%zz", &[], b"");
+    assert_eq!(resp.status, 400);
+    assert!(resp.text().contains("percent-escape"), "{}", resp.text());
+    assert!(admin.drain().is_empty() && public.drain().is_empty());
+
+    // Escaped slashes are kept by default (Envoy's and Istio's default)
+    // and decoded when asked; `none` forwards the path as it came.
+    let decoding = proxy(
+        &[public.addr],
+        &[
+            "--http-route",
+            &route,
+            "--http-path-normalization=DECODE_AND_MERGE_SLASHES",
+        ],
+    );
+    http::request(
+        decoding.addr(),
+        "GET",
+        "/public%2F..%2F%2Fadmin//x",
+        &[],
+        b"",
+    );
+    assert_eq!(admin.next().path, "/admin/x");
+    let raw_paths = proxy(
+        &[public.addr],
+        &["--http-route", &route, "--http-path-normalization=none"],
+    );
+    http::request(raw_paths.addr(), "GET", "/public/../admin/x", &[], b"");
+    assert_eq!(public.next().path, "/public/../admin/x");
+    assert!(admin.drain().is_empty());
+}
+
 /// Sends raw bytes on a fresh connection and returns everything answered.
 fn raw(p: &Proxy, bytes: &[u8]) -> String {
     let mut s = connect(p.addr());

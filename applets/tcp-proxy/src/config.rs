@@ -36,6 +36,25 @@ pub enum Protocol {
 /// or binary protocols that sniffing would only delay.
 pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 
+/// `--http-path-normalization`: how request paths are made canonical
+/// before routing (see `http_proxy::path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PathNormalization {
+    /// The path is routed and forwarded as it came.
+    None,
+    /// RFC 3986: dot segments removed, percent-encoded unreserved characters
+    /// decoded, other escapes in upper case, `\` taken as `/` (Envoy's
+    /// `normalize_path`, Istio's BASE).
+    Base,
+    /// BASE, and runs of `/` made one (Istio's MERGE_SLASHES).
+    #[value(alias = "merge_slashes")]
+    MergeSlashes,
+    /// MERGE_SLASHES after decoding `%2F` and `%5C` as `/` (Istio's
+    /// DECODE_AND_MERGE_SLASHES).
+    #[value(alias = "decode_and_merge_slashes")]
+    DecodeAndMergeSlashes,
+}
+
 /// TLS on the listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TlsServerMode {
@@ -115,6 +134,21 @@ pub struct Args {
         value_parser = parse_http_route
     )]
     pub http_route: Vec<HttpRouteSpec>,
+
+    /// How request paths are made canonical before routing and forwarding,
+    /// so a route cannot be bypassed by another spelling of its path
+    /// (Istio's levels): `none`, `base` (RFC 3986: dot segments, escaped
+    /// unreserved characters, `\`), `merge-slashes`, `decode-and-merge-slashes`
+    /// (`%2F` and `%5C` too).
+    #[arg(
+        long,
+        env = "TCP_PROXY_HTTP_PATH_NORMALIZATION",
+        value_enum,
+        ignore_case = true,
+        default_value = "base",
+        value_name = "LEVEL"
+    )]
+    pub http_path_normalization: PathNormalization,
 
     /// Further attempts of a failed HTTP request, each to another endpoint when there is one.
     #[arg(

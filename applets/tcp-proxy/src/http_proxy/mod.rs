@@ -17,6 +17,7 @@ mod h2_client;
 mod h2_server;
 mod head_guard;
 mod headers;
+mod path;
 mod preface;
 mod retry;
 pub mod router;
@@ -69,6 +70,7 @@ pub struct Settings {
     /// A client connection without a request for this long is closed
     /// (zero: never).
     pub idle_timeout: Duration,
+    pub path_normalization: path::PathNormalization,
     /// --tls-client: mutual TLS to upstreams.
     pub tls: Option<Arc<crate::tls::Tls>>,
 }
@@ -435,6 +437,12 @@ impl HttpProxy {
     async fn handle(&self, mut req: Request<Body>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
         let request_id = headers::request_id(req.headers_mut());
+        // CONNECT's target is an authority, not a path.
+        let bad_path = if req.method() == Method::CONNECT || req.uri().path() == "*" {
+            None
+        } else {
+            path::normalize_uri(req.uri_mut(), self.settings.path_normalization).err()
+        };
         let dest = self.destination(&req, conn);
         let logged = self.access_log.as_ref().map(|_| Logged {
             started: SystemTime::now(),
@@ -450,13 +458,17 @@ impl HttpProxy {
         let grpc = answer::is_grpc(req.headers());
         // Not boxed: hyper keeps an HTTP/1 request's future in place, and an
         // HTTP/2 stream's is boxed once, whole (h2_server).
-        let forwarded = self.forward(req, conn, dest, &mut ex);
-        let forwarded = if self.settings.request_timeout.is_zero() {
-            forwarded.await
-        } else {
-            tokio::time::timeout(self.settings.request_timeout, forwarded)
-                .await
-                .unwrap_or(Err(Local::Timeout))
+        let forwarded = match bad_path {
+            Some(what) => Err(Local::BadRequest(what)),
+            None if self.settings.request_timeout.is_zero() => {
+                self.forward(req, conn, dest, &mut ex).await
+            }
+            None => tokio::time::timeout(
+                self.settings.request_timeout,
+                self.forward(req, conn, dest, &mut ex),
+            )
+            .await
+            .unwrap_or(Err(Local::Timeout)),
         };
         let mut resp = match forwarded {
             Ok(r) => r,
