@@ -347,6 +347,40 @@ fn paths_are_made_canonical_before_routing() {
     assert!(admin.drain().is_empty());
 }
 
+/// An upstream response framed two ways (Content-Length and
+/// Transfer-Encoding) is not passed on under either reading: 502, counted
+/// as the endpoint's failure and as a local answer (Envoy answers 502 too).
+#[test]
+fn a_response_with_two_framings_gets_502() {
+    let up = Upstream::start(|mut s| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+            head.push(b[0]);
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+              0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        );
+    });
+    let p = proxy(&[up.addr], &[]);
+    let resp = http::get(p.addr(), "/x");
+    assert_eq!(resp.status, 502);
+    assert_eq!(
+        resp.text(),
+        "tcp-proxy: upstream response has both Content-Length and Transfer-Encoding\n"
+    );
+    let local = ["cause=\"bad_response\"", "status=\"502\""];
+    assert_eq!(
+        p.metric("tcp_proxy_http_local_responses_total", &local),
+        1.0
+    );
+    assert_eq!(
+        p.metric("tcp_proxy_http_requests_total", &["class=\"2xx\""]),
+        0.0
+    );
+}
+
 /// Sends raw bytes on a fresh connection and returns everything answered.
 fn raw(p: &Proxy, bytes: &[u8]) -> String {
     let mut s = connect(p.addr());

@@ -171,7 +171,7 @@ impl Metrics {
         r.register(
             "http_local_responses",
             "Answers made by the proxy itself, by route, status and cause (rate_limited, \
-             no_endpoints, no_healthy_endpoints, upstream_full, connect_failed, upstream_reset, timeout, \
+             no_endpoints, no_healthy_endpoints, upstream_full, connect_failed, upstream_reset, bad_response, timeout, \
              bad_request, smuggling, malformed)",
             m.http_local_responses.clone(),
         );

@@ -22,6 +22,9 @@ pub enum Local {
     ConnectFailed,
     /// The upstream connection failed after the request was sent.
     Reset,
+    /// The upstream's response head is one no proxy may pass on (both
+    /// Content-Length and Transfer-Encoding: a response-splitting spelling).
+    BadResponse,
     /// --http-request-timeout passed before the response started.
     Timeout,
     BadRequest(&'static str),
@@ -34,7 +37,7 @@ impl Local {
             Local::NoEndpoints | Local::NoHealthyEndpoints | Local::UpstreamFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Local::ConnectFailed | Local::Reset => StatusCode::BAD_GATEWAY,
+            Local::ConnectFailed | Local::Reset | Local::BadResponse => StatusCode::BAD_GATEWAY,
             Local::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Local::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -49,6 +52,7 @@ impl Local {
             Local::UpstreamFull => "upstream_full",
             Local::ConnectFailed => "connect_failed",
             Local::Reset => "upstream_reset",
+            Local::BadResponse => "bad_response",
             Local::Timeout => "timeout",
             Local::BadRequest(_) => "bad_request",
         }
@@ -66,6 +70,9 @@ impl Local {
             }
             Local::ConnectFailed => "cannot connect to an upstream endpoint".into(),
             Local::Reset => "upstream connection failed before the response".into(),
+            Local::BadResponse => {
+                "upstream response has both Content-Length and Transfer-Encoding".into()
+            }
             Local::Timeout => "no response within --http-request-timeout".into(),
             Local::BadRequest(what) => format!("bad request: {what}"),
         }

@@ -310,3 +310,10 @@ mod tests {
         assert_eq!(all, ["a=1; b=2"]);
     }
 }
+
+/// An upstream response with both Content-Length and Transfer-Encoding:
+/// the framing is ambiguous (response splitting), so it is refused rather
+/// than passed on under one reading (RFC 9112 §6.1; Envoy answers 502).
+pub fn splits_response(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
+}

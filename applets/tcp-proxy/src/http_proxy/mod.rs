@@ -682,8 +682,8 @@ impl HttpProxy {
             };
             target.prepare(&mut up_req, matches!(sender, Sender::H2(_)), addr);
             let sent = Instant::now();
-            match send(sender, up_req).await {
-                Ok(resp) => {
+            let failed = match send(sender, up_req).await {
+                Ok(resp) if !headers::splits_response(resp.headers()) => {
                     if let Some((pool, ep)) = pool {
                         pool.observe_latency(ep, sent.elapsed());
                         if resp.status().is_server_error() {
@@ -700,12 +700,17 @@ impl HttpProxy {
                     }
                     return Ok(downstream_response(resp));
                 }
+                Ok(_) => {
+                    tracing::debug!(route = %dest.name, upstream = %addr, "upstream response has both Content-Length and Transfer-Encoding");
+                    Local::BadResponse
+                }
                 Err((e, Some(back))) if stale == 0 => {
                     tracing::debug!(upstream = %addr, error = %e, "pooled connection was closed; using a new one");
                     stale += 1;
                     if kept.is_none() {
                         once = Some(back);
                     }
+                    continue;
                 }
                 Err((e, _)) if from_request_body(&*e) => {
                     // The client's body failed (malformed chunking, or the
@@ -716,17 +721,18 @@ impl HttpProxy {
                 }
                 Err((e, _)) => {
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "upstream failed");
-                    if let Some((pool, ep)) = pool {
-                        pool.report_failure(ep);
-                    }
-                    tried.push(addr);
-                    if kept.is_some() && self.may_retry(RetryOn::Reset, ex.retries, dest) {
-                        ex.retries += 1;
-                        continue;
-                    }
-                    return Err(Local::Reset);
+                    Local::Reset
                 }
+            };
+            if let Some((pool, ep)) = pool {
+                pool.report_failure(ep);
             }
+            tried.push(addr);
+            if kept.is_some() && self.may_retry(RetryOn::Reset, ex.retries, dest) {
+                ex.retries += 1;
+                continue;
+            }
+            return Err(failed);
         }
     }
 
