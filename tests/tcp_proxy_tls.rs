@@ -245,6 +245,31 @@ fn strict_mtls_with_openssl_alpn_identity_and_refusals_by_reason() {
         &["reason=\"tls_identity\""],
         1.0,
     );
+    // Two URI SANs, one of them allowed: an X.509 SVID has exactly one, so
+    // this certificate has no SPIFFE identity. And a DNS SAN spelling an
+    // allowed SPIFFE ID is no DNS name, so no identity either.
+    let two_uris = m.pki.leaf(
+        "two-uris",
+        "two.bank",
+        &format!("spiffe://cluster.local/ns/bank/sa/evil,URI:{WEB}"),
+    );
+    let dns_spiffe = m.pki.leaf(
+        "dns-spiffe",
+        "x.bank",
+        &format!("spiffe://cluster.local/ns/bank/sa/x,DNS:{WEB}"),
+    );
+    for (n, leaf) in [two_uris, dns_spiffe].iter().enumerate() {
+        let out = s_client(p.addr(), &client_cert_args(&m, leaf)).finish();
+        assert!(
+            !out.contains("\napp\n"),
+            "a refused client reached the app: {out}"
+        );
+        p.wait_metric(
+            "tcp_proxy_rejected_connections_total",
+            &["reason=\"tls_identity\""],
+            2.0 + n as f64,
+        );
+    }
 
     // No client certificate at all.
     let args = vec!["-CAfile".to_string(), m.pki.ca()];
@@ -540,9 +565,14 @@ fn http_over_mutual_tls_between_two_sidecars_and_from_curl_over_h2() {
         &["side=\"server\"", "result=\"ok\""],
         1.0,
     );
+    // Labelled with the route the requests took (the listener's own).
     consumer.wait_metric(
         "tcp_proxy_tls_handshakes_total",
-        &["side=\"client\"", "result=\"ok\""],
+        &[
+            "side=\"client\"",
+            "result=\"ok\"",
+            &format!("route=\"{}\"", consumer.addr()),
+        ],
         1.0,
     );
 

@@ -303,7 +303,7 @@ async fn admit(
     // then ALPN says whether HTTP follows.
     if let Some(t) = &shared.tls {
         if let Some(terminated) = t.accept(client, &mut early, &route.name).await? {
-            rec.peer_identity = terminated.peer_ids.first().cloned();
+            rec.peer_identity = terminated.peer_id.clone();
             let http = route.http.is_some()
                 && (shared.protocol == Protocol::Http
                     || (shared.protocol == Protocol::Auto && terminated.is_http()));

@@ -138,6 +138,8 @@ pub struct Tls {
     /// Permissive mode: how long a silent client may take before it is
     /// taken for plaintext (--detect-timeout).
     detect_timeout: Duration,
+    /// --tls-allow-id, to name the identity a client was admitted by.
+    allow: Identities,
     handshakes: Family<Vec<(&'static str, String)>, Counter>,
 }
 
@@ -167,7 +169,8 @@ pub type ClientStream = client::TlsStream<SharedTcp>;
 /// certificate's identities and the protocol agreed by ALPN.
 pub struct Terminated {
     pub stream: ServerStream,
-    pub peer_ids: Vec<String>,
+    /// The client certificate's identity that --tls-allow-id admitted.
+    pub peer_id: Option<String>,
     pub alpn: Option<Vec<u8>>,
 }
 
@@ -211,7 +214,7 @@ impl Tls {
                     ClientAuth::Optional
                 };
                 let config: Arc<ServerConfig> =
-                    material.server_config(auth, allow, ALPN_H2_HTTP1)?;
+                    material.server_config(auth, allow.clone(), ALPN_H2_HTTP1)?;
                 Some((TlsAcceptor::from(config), mode))
             }
         };
@@ -236,6 +239,7 @@ impl Tls {
             client_dests: args.tls_client_dest.clone(),
             handshake_timeout: args.tls_handshake_timeout,
             detect_timeout: args.detect_timeout,
+            allow,
             handshakes,
         })))
     }
@@ -273,12 +277,14 @@ impl Tls {
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(stream)) => {
                 let conn = stream.get_ref().1;
-                let peer_ids = rt::peer_certificate_identities(conn.peer_certificates());
+                let peer_id = self
+                    .allow
+                    .admitted(&rt::peer_certificate_identities(conn.peer_certificates()));
                 let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
                 self.count(route, "server", "ok");
                 Ok(Some(Terminated {
                     stream,
-                    peer_ids,
+                    peer_id,
                     alpn,
                 }))
             }

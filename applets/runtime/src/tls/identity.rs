@@ -42,14 +42,27 @@ impl Identities {
                 .any(|id| self.patterns.iter().any(|(_, m)| m.is_match(id)))
     }
 
+    /// The identity a peer is known by: the first of `ids` a pattern
+    /// admits (the first of all when there is no pattern), so a log line
+    /// never names an identity that was not what let the peer in.
+    pub fn admitted(&self, ids: &[String]) -> Option<String> {
+        ids.iter()
+            .find(|id| self.is_any() || self.patterns.iter().any(|(_, m)| m.is_match(id)))
+            .cloned()
+    }
+
     /// The patterns as given, for log lines.
     pub fn patterns(&self) -> Vec<&str> {
         self.patterns.iter().map(|(p, _)| p.as_str()).collect()
     }
 }
 
-/// A certificate's identities: URI SANs first (SPIFFE IDs), then DNS SANs.
-/// A certificate that does not parse has none.
+/// A certificate's identities: its URI SAN (a SPIFFE ID), then its DNS
+/// SANs. An X.509 SVID carries exactly one URI SAN (SPIFFE X509-SVID §2),
+/// so a certificate with several has no URI identity at all: which of them
+/// would it be? A DNS SAN that is no DNS name (`spiffe://…` written as a
+/// DNS name) is none either, so a URI pattern cannot be met by one. A
+/// certificate that does not parse has no identity.
 pub fn peer_identities(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
@@ -58,15 +71,30 @@ pub fn peer_identities(cert: &CertificateDer<'_>) -> Vec<String> {
         return Vec::new();
     };
     let names = &san.value.general_names;
-    let uris = names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) => Some(u.to_string()),
-        _ => None,
-    });
+    let uris: Vec<String> = names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect();
+    let uri = (uris.len() == 1).then(|| uris.into_iter().next()).flatten();
     let dns = names.iter().filter_map(|n| match n {
-        GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+        GeneralName::DNSName(d) if is_dns_name(d) => Some(d.to_ascii_lowercase()),
         _ => None,
     });
-    uris.chain(dns).collect()
+    uri.into_iter().chain(dns).collect()
+}
+
+/// Letters, digits, `-`, `_` and `*` in dot-separated labels.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
+        })
 }
 
 #[cfg(test)]
@@ -105,6 +133,27 @@ mod tests {
         assert!(!allow.admits(&ids(&["cart.bank.svc.cluster.local"])));
         // One matching identity among several is enough.
         assert!(allow.admits(&ids(&["x.example", "cart.shop.svc.cluster.local"])));
+    }
+
+    #[test]
+    fn the_admitted_identity_is_the_one_a_pattern_matched() {
+        let allow = Identities::parse(&ids(&["*.shop"]), "--tls-allow-id").unwrap();
+        let seen = ids(&["evil.bank", "web.shop"]);
+        assert_eq!(allow.admitted(&seen).as_deref(), Some("web.shop"));
+        assert_eq!(
+            Identities::default().admitted(&seen).as_deref(),
+            Some("evil.bank")
+        );
+        assert_eq!(allow.admitted(&ids(&["evil.bank"])), None);
+    }
+
+    #[test]
+    fn only_dns_names_are_dns_identities() {
+        assert!(is_dns_name("web.shop.svc.cluster.local"));
+        assert!(is_dns_name("*.shop"));
+        assert!(!is_dns_name("spiffe://cluster.local/ns/shop/sa/web"));
+        assert!(!is_dns_name("a..b"));
+        assert!(!is_dns_name(""));
     }
 
     #[test]

@@ -594,7 +594,7 @@ impl HttpProxy {
                 Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
-            return tunnel::connect(&self.connector, addr, req)
+            return tunnel::connect(&self.connector, addr, &dest.name, req)
                 .await
                 .map_err(|_| Local::ConnectFailed);
         }
@@ -608,7 +608,7 @@ impl HttpProxy {
                 Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
-            return tunnel::upgrade(&self.connector, addr, req)
+            return tunnel::upgrade(&self.connector, addr, &dest.name, req)
                 .await
                 .map_err(|_| Local::ConnectFailed);
         }
@@ -658,7 +658,7 @@ impl HttpProxy {
             };
             let sender = match self
                 .connector
-                .checkout(addr, target.version == Version::HTTP_2)
+                .checkout(addr, target.version == Version::HTTP_2, &dest.name)
                 .await
             {
                 Ok(s) => s,

@@ -42,10 +42,11 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 pub async fn connect(
     connector: &Connector,
     addr: SocketAddr,
+    route: &str,
     mut req: Request<Body>,
 ) -> io::Result<Response<Body>> {
     let upstream = connector
-        .connect_stream(addr, crate::tls::Alpn::Opaque)
+        .connect_stream(addr, crate::tls::Alpn::Opaque, route)
         .await?;
     if req.version() == Version::HTTP_2 {
         // The HTTP/2 server answers 200 and splices the stream with it.
@@ -64,9 +65,10 @@ pub async fn connect(
 pub async fn upgrade(
     connector: &Connector,
     addr: SocketAddr,
+    route: &str,
     mut req: Request<Body>,
 ) -> io::Result<Response<Body>> {
-    let mut sender = connector.handshake_h1(addr).await?;
+    let mut sender = connector.handshake_h1(addr, route).await?;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let target = Target::of(&req);
     let mut up_req = req;

@@ -188,10 +188,15 @@ impl Connector {
     /// layer wraps the stream here.
     /// `alpn` is what the stream will carry. Without a host name, the
     /// upstream's certificate must match --tls-upstream-id or name its IP.
-    pub async fn connect_stream(&self, addr: SocketAddr, alpn: Alpn) -> io::Result<UpstreamIo> {
+    pub async fn connect_stream(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        route: &str,
+    ) -> io::Result<UpstreamIo> {
         let s = self.connect_tcp(addr).await?;
         match self.tls_to(addr) {
-            Some(tls) => Ok(Box::new(self.connect_tls(tls, s, addr, alpn).await?)),
+            Some(tls) => Ok(Box::new(self.connect_tls(tls, s, addr, alpn, route).await?)),
             None => Ok(Box::new(s)),
         }
     }
@@ -215,8 +220,9 @@ impl Connector {
         s: TcpStream,
         addr: SocketAddr,
         alpn: Alpn,
+        route: &str,
     ) -> io::Result<ClientStream> {
-        tls.connect(&Arc::new(s), &addr.ip().to_string(), addr, "http", alpn)
+        tls.connect(&Arc::new(s), &addr.ip().to_string(), addr, route, alpn)
             .await
             .map_err(|reason| io::Error::other(UpstreamTlsFailed(reason)))
     }
@@ -224,7 +230,7 @@ impl Connector {
     /// A connection for one request to `addr`, HTTP/2 when `h2` and the
     /// endpoint speaks it (else HTTP/1.1). Errors are connect failures:
     /// nothing of the request was sent.
-    pub async fn checkout(&self, addr: SocketAddr, h2: bool) -> io::Result<Sender> {
+    pub async fn checkout(&self, addr: SocketAddr, h2: bool, route: &str) -> io::Result<Sender> {
         let conns = self.conns(addr);
         if h2 && !conns.speaks_only_http1() {
             if let Some(s) = conns.live_h2() {
@@ -234,7 +240,7 @@ impl Connector {
             if let Some(s) = conns.live_h2() {
                 return Ok(Sender::H2(s));
             }
-            match self.connect_h2(addr).await? {
+            match self.connect_h2(addr, route).await? {
                 Spoken::H2(io) => {
                     let s = h2_client::handshake(io, addr).await?;
                     *conns.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
@@ -260,17 +266,17 @@ impl Connector {
         };
         let sender = match reused {
             Some(s) => s,
-            None => self.handshake_h1(addr).await?,
+            None => self.handshake_h1(addr, route).await?,
         };
         Ok(Sender::H1(sender, conns))
     }
 
     /// A connection opened for HTTP/2, and what the endpoint turned out to
     /// speak: ALPN over TLS, the answer to the preface in plaintext.
-    async fn connect_h2(&self, addr: SocketAddr) -> io::Result<Spoken> {
+    async fn connect_h2(&self, addr: SocketAddr, route: &str) -> io::Result<Spoken> {
         let s = self.connect_tcp(addr).await?;
         if let Some(tls) = self.tls_to(addr) {
-            let stream = self.connect_tls(tls, s, addr, Alpn::H2).await?;
+            let stream = self.connect_tls(tls, s, addr, Alpn::H2, route).await?;
             // No ALPN at all: a server that may still speak HTTP/2.
             return Ok(match stream.get_ref().1.alpn_protocol() {
                 Some(b"http/1.1") => Spoken::Http1(Some(Box::new(stream))),
@@ -285,8 +291,12 @@ impl Connector {
     }
 
     /// A new HTTP/1 connection that may become a tunnel (Upgrade).
-    pub async fn handshake_h1(&self, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
-        handshake_h1(self.connect_stream(addr, Alpn::Http1).await?, addr).await
+    pub async fn handshake_h1(
+        &self,
+        addr: SocketAddr,
+        route: &str,
+    ) -> io::Result<http1::SendRequest<Body>> {
+        handshake_h1(self.connect_stream(addr, Alpn::Http1, route).await?, addr).await
     }
 }
 
