@@ -281,8 +281,13 @@ impl Applet for StaticServe {
 
     /// A start waits for a root that does not exist yet (git-sync may still
     /// be cloning): a check says so, and refuses one this process cannot read.
+    /// A start takes an expired certificate with a warning; a check refuses it.
     fn check_strict(&self) -> anyhow::Result<()> {
-        let root = &self.clone().resolve()?.root;
+        let a = self.clone().resolve()?;
+        if let Some(files) = a.tls_files() {
+            tls::Material::check_validity(&files)?;
+        }
+        let root = &a.root;
         if sidecar_runtime::check::readable("--root", root)?
             == sidecar_runtime::check::Found::Missing
         {

@@ -128,6 +128,14 @@ pub fn check(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--check` only: our certificate is valid now.
+pub fn check_validity(args: &Args) -> anyhow::Result<()> {
+    match wanted(args)? {
+        Some(w) => Material::check_validity(&w.files),
+        None => Ok(()),
+    }
+}
+
 /// TLS as the flags set it up: what listeners accept and what upstream
 /// connections present.
 pub struct Tls {

@@ -20,7 +20,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use rustls::client::ResolvesClientCert;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
+    Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
@@ -28,9 +31,10 @@ use rustls::server::{
     WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
+use rustls::NamedGroup;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::watch::{Fingerprint, Watch};
 
@@ -158,6 +162,9 @@ struct Loaded {
     /// say) starts a new cache and no session outlives the trust it was
     /// verified under.
     sessions: Arc<ServerSessionMemoryCache>,
+    /// Sessions our clients may resume, likewise: resuming skips the
+    /// server's chain and identity check.
+    client_sessions: Arc<ClientSessionMemoryCache>,
 }
 
 /// The live TLS material: resolves our certificate for both server and
@@ -182,6 +189,7 @@ impl Material {
     pub fn load(files: TlsFiles, metrics: TlsMetrics) -> anyhow::Result<Arc<Self>> {
         let loaded = read(&files).map_err(|e| crate::usage!("{e}"))?;
         tracing::info!(cert = %files.cert.path.display(), identities = ?loaded.identities, "TLS certificate loaded");
+        warn_if_invalid(&files, &loaded.key);
         metrics.not_after.set(not_after(&loaded.key));
         Ok(Arc::new(Material {
             files,
@@ -195,6 +203,21 @@ impl Material {
     /// before the applet loads them (once logged, not twice).
     pub fn check(files: &TlsFiles) -> anyhow::Result<()> {
         read(files).map(drop).map_err(|e| crate::usage!("{e}"))
+    }
+
+    /// `--check` only: our certificate is valid now. A start takes an
+    /// expired one with a warning (its renewal may be on its way, and the
+    /// file is read again when it changes); a check that says "this will
+    /// work" must not pass a certificate every peer refuses.
+    pub fn check_validity(files: &TlsFiles) -> anyhow::Result<()> {
+        let chain = files
+            .cert
+            .certificates()
+            .map_err(|e| crate::usage!("{e}"))?;
+        match invalid_now(&chain[0]) {
+            Some(why) => Err(crate::usage!("{}: {why}", files.cert)),
+            None => Ok(()),
+        }
     }
 
     /// [`Material::load`], then reloads whenever `runtime::watch` sees one of
@@ -232,6 +255,7 @@ impl Material {
         match read(&self.files) {
             Ok(loaded) => {
                 tracing::info!(cert = %self.files.cert.path.display(), identities = ?loaded.identities, "TLS certificate reloaded");
+                warn_if_invalid(&self.files, &loaded.key);
                 self.metrics.not_after.set(not_after(&loaded.key));
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
                 self.metrics.reload("ok");
@@ -309,6 +333,7 @@ impl Material {
             }))
             .with_client_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = Resumption::store(self.clone());
         Ok(Arc::new(config))
     }
 }
@@ -339,6 +364,52 @@ impl StoresServerSessions for Material {
 
     fn can_cache(&self) -> bool {
         true
+    }
+}
+
+/// The current material's client session cache (see `Loaded::client_sessions`).
+impl ClientSessionStore for Material {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.loaded()
+            .client_sessions
+            .set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.loaded().client_sessions.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.loaded()
+            .client_sessions
+            .set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.loaded().client_sessions.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.loaded()
+            .client_sessions
+            .remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.loaded()
+            .client_sessions
+            .insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.loaded().client_sessions.take_tls13_ticket(server_name)
     }
 }
 
@@ -405,7 +476,37 @@ fn read(files: &TlsFiles) -> Result<Loaded, String> {
         clients_optional,
         // rustls's default size.
         sessions: ServerSessionMemoryCache::new(256),
+        client_sessions: Arc::new(ClientSessionMemoryCache::new(256)),
     })
+}
+
+/// Why a certificate is not valid at this moment (expired, or not yet),
+/// None when it is (or does not parse: rustls has said what it thinks).
+fn invalid_now(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let v = c.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > v.not_after {
+        Some(format!(
+            "the certificate expired at {} (notAfter)",
+            v.not_after
+        ))
+    } else if now < v.not_before {
+        Some(format!(
+            "the certificate is not valid before {} (notBefore)",
+            v.not_before
+        ))
+    } else {
+        None
+    }
+}
+
+/// Loading an expired certificate is allowed (see `check_validity`), but
+/// said: peers will refuse it until it is renewed.
+fn warn_if_invalid(files: &TlsFiles, key: &CertifiedKey) {
+    if let Some(why) = key.cert.first().and_then(invalid_now) {
+        tracing::warn!(cert = %files.cert, "{why}: peers will refuse it until it is renewed");
+    }
 }
 
 /// The end-entity certificate's notAfter as a Unix time (0 if unparsable).

@@ -235,6 +235,37 @@ fn start_errors_name_the_flag_and_are_usage_errors() {
     assert!(e.to_string().starts_with("--tls-ca "), "{e}");
 }
 
+/// An expired certificate loads (its renewal may be on its way) but fails
+/// `check_validity`, which `--check` runs, naming the flag and the date.
+#[test]
+fn an_expired_certificate_loads_but_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["old".to_string()]).unwrap();
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    let expired = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let files = write(
+        dir.path(),
+        "old",
+        &ca,
+        &(expired.pem(), key.serialize_pem()),
+    );
+    Material::check(&files).unwrap();
+    Material::load(files.clone(), TlsMetrics::default()).unwrap();
+    let e = Material::check_validity(&files).unwrap_err();
+    assert!(e.downcast_ref::<crate::UsageError>().is_some());
+    assert!(e.to_string().starts_with("--tls-cert "), "{e}");
+    assert!(
+        e.to_string().contains("expired at Jan  2 00:00:00 2020"),
+        "{e}"
+    );
+
+    let current = write(dir.path(), "new", &ca, &leaf(&ca, "new", SHOP_WEB));
+    Material::check_validity(&current).unwrap();
+}
+
 #[tokio::test]
 async fn reload_swaps_the_certificate_and_a_bad_file_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -312,6 +343,29 @@ fn a_reload_forgets_the_sessions_servers_could_resume() {
     std::fs::write(&files.key.path, &rotated.1).unwrap();
     assert!(srv.reload());
     assert_eq!(server.session_storage.get(b"id"), None);
+}
+
+/// Likewise for our clients: resuming skips the server's chain check, so
+/// a reload (a CA rotated out, say) forgets what they could resume.
+#[test]
+fn a_reload_forgets_the_sessions_clients_could_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let files = write(dir.path(), "cli", &ca, &leaf(&ca, "web.shop", SHOP_WEB));
+    let cli = Material::load(files.clone(), TlsMetrics::default()).unwrap();
+    let client = cli.client_config(Identities::default(), &[]).unwrap();
+    let store = match &client.resumption {
+        r if format!("{r:?}").contains("Material") => cli.clone(),
+        r => panic!("the client resumes from another store: {r:?}"),
+    };
+    let name = ServerName::try_from("api.shop").unwrap();
+    store.set_kx_hint(name.clone(), rustls::NamedGroup::X25519);
+    assert_eq!(store.kx_hint(&name), Some(rustls::NamedGroup::X25519));
+    let rotated = leaf(&ca, "web.shop", SHOP_WEB);
+    std::fs::write(&files.cert.path, &rotated.0).unwrap();
+    std::fs::write(&files.key.path, &rotated.1).unwrap();
+    assert!(cli.reload());
+    assert_eq!(store.kx_hint(&name), None);
 }
 
 #[tokio::test]
