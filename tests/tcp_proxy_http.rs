@@ -279,6 +279,25 @@ fn host_request_id_and_identity_headers_cannot_be_played_with() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("duplicate Host"), "{answer}");
     assert!(secret.drain().is_empty() && other.drain().is_empty());
+    // RFC 9112 §3.2: HTTP/1.1 needs one Host, and a valid one; userinfo in
+    // the target is refused too (RFC 9110 §4.2.4).
+    for (head, why) in [
+        ("GET /x HTTP/1.1\r\n", "missing Host"),
+        (
+            "GET /x HTTP/1.1\r\nHost: secret.local/x\r\n",
+            "invalid Host",
+        ),
+        ("GET /x HTTP/1.1\r\nHost: a b\r\n", "invalid Host"),
+        (
+            "GET http://other@secret.local/x HTTP/1.1\r\nHost: secret.local\r\n",
+            "userinfo",
+        ),
+    ] {
+        let answer = raw(&p, format!("{head}Connection: close\r\n\r\n").as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head}: {answer}");
+        assert!(answer.contains(why), "{head}: {answer}");
+    }
+    assert!(secret.drain().is_empty() && other.drain().is_empty());
 
     raw(
         &p,

@@ -217,6 +217,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn authorities_that_routes_and_apps_could_read_apart_are_named() {
+        let req = |version, target: &str, host: Option<&str>| {
+            let mut b = http::Request::builder().version(version).uri(target);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            b.body(()).unwrap()
+        };
+        let v11 = http::Version::HTTP_11;
+        assert_eq!(authority_problem(&req(v11, "/", Some("api.shop:80"))), None);
+        assert_eq!(authority_problem(&req(v11, "/", Some("[::1]:80"))), None);
+        assert_eq!(authority_problem(&req(v11, "/", Some(""))), None);
+        assert_eq!(
+            authority_problem(&req(http::Version::HTTP_10, "/", None)),
+            None
+        );
+        assert_eq!(authority_problem(&req(v11, "http://a/", None)), None);
+        assert_eq!(
+            authority_problem(&req(v11, "/", None)),
+            Some("missing Host")
+        );
+        for bad in ["a b", "secret.local/foo", "a@b", "a\\b"] {
+            assert_eq!(
+                authority_problem(&req(v11, "/", Some(bad))),
+                Some("invalid Host"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            authority_problem(&req(
+                v11,
+                "http://other@secret.local/x",
+                Some("secret.local")
+            )),
+            Some("userinfo in the request target")
+        );
+    }
+
+    #[test]
     fn hop_by_hop_goes_te_trailers_stays() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
@@ -316,4 +355,30 @@ mod tests {
 /// than passed on under one reading (RFC 9112 §6.1; Envoy answers 502).
 pub fn splits_response(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// What is wrong with a request's authority, if anything: an HTTP/1.1
+/// request without Host, a Host that is no `host[:port]` (RFC 9112 §3.2:
+/// a server must answer 400), or userinfo in the target (RFC 9110 §4.2.4).
+/// Each would let the route and the app read different hosts.
+pub fn authority_problem(req: &http::Request<impl Sized>) -> Option<&'static str> {
+    let uri_authority = req.uri().authority();
+    if uri_authority.is_some_and(|a| a.as_str().contains('@')) {
+        return Some("userinfo in the request target");
+    }
+    match req.headers().get(header::HOST) {
+        None if req.version() == http::Version::HTTP_11 && uri_authority.is_none() => {
+            Some("missing Host")
+        }
+        Some(host) if !is_authority(host.as_bytes()) => Some("invalid Host"),
+        _ => None,
+    }
+}
+
+/// `host[:port]` as RFC 3986 spells it: reg-name characters, an IP literal
+/// in brackets, percent escapes; empty is allowed (a target without one).
+fn is_authority(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&c))
 }

@@ -438,11 +438,13 @@ impl HttpProxy {
         let start = Instant::now();
         let request_id = headers::request_id(req.headers_mut());
         // CONNECT's target is an authority, not a path.
-        let bad_path = if req.method() == Method::CONNECT || req.uri().path() == "*" {
-            None
-        } else {
-            path::normalize_uri(req.uri_mut(), self.settings.path_normalization).err()
-        };
+        let refused = headers::authority_problem(&req).or_else(|| {
+            if req.method() == Method::CONNECT || req.uri().path() == "*" {
+                None
+            } else {
+                path::normalize_uri(req.uri_mut(), self.settings.path_normalization).err()
+            }
+        });
         let dest = self.destination(&req, conn);
         let logged = self.access_log.as_ref().map(|_| Logged {
             started: SystemTime::now(),
@@ -458,7 +460,7 @@ impl HttpProxy {
         let grpc = answer::is_grpc(req.headers());
         // Not boxed: hyper keeps an HTTP/1 request's future in place, and an
         // HTTP/2 stream's is boxed once, whole (h2_server).
-        let forwarded = match bad_path {
+        let forwarded = match refused {
             Some(what) => Err(Local::BadRequest(what)),
             None if self.settings.request_timeout.is_zero() => {
                 self.forward(req, conn, dest, &mut ex).await
