@@ -210,10 +210,14 @@ fn routes_by_host_and_longest_path_prefix() {
             &format!("--http-route=/v1/={}", v1.addr),
             &format!("--http-route=api.shop/v1/={}", api.addr),
             &format!("--http-route=api.shop/v1/other/={}", other.addr),
+            &format!("--http-route=/v1/orders/={}", v1.addr),
         ],
     );
     let get = |host: &str, path: &str| curl(&["-H", &format!("Host: {host}"), &url(&p, path)]);
-    assert_eq!(get("api.shop:8080", "/v1/orders"), "api\n");
+    // The host's routes first (Envoy's virtual host), though the
+    // host-less `/v1/orders/` is a longer prefix.
+    assert_eq!(get("api.shop:8080", "/v1/orders/7"), "api\n");
+    assert_eq!(get("elsewhere", "/v1/orders/7"), "v1\n");
     assert_eq!(get("API.shop", "/v1/other/x"), "other\n");
     assert_eq!(get("elsewhere", "/v1/x"), "v1\n");
     assert_eq!(get("api.shop", "/v2/x"), "fallback\n");

@@ -124,7 +124,8 @@ pub struct Args {
     pub opaque_ports: PortRanges,
 
     /// An HTTP route `[HOST]/PATH_PREFIX=UP1,UP2`; repeatable (env: separate
-    /// routes with `;`). The longest matching prefix wins; requests matching
+    /// routes with `;`). Routes naming the request's host come first, then the
+    /// longest matching prefix wins; requests matching
     /// none go to the listener's upstreams (transparent: the original destination).
     #[arg(
         long,

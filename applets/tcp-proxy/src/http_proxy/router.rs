@@ -1,6 +1,9 @@
-//! Where an HTTP request goes: the `--http-route` with the longest matching
-//! path prefix (and a matching host, compared without the port), else the
-//! listener's own destination.
+//! Where an HTTP request goes: among the `--http-route`s naming the
+//! request's host (compared without the port), the one with the longest
+//! matching path prefix; when none of them matches, the longest among the
+//! routes naming no host; else the listener's own destination. The host
+//! comes first as Envoy picks the virtual host before its routes, so a
+//! longer host-less prefix cannot take a host's requests away.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -159,8 +162,8 @@ impl Router {
                 (Some(_), None) => false,
             })
             .filter(|r| path.starts_with(&r.prefix))
-            // Longest prefix; on a tie, a route naming the host beats one that does not.
-            .max_by_key(|r| (r.prefix.len(), r.host.is_some()))
+            // A route naming the host first, then the longest prefix.
+            .max_by_key(|r| (r.host.is_some(), r.prefix.len()))
             .map(|r| &r.dest)
     }
 }
@@ -196,9 +199,17 @@ mod tests {
         r.add(None, "/v1/".into(), dest("v1"));
         r.add(Some("api.shop".into()), "/v1/".into(), dest("api-v1"));
         r.add(Some("api.shop".into()), "/v1/orders".into(), dest("orders"));
+        r.add(None, "/v1/users/admin/".into(), dest("admin"));
         let name = |h: Option<&str>, p: &str| r.find(h, p).map(|d| d.name.clone());
         assert_eq!(name(Some("api.shop"), "/v1/orders/7").unwrap(), "orders");
         assert_eq!(name(Some("API.Shop"), "/v1/users").unwrap(), "api-v1");
+        // The host's routes come first, whatever the length of the others.
+        assert_eq!(
+            name(Some("api.shop"), "/v1/users/admin/x").unwrap(),
+            "api-v1"
+        );
+        assert_eq!(name(Some("api.shop"), "/x").unwrap(), "root");
+        assert_eq!(name(Some("other"), "/v1/users/admin/x").unwrap(), "admin");
         assert_eq!(name(Some("other"), "/v1/orders").unwrap(), "v1");
         assert_eq!(name(None, "/x").unwrap(), "root");
         assert!(Router::default().find(None, "/").is_none());
