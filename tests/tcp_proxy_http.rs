@@ -1079,6 +1079,34 @@ fn access_log_has_a_line_per_request() {
         (&"POST".into(), &"/dup".into(), &400.into())
     );
     assert_eq!(refused["refused"], "duplicate Content-Length");
+
+    // A client gone before its response has a line too: status 0 and
+    // Envoy's flag DC (downstream connection termination).
+    let (silent, accepted) = Upstream::manual();
+    let log2 = dir.path().join("aborted.log");
+    let q = proxy(
+        &[silent.addr],
+        &[&format!("--access-log={}", log2.display())],
+    );
+    let mut client = connect(q.addr());
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut upstream = recv(&accepted);
+    let mut head = [0u8; 16];
+    upstream.read_exact(&mut head).unwrap();
+    drop(client);
+    support::wait_until("the aborted request's line", || {
+        std::fs::read_to_string(&log2).is_ok_and(|t| t.lines().count() == 1)
+    });
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log2).unwrap().trim()).unwrap();
+    assert_eq!(
+        (&line["path"], &line["status"]),
+        (&"/slow".into(), &0.into())
+    );
+    assert_eq!(line["response_flags"], "DC");
+
     let route = format!("route=\"{}\"", p.addr());
     assert_eq!(
         p.metric(

@@ -312,11 +312,53 @@ struct Exchange {
 }
 
 /// What the access log needs from a request that is handed on.
-struct Logged {
-    started: SystemTime,
-    method: Method,
-    authority: Option<String>,
-    path: String,
+/// The access-log line of one request, begun when it arrives. It is
+/// written when the response head is ready; when the client goes away
+/// first, on drop, with status 0 and `response_flags: "DC"` (Envoy's
+/// downstream connection termination), so no request goes unlogged.
+struct RequestLog<'a> {
+    log: &'a AccessLog,
+    start: Instant,
+    fields: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl RequestLog<'_> {
+    fn finish(mut self, status: u16, ex: &Exchange) {
+        let endpoint = ex.endpoint.map(|a| a.to_string());
+        self.write(status, endpoint.into(), ex.retries.into(), None);
+    }
+
+    fn write(
+        &mut self,
+        status: u16,
+        endpoint: serde_json::Value,
+        retries: serde_json::Value,
+        flags: Option<&str>,
+    ) {
+        let Some(mut fields) = self.fields.take() else {
+            return;
+        };
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        fields.insert("status".into(), status.into());
+        fields.insert("duration_ms".into(), ms.into());
+        fields.insert("endpoint".into(), endpoint);
+        fields.insert("retries".into(), retries);
+        if let Some(flags) = flags {
+            fields.insert("response_flags".into(), flags.into());
+        }
+        self.log.record(serde_json::Value::Object(fields));
+    }
+}
+
+impl Drop for RequestLog<'_> {
+    fn drop(&mut self) {
+        self.write(
+            0,
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            Some("DC"),
+        );
+    }
 }
 
 impl HttpProxy {
@@ -446,17 +488,31 @@ impl HttpProxy {
             }
         });
         let dest = self.destination(&req, conn);
-        let logged = self.access_log.as_ref().map(|_| Logged {
-            started: SystemTime::now(),
-            method: req.method().clone(),
-            authority: authority_of(&req).map(str::to_string),
-            path: req.uri().path().to_string(),
+        let version = req.version();
+        let logged = self.access_log.as_ref().map(|log| RequestLog {
+            log,
+            start,
+            fields: Some(serde_json::Map::from_iter([
+                (
+                    "start_time".into(),
+                    humantime::format_rfc3339_millis(SystemTime::now())
+                        .to_string()
+                        .into(),
+                ),
+                ("protocol".into(), format!("{version:?}").into()),
+                ("method".into(), req.method().as_str().into()),
+                ("authority".into(), authority_of(&req).into()),
+                ("path".into(), req.uri().path().into()),
+                ("route".into(), dest.name.as_str().into()),
+                ("request_id".into(), request_id.to_str().ok().into()),
+                ("client".into(), conn.client.to_string().into()),
+                ("peer_identity".into(), conn.peer_id.as_deref().into()),
+            ])),
         });
         let mut ex = Exchange {
             endpoint: None,
             retries: 0,
         };
-        let version = req.version();
         let grpc = answer::is_grpc(req.headers());
         // Not boxed: hyper keeps an HTTP/1 request's future in place, and an
         // HTTP/2 stream's is boxed once, whole (h2_server).
@@ -483,22 +539,8 @@ impl HttpProxy {
         let status = resp.status().as_u16();
         dest.metrics
             .response(ex.endpoint, status, elapsed.as_secs_f64());
-        if let (Some(log), Some(l)) = (&self.access_log, logged) {
-            log.record(serde_json::json!({
-                "start_time": humantime::format_rfc3339_millis(l.started).to_string(),
-                "protocol": format!("{version:?}"),
-                "method": l.method.as_str(),
-                "authority": l.authority,
-                "path": l.path,
-                "status": status,
-                "duration_ms": elapsed.as_secs_f64() * 1000.0,
-                "route": dest.name,
-                "endpoint": ex.endpoint.map(|a| a.to_string()),
-                "retries": ex.retries,
-                "request_id": request_id.to_str().ok(),
-                "client": conn.client.to_string(),
-                "peer_identity": conn.peer_id,
-            }));
+        if let Some(logged) = logged {
+            logged.finish(status, &ex);
         }
         resp
     }
