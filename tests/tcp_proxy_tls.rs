@@ -700,6 +700,8 @@ fn http2_requests_go_as_http11_to_an_upstream_choosing_http11_by_alpn() {
 /// Behind mutual TLS (a provider sidecar's side) every request head is
 /// checked too: a smuggling spelling on a later request of the connection
 /// is answered 400 after the request before it, and never reaches the app.
+/// A client offering no ALPN is told apart by its decrypted bytes, and gets
+/// the same HTTP handling.
 #[test]
 fn smuggling_spellings_are_refused_behind_mutual_tls() {
     let Some(m) = mesh() else { return };
@@ -716,25 +718,34 @@ fn smuggling_spellings_are_refused_behind_mutual_tls() {
         ],
         1,
     );
-    let mut args = client_cert_args(&m, &m.web);
-    args.extend(["-alpn".into(), "http/1.1".into()]);
-    let mut c = s_client(p.addr(), &args);
-    c.send(
-        "GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
-         POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
-         GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
-    );
-    assert!(c.saw("request smuggling refused"), "{}", c.seen);
-    let out = c.finish();
-    assert!(out.contains("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("HTTP/1.1 400"), "{out}");
-    let got = app.drain();
-    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/first"]);
-    // The app is told the verified client identity, as Linkerd and Istio tell it.
-    assert_eq!(got[0].header("l5d-client-id"), Some(WEB));
-    assert_eq!(
-        got[0].header("x-forwarded-client-cert"),
-        Some(format!("URI={WEB}").as_str())
+    for alpn in [Some("http/1.1"), None] {
+        let mut args = client_cert_args(&m, &m.web);
+        if let Some(alpn) = alpn {
+            args.extend(["-alpn".into(), alpn.into()]);
+        }
+        let mut c = s_client(p.addr(), &args);
+        c.send(
+            "GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
+             POST /cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 38\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+             GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
+        assert!(c.saw("request smuggling refused"), "{alpn:?}: {}", c.seen);
+        let out = c.finish();
+        assert!(out.contains("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("HTTP/1.1 400"), "{out}");
+        let got = app.drain();
+        let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/first"], "{alpn:?}");
+        // The app is told the verified client identity, as Linkerd and Istio tell it.
+        assert_eq!(got[0].header("l5d-client-id"), Some(WEB));
+        assert_eq!(
+            got[0].header("x-forwarded-client-cert"),
+            Some(format!("URI={WEB}").as_str())
+        );
+    }
+    p.wait_metric(
+        "tcp_proxy_detected_connections_total",
+        &["protocol=\"http\"", "reason=\"detected\""],
+        1.0,
     );
 }

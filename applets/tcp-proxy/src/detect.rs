@@ -7,6 +7,7 @@
 //! The bytes are read, not peeked: peeking cannot wait for *more* bytes
 //! without spinning. They are handed on to whichever side takes over.
 
+use std::future::Future;
 use std::io;
 
 use tokio::net::TcpStream;
@@ -132,34 +133,52 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Reads the start of `s` into `buf` (which may hold bytes read before)
-/// until it tells HTTP from TCP, the peer closes its side, or `deadline`
-/// passes: TCP then, unless what arrived is the start of a request line
-/// with its target begun (a slow client is not a way around HTTP handling).
+/// Where detection reads a connection's first bytes from.
+pub trait ReadSome: Send {
+    /// Appends what is there to `buf`, waiting for something; Ok(0) at EOF.
+    fn read_some(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// A plaintext client: read through a shared handle (the relay keeps it).
+impl ReadSome for &TcpStream {
+    async fn read_some(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.readable().await?;
+        self.try_read_buf(buf)
+    }
+}
+
+/// The decrypted side of a TLS connection whose client offered no ALPN.
+impl ReadSome for &mut crate::tls::ServerStream {
+    async fn read_some(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        tokio::io::AsyncReadExt::read_buf(*self, buf).await
+    }
+}
+
+/// Reads the start of a connection into `buf` (which may hold bytes read
+/// before) from `from`, until it tells HTTP from TCP, the peer closes its
+/// side, or `deadline` passes: TCP then, unless what arrived is the start of
+/// a request line with its target begun (a slow client is not a way around
+/// HTTP handling).
 pub async fn detect(
-    s: &TcpStream,
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
+    mut from: impl ReadSome,
 ) -> io::Result<Detected> {
     loop {
         if let Some(found) = classify(buf) {
             return Ok(found);
         }
-        let ready = tokio::time::timeout_at(deadline, s.readable()).await;
-        match ready {
+        buf.reserve(512.min(MAX_PEEK.saturating_sub(buf.len())).max(1));
+        match tokio::time::timeout_at(deadline, from.read_some(buf)).await {
             // Undecided means it could still be a request line (`classify`):
             // one begun and stalled (`GE`, then nothing) stays HTTP, for
             // hyper to time out or refuse.
             Err(_) if stalled_request_line(buf) => return Ok(Detected::Http),
             Err(_) => return Ok(Detected::Tcp { timed_out: true }),
-            Ok(r) => r?,
-        }
-        buf.reserve(512.min(MAX_PEEK.saturating_sub(buf.len())).max(1));
-        match s.try_read_buf(buf) {
-            Ok(0) => return Ok(TCP),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Ok(Ok(0)) => return Ok(TCP),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(Err(e)) => return Err(e),
         }
     }
 }

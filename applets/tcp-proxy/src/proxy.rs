@@ -302,17 +302,25 @@ async fn admit(
     // TLS is terminated before anything else reads the client's bytes;
     // then ALPN says whether HTTP follows.
     if let Some(t) = &shared.tls {
-        if let Some(terminated) = t.accept(client, &mut early, &route.name).await? {
+        if let Some(mut terminated) = t.accept(client, &mut early, &route.name).await? {
             rec.peer_identity = terminated.peer_id.clone();
-            let http = route.http.is_some()
-                && (shared.protocol == Protocol::Http
-                    || (shared.protocol == Protocol::Auto && terminated.is_http()));
-            let labels = vec![
-                ("route", route.name.clone()),
-                ("protocol", if http { "http" } else { "tcp" }.to_string()),
-                ("reason", "alpn".to_string()),
-            ];
-            shared.metrics.detected.get_or_create(&labels).inc();
+            let http = if terminated.alpn.is_none() {
+                // A client that offered no ALPN (openssl s_client, many TLS
+                // libraries by default) is told apart by its decrypted
+                // bytes, as a plaintext one is.
+                detect_http(route, shared, rec, &mut early, &mut terminated.stream).await?
+            } else {
+                let http = route.http.is_some()
+                    && (shared.protocol == Protocol::Http
+                        || (shared.protocol == Protocol::Auto && terminated.is_http()));
+                let labels = vec![
+                    ("route", route.name.clone()),
+                    ("protocol", if http { "http" } else { "tcp" }.to_string()),
+                    ("reason", "alpn".to_string()),
+                ];
+                shared.metrics.detected.get_or_create(&labels).inc();
+                http
+            };
             return Ok(Admitted {
                 _slot: slot,
                 local,
@@ -324,7 +332,7 @@ async fn admit(
         }
     }
 
-    let http = detect_http(client, route, shared, rec, &mut early).await?;
+    let http = detect_http(route, shared, rec, &mut early, &**client).await?;
     Ok(Admitted {
         _slot: slot,
         local,
@@ -335,13 +343,14 @@ async fn admit(
     })
 }
 
-/// Whether to serve HTTP (`--protocol`, opaque ports, the first bytes).
+/// Whether to serve HTTP (`--protocol`, opaque ports, the first bytes,
+/// read from `from` into `early`).
 async fn detect_http(
-    client: &TcpStream,
     route: &Route,
     shared: &Shared,
     rec: &Record,
     early: &mut Vec<u8>,
+    from: impl detect::ReadSome,
 ) -> Result<bool, &'static str> {
     let count = |proto: &str, reason: &str| {
         let labels = vec![
@@ -372,7 +381,7 @@ async fn detect_http(
     }
     // Bytes already read (behind a PROXY header) count towards detection.
     let deadline = tokio::time::Instant::now() + shared.detect_timeout;
-    let found = detect::detect(client, early, deadline).await.map_err(|e| {
+    let found = detect::detect(early, deadline, from).await.map_err(|e| {
         tracing::debug!(route = %route.name, error = %e, "connection failed during protocol detection");
         "detect"
     })?;
@@ -407,7 +416,11 @@ async fn serve_http(
     let proxy = http.proxy.clone();
     let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
     let idle = match admitted.tls {
-        Some(t) => proxy.serve(t.stream, info, stop, hard_stop).await,
+        // Bytes read by detection (a client without ALPN) come first.
+        Some(t) => {
+            let io = Prefixed::new(admitted.early, t.stream);
+            proxy.serve(io, info, stop, hard_stop).await
+        }
         None => {
             let client =
                 Arc::try_unwrap(client).expect("plaintext: the task's handle is the only one");

@@ -212,6 +212,39 @@ pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+/// An upstream response with both Content-Length and Transfer-Encoding:
+/// the framing is ambiguous (response splitting), so it is refused rather
+/// than passed on under one reading (RFC 9112 §6.1; Envoy answers 502).
+pub fn splits_response(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// What is wrong with a request's authority, if anything: an HTTP/1.1
+/// request without Host, a Host that is no `host[:port]` (RFC 9112 §3.2:
+/// a server must answer 400), or userinfo in the target (RFC 9110 §4.2.4).
+/// Each would let the route and the app read different hosts.
+pub fn authority_problem(req: &http::Request<impl Sized>) -> Option<&'static str> {
+    let uri_authority = req.uri().authority();
+    if uri_authority.is_some_and(|a| a.as_str().contains('@')) {
+        return Some("userinfo in the request target");
+    }
+    match req.headers().get(header::HOST) {
+        None if req.version() == http::Version::HTTP_11 && uri_authority.is_none() => {
+            Some("missing Host")
+        }
+        Some(host) if !is_authority(host.as_bytes()) => Some("invalid Host"),
+        _ => None,
+    }
+}
+
+/// `host[:port]` as RFC 3986 spells it: reg-name characters, an IP literal
+/// in brackets, percent escapes; empty is allowed (a target without one).
+fn is_authority(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,37 +381,4 @@ mod tests {
         let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
         assert_eq!(all, ["a=1; b=2"]);
     }
-}
-
-/// An upstream response with both Content-Length and Transfer-Encoding:
-/// the framing is ambiguous (response splitting), so it is refused rather
-/// than passed on under one reading (RFC 9112 §6.1; Envoy answers 502).
-pub fn splits_response(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
-}
-
-/// What is wrong with a request's authority, if anything: an HTTP/1.1
-/// request without Host, a Host that is no `host[:port]` (RFC 9112 §3.2:
-/// a server must answer 400), or userinfo in the target (RFC 9110 §4.2.4).
-/// Each would let the route and the app read different hosts.
-pub fn authority_problem(req: &http::Request<impl Sized>) -> Option<&'static str> {
-    let uri_authority = req.uri().authority();
-    if uri_authority.is_some_and(|a| a.as_str().contains('@')) {
-        return Some("userinfo in the request target");
-    }
-    match req.headers().get(header::HOST) {
-        None if req.version() == http::Version::HTTP_11 && uri_authority.is_none() => {
-            Some("missing Host")
-        }
-        Some(host) if !is_authority(host.as_bytes()) => Some("invalid Host"),
-        _ => None,
-    }
-}
-
-/// `host[:port]` as RFC 3986 spells it: reg-name characters, an IP literal
-/// in brackets, percent escapes; empty is allowed (a target without one).
-fn is_authority(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&c))
 }

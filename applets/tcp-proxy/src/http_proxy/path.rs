@@ -25,10 +25,10 @@ pub fn normalize(path: &str, how: PathNormalization) -> Result<Option<String>, &
     }
     // The common case, checked without allocating: nothing to decode, no
     // backslash, no segment beginning with a dot, no empty segment to merge.
-    let plain = !bytes.iter().any(|&b| b == b'%' || b == b'\\')
-        && !path.contains("/.")
-        && !(merge && path.contains("//"));
-    if plain {
+    let needs_work = bytes.iter().any(|&b| b == b'%' || b == b'\\')
+        || path.contains("/.")
+        || (merge && path.contains("//"));
+    if !needs_work {
         return Ok(None);
     }
     let mut decoded = decode(bytes, how == PathNormalization::DecodeAndMergeSlashes)?;
