@@ -295,6 +295,10 @@ fn conditional_requests() {
     let status = |h: &[(&str, &str)]| get_with(addr, "/hello.txt", h).status;
     assert_eq!(status(&[("if-none-match", &etag)]), 304);
     assert_eq!(status(&[("if-none-match", "*")]), 304);
+    // The validators come back, representation metadata does not (RFC 9110 §15.4.5).
+    let not_modified = get_with(addr, "/hello.txt", &[("if-none-match", &etag)]);
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert_eq!(not_modified.header("content-type"), None);
     assert_eq!(
         status(&[("if-none-match", &format!("\"other\", W/{etag}"))]),
         304
@@ -470,6 +474,13 @@ fn precompressed_variants_and_on_the_fly_gzip() {
     assert_eq!(r.header("content-type"), Some("text/css; charset=utf-8"));
     assert_eq!(r.header("vary"), Some("Accept-Encoding"));
     assert_eq!(r.body, b"BROTLI-BYTES");
+    // The client's q-values order the acceptable codings (RFC 9110 §12.5.3).
+    let r = get_with(
+        addr,
+        "/app.css",
+        &[("accept-encoding", "br;q=0.1, gzip;q=1")],
+    );
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
     let r = get_with(addr, "/app.css", &[("accept-encoding", "gzip")]);
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(gunzip(&r.body), css.as_bytes());

@@ -39,54 +39,66 @@ impl Coding {
     }
 }
 
-/// Which codings the client accepts (q > 0).
+/// How much the client wants each coding: its q-value in thousandths
+/// (0: not acceptable).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
-    br: bool,
-    zstd: bool,
-    gzip: bool,
+    br: u16,
+    zstd: u16,
+    gzip: u16,
+}
+
+/// `q=0.5` in thousandths; a missing q is 1, a malformed one 0.
+fn q_value<'a>(mut params: impl Iterator<Item = &'a str>) -> u16 {
+    let Some(q) = params.find_map(|p| {
+        let p = p.trim();
+        p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
+    }) else {
+        return 1000;
+    };
+    match q.trim().parse::<f32>() {
+        Ok(q) if (0.0..=1.0).contains(&q) => (q * 1000.0).round() as u16,
+        _ => 0,
+    }
 }
 
 impl Accepted {
     pub fn from_headers(headers: &HeaderMap) -> Accepted {
         let mut acc = Accepted::default();
-        let mut explicit = Accepted::default();
-        let mut star = false;
+        let mut explicit = [false; 3];
+        let mut star = 0;
         for v in headers.get_all(http::header::ACCEPT_ENCODING) {
             let Ok(v) = v.to_str() else { continue };
             for item in v.split(',') {
                 let mut params = item.split(';');
                 let token = params.next().unwrap_or("").trim().to_ascii_lowercase();
-                let ok = params
-                    .filter_map(|p| {
-                        p.trim()
-                            .strip_prefix("q=")
-                            .or_else(|| p.trim().strip_prefix("Q="))
-                    })
-                    .all(|q| q.trim().parse::<f32>().map(|q| q > 0.0).unwrap_or(false));
-                let (flag, seen) = match token.as_str() {
-                    "br" => (&mut acc.br, &mut explicit.br),
-                    "zstd" => (&mut acc.zstd, &mut explicit.zstd),
-                    "gzip" | "x-gzip" => (&mut acc.gzip, &mut explicit.gzip),
+                let q = q_value(params);
+                let (slot, seen) = match token.as_str() {
+                    "br" => (&mut acc.br, &mut explicit[0]),
+                    "zstd" => (&mut acc.zstd, &mut explicit[1]),
+                    "gzip" | "x-gzip" => (&mut acc.gzip, &mut explicit[2]),
                     "*" => {
-                        star = ok;
+                        star = q;
                         continue;
                     }
                     _ => continue,
                 };
-                *flag = ok;
+                *slot = q;
                 *seen = true;
             }
         }
-        if star {
-            acc.br |= !explicit.br;
-            acc.zstd |= !explicit.zstd;
-            acc.gzip |= !explicit.gzip;
+        for (slot, seen) in [&mut acc.br, &mut acc.zstd, &mut acc.gzip]
+            .into_iter()
+            .zip(explicit)
+        {
+            if !seen {
+                *slot = star;
+            }
         }
         acc
     }
 
-    pub fn accepts(self, c: Coding) -> bool {
+    fn q(self, c: Coding) -> u16 {
         match c {
             Coding::Br => self.br,
             Coding::Zstd => self.zstd,
@@ -94,8 +106,21 @@ impl Accepted {
         }
     }
 
+    pub fn accepts(self, c: Coding) -> bool {
+        self.q(c) > 0
+    }
+
     pub fn any(self) -> bool {
-        self.br || self.zstd || self.gzip
+        self.br > 0 || self.zstd > 0 || self.gzip > 0
+    }
+
+    /// The acceptable codings, the client's most wanted first (RFC 9110
+    /// §12.5.3), our preference (`Coding::PREFERENCE`) between equals.
+    pub fn in_order(self) -> impl Iterator<Item = Coding> {
+        let mut codings = Coding::PREFERENCE;
+        // Stable: equal q-values keep our order.
+        codings.sort_by_key(|c| std::cmp::Reverse(self.q(*c)));
+        codings.into_iter().filter(move |c| self.accepts(*c))
     }
 }
 
@@ -155,6 +180,22 @@ mod tests {
         let a = acc("*;q=1, zstd;q=0");
         assert!(a.accepts(Coding::Br) && !a.accepts(Coding::Zstd) && a.accepts(Coding::Gzip));
         assert!(!acc("identity").any());
+        assert!(!acc("br;q=x").accepts(Coding::Br));
+    }
+
+    #[test]
+    fn the_client_s_most_wanted_coding_comes_first() {
+        let order = |v: &str| acc(v).in_order().collect::<Vec<_>>();
+        assert_eq!(order("br;q=0.1, gzip;q=1"), [Coding::Gzip, Coding::Br]);
+        assert_eq!(
+            order("gzip, br, zstd"),
+            [Coding::Br, Coding::Zstd, Coding::Gzip]
+        );
+        assert_eq!(
+            order("*;q=0.5, gzip"),
+            [Coding::Gzip, Coding::Br, Coding::Zstd]
+        );
+        assert_eq!(order("gzip;q=0.8, br;q=0.80"), [Coding::Br, Coding::Gzip]);
     }
 
     #[test]

@@ -430,10 +430,7 @@ impl Handler {
         let mut variant_rel = None;
         let mut f = f;
         if accepted.any() {
-            for c in Coding::PREFERENCE
-                .into_iter()
-                .filter(|c| accepted.accepts(*c))
-            {
+            for c in accepted.in_order() {
                 let mut vrel = rel.as_os_str().to_owned();
                 vrel.push(c.suffix());
                 if let Ok(v) = tree.open_file(Path::new(&vrel), self.s.policy) {
@@ -513,7 +510,11 @@ impl Handler {
         };
         if !prebuilt {
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, content_type);
+            // RFC 9110 §15.4.5: a 304 carries the validators and cache
+            // fields, not representation metadata (nginx sends no type).
+            if !matches!(outcome, Outcome::NotModified) {
+                h.insert(header::CONTENT_TYPE, content_type);
+            }
             h.insert(
                 header::LAST_MODIFIED,
                 match &own.last_modified {
