@@ -31,6 +31,15 @@ ticks() {
 }
 
 # Clock ticks → milliseconds and seconds.
+# The kernel part of `ticks`: system time only (stime, cstime).
+sys_ticks() {
+  local t=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $13 + $15}')
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
 HZ=$(getconf CLK_TCK)
 ticks_ms() { echo $(($1 * 1000 / HZ)); }
 ticks_s() { awk -v t="$1" -v hz="$HZ" 'BEGIN { printf "%.4f", t / hz }'; }

@@ -49,6 +49,7 @@ http { access_log off; keepalive_requests 1000000;
 }
 EOF
 nginx -c "$tmp/nginx.conf" -p "$tmp" 2>"$tmp/nginx.log" & pids+=($!)
+pid_nginx=$!
 
 # Our chain: provider sidecar on 7101 (h1 app) / 7111 (h2c app), consumer on 7201 / 7211.
 sidecar() { # NAME ADMIN ARGS…
@@ -117,17 +118,24 @@ idle_consumer=$(rss_kib "$pid_consumer") idle_provider=$(rss_kib "$pid_provider"
 idle_hc=$(rss_kib "$pid_haproxy_consumer") idle_hp=$(rss_kib "$pid_haproxy_provider")
 
 reqs_per_sec() { sed -nE 's/^finished in .*, ([0-9.]+) req\/s.*/\1/p'; }
-# PORT h1|h2 PID… → "req/s cpu": cpu is the CPU time (user + system) the
-# given pids spent per request meanwhile, in microseconds.
+# PORT h1|h2 PID… → "req/s cpu sys rest": cpu is the CPU time (user +
+# system) the given pids spent per request meanwhile, sys its kernel part,
+# and rest what the client (h2load) and the app (nginx) spent, all in
+# microseconds per request.
 saturate() {
   local port=$1 opts=(-c 16 -m 1 --h1)
   [ "$2" = h2 ] && opts=(-c 16 -m 10)
   shift 2
-  local before=0 after=0 p rate
-  for p in "$@"; do before=$((before + $(ticks "$p"))); done
-  rate=$(h2load -n "$REQS" "${opts[@]}" "http://127.0.0.1:$port/" 2>/dev/null | reqs_per_sec)
-  for p in "$@"; do after=$((after + $(ticks "$p"))); done
-  echo "$rate $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$REQS" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+  local before=0 after=0 sys0=0 sys1=0 app0 app1 p rate client
+  for p in "$@"; do before=$((before + $(ticks "$p"))) sys0=$((sys0 + $(sys_ticks "$p"))); done
+  app0=$(ticks "$pid_nginx")
+  rate=$( { TIMEFORMAT='%U %S'; time h2load -n "$REQS" "${opts[@]}" "http://127.0.0.1:$port/" 2>/dev/null; } 2>"$tmp/h2load.time" | reqs_per_sec)
+  app1=$(ticks "$pid_nginx")
+  for p in "$@"; do after=$((after + $(ticks "$p"))) sys1=$((sys1 + $(sys_ticks "$p"))); done
+  client=$(awk '{print $1 + $2}' "$tmp/h2load.time")
+  awk -v rate="$rate" -v t=$((after - before)) -v s=$((sys1 - sys0)) -v a=$((app1 - app0)) \
+    -v c="$client" -v hz="$HZ" -v n="$REQS" \
+    'BEGIN { us = 1e6 / n; printf "%s %.1f %.1f %.1f\n", rate, t / hz * us, s / hz * us, (a / hz + c) * us }'
 }
 # PORT h1|h2 PID… → "p50 p99 peak" at 1,000 req/s: p50 and p99 in ms, and
 # the most RSS (KiB) the given pids had meanwhile (their high-water marks,
@@ -164,13 +172,30 @@ fixed_rate() {
 higher() { echo $(($1 > $2 ? $1 : $2)); }
 
 printf '\n%-28s %12s %12s %12s %8s %18s\n' "saturation (req/s)" direct sidecar haproxy "sc/hap" "proxy CPU us/req"
+declare -A where
 for proto in h1 h2; do
   if [ $proto = h1 ]; then d=7001 s=7201 h=7501; else d=7002 s=7211 h=7511; fi
   read -r rd _ < <(saturate $d $proto)
-  read -r rs cs < <(saturate $s $proto "$pid_consumer" "$pid_provider")
-  read -r rh ch < <(saturate $h $proto "$pid_haproxy_consumer" "$pid_haproxy_provider")
+  read -r rs cs ss xs < <(saturate $s $proto "$pid_consumer" "$pid_provider")
+  read -r rh ch sh xh < <(saturate $h $proto "$pid_haproxy_consumer" "$pid_haproxy_provider")
   printf '%-28s %12s %12s %12s %8s %18s\n' "HTTP/$([ $proto = h1 ] && echo 1.1 keep-alive || echo 2)" \
     "$rd" "$rs" "$rh" "$(ratio "$rs" "$rh")" "$cs / $ch"
+  where[$proto]="$rh $cs $ss $xs $ch $sh $xh"
+done
+
+# Where the CPU of each chain goes at saturation, and what that allows: the
+# client and the app cost the same per request whichever proxies sit
+# between them, so 1.5x HAProxy's rate on this machine's CPUs leaves the two
+# proxies at most CPUS / (1.5 x rate) - (client + app) per request, kernel
+# time (the TCP send and receive of every hop) included.
+CPUS=$(nproc)
+printf '\n%-28s %24s %24s %14s\n' "CPU at saturation (us/req)" "sidecars user+kernel" "haproxy user+kernel" "1.5x allows"
+for proto in h1 h2; do
+  read -r rh cs ss xs ch sh xh <<<"${where[$proto]}"
+  printf '%-28s %24s %24s %14s\n' "HTTP/$([ $proto = h1 ] && echo 1.1 || echo 2)" \
+    "$(awk -v c="$cs" -v s="$ss" 'BEGIN{printf "%.1f + %.1f", c - s, s}') (rest $xs)" \
+    "$(awk -v c="$ch" -v s="$sh" 'BEGIN{printf "%.1f + %.1f", c - s, s}') (rest $xh)" \
+    "$(awk -v r="$rh" -v x="$xh" -v n="$CPUS" 'BEGIN{printf "%.1f", n * 1e6 / (1.5 * r) - x}')"
 done
 
 declare -A peak_rss

@@ -404,6 +404,37 @@ fn a_response_with_two_framings_gets_502() {
     );
 }
 
+/// A response that keeps streaming (server-sent events, a gRPC server
+/// stream) keeps its connection from being idle: only one whose body has
+/// not moved on for --idle-timeout is. The app sends a chunk every 300 ms
+/// for 3 s, well past twice the 1 s idle timeout.
+#[test]
+fn a_streaming_response_outlives_the_idle_timeout() {
+    if !require_peer("curl") {
+        return;
+    }
+    let up = Upstream::start(|mut s| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+            head.push(b[0]);
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for i in 0..10 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let line = format!("event {i}\n");
+            let _ = s.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    });
+    let p = proxy(&[up.addr], &["--idle-timeout=1s"]);
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let out = curl(&[version, &url(&p, "/events")]);
+        assert_eq!(out.lines().count(), 10, "{version}: {out}");
+        assert!(out.ends_with("event 9\n"), "{version}: {out}");
+    }
+}
+
 /// Sends raw bytes on a fresh connection and returns everything answered.
 fn raw(p: &Proxy, bytes: &[u8]) -> String {
     let mut s = connect(p.addr());

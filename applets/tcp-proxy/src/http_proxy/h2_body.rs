@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::h2_client::OpenStream;
 use super::upstream::{Body, BoxError};
+use super::Activity;
 
 /// A body read from an HTTP/2 stream: its DATA, then its trailers.
 pub struct H2Body {
@@ -114,15 +116,24 @@ pub struct Pipe {
     held: Option<(Bytes, bool)>,
     /// The RST_STREAM code for a body that failed.
     reset: fn(&BoxError) -> Reason,
+    /// A client connection's activity, touched as the body moves on (a
+    /// response to a client; None for a request to an upstream).
+    activity: Option<Arc<Activity>>,
 }
 
 impl Pipe {
-    pub fn new(body: Body, tx: SendStream<Bytes>, reset: fn(&BoxError) -> Reason) -> Self {
+    pub fn new(
+        body: Body,
+        tx: SendStream<Bytes>,
+        reset: fn(&BoxError) -> Reason,
+        activity: Option<Arc<Activity>>,
+    ) -> Self {
         Pipe {
             body,
             tx,
             held: None,
             reset,
+            activity,
         }
     }
 
@@ -147,6 +158,9 @@ impl Pipe {
                 let rest = chunk.split_off(n);
                 let last = rest.is_empty();
                 self.tx.send_data(chunk, eos && last)?;
+                if let Some(a) = &self.activity {
+                    a.touch();
+                }
                 if !last {
                     self.tx.reserve_capacity(rest.len());
                     self.held = Some((rest, eos));

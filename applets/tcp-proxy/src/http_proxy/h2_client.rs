@@ -109,7 +109,7 @@ impl H2Sender {
             .map_err(|e| (BoxError::from(e), None))?;
         let open = OpenStream::new(&self.shared);
         if !eos {
-            let mut pipe = Pipe::new(body, tx, |_| Reason::CANCEL);
+            let mut pipe = Pipe::new(body, tx, |_| Reason::CANCEL, None);
             // Most bodies are complete already: no task for those.
             if Pin::new(&mut pipe)
                 .poll(&mut Context::from_waker(std::task::Waker::noop()))

@@ -34,13 +34,18 @@ use super::{tunnel, Activity, Body, ConnInfo, HttpProxy};
 use crate::detect::H2_PREFACE;
 use crate::prefixed::Prefixed;
 
-/// hyper's HTTP/2 server settings, kept.
+/// hyper's HTTP/2 server settings, kept, but for what one connection may
+/// make us hold: a client that opens every stream it may and reads none of
+/// the responses pins the streams' send buffers (and their upstream
+/// connections' read buffers, see `upstream::MAX_BUF`). hyper's 400 KiB ×
+/// 200 streams came to 150 MB per connection; 64 KiB × 100 (nginx allows
+/// 128, Envoy's edge guide 100) to about 15 MB.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONN_WINDOW: u32 = 1024 * 1024;
 const MAX_FRAME_SIZE: u32 = 16 * 1024;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-const MAX_SEND_BUFFER: usize = 400 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 200;
+const MAX_SEND_BUFFER: usize = 64 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 100;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Rounds of new streams one turn of the connection's task takes before it
@@ -229,7 +234,7 @@ async fn stream(
         }
     }
     match respond.send_response(Response::from_parts(head, ()), eos) {
-        Ok(send) if !eos => Pipe::new(body, send, reset_reason).await,
+        Ok(send) if !eos => Pipe::new(body, send, reset_reason, Some(activity)).await,
         Ok(_) => {}
         Err(e) => refused(&mut respond, e),
     }

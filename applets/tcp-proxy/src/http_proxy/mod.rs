@@ -151,7 +151,16 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Returns once no request has been in flight for `timeout`.
+    /// A response body moved on: the connection is not idle while one
+    /// streams (server-sent events, a download, a gRPC server stream), only
+    /// when none has moved for the idle timeout (as nginx's send_timeout
+    /// and Envoy's stream idle timeout see a stalled one).
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Returns once no request has been in flight, and no response body
+    /// has moved on, for `timeout`.
     async fn idle_for(&self, timeout: Duration) {
         loop {
             let since = *self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,6 +176,38 @@ impl Activity {
             };
             tokio::time::sleep_until(next.into()).await;
         }
+    }
+}
+
+/// An HTTP/1 response body that touches its connection's activity with
+/// each chunk it yields (HTTP/2's are piped by `h2_body::Pipe`, which does).
+struct Watched {
+    body: Body,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = polled {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -433,15 +474,19 @@ impl HttpProxy {
             let (this, conn, requests) = (this.clone(), conn_of_svc.clone(), requests.clone());
             let link = link_of_svc.clone();
             async move {
-                let _in_flight = requests.started();
+                let in_flight = requests.started();
                 let resp = this.handle(req.map(Body::Incoming), &conn).await;
+                drop(in_flight);
                 let status = resp.status();
                 if (upgrade && status == StatusCode::SWITCHING_PROTOCOLS)
                     || (connect && status.is_success())
                 {
                     link.tunnel_opened();
                 }
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| Watched {
+                    body,
+                    activity: requests,
+                }))
             }
         });
         // No read timeout for request heads: the idle timeout (`Ending`)

@@ -300,6 +300,11 @@ impl Connector {
     }
 }
 
+/// The most an upstream HTTP/1 connection reads ahead of its client (hyper
+/// grows its buffer to 400 KiB for a large body), which is also the largest
+/// response head taken: a longer one is a 502.
+const MAX_BUF: usize = 64 * 1024;
+
 /// What a connection opened for HTTP/2 carries.
 enum Spoken {
     H2(UpstreamIo),
@@ -310,6 +315,7 @@ enum Spoken {
 
 async fn handshake_h1(io: UpstreamIo, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
     let (sender, conn) = http1::Builder::new()
+        .max_buf_size(MAX_BUF)
         .handshake::<_, Body>(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
