@@ -435,6 +435,72 @@ fn a_streaming_response_outlives_the_idle_timeout() {
     }
 }
 
+/// --max-connection-duration holds for HTTP connections too: a busy
+/// keep-alive connection is closed after its lifetime (its request in
+/// flight answered first), as Envoy's max_connection_duration drains one.
+#[test]
+fn http_connections_end_at_max_connection_duration() {
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &["--max-connection-duration=1s"]);
+    let mut c = p.connect();
+    c.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("closed by the proxy before the read timeout");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"max_duration\""], 1.0);
+}
+
+/// `Expect: 100-continue` is answered by the proxy, to HTTP/1.1 and
+/// HTTP/2 clients, and not passed on: an app answering it early (417, 403)
+/// without reading the body would take the body for its next request.
+#[test]
+fn expect_100_continue_is_answered_here_and_not_passed_on() {
+    if !require_peer("curl") {
+        return;
+    }
+    let up = Receiver::start();
+    let p = proxy(&[up.addr], &[]);
+    let mut c = p.connect();
+    c.write_all(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let continued = read_n(&mut c, 25);
+    assert_eq!(continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"hello").unwrap();
+    let got = up.next();
+    assert_eq!(
+        (got.body.as_slice(), got.header("expect")),
+        (&b"hello"[..], None)
+    );
+
+    // HTTP/2: the 100 is sent at once (curl -v shows it).
+    let out = support::run_cmd(Command::new("curl").args([
+        "-sS",
+        "-v",
+        "--http2-prior-knowledge",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        "hello",
+        &url(&p, "/up2"),
+    ]));
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(verbose.contains("< HTTP/2 100"), "{verbose}");
+    // (The endpoint was first asked whether it speaks HTTP/2: a `PRI`.)
+    let got = up.drain();
+    let got = got
+        .iter()
+        .find(|r| r.path == "/up2")
+        .expect("/up2 reached the app");
+    assert_eq!(
+        (got.body.as_slice(), got.header("expect")),
+        (&b"hello"[..], None)
+    );
+}
+
 /// Sends raw bytes on a fresh connection and returns everything answered.
 fn raw(p: &Proxy, bytes: &[u8]) -> String {
     let mut s = connect(p.addr());

@@ -215,11 +215,13 @@ pub struct Args {
     pub connect_retries: u32,
 
     /// Close a relayed connection with no bytes either way, or an HTTP client connection with no
-    /// request, for this long (0 = never).
+    /// request and no response body moving on, for this long (0 = never).
     #[arg(long, env = "TCP_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
-    /// Close a connection this long after it was accepted, busy or not (0 = never).
+    /// Close a connection this long after it was accepted, busy or not (0 = never). An HTTP one
+    /// is asked to finish (HTTP/1: after the request in flight; HTTP/2: GOAWAY) and closed
+    /// after --idle-timeout more, as Envoy's max_connection_duration drains.
     #[arg(long, env = "TCP_PROXY_MAX_CONNECTION_DURATION", default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
     pub max_connection_duration: Duration,
 

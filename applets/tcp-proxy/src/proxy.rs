@@ -397,7 +397,8 @@ async fn detect_http(
     }
 }
 
-/// Some(IdleTimeout) when --idle-timeout closed the connection.
+/// Why the proxy closed the connection (--idle-timeout,
+/// --max-connection-duration); None when its client did.
 async fn serve_http(
     client: Arc<TcpStream>,
     admitted: Admitted,
@@ -415,7 +416,7 @@ async fn serve_http(
     );
     let proxy = http.proxy.clone();
     let (stop, hard_stop) = (shared.stop.clone(), shared.hard_stop.clone());
-    let idle = match admitted.tls {
+    match admitted.tls {
         // Bytes read by detection (a client without ALPN) come first.
         Some(t) => {
             let io = Prefixed::new(admitted.early, t.stream);
@@ -427,8 +428,7 @@ async fn serve_http(
             let io = Prefixed::new(admitted.early, client);
             proxy.serve(io, info, stop, hard_stop).await
         }
-    };
-    idle.then_some(Close::IdleTimeout)
+    }
 }
 
 /// Ok: relayed, with how it closed. Err: the reason it was turned away.

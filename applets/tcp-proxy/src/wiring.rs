@@ -138,6 +138,7 @@ pub async fn wire(
             request_timeout: args.http_request_timeout,
             connect_timeout: args.connect_timeout,
             idle_timeout: args.idle_timeout,
+            max_connection_duration: args.max_connection_duration,
             path_normalization: args.http_path_normalization,
             tls,
         },

@@ -178,6 +178,18 @@ async fn stream(
 ) {
     let in_flight = activity.started();
     let (head, recv) = req.into_parts();
+    // `Expect: 100-continue` is answered here (the header is not passed
+    // on, see `headers::strip_hop_by_hop`): at once, as Envoy does, rather
+    // than leave the client to its expect timeout.
+    if head
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        let mut continue_ = Response::new(());
+        *continue_.status_mut() = http::StatusCode::CONTINUE;
+        let _ = respond.send_informational(continue_);
+    }
     // CONNECT: the stream becomes the tunnel, the request has no body.
     let (body, tunnel_recv) = if head.method == Method::CONNECT {
         // RFC 9113 8.5: a CONNECT request has no content; one that says

@@ -14,8 +14,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes the headers that describe one connection, not the message:
 /// Connection and every header it names, Keep-Alive, Proxy-Connection,
-/// Transfer-Encoding, Upgrade, and TE except `te: trailers` (gRPC needs it
-/// to reach the server). `upgrade`: keep `Upgrade` and `Connection:
+/// Transfer-Encoding, Upgrade, TE except `te: trailers` (gRPC needs it to
+/// reach the server), and Expect (answered here). `upgrade`: keep `Upgrade` and `Connection:
 /// upgrade`, the request is becoming a tunnel.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none of them, or only `Connection: keep-alive`
@@ -29,7 +29,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             te = true;
         } else if n == header::UPGRADE {
             upgrade_header = true;
-        } else if n == KEEP_ALIVE || n == PROXY_CONNECTION || n == header::TRANSFER_ENCODING {
+        } else if n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+            || n == header::TRANSFER_ENCODING
+            || n == header::EXPECT
+        {
             other = true;
         }
     }
@@ -71,7 +75,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
         h.remove(header::CONNECTION);
     }
     if other {
-        for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING] {
+        // Expect is this hop's too: the proxy answers `100 Continue` itself
+        // (hyper's HTTP/1 server when the body is first read, the HTTP/2
+        // server at once), as Envoy does by default. Passed on, an app that
+        // answers 417 or 403 early without reading the body would take the
+        // body the client sends anyway for its next request.
+        for n in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::TRANSFER_ENCODING,
+            &header::EXPECT,
+        ] {
             h.remove(n);
         }
     }

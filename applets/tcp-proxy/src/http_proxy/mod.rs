@@ -49,6 +49,7 @@ use crate::access_log::AccessLog;
 use crate::config::RetryOn;
 use crate::metrics::{self, Metrics};
 use crate::pool::NoEndpoint;
+use crate::relay::Close;
 
 use answer::refuse_smuggling;
 use answer::Local;
@@ -60,6 +61,9 @@ use upstream::{BoxError, Connector, Sender};
 
 /// Request bodies up to this size are kept so the request can be retried.
 const MAX_REPLAY_BODY: u64 = 64 * 1024;
+/// How long a connection asked to finish for its age has to do so when no
+/// idle timeout says (Envoy's drain_timeout).
+const DRAIN: Duration = Duration::from_secs(5);
 
 pub struct Settings {
     pub retries: u32,
@@ -70,6 +74,8 @@ pub struct Settings {
     /// A client connection without a request for this long is closed
     /// (zero: never).
     pub idle_timeout: Duration,
+    /// A client connection older than this is asked to finish (zero: never).
+    pub max_connection_duration: Duration,
     pub path_normalization: path::PathNormalization,
     /// --tls-client: mutual TLS to upstreams.
     pub tls: Option<Arc<crate::tls::Tls>>,
@@ -262,10 +268,12 @@ where
 }
 
 /// What ends a client connection besides its client: the proxy stopping,
-/// and no request for --idle-timeout.
+/// no request for --idle-timeout, and --max-connection-duration.
 struct Ending<'a> {
     activity: &'a Activity,
     idle_timeout: Duration,
+    /// --max-connection-duration (zero: none).
+    lifetime: Duration,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     /// This connection is to finish what it has and close (a refused
@@ -274,10 +282,10 @@ struct Ending<'a> {
 }
 
 impl Ending<'_> {
-    /// Serves until the connection ends; on `stop`, or when idle, it is
-    /// asked to finish, and dropped on `hard_stop`. Also returns whether it
-    /// was idle.
-    async fn drive<S, E>(self, served: S) -> (Result<(), E>, bool)
+    /// Serves until the connection ends; on `stop`, when idle or when its
+    /// lifetime is over, it is asked to finish, and dropped on `hard_stop`.
+    /// Also returns why it was asked to finish, unless for `stop`.
+    async fn drive<S, E>(self, served: S) -> (Result<(), E>, Option<Close>)
     where
         S: Served<Output = Result<(), E>>,
     {
@@ -286,32 +294,34 @@ impl Ending<'_> {
         let hard_stop = self.hard_stop.cancelled();
         let finish = self.finish.cancelled();
         let idle = self.activity.idle_for(self.idle_timeout);
-        tokio::pin!(stop, hard_stop, finish, idle);
+        let lifetime = tokio::time::sleep(self.lifetime);
+        tokio::pin!(stop, hard_stop, finish, idle, lifetime);
         // The task wakes once or more per request: the signals and the idle
         // timer are polled only when one of them woke it.
         let side = SideWake::new();
         let side_waker = Waker::from(side.clone());
-        // Once asked to finish: whether for being idle.
-        let mut finishing: Option<bool> = None;
-        // An idle connection asked to finish has one more idle timeout to do
-        // so: an HTTP/2 client that never reads the GOAWAY or acknowledges
-        // its PING would otherwise be kept until the proxy stops (Envoy's
-        // idle timeout closes with data outstanding too).
+        // Once asked to finish: why, unless for `stop`.
+        let mut finishing: Option<Option<Close>> = None;
+        // A connection asked to finish for being idle or old has a while
+        // more to do so (the idle timeout, else Envoy's 5 s drain): an
+        // HTTP/2 client that never reads the GOAWAY or acknowledges its PING
+        // would otherwise be kept until the proxy stops (Envoy's idle
+        // timeout closes with data outstanding too).
         let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = served.as_mut().poll(cx) {
-                return Poll::Ready((r, finishing.unwrap_or(false)));
+                return Poll::Ready((r, finishing.flatten()));
             }
             if !side.take(cx.waker()) {
                 return Poll::Pending;
             }
             let mut side_cx = Context::from_waker(&side_waker);
-            if let Some(idle) = finishing {
+            if let Some(why) = finishing {
                 let lingered = linger
                     .as_mut()
                     .is_some_and(|l| l.as_mut().poll(&mut side_cx).is_ready());
                 if lingered || hard_stop.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready((Ok(()), idle));
+                    return Poll::Ready((Ok(()), why));
                 }
                 return Poll::Pending;
             }
@@ -319,21 +329,32 @@ impl Ending<'_> {
             let stopped = finished || stop.as_mut().poll(&mut side_cx).is_ready();
             // Requests in flight finish (HTTP/2: GOAWAY, then the streams
             // end); a new one finds the connection closing.
-            let idle = !stopped
-                && !self.idle_timeout.is_zero()
-                && idle.as_mut().poll(&mut side_cx).is_ready();
-            if (stopped || idle)
+            let why = if stopped {
+                None
+            } else if !self.idle_timeout.is_zero() && idle.as_mut().poll(&mut side_cx).is_ready() {
+                Some(Close::IdleTimeout)
+            } else if !self.lifetime.is_zero() && lifetime.as_mut().poll(&mut side_cx).is_ready() {
+                Some(Close::MaxDuration)
+            } else {
+                None
+            };
+            if (stopped || why.is_some())
                 && !finished
                 && S::DROP_UNUSED
                 && !self.activity.used.load(Ordering::Relaxed)
             {
-                return Poll::Ready((Ok(()), idle));
+                return Poll::Ready((Ok(()), why));
             }
-            if stopped || idle {
+            if stopped || why.is_some() {
                 served.as_mut().graceful_shutdown();
-                finishing = Some(idle);
-                if idle {
-                    linger = Some(Box::pin(tokio::time::sleep(self.idle_timeout)));
+                finishing = Some(why);
+                if why.is_some() {
+                    let grace = if self.idle_timeout.is_zero() {
+                        DRAIN
+                    } else {
+                        self.idle_timeout
+                    };
+                    linger = Some(Box::pin(tokio::time::sleep(grace)));
                 }
                 // The connection is polled again after that, the hard stop
                 // with it.
@@ -420,15 +441,16 @@ impl HttpProxy {
 
     /// Serves HTTP/1.1 (keep-alive, upgrades) or HTTP/2 (prior knowledge)
     /// on one client connection until it closes; on `stop`, finishes the
-    /// requests in flight and closes; on `hard_stop`, drops it. Returns
-    /// whether it was closed for having no request for --idle-timeout.
+    /// requests in flight and closes; on `hard_stop`, drops it. Returns why
+    /// it was closed when the proxy closed it (--idle-timeout,
+    /// --max-connection-duration), None when its client did or at `stop`.
     pub async fn serve<I>(
         self: Arc<Self>,
         io: I,
         conn: ConnInfo,
         stop: CancellationToken,
         hard_stop: CancellationToken,
-    ) -> bool
+    ) -> Option<Close>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -437,14 +459,14 @@ impl HttpProxy {
         let idle = activity.idle_for(idle_timeout);
         let sniffed = tokio::select! {
             r = h2_server::sniff(io) => r,
-            _ = stop.cancelled() => return false,
-            _ = idle, if !idle_timeout.is_zero() => return true,
+            _ = stop.cancelled() => return None,
+            _ = idle, if !idle_timeout.is_zero() => return Some(Close::IdleTimeout),
         };
         let (h2, io) = match sniffed {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "client HTTP connection ended with an error");
-                return false;
+                return None;
             }
         };
         let conn = Arc::new(conn);
@@ -453,17 +475,18 @@ impl HttpProxy {
         let ending = Ending {
             activity: &activity,
             idle_timeout,
+            lifetime: self.settings.max_connection_duration,
             stop,
             hard_stop,
             finish: link.finish.clone(),
         };
         if h2 {
             let served = h2_server::Connection::new(io, self, conn, activity.clone());
-            let (result, idle) = ending.drive(served).await;
+            let (result, why) = ending.drive(served).await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, "client HTTP connection ended with an error");
             }
-            return idle;
+            return why;
         }
         let requests = activity.clone();
         let (this, conn_of_svc, link_of_svc) = (self.clone(), conn.clone(), link.clone());
@@ -502,7 +525,7 @@ impl HttpProxy {
             .max_buf_size(head_guard::MAX_HEAD)
             .serve_connection(TokioIo::new(HeadGuard::new(io, link.clone())), svc)
             .with_upgrades();
-        let (result, idle) = ending.drive(served).await;
+        let (result, why) = ending.drive(served).await;
         if let Some(cause) = link.cause() {
             tracing::debug!(route = %conn.fallback.name, client = %conn.client, cause, "request smuggling refused");
             self.record_refusal(&conn, 400, "smuggling", cause, link.refused_request());
@@ -518,7 +541,7 @@ impl HttpProxy {
                 tracing::debug!(error = %e, "client HTTP connection ended with an error");
             }
         }
-        idle
+        why
     }
 
     async fn handle(&self, mut req: Request<Body>, conn: &ConnInfo) -> Response<Body> {
