@@ -803,23 +803,36 @@ fn websocket_upgrade_becomes_a_tunnel() {
             .unwrap();
         peers::echo(s);
     });
-    let p = proxy(&[up.addr], &[]);
-    let mut c = connect(p.addr());
-    c.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(read_n(&mut c, 1));
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: websocket"), "{head}");
+    let p = proxy(&[up.addr], &["--idle-timeout=1s"]);
+    let open_tunnel = || {
+        let mut c = connect(p.addr());
+        c.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.extend(read_n(&mut c, 1));
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        c
+    };
+    let mut c = open_tunnel();
     c.write_all(b"frames both ways").unwrap();
     assert_eq!(read_n(&mut c, 16), b"frames both ways");
+    // The tunnel is still a connection of the proxy's: counted as one.
+    let route = format!("route=\"{}\"", p.addr());
+    assert_eq!(p.metric("tcp_proxy_connections_active", &[&route]), 1.0);
     c.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_end(&mut c), b"");
+
+    // A tunnel with no bytes either way for --idle-timeout is closed, as a
+    // TCP relay is.
+    let mut idle = open_tunnel();
+    assert_eq!(read_to_end(&mut idle), b"");
+    p.wait_metric("tcp_proxy_closes_total", &["reason=\"idle_timeout\""], 1.0);
 }
 
 #[test]

@@ -230,7 +230,7 @@ async fn stream(
     let body = match (body, tunnel_recv) {
         (Body::Tunnel(upstream), Some(recv)) => {
             match respond.send_response(Response::from_parts(head, ()), false) {
-                Ok(send) => tunnel::splice_stream(upstream, send, recv).await,
+                Ok(send) => tunnel::splice_stream(upstream, send, recv, activity).await,
                 Err(e) => refused(&mut respond, e),
             }
             return;

@@ -105,6 +105,8 @@ pub struct ConnInfo {
     identity: Option<headers::Identity>,
     /// Where requests matching no --http-route go: the listener's upstreams.
     pub fallback: Arc<Destination>,
+    /// The tunnel an HTTP/1 request became, for `serve` to run.
+    tunnel: tunnel::Slot,
 }
 
 impl ConnInfo {
@@ -125,6 +127,7 @@ impl ConnInfo {
             identity: peer_id.as_deref().and_then(headers::Identity::of),
             peer_id,
             fallback,
+            tunnel: tunnel::Slot::default(),
         }
     }
 }
@@ -367,6 +370,30 @@ impl Ending<'_> {
     }
 }
 
+/// Runs the tunnel an HTTP/1 connection became, as the TCP relay runs a
+/// connection: until both sides end, no bytes either way for the idle
+/// timeout, the rest of its lifetime (`left`), or the end of the shutdown
+/// grace period.
+async fn run_tunnel(
+    pending: tunnel::Pending,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    left: Option<Duration>,
+    hard_stop: CancellationToken,
+) -> Option<Close> {
+    let relayed = async {
+        if let Some((client, upstream)) = pending.await {
+            tunnel::relay(client, upstream, activity.clone()).await;
+        }
+    };
+    tokio::select! {
+        () = relayed => None,
+        () = hard_stop.cancelled() => Some(Close::Shutdown),
+        () = activity.idle_for(idle_timeout), if !idle_timeout.is_zero() => Some(Close::IdleTimeout),
+        () = tokio::time::sleep(left.unwrap_or_default()), if left.is_some() => Some(Close::MaxDuration),
+    }
+}
+
 /// Where one request went, for its metrics and access-log line.
 struct Exchange {
     endpoint: Option<SocketAddr>,
@@ -455,6 +482,7 @@ impl HttpProxy {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let idle_timeout = self.settings.idle_timeout;
+        let accepted = Instant::now();
         let activity = Arc::new(Activity::default());
         let idle = activity.idle_for(idle_timeout);
         let sniffed = tokio::select! {
@@ -477,7 +505,7 @@ impl HttpProxy {
             idle_timeout,
             lifetime: self.settings.max_connection_duration,
             stop,
-            hard_stop,
+            hard_stop: hard_stop.clone(),
             finish: link.finish.clone(),
         };
         if h2 {
@@ -541,7 +569,16 @@ impl HttpProxy {
                 tracing::debug!(error = %e, "client HTTP connection ended with an error");
             }
         }
-        why
+        let tunnel = conn.tunnel.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match tunnel {
+            Some(pending) => {
+                let lifetime = self.settings.max_connection_duration;
+                let left =
+                    (!lifetime.is_zero()).then(|| lifetime.saturating_sub(accepted.elapsed()));
+                run_tunnel(pending, activity, idle_timeout, left, hard_stop).await
+            }
+            None => why,
+        }
     }
 
     async fn handle(&self, mut req: Request<Body>, conn: &ConnInfo) -> Response<Body> {
@@ -706,7 +743,7 @@ impl HttpProxy {
                 Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
-            return tunnel::connect(&self.connector, addr, &dest.name, req)
+            return tunnel::connect(&self.connector, addr, &dest.name, req, &conn.tunnel)
                 .await
                 .map_err(|_| Local::ConnectFailed);
         }
@@ -720,7 +757,7 @@ impl HttpProxy {
                 Err(local) => return Err(local),
             };
             ex.endpoint = Some(addr);
-            return tunnel::upgrade(&self.connector, addr, &dest.name, req)
+            return tunnel::upgrade(&self.connector, addr, &dest.name, req, &conn.tunnel)
                 .await
                 .map_err(|_| Local::ConnectFailed);
         }

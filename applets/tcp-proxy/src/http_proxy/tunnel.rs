@@ -4,9 +4,11 @@
 //! untouched. Over HTTP/1 the client's connection becomes the tunnel (a
 //! hyper upgrade); over HTTP/2 the CONNECT stream does.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::upstream::{Connector, UpstreamIo};
-use super::{downstream_response, Body, Target};
+use super::{downstream_response, Activity, Body, Target};
 
 /// An HTTP/1 Upgrade other than `h2c` (curl --http2 asks for that on
 /// plain connections; the request is served as HTTP/1.1 instead, which the
@@ -39,11 +41,23 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// An HTTP/1 tunnel to be: the client's connection once hyper has handed
+/// it over, and the endpoint's. The connection's task runs it (see
+/// `HttpProxy::serve`), so a tunnel stays a connection: counted, limited,
+/// drained at shutdown, timed out when idle or too old.
+pub type Pending = Pin<Box<dyn Future<Output = Option<(Io, Io)>> + Send>>;
+/// Either end of a tunnel (a byte stream, as an upstream's is).
+pub type Io = UpstreamIo;
+
+/// Where an HTTP/1 request leaves the tunnel it became, for its connection.
+pub type Slot = std::sync::Mutex<Option<Pending>>;
+
 pub async fn connect(
     connector: &Connector,
     addr: SocketAddr,
     route: &str,
     mut req: Request<Body>,
+    slot: &Slot,
 ) -> io::Result<Response<Body>> {
     let upstream = connector
         .connect_stream(addr, crate::tls::Alpn::Opaque, route)
@@ -53,12 +67,18 @@ pub async fn connect(
         return Ok(Response::new(Body::Tunnel(upstream)));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(client) => splice(TokioIo::new(client), upstream).await,
-            Err(e) => tracing::debug!(error = %e, "CONNECT tunnel not established"),
-        }
-    });
+    leave(
+        slot,
+        Box::pin(async move {
+            match on_upgrade.await {
+                Ok(client) => Some((Box::new(TokioIo::new(client)) as Io, upstream)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT tunnel not established");
+                    None
+                }
+            }
+        }),
+    );
     Ok(Response::new(Body::full("")))
 }
 
@@ -67,6 +87,7 @@ pub async fn upgrade(
     addr: SocketAddr,
     route: &str,
     mut req: Request<Body>,
+    slot: &Slot,
 ) -> io::Result<Response<Body>> {
     let mut sender = connector.handshake_h1(addr, route).await?;
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -81,14 +102,81 @@ pub async fn upgrade(
         return Ok(downstream_response(resp.map(Body::Incoming)));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    tokio::spawn(async move {
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((client, upstream)) => splice(TokioIo::new(client), TokioIo::new(upstream)).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade not completed"),
-        }
-    });
+    leave(
+        slot,
+        Box::pin(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => Some((
+                    Box::new(TokioIo::new(client)) as Io,
+                    Box::new(TokioIo::new(upstream)) as Io,
+                )),
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade not completed");
+                    None
+                }
+            }
+        }),
+    );
     let (parts, _) = resp.into_parts();
     Ok(Response::from_parts(parts, Body::full("")))
+}
+
+fn leave(slot: &Slot, pending: Pending) {
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
+}
+
+/// Relays both ways until both directions end; each read touches the
+/// connection's activity, so an idle timeout sees a tunnel in use.
+pub async fn relay(client: Io, upstream: Io, activity: Arc<Activity>) {
+    let client = Touching {
+        io: client,
+        activity,
+    };
+    splice(client, upstream).await;
+}
+
+/// A tunnel end whose reads count as activity.
+struct Touching {
+    io: Io,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Touching {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Touching {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 async fn splice<C, U>(mut client: C, mut upstream: U)
@@ -103,13 +191,18 @@ where
 
 /// Relays between an HTTP/2 client's CONNECT stream, answered already, and
 /// the endpoint, until both directions end.
-pub async fn splice_stream(upstream: UpstreamIo, send: SendStream<Bytes>, recv: RecvStream) {
+pub async fn splice_stream(
+    upstream: UpstreamIo,
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    activity: Arc<Activity>,
+) {
     let client = StreamIo {
         send,
         recv,
         unread: Bytes::new(),
     };
-    splice(client, upstream).await;
+    relay(Box::new(client), upstream, activity).await;
 }
 
 /// An HTTP/2 stream as a byte stream: its DATA frames each way, END_STREAM
