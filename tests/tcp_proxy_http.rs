@@ -370,38 +370,66 @@ fn paths_are_made_canonical_before_routing() {
     assert!(admin.drain().is_empty());
 }
 
-/// An upstream response framed two ways (Content-Length and
-/// Transfer-Encoding) is not passed on under either reading: 502, counted
-/// as the endpoint's failure and as a local answer (Envoy answers 502 too).
+/// An upstream response no proxy may pass on gets 502, counted as the
+/// endpoint's failure and as a local answer, not relayed and counted as a
+/// success (Envoy answers 502 too): framing given two ways (Content-Length
+/// and Transfer-Encoding), a 101 to a request that asked for no upgrade, a
+/// head over 64 KiB. A 204 that claims a length is passed on without it.
 #[test]
-fn a_response_with_two_framings_gets_502() {
+fn bad_upstream_responses_get_502() {
     let up = Upstream::start(|mut s| {
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
             head.push(b[0]);
         }
-        let _ = s.write_all(
+        let head = String::from_utf8_lossy(&head);
+        let answer = if head.starts_with("GET /two-framings") {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
-              0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
-        );
+              0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+                .to_vec()
+        } else if head.starts_with("GET /switch") {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+                .to_vec()
+        } else if head.starts_with("GET /huge") {
+            let filler = format!("x-filler: {}\r\n", "a".repeat(1000)).repeat(100);
+            format!("HTTP/1.1 200 OK\r\n{filler}Content-Length: 0\r\n\r\n").into_bytes()
+        } else {
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n".to_vec()
+        };
+        let _ = s.write_all(&answer);
     });
     let p = proxy(&[up.addr], &[]);
-    let resp = http::get(p.addr(), "/x");
-    assert_eq!(resp.status, 502);
-    assert_eq!(
-        resp.text(),
-        "tcp-proxy: upstream response has both Content-Length and Transfer-Encoding\n"
-    );
+    for (path, what) in [
+        ("/two-framings", "both Content-Length and Transfer-Encoding"),
+        (
+            "/switch",
+            "101 Switching Protocols to a request that asked for no upgrade",
+        ),
+        (
+            "/huge",
+            "a response head that does not parse, or over 64 KiB",
+        ),
+    ] {
+        let resp = http::get(p.addr(), path);
+        assert_eq!(resp.status, 502, "{path}");
+        assert_eq!(
+            resp.text(),
+            format!("tcp-proxy: bad upstream response: {what}\n")
+        );
+    }
     let local = ["cause=\"bad_response\"", "status=\"502\""];
     assert_eq!(
         p.metric("tcp_proxy_http_local_responses_total", &local),
-        1.0
+        3.0
     );
     assert_eq!(
         p.metric("tcp_proxy_http_requests_total", &["class=\"2xx\""]),
         0.0
     );
+
+    let resp = http::get(p.addr(), "/empty");
+    assert_eq!((resp.status, resp.header("content-length")), (204, None));
 }
 
 /// A response that keeps streaming (server-sent events, a gRPC server

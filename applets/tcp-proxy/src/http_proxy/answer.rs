@@ -22,9 +22,10 @@ pub enum Local {
     ConnectFailed,
     /// The upstream connection failed after the request was sent.
     Reset,
-    /// The upstream's response head is one no proxy may pass on (both
-    /// Content-Length and Transfer-Encoding: a response-splitting spelling).
-    BadResponse,
+    /// The upstream's response is one no proxy may pass on: what is wrong
+    /// with it (a head that does not parse, framing given two ways, a 101
+    /// nobody asked for).
+    BadResponse(&'static str),
     /// --http-request-timeout passed before the response started.
     Timeout,
     BadRequest(&'static str),
@@ -37,7 +38,7 @@ impl Local {
             Local::NoEndpoints | Local::NoHealthyEndpoints | Local::UpstreamFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Local::ConnectFailed | Local::Reset | Local::BadResponse => StatusCode::BAD_GATEWAY,
+            Local::ConnectFailed | Local::Reset | Local::BadResponse(_) => StatusCode::BAD_GATEWAY,
             Local::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Local::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -52,7 +53,7 @@ impl Local {
             Local::UpstreamFull => "upstream_full",
             Local::ConnectFailed => "connect_failed",
             Local::Reset => "upstream_reset",
-            Local::BadResponse => "bad_response",
+            Local::BadResponse(_) => "bad_response",
             Local::Timeout => "timeout",
             Local::BadRequest(_) => "bad_request",
         }
@@ -70,9 +71,7 @@ impl Local {
             }
             Local::ConnectFailed => "cannot connect to an upstream endpoint".into(),
             Local::Reset => "upstream connection failed before the response".into(),
-            Local::BadResponse => {
-                "upstream response has both Content-Length and Transfer-Encoding".into()
-            }
+            Local::BadResponse(what) => format!("bad upstream response: {what}"),
             Local::Timeout => "no response within --http-request-timeout".into(),
             Local::BadRequest(what) => format!("bad request: {what}"),
         }

@@ -226,11 +226,20 @@ pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-/// An upstream response with both Content-Length and Transfer-Encoding:
-/// the framing is ambiguous (response splitting), so it is refused rather
-/// than passed on under one reading (RFC 9112 §6.1; Envoy answers 502).
-pub fn splits_response(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
+/// What makes an upstream's response one no proxy may pass on, if
+/// anything: framing given two ways, Content-Length and Transfer-Encoding
+/// (response splitting: refused rather than passed on under one reading,
+/// RFC 9112 §6.1, as Envoy answers 502), or a 101 to a request that asked
+/// for no upgrade (upgrades take another path, `tunnel::upgrade`).
+pub fn response_problem<B>(resp: &http::Response<B>) -> Option<&'static str> {
+    let h = resp.headers();
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        Some("101 Switching Protocols to a request that asked for no upgrade")
+    } else if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        Some("both Content-Length and Transfer-Encoding")
+    } else {
+        None
+    }
 }
 
 /// What is wrong with a request's authority, if anything: an HTTP/1.1

@@ -832,7 +832,7 @@ impl HttpProxy {
             target.prepare(&mut up_req, matches!(sender, Sender::H2(_)), addr);
             let sent = Instant::now();
             let failed = match send(sender, up_req).await {
-                Ok(resp) if !headers::splits_response(resp.headers()) => {
+                Ok(resp) if headers::response_problem(&resp).is_none() => {
                     if let Some((pool, ep)) = pool {
                         pool.observe_latency(ep, sent.elapsed());
                         if resp.status().is_server_error() {
@@ -849,9 +849,10 @@ impl HttpProxy {
                     }
                     return Ok(downstream_response(resp));
                 }
-                Ok(_) => {
-                    tracing::debug!(route = %dest.name, upstream = %addr, "upstream response has both Content-Length and Transfer-Encoding");
-                    Local::BadResponse
+                Ok(resp) => {
+                    let what = headers::response_problem(&resp).unwrap_or_default();
+                    tracing::debug!(route = %dest.name, upstream = %addr, what, "bad upstream response");
+                    Local::BadResponse(what)
                 }
                 Err((e, Some(back))) if stale == 0 => {
                     tracing::debug!(upstream = %addr, error = %e, "pooled connection was closed; using a new one");
@@ -867,6 +868,10 @@ impl HttpProxy {
                     // so neither its failure count nor a retry.
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "request body failed");
                     return Err(Local::BadRequest("request body unreadable or cut short"));
+                }
+                Err((e, _)) if is_bad_head(&*e) => {
+                    tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "bad upstream response");
+                    Local::BadResponse("a response head that does not parse, or over 64 KiB")
                 }
                 Err((e, _)) => {
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "upstream failed");
@@ -1018,6 +1023,13 @@ impl Target {
 /// Whether a failed send failed on the client's request body: hyper's
 /// HTTP/1 client reports it as a user error, our HTTP/2 pipe resets the
 /// upstream stream with CANCEL itself.
+/// An HTTP/1 upstream's response head hyper could not parse (or one over
+/// its buffer).
+fn is_bad_head(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(|e| e.is_parse() || e.is_parse_too_large())
+}
+
 fn from_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(e) = e.downcast_ref::<hyper::Error>() {
         return e.is_user();
@@ -1038,5 +1050,10 @@ fn copy_request(parts: &Parts, body: Bytes) -> Request<Body> {
 
 fn downstream_response(mut resp: Response<Body>) -> Response<Body> {
     headers::strip_hop_by_hop(resp.headers_mut(), false);
+    // A 204 has no content and must not say it has some (RFC 9110 §8.6):
+    // an HTTP/2 client would take a non-zero length for a malformed stream.
+    if resp.status() == StatusCode::NO_CONTENT {
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     resp
 }
