@@ -328,6 +328,8 @@ fn paths_are_made_canonical_before_routing() {
         "/public/%2e%2E/admin/x",
         "/%61dmin/x",
         "/public/..\\admin/x",
+        "//admin/x",
+        "/.//admin//x",
     ] {
         let resp = http::request(p.addr(), "GET", spelling, &[], b"");
         assert_eq!(resp.status, 200, "{spelling}");

@@ -697,6 +697,29 @@ fn http2_requests_go_as_http11_to_an_upstream_choosing_http11_by_alpn() {
     }
 }
 
+/// A sidecar's TCP relay to its peer says so by ALPN (`sidecar-tcp`): the
+/// peer relays it as it is, with no protocol detection, so a server-first
+/// app answers at once and nothing in the bytes is taken for HTTP.
+#[test]
+fn a_peer_sidecars_tcp_relay_is_relayed_not_sniffed() {
+    let Some(m) = mesh() else { return };
+    let app = Upstream::named("app");
+    let provider = server_proxy(&m, &m.api, &app, &["--tls-server=strict"]);
+    let consumer = client_proxy(&m, &provider.addr().to_string(), API, &["--protocol=tcp"]);
+    let mut c = consumer.connect();
+    assert_eq!(which(&mut c), "app");
+    let bytes = b"GET /public/../admin HTTP/1.1\r\n\r\n";
+    c.write_all(bytes).unwrap();
+    assert_eq!(read_n(&mut c, bytes.len()), bytes);
+    assert_eq!(
+        provider.metric(
+            "tcp_proxy_detected_connections_total",
+            &["protocol=\"tcp\"", "reason=\"alpn\""]
+        ),
+        1.0
+    );
+}
+
 /// Behind mutual TLS (a provider sidecar's side) every request head is
 /// checked too: a smuggling spelling on a later request of the connection
 /// is answered 400 after the request before it, and never reaches the app.

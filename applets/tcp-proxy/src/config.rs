@@ -139,14 +139,15 @@ pub struct Args {
     /// How request paths are made canonical before routing and forwarding,
     /// so a route cannot be bypassed by another spelling of its path
     /// (Istio's levels): `none`, `base` (RFC 3986: dot segments, escaped
-    /// unreserved characters, `\`), `merge-slashes`, `decode-and-merge-slashes`
-    /// (`%2F` and `%5C` too).
+    /// unreserved characters, `\`), `merge-slashes` (also `//` made `/`),
+    /// `decode-and-merge-slashes` (`%2F` and `%5C` decoded too: for an app
+    /// that decodes them, as nginx does, behind routes that guard access).
     #[arg(
         long,
         env = "TCP_PROXY_HTTP_PATH_NORMALIZATION",
         value_enum,
         ignore_case = true,
-        default_value = "base",
+        default_value = "merge-slashes",
         value_name = "LEVEL"
     )]
     pub http_path_normalization: PathNormalization,

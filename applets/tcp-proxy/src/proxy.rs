@@ -307,7 +307,8 @@ async fn admit(
             let http = if terminated.alpn.is_none() {
                 // A client that offered no ALPN (openssl s_client, many TLS
                 // libraries by default) is told apart by its decrypted
-                // bytes, as a plaintext one is.
+                // bytes, as a plaintext one is. (A peer sidecar's TCP relay
+                // says `sidecar-tcp`: relayed below, never sniffed.)
                 detect_http(route, shared, rec, &mut early, &mut terminated.stream).await?
             } else {
                 let http = route.http.is_some()

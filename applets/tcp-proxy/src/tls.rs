@@ -19,7 +19,7 @@ use sidecar_runtime::prometheus_client;
 use sidecar_runtime::tls::rustls::pki_types::ServerName;
 use sidecar_runtime::tls::rustls::{ClientConfig, ServerConfig};
 use sidecar_runtime::tls::{
-    self as rt, ClientAuth, Identities, Material, PemFile, TlsFiles, TlsMetrics, ALPN_H2_HTTP1,
+    self as rt, ClientAuth, Identities, Material, PemFile, TlsFiles, TlsMetrics,
 };
 use sidecar_runtime::usage;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -151,10 +151,16 @@ pub struct Tls {
     handshakes: Family<Vec<(&'static str, String)>, Counter>,
 }
 
+/// The ALPN protocol of a sidecar's TCP relay to its peer.
+const ALPN_OPAQUE: &[u8] = b"sidecar-tcp";
+/// What listeners accept by ALPN: HTTP/2, HTTP/1.1, a peer's TCP relay.
+const SERVER_ALPN: &[&[u8]] = &[b"h2", b"http/1.1", ALPN_OPAQUE];
+
 /// What an upstream connection carries, which ALPN announces: a relay of
-/// opaque bytes offers none (the peer must not take them for HTTP), HTTP
-/// requests offer the version they are sent in (HTTP/2 with HTTP/1.1 as the
-/// fallback).
+/// opaque bytes offers `sidecar-tcp` (the peer sidecar relays it as it is,
+/// as Linkerd's `transport.l5d.io/v1` tells its peer; other TLS servers
+/// ignore a protocol they do not know), HTTP requests offer the version
+/// they are sent in (HTTP/2 with HTTP/1.1 as the fallback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alpn {
     Opaque,
@@ -183,7 +189,7 @@ pub struct Terminated {
 }
 
 impl Terminated {
-    /// ALPN chose HTTP/1.1 or HTTP/2.
+    /// ALPN chose HTTP/1.1 or HTTP/2 (not a peer's TCP relay, `sidecar-tcp`).
     pub fn is_http(&self) -> bool {
         matches!(self.alpn.as_deref(), Some(b"h2" | b"http/1.1"))
     }
@@ -222,7 +228,7 @@ impl Tls {
                     ClientAuth::Optional
                 };
                 let config: Arc<ServerConfig> =
-                    material.server_config(auth, allow.clone(), ALPN_H2_HTTP1)?;
+                    material.server_config(auth, allow.clone(), SERVER_ALPN)?;
                 Some((TlsAcceptor::from(config), mode))
             }
         };
@@ -232,7 +238,7 @@ impl Tls {
                 Ok(TlsConnector::from(config))
             };
             Some(Connectors {
-                opaque: connector(&[])?,
+                opaque: connector(&[ALPN_OPAQUE])?,
                 // An upstream that speaks HTTP/1.1 only picks it, and gets
                 // the HTTP/2 requests translated.
                 h2: connector(&[b"h2", b"http/1.1"])?,

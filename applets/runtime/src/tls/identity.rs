@@ -86,8 +86,10 @@ pub fn peer_identities(cert: &CertificateDer<'_>) -> Vec<String> {
     uri.into_iter().chain(dns).collect()
 }
 
-/// Letters, digits, `-`, `_` and `*` in dot-separated labels.
+/// Letters, digits, `-`, `_` and `*` in dot-separated labels (a trailing
+/// dot, the root, allowed).
 fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -151,6 +153,7 @@ mod tests {
     fn only_dns_names_are_dns_identities() {
         assert!(is_dns_name("web.shop.svc.cluster.local"));
         assert!(is_dns_name("*.shop"));
+        assert!(is_dns_name("web.shop."));
         assert!(!is_dns_name("spiffe://cluster.local/ns/shop/sa/web"));
         assert!(!is_dns_name("a..b"));
         assert!(!is_dns_name(""));

@@ -260,12 +260,41 @@ pub fn authority_problem(req: &http::Request<impl Sized>) -> Option<&'static str
     }
 }
 
-/// `host[:port]` as RFC 3986 spells it: reg-name characters, an IP literal
-/// in brackets, percent escapes; empty is allowed (a target without one).
+/// `host[:port]` as RFC 3986 spells it: an IP literal in brackets, or a
+/// reg-name (an IPv4 address among them) without `:`, then at most one
+/// port of digits. Empty is allowed (a target without an authority).
 fn is_authority(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&c))
+    if value.is_empty() {
+        return true;
+    }
+    let (host_ok, rest) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&c| c == b']') {
+            Some(end) => (
+                end > 0
+                    && literal[..end]
+                        .iter()
+                        .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.'),
+                &literal[end + 1..],
+            ),
+            None => return false,
+        },
+        None => {
+            let end = value.iter().position(|&c| c == b':').unwrap_or(value.len());
+            let host = &value[..end];
+            (
+                !host.is_empty()
+                    && host
+                        .iter()
+                        .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&c)),
+                &value[end..],
+            )
+        }
+    };
+    let port_ok = match rest.strip_prefix(b":") {
+        Some(port) => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        None => rest.is_empty(),
+    };
+    host_ok && port_ok
 }
 
 #[cfg(test)]
@@ -294,7 +323,23 @@ mod tests {
             authority_problem(&req(v11, "/", None)),
             Some("missing Host")
         );
-        for bad in ["a b", "secret.local/foo", "a@b", "a\\b"] {
+        assert_eq!(
+            authority_problem(&req(v11, "/", Some("10.0.0.1:8080"))),
+            None
+        );
+        for bad in [
+            "a b",
+            "secret.local/foo",
+            "a@b",
+            "a\\b",
+            "api.shop:80:90",
+            "[api.shop]",
+            "api.shop:abc",
+            "api.shop:999999",
+            "::1",
+            "[::1",
+            ":80",
+        ] {
             assert_eq!(
                 authority_problem(&req(v11, "/", Some(bad))),
                 Some("invalid Host"),

@@ -400,7 +400,6 @@ struct Exchange {
     retries: u32,
 }
 
-/// What the access log needs from a request that is handed on.
 /// The access-log line of one request, begun when it arrives. It is
 /// written when the response head is ready; when the client goes away
 /// first, on drop, with status 0 and `response_flags: "DC"` (Envoy's
@@ -584,9 +583,11 @@ impl HttpProxy {
     async fn handle(&self, mut req: Request<Body>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
         let request_id = headers::request_id(req.headers_mut());
-        // CONNECT's target is an authority, not a path.
+        // CONNECT's target is an authority, and OPTIONS * has no path.
         let refused = headers::authority_problem(&req).or_else(|| {
-            if req.method() == Method::CONNECT || req.uri().path() == "*" {
+            if req.method() == Method::CONNECT
+                || (req.method() == Method::OPTIONS && req.uri().path() == "*")
+            {
                 None
             } else {
                 path::normalize_uri(req.uri_mut(), self.settings.path_normalization).err()
@@ -882,7 +883,10 @@ impl HttpProxy {
                 pool.report_failure(ep);
             }
             tried.push(addr);
-            if kept.is_some() && self.may_retry(RetryOn::Reset, ex.retries, dest) {
+            // A bad response is still an answer: the request may have been
+            // carried out, so it is not tried again as a reset would be.
+            let reset = matches!(failed, Local::Reset);
+            if reset && kept.is_some() && self.may_retry(RetryOn::Reset, ex.retries, dest) {
                 ex.retries += 1;
                 continue;
             }
@@ -1020,9 +1024,6 @@ impl Target {
     }
 }
 
-/// Whether a failed send failed on the client's request body: hyper's
-/// HTTP/1 client reports it as a user error, our HTTP/2 pipe resets the
-/// upstream stream with CANCEL itself.
 /// An HTTP/1 upstream's response head hyper could not parse (or one over
 /// its buffer).
 fn is_bad_head(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -1030,6 +1031,9 @@ fn is_bad_head(e: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|e| e.is_parse() || e.is_parse_too_large())
 }
 
+/// Whether a failed send failed on the client's request body: hyper's
+/// HTTP/1 client reports it as a user error, our HTTP/2 pipe resets the
+/// upstream stream with CANCEL itself.
 fn from_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(e) = e.downcast_ref::<hyper::Error>() {
         return e.is_user();

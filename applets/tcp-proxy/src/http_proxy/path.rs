@@ -1,8 +1,11 @@
 //! Request paths made canonical before routing, so a route cannot be
 //! bypassed by spelling its path another way (`/static/../admin`,
-//! `/%61dmin`, `//admin`): Envoy's CVE-2019-9901 and CVE-2021-29492. The
-//! levels are Istio's `pathNormalization`, and the upstream gets the path
-//! the route was chosen by, as with Envoy.
+//! `/%61dmin`, and with slashes merged `//admin`; with escaped slashes
+//! decoded `/static%2F..%2Fadmin`): Envoy's CVE-2019-9901 and
+//! CVE-2021-29492. The levels are Istio's `pathNormalization`, and the
+//! upstream gets the path the route was chosen by, as with Envoy. Our
+//! default merges slashes (Istio's and Envoy's do not): an app such as
+//! nginx reads `//admin` as `/admin`, and routes are often access control.
 
 use http::uri::{PathAndQuery, Uri};
 
@@ -63,8 +66,8 @@ pub fn normalize(path: &str, how: PathNormalization) -> Result<Option<String>, &
     if canonical.is_empty() {
         canonical.push(b'/');
     }
-    // The path was UTF-8, split at `/` and given only ASCII from escapes.
-    let canonical = String::from_utf8(canonical).map_err(|_| "path is not ASCII")?;
+    // UTF-8 went in, split at `/` and given only ASCII from escapes.
+    let canonical = String::from_utf8(canonical).map_err(|_| "path is not UTF-8")?;
     Ok((canonical != path).then_some(canonical))
 }
 

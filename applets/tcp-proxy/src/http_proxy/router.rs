@@ -168,13 +168,16 @@ impl Router {
     }
 }
 
-/// The host of an authority or Host header, without the port.
+/// The host of an authority or Host header, without the port, and
+/// without the trailing dot of a fully qualified name (`api.shop.` is
+/// `api.shop`, as nginx matches it).
 pub fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    }
+    };
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 #[cfg(test)]
@@ -220,5 +223,6 @@ mod tests {
         assert_eq!(host_of("API.shop:8080"), "API.shop");
         assert_eq!(host_of("api.shop"), "api.shop");
         assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("api.shop.:8080"), "api.shop");
     }
 }
