@@ -19,27 +19,23 @@ tree_pids() {
   done
 }
 
-# CPU clock ticks used so far by the tree under $1.
-ticks() {
+# CPU clock ticks used so far by the tree under $1: user and system time
+# (utime, stime, cutime, cstime).
+ticks() { stat_ticks "$1" '$12 + $13 + $14 + $15'; }
+# The kernel part of `ticks`: system time only (stime, cstime).
+sys_ticks() { stat_ticks "$1" '$13 + $15'; }
+# The sum of the AWK expression $2 over /proc/PID/stat of the tree under $1.
+stat_ticks() {
   local t=0 p v
   for p in $(tree_pids "$1"); do
     # Fields after the command name, which may hold spaces: utime is the 12th.
-    v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
+    v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk "{print $2}")
     t=$((t + ${v:-0}))
   done
   echo "$t"
 }
 
 # Clock ticks → milliseconds and seconds.
-# The kernel part of `ticks`: system time only (stime, cstime).
-sys_ticks() {
-  local t=0 p v
-  for p in $(tree_pids "$1"); do
-    v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $13 + $15}')
-    t=$((t + ${v:-0}))
-  done
-  echo "$t"
-}
 HZ=$(getconf CLK_TCK)
 ticks_ms() { echo $(($1 * 1000 / HZ)); }
 ticks_s() { awk -v t="$1" -v hz="$HZ" 'BEGIN { printf "%.4f", t / hz }'; }
