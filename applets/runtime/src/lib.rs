@@ -19,7 +19,7 @@ mod fdlimit;
 pub mod fsutil;
 mod launch;
 pub mod logging;
-mod memory;
+pub mod memory;
 pub mod process;
 pub mod redact;
 mod shutdown;

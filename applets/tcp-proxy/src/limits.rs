@@ -54,6 +54,8 @@ pub struct Slot(Arc<AtomicUsize>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        // What the connection made us buffer goes back to the kernel.
+        sidecar_runtime::memory::release_freed_memory();
     }
 }
 
