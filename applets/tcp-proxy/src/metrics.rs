@@ -172,7 +172,7 @@ impl Metrics {
             "http_local_responses",
             "Answers made by the proxy itself, by route, status and cause (rate_limited, \
              no_endpoints, no_healthy_endpoints, upstream_full, connect_failed, upstream_reset, bad_response, timeout, \
-             bad_request, smuggling, malformed)",
+             bad_request, client_closed, smuggling, malformed)",
             m.http_local_responses.clone(),
         );
         m

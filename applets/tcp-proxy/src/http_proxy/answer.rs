@@ -29,6 +29,10 @@ pub enum Local {
     /// --http-request-timeout passed before the response started.
     Timeout,
     BadRequest(&'static str),
+    /// The client went away while sending its request body (closed its
+    /// connection, or reset its HTTP/2 stream): nobody gets this answer,
+    /// it is counted and logged as nginx's 499.
+    ClientClosed,
 }
 
 impl Local {
@@ -41,6 +45,7 @@ impl Local {
             Local::ConnectFailed | Local::Reset | Local::BadResponse(_) => StatusCode::BAD_GATEWAY,
             Local::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Local::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Local::ClientClosed => StatusCode::from_u16(499).expect("499 is a valid status code"),
         }
     }
 
@@ -56,6 +61,7 @@ impl Local {
             Local::BadResponse(_) => "bad_response",
             Local::Timeout => "timeout",
             Local::BadRequest(_) => "bad_request",
+            Local::ClientClosed => "client_closed",
         }
     }
 
@@ -74,6 +80,7 @@ impl Local {
             Local::BadResponse(what) => format!("bad upstream response: {what}"),
             Local::Timeout => "no response within --http-request-timeout".into(),
             Local::BadRequest(what) => format!("bad request: {what}"),
+            Local::ClientClosed => "the client closed the request".into(),
         }
     }
 
@@ -85,6 +92,7 @@ impl Local {
             Local::RateLimited(_) => 8, // RESOURCE_EXHAUSTED
             Local::Timeout => 4,        // DEADLINE_EXCEEDED
             Local::BadRequest(_) => 13, // INTERNAL
+            Local::ClientClosed => 1,   // CANCELLED
             _ => 14,                    // UNAVAILABLE
         }
     }

@@ -868,7 +868,11 @@ impl HttpProxy {
                     // client went away mid-upload): not the endpoint's fault,
                     // so neither its failure count nor a retry.
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "request body failed");
-                    return Err(Local::BadRequest("request body unreadable or cut short"));
+                    return Err(if client_closed(&*e) {
+                        Local::ClientClosed
+                    } else {
+                        Local::BadRequest("request body unreadable")
+                    });
                 }
                 Err((e, _)) if is_bad_head(&*e) => {
                     tracing::debug!(route = %dest.name, upstream = %addr, error = %e, "bad upstream response");
@@ -1029,6 +1033,20 @@ impl Target {
 fn is_bad_head(e: &(dyn std::error::Error + 'static)) -> bool {
     e.downcast_ref::<hyper::Error>()
         .is_some_and(|e| e.is_parse() || e.is_parse_too_large())
+}
+
+/// Whether a request body failed because its client went away: its
+/// connection ended before the body did (hyper's `UnexpectedEof`), or it
+/// reset its HTTP/2 stream; not a malformed body.
+fn client_closed(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::once(e)
+        .chain(sidecar_runtime::error::causes(e))
+        .any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+                || c.downcast_ref::<h2::Error>()
+                    .is_some_and(h2::Error::is_remote)
+        })
 }
 
 /// Whether a failed send failed on the client's request body: hyper's
