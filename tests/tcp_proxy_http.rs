@@ -531,6 +531,46 @@ fn expect_100_continue_is_answered_here_and_not_passed_on() {
     );
 }
 
+/// --max-connections-per-upstream holds on the HTTP path: with every
+/// connection the endpoint is allowed busy, a request gets 503
+/// `upstream_full` at once instead of another connection, and the endpoint
+/// is not charged for it.
+#[test]
+fn http_requests_keep_to_max_connections_per_upstream() {
+    let (up, accepted) = Upstream::manual();
+    let p = proxy(&[up.addr], &["--max-connections-per-upstream=1"]);
+    let mut first = connect(p.addr());
+    first
+        .write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut held = recv(&accepted);
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && held.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    let second = http::get(p.addr(), "/second");
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert!(
+        second.text().contains("--max-connections-per-upstream"),
+        "{}",
+        second.text()
+    );
+    let local = ["cause=\"upstream_full\"", "status=\"503\""];
+    assert_eq!(
+        p.metric("tcp_proxy_http_local_responses_total", &local),
+        1.0
+    );
+    assert_eq!(p.metric("tcp_proxy_ejections_total", &[]), 0.0);
+
+    // The held request is answered on the one connection.
+    held.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    let mut answer = [0u8; 12];
+    first.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
 /// Sends raw bytes on a fresh connection and returns everything answered.
 fn raw(p: &Proxy, bytes: &[u8]) -> String {
     let mut s = connect(p.addr());

@@ -139,6 +139,7 @@ pub async fn wire(
             connect_timeout: args.connect_timeout,
             idle_timeout: args.idle_timeout,
             max_connection_duration: args.max_connection_duration,
+            max_connections_per_upstream: args.max_connections_per_upstream,
             path_normalization: args.http_path_normalization,
             tls,
         },

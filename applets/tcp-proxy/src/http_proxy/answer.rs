@@ -72,9 +72,10 @@ impl Local {
             Local::NoHealthyEndpoints => {
                 "no healthy endpoint for this route (health checks, outlier ejection)".into()
             }
-            Local::UpstreamFull => {
-                "every endpoint has its maximum of pending requests (--max-pending-requests)".into()
-            }
+            Local::UpstreamFull => "every endpoint has its maximum of pending requests or \
+                                     connections (--max-pending-requests, \
+                                     --max-connections-per-upstream)"
+                .into(),
             Local::ConnectFailed => "cannot connect to an upstream endpoint".into(),
             Local::Reset => "upstream connection failed before the response".into(),
             Local::BadResponse(what) => format!("bad upstream response: {what}"),

@@ -76,6 +76,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// A client connection older than this is asked to finish (zero: never).
     pub max_connection_duration: Duration,
+    /// HTTP/1 connections per upstream endpoint (zero: no cap).
+    pub max_connections_per_upstream: usize,
     pub path_normalization: path::PathNormalization,
     /// --tls-client: mutual TLS to upstreams.
     pub tls: Option<Arc<crate::tls::Tls>>,
@@ -458,7 +460,11 @@ impl HttpProxy {
     ) -> Self {
         HttpProxy {
             router,
-            connector: Connector::new(settings.connect_timeout, settings.tls.clone()),
+            connector: Connector::new(
+                settings.connect_timeout,
+                settings.max_connections_per_upstream,
+                settings.tls.clone(),
+            ),
             settings,
             metrics,
             access_log,
@@ -796,6 +802,8 @@ impl HttpProxy {
         // A reused connection the server closed before taking the request
         // gives it back untouched; trying again on a new one is not a retry.
         let mut stale = 0;
+        // Endpoints found at --max-connections-per-upstream.
+        let mut full = 0;
         loop {
             let (addr, lease) = match self.pick(conn, dest, &tried) {
                 Ok(p) => p,
@@ -812,6 +820,19 @@ impl HttpProxy {
                 .await
             {
                 Ok(s) => s,
+                // Every connection the endpoint is allowed is busy: not its
+                // failure. Another endpoint, once, before answering 503.
+                Err(e)
+                    if e.get_ref()
+                        .is_some_and(|e| e.is::<upstream::EndpointFull>()) =>
+                {
+                    tried.push(addr);
+                    full += 1;
+                    if full > 1 {
+                        return Err(Local::UpstreamFull);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     let reason = crate::proxy::failure_reason(&e);
                     crate::proxy::count_failure(&self.metrics, &dest.name, addr, reason, &e);

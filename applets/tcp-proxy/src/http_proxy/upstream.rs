@@ -12,6 +12,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -118,7 +119,32 @@ pub struct EndpointConns {
     /// Held across an HTTP/2 connect, so concurrent first requests share
     /// one connection instead of each opening its own.
     h2_connect: tokio::sync::Mutex<()>,
+    /// HTTP/1 connections open (idle, busy or a tunnel), for
+    /// --max-connections-per-upstream.
+    h1_open: AtomicUsize,
 }
+
+/// An HTTP/1 connection counted against its endpoint's cap until it closes.
+struct Counted(Arc<EndpointConns>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.h1_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every HTTP/1 connection --max-connections-per-upstream allows to the
+/// endpoint is open: no request was sent.
+#[derive(Debug)]
+pub struct EndpointFull;
+
+impl std::fmt::Display for EndpointFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the endpoint has every connection --max-connections-per-upstream allows")
+    }
+}
+
+impl std::error::Error for EndpointFull {}
 
 impl EndpointConns {
     fn holds_connections(&self) -> bool {
@@ -160,15 +186,19 @@ pub enum Sender {
 
 pub struct Connector {
     connect_timeout: Duration,
+    /// --max-connections-per-upstream: HTTP/1 connections per endpoint
+    /// (0: no cap).
+    max_h1: usize,
     /// --tls-client: requests go to upstreams over mutual TLS.
     tls: Option<Arc<Tls>>,
     endpoints: Mutex<FxHashMap<SocketAddr, Arc<EndpointConns>>>,
 }
 
 impl Connector {
-    pub fn new(connect_timeout: Duration, tls: Option<Arc<Tls>>) -> Self {
+    pub fn new(connect_timeout: Duration, max_h1: usize, tls: Option<Arc<Tls>>) -> Self {
         Connector {
             connect_timeout,
+            max_h1,
             tls,
             endpoints: Mutex::new(FxHashMap::default()),
         }
@@ -251,7 +281,8 @@ impl Connector {
                     *conns.h1_only.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                     if let Some(io) = io {
                         drop(connecting);
-                        return Ok(Sender::H1(handshake_h1(io, addr).await?, conns));
+                        let counted = self.count_h1(&conns)?;
+                        return Ok(Sender::H1(handshake_h1(io, addr, counted).await?, conns));
                     }
                 }
             }
@@ -296,7 +327,19 @@ impl Connector {
         addr: SocketAddr,
         route: &str,
     ) -> io::Result<http1::SendRequest<Body>> {
-        handshake_h1(self.connect_stream(addr, Alpn::Http1, route).await?, addr).await
+        let counted = self.count_h1(&self.conns(addr))?;
+        let io = self.connect_stream(addr, Alpn::Http1, route).await?;
+        handshake_h1(io, addr, counted).await
+    }
+
+    /// Counts a new HTTP/1 connection to the endpoint, or says it is full.
+    fn count_h1(&self, conns: &Arc<EndpointConns>) -> io::Result<Counted> {
+        let before = conns.h1_open.fetch_add(1, Ordering::AcqRel);
+        let counted = Counted(conns.clone());
+        if self.max_h1 > 0 && before >= self.max_h1 {
+            return Err(io::Error::other(EndpointFull));
+        }
+        Ok(counted)
     }
 }
 
@@ -313,13 +356,19 @@ enum Spoken {
     Http1(Option<UpstreamIo>),
 }
 
-async fn handshake_h1(io: UpstreamIo, addr: SocketAddr) -> io::Result<http1::SendRequest<Body>> {
+async fn handshake_h1(
+    io: UpstreamIo,
+    addr: SocketAddr,
+    counted: Counted,
+) -> io::Result<http1::SendRequest<Body>> {
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(MAX_BUF)
         .handshake::<_, Body>(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
     tokio::spawn(async move {
+        // Counted until it closes or becomes a tunnel.
+        let _counted = counted;
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(upstream = %addr, error = %e, "upstream HTTP/1 connection failed");
         }
