@@ -36,10 +36,11 @@ impl Identities {
 
     /// Whether one of `ids` matches one of the patterns (or there are none).
     pub fn admits(&self, ids: &[String]) -> bool {
-        self.is_any()
-            || ids
-                .iter()
-                .any(|id| self.patterns.iter().any(|(_, m)| m.is_match(id)))
+        self.is_any() || ids.iter().any(|id| self.matches(id))
+    }
+
+    fn matches(&self, id: &str) -> bool {
+        self.patterns.iter().any(|(_, m)| m.is_match(id))
     }
 
     /// The identity a peer is known by: the first of `ids` a pattern
@@ -47,7 +48,7 @@ impl Identities {
     /// never names an identity that was not what let the peer in.
     pub fn admitted(&self, ids: &[String]) -> Option<String> {
         ids.iter()
-            .find(|id| self.is_any() || self.patterns.iter().any(|(_, m)| m.is_match(id)))
+            .find(|id| self.is_any() || self.matches(id))
             .cloned()
     }
 
@@ -71,14 +72,14 @@ pub fn peer_identities(cert: &CertificateDer<'_>) -> Vec<String> {
         return Vec::new();
     };
     let names = &san.value.general_names;
-    let uris: Vec<String> = names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(u.to_string()),
-            _ => None,
-        })
-        .collect();
-    let uri = (uris.len() == 1).then(|| uris.into_iter().next()).flatten();
+    let mut uris = names.iter().filter_map(|n| match n {
+        GeneralName::URI(u) => Some(u.to_string()),
+        _ => None,
+    });
+    let uri = match (uris.next(), uris.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    };
     let dns = names.iter().filter_map(|n| match n {
         GeneralName::DNSName(d) if is_dns_name(d) => Some(d.to_ascii_lowercase()),
         _ => None,

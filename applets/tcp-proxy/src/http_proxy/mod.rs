@@ -854,28 +854,29 @@ impl HttpProxy {
             target.prepare(&mut up_req, matches!(sender, Sender::H2(_)), addr);
             let sent = Instant::now();
             let failed = match send(sender, up_req).await {
-                Ok(resp) if headers::response_problem(&resp).is_none() => {
-                    if let Some((pool, ep)) = pool {
-                        pool.observe_latency(ep, sent.elapsed());
-                        if resp.status().is_server_error() {
-                            pool.report_failure(ep);
-                        } else {
-                            pool.report_success(ep);
+                Ok(resp) => match headers::response_problem(&resp) {
+                    None => {
+                        if let Some((pool, ep)) = pool {
+                            pool.observe_latency(ep, sent.elapsed());
+                            if resp.status().is_server_error() {
+                                pool.report_failure(ep);
+                            } else {
+                                pool.report_success(ep);
+                            }
                         }
+                        let status = RetryOn::Status(resp.status().as_u16());
+                        if kept.is_some() && self.may_retry(status, ex.retries, dest) {
+                            tried.push(addr);
+                            ex.retries += 1;
+                            continue;
+                        }
+                        return Ok(downstream_response(resp));
                     }
-                    let status = RetryOn::Status(resp.status().as_u16());
-                    if kept.is_some() && self.may_retry(status, ex.retries, dest) {
-                        tried.push(addr);
-                        ex.retries += 1;
-                        continue;
+                    Some(what) => {
+                        tracing::debug!(route = %dest.name, upstream = %addr, what, "bad upstream response");
+                        Local::BadResponse(what)
                     }
-                    return Ok(downstream_response(resp));
-                }
-                Ok(resp) => {
-                    let what = headers::response_problem(&resp).unwrap_or_default();
-                    tracing::debug!(route = %dest.name, upstream = %addr, what, "bad upstream response");
-                    Local::BadResponse(what)
-                }
+                },
                 Err((e, Some(back))) if stale == 0 => {
                     tracing::debug!(upstream = %addr, error = %e, "pooled connection was closed; using a new one");
                     stale += 1;

@@ -119,12 +119,13 @@ pub struct EndpointConns {
     /// Held across an HTTP/2 connect, so concurrent first requests share
     /// one connection instead of each opening its own.
     h2_connect: tokio::sync::Mutex<()>,
-    /// HTTP/1 connections open (idle, busy or a tunnel), for
-    /// --max-connections-per-upstream.
+    /// HTTP/1 connections open, idle or busy (one that became a tunnel no
+    /// longer counts), for --max-connections-per-upstream.
     h1_open: AtomicUsize,
 }
 
-/// An HTTP/1 connection counted against its endpoint's cap until it closes.
+/// An HTTP/1 connection counted against its endpoint's cap until it closes
+/// or is handed over to a tunnel.
 struct Counted(Arc<EndpointConns>);
 
 impl Drop for Counted {
